@@ -1,0 +1,50 @@
+# `make run` starts Tollgate on the embedded default; `make test` runs every check CI runs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run migrate test test-unit test-int lint fmt typecheck up clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/tollgate serve
+
+migrate: install
+	$(BIN)/tollgate migrate
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install
+	$(BIN)/mypy
+
+# Starts throwaway PostgreSQL and Redis servers (installing them with apt-get when missing and
+# running as root), runs the suite against them, and stops them.
+test: lint typecheck
+	$(BIN)/python tools/testenv.py -- $(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+test-int: install
+	$(BIN)/python tools/testenv.py -- $(BIN)/python -m pytest tests/integration tests/e2e
+
+up:
+	docker compose up --build
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

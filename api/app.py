@@ -1,0 +1,56 @@
+"""`create_app(settings)`: the FastAPI application and the lifespan that owns its resources."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from api import __version__, error_handlers
+from api.auth.routes import router as keys_router
+from api.auth.secrets import derive_pepper
+from api.db import create_engine, create_sessionmaker
+from api.health.routes import router as health_router
+from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from api.settings import Settings, get_settings, resolve_secret_key
+from api.state import AppState
+from api.tenant.routes import router as admin_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    # Resolved here, not in lifespan, so a missing secret fails at start-up with one clear line.
+    pepper = derive_pepper(resolve_secret_key(settings))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
+        engine = create_engine(settings.resolved_database_url)
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        try:
+            yield AppState(
+                settings=settings,
+                engine=engine,
+                sessionmaker=create_sessionmaker(engine),
+                pepper=pepper,
+                redis=redis,
+            )
+        finally:
+            if redis is not None:
+                await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Tollgate",
+        version=__version__,
+        summary="Per-user API keys, metering, hard spend caps and billing for AI products.",
+        lifespan=lifespan,
+    )
+    error_handlers.install(app)
+    app.include_router(health_router)
+    app.include_router(keys_router)
+    app.include_router(admin_router)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,130 @@
+"""The `tollgate` command (SPEC §3): serve, migrate, tenant create, version."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from api import __version__
+from api.settings import ConfigurationError, Settings, get_settings, resolve_secret_key
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line_errors(func: F) -> F:
+    """Expected failures print one line on stderr and exit 1, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigurationError, OSError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            if type(exc).__module__.startswith(("sqlalchemy", "psycopg", "alembic")):
+                click.echo(f"error: database: {str(exc).splitlines()[0]}", err=True)
+                sys.exit(1)
+            raise
+
+    return wrapper  # type: ignore[return-value]  # wraps keeps the signature
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def _migrate(settings: Settings) -> None:
+    from api.migrate import upgrade_head
+
+    click.echo("Applying database migrations…", err=True)
+    upgrade_head(settings.resolved_database_url)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tollgate")
+def main() -> None:
+    """Tollgate: per-user keys, metering, spend caps and billing for AI products."""
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(__version__)
+
+
+@main.command()
+@_one_line_errors
+def migrate() -> None:
+    """Apply pending database migrations."""
+    _migrate(_settings())
+    click.echo("Database is up to date.", err=True)
+
+
+@main.command()
+@click.option("--host", default=None, help="Listen address (default: TOLLGATE_HOST).")
+@click.option("--port", default=None, type=int, help="Listen port (default: TOLLGATE_PORT).")
+@click.option("--no-migrate", is_flag=True, help="Do not apply pending migrations first.")
+@_one_line_errors
+def serve(host: str | None, port: int | None, no_migrate: bool) -> None:
+    """Run the API server (migrates the database first)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    resolve_secret_key(settings)
+    if not no_migrate:
+        _migrate(settings)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        proxy_headers=False,
+    )
+
+
+@main.group()
+def tenant() -> None:
+    """Manage tenants."""
+
+
+@tenant.command("create")
+@click.option("--name", required=True, help="The tenant's display name.")
+@_one_line_errors
+def tenant_create(name: str) -> None:
+    """Create a tenant and print its id and master key as JSON (the key is shown once)."""
+    from api.auth.secrets import derive_pepper
+    from api.db import create_engine, create_sessionmaker
+    from api.tenant import service as tenant_service
+
+    if not name.strip():
+        raise click.BadParameter("must not be empty", param_hint="--name")
+    settings = _settings()
+    pepper = derive_pepper(resolve_secret_key(settings))
+    if not settings.database_url:
+        _migrate(settings)  # the embedded default works before `serve` ever ran
+
+    async def run() -> dict[str, str]:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            async with create_sessionmaker(engine)() as session, session.begin():
+                created, secret = await tenant_service.create_tenant(session, pepper, name.strip())
+            return {"tenant_id": str(created.id), "master_key": secret}
+        finally:
+            await engine.dispose()
+
+    click.echo(json.dumps(asyncio.run(run())))

@@ -1,0 +1,88 @@
+"""Annotated dependency aliases: routes read `session: DbSession, principal: MasterPrincipal`."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth import service as auth_service
+from api.db import session_scope
+from api.errors import AuthenticationFailed, InsufficientScope, MissingApiKey, NotFound
+from api.settings import Settings
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with session_scope(request.state.sessionmaker) as session:
+        yield session
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
+
+
+def _pepper(request: Request) -> bytes:
+    pepper: bytes = request.state.pepper
+    return pepper
+
+
+def _redis(request: Request) -> Redis | None:
+    redis: Redis | None = request.state.redis
+    return redis
+
+
+# scope="function": commit before the response is sent, so a failed commit is never a 2xx.
+DbSession = Annotated[AsyncSession, Depends(_session, scope="function")]
+AppSettings = Annotated[Settings, Depends(_settings)]
+Pepper = Annotated[bytes, Depends(_pepper)]
+RedisDep = Annotated[Redis | None, Depends(_redis)]
+
+
+def presented_secret(request: Request) -> str | None:
+    headers = request.headers
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
+
+
+async def _principal(
+    request: Request, session: DbSession, pepper: Pepper
+) -> auth_service.Principal:
+    secret = presented_secret(request)
+    if secret is None:
+        raise MissingApiKey()
+    return await auth_service.authenticate(session, pepper, secret)
+
+
+async def _master(
+    principal: Annotated[auth_service.Principal, Depends(_principal)],
+) -> auth_service.Principal:
+    if not principal.is_master:
+        raise InsufficientScope()
+    return principal
+
+
+Principal = Annotated[auth_service.Principal, Depends(_principal)]
+MasterPrincipal = Annotated[auth_service.Principal, Depends(_master)]
+
+
+async def _admin(request: Request, settings: AppSettings) -> None:
+    token = settings.admin_token
+    if token is None:
+        raise NotFound("No such route.")  # the admin API is off without TOLLGATE_ADMIN_TOKEN
+    presented = presented_secret(request)
+    if presented is None:
+        raise MissingApiKey("Send the admin token as 'Authorization: Bearer <token>'.")
+    if not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
+        raise AuthenticationFailed("Invalid admin token.")
+
+
+AdminAccess = Depends(_admin)

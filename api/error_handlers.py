@@ -1,0 +1,107 @@
+"""Render every error in the family shape of the route it happened on (SPEC §6).
+
+Errors are rendered by path rather than by route class, because some happen before any route
+matches (unknown path, oversized body, bad key) and still owe the client its family's shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.errors import (
+    AppError,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    RequestTooLarge,
+    anthropic_body,
+    error_headers,
+    openai_body,
+)
+
+logger = logging.getLogger("tollgate.errors")
+
+_ANTHROPIC_PATHS = ("/v1/messages",)
+
+
+def render_error(path: str, error: AppError) -> JSONResponse:
+    body = anthropic_body(error) if path.startswith(_ANTHROPIC_PATHS) else openai_body(error)
+    return JSONResponse(body, status_code=error.status_code, headers=error_headers(error))
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequest:
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequest()
+    first = errors[0]
+    kind, loc = first.get("type"), tuple(first.get("loc", ()))
+    if kind == "json_invalid":
+        detail = first.get("ctx", {}).get("error", "malformed JSON")
+        return InvalidRequest(f"The request body is not valid JSON: {detail}.")
+    param = _param(loc)
+    if kind == "missing" and loc == ("body",):
+        return InvalidRequest("A JSON request body is required.")
+    if kind == "extra_forbidden":
+        return InvalidRequest(f"Unknown field: {param}.", param=param)
+    if kind == "missing":
+        return InvalidRequest(f"Missing required field: {param}.", param=param)
+    message = str(first.get("msg", "Invalid value")).removeprefix("Value error, ")
+    return InvalidRequest(f"{param}: {message}." if param else f"{message}.", param=param)
+
+
+def _from_http_exception(exc: StarletteHTTPException) -> AppError:
+    if exc.status_code == 404:
+        return NotFound("No such route.")
+    if exc.status_code == 405:
+        return MethodNotAllowed()
+    if exc.status_code == 413:
+        return RequestTooLarge()
+    if exc.status_code < 500:
+        return InvalidRequest(str(exc.detail))
+    return InternalError()
+
+
+def install(app: FastAPI) -> None:
+    async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return render_error(request.url.path, exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return render_error(request.url.path, validation_error(exc))
+
+    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return render_error(request.url.path, _from_http_exception(exc))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        response = render_error(request.url.path, InternalError())
+        request_id = getattr(request.state, "request_id", None)
+        if request_id:
+            # ServerErrorMiddleware sits outside the request-id middleware.
+            response.headers["x-request-id"] = response.headers["request-id"] = request_id
+        return response
+
+    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(Exception, on_unexpected)

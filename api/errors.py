@@ -1,0 +1,214 @@
+"""The error tree and the one table that maps it to HTTP and to both API families.
+
+    AppError
+    ├── InvalidRequest            400 invalid_request
+    │   ├── InvalidModel          400 invalid_model
+    │   └── ProviderNotConfigured 400 provider_not_configured
+    ├── AuthenticationFailed      401 invalid_api_key
+    │   └── MissingApiKey         401 missing_api_key
+    ├── BudgetExceeded            402 budget_exceeded
+    ├── PaymentRequired           402 payment_required
+    ├── PermissionDenied          403 permission_denied
+    │   ├── InsufficientScope     403 insufficient_scope
+    │   ├── ProviderNotAllowed    403 provider_not_allowed
+    │   └── ModelNotAllowed       403 model_not_allowed
+    ├── NotFound                  404 not_found
+    ├── MethodNotAllowed          405 method_not_allowed
+    ├── Conflict                  409 conflict
+    ├── RequestTooLarge           413 request_too_large
+    ├── RateLimited               429 rate_limited
+    ├── InternalError             500 internal_error
+    ├── UpstreamError             502 upstream_error
+    ├── UpstreamUnavailable       503 upstream_unavailable
+    └── UpstreamTimeout           504 upstream_timeout
+
+`ERROR_TABLE` is the only place that says which status, OpenAI `type` and Anthropic `type` a
+class renders as, and whether clients should retry (`x-should-retry`, SPEC §6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+class AppError(Exception):
+    code: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "Internal error."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.param = param
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    @property
+    def status_code(self) -> int:
+        return ERROR_TABLE[type(self)].status
+
+    @property
+    def retryable(self) -> bool:
+        return ERROR_TABLE[type(self)].retryable
+
+
+class InvalidRequest(AppError):
+    code = "invalid_request"
+    default_message = "The request is invalid."
+
+
+class InvalidModel(InvalidRequest):
+    code = "invalid_model"
+    default_message = "The model does not exist."
+
+
+class ProviderNotConfigured(InvalidRequest):
+    code = "provider_not_configured"
+    default_message = "The provider has no credentials configured."
+
+
+class AuthenticationFailed(AppError):
+    code = "invalid_api_key"
+    default_message = "Invalid API key."
+
+
+class MissingApiKey(AuthenticationFailed):
+    code = "missing_api_key"
+    default_message = (
+        "No API key provided. Send it as 'Authorization: Bearer <key>', 'x-api-key' "
+        "or 'x-goog-api-key'."
+    )
+
+
+class BudgetExceeded(AppError):
+    code = "budget_exceeded"
+    default_message = "A spending limit of this key has been reached."
+
+
+class PaymentRequired(AppError):
+    code = "payment_required"
+    default_message = "This key is suspended for non-payment."
+
+
+class PermissionDenied(AppError):
+    code = "permission_denied"
+    default_message = "This key may not do that."
+
+
+class InsufficientScope(PermissionDenied):
+    code = "insufficient_scope"
+    default_message = "This route needs a master key."
+
+
+class ProviderNotAllowed(PermissionDenied):
+    code = "provider_not_allowed"
+    default_message = "This key may not use that provider."
+
+
+class ModelNotAllowed(PermissionDenied):
+    code = "model_not_allowed"
+    default_message = "This key may not use that model."
+
+
+class NotFound(AppError):
+    code = "not_found"
+    default_message = "Not found."
+
+
+class MethodNotAllowed(AppError):
+    code = "method_not_allowed"
+    default_message = "Method not allowed."
+
+
+class Conflict(AppError):
+    code = "conflict"
+    default_message = "The request conflicts with the current state."
+
+
+class RequestTooLarge(AppError):
+    code = "request_too_large"
+    default_message = "The request body is too large."
+
+
+class RateLimited(AppError):
+    code = "rate_limited"
+    default_message = "Rate limit reached."
+
+
+class InternalError(AppError):
+    code = "internal_error"
+    default_message = "The server had an error while processing the request."
+
+
+class UpstreamError(AppError):
+    code = "upstream_error"
+    default_message = "The upstream provider returned an error."
+
+
+class UpstreamUnavailable(AppError):
+    code = "upstream_unavailable"
+    default_message = "The upstream provider is overloaded or unavailable."
+
+
+class UpstreamTimeout(AppError):
+    code = "upstream_timeout"
+    default_message = "The upstream provider did not answer in time."
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    status: int
+    openai_type: str
+    anthropic_type: str
+    retryable: bool
+
+
+ERROR_TABLE: dict[type[AppError], ErrorRow] = {
+    AppError: ErrorRow(500, "server_error", "api_error", True),
+    InvalidRequest: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
+    InvalidModel: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
+    ProviderNotConfigured: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
+    AuthenticationFailed: ErrorRow(401, "authentication_error", "authentication_error", False),
+    MissingApiKey: ErrorRow(401, "authentication_error", "authentication_error", False),
+    BudgetExceeded: ErrorRow(402, "insufficient_quota", "billing_error", False),
+    PaymentRequired: ErrorRow(402, "insufficient_quota", "billing_error", False),
+    PermissionDenied: ErrorRow(403, "permission_error", "permission_error", False),
+    InsufficientScope: ErrorRow(403, "permission_error", "permission_error", False),
+    ProviderNotAllowed: ErrorRow(403, "permission_error", "permission_error", False),
+    ModelNotAllowed: ErrorRow(403, "permission_error", "permission_error", False),
+    NotFound: ErrorRow(404, "not_found_error", "not_found_error", False),
+    MethodNotAllowed: ErrorRow(405, "invalid_request_error", "invalid_request_error", False),
+    Conflict: ErrorRow(409, "invalid_request_error", "invalid_request_error", True),
+    RequestTooLarge: ErrorRow(413, "invalid_request_error", "request_too_large", False),
+    RateLimited: ErrorRow(429, "rate_limit_error", "rate_limit_error", True),
+    InternalError: ErrorRow(500, "server_error", "api_error", True),
+    UpstreamError: ErrorRow(502, "server_error", "api_error", True),
+    UpstreamUnavailable: ErrorRow(503, "server_error", "overloaded_error", True),
+    UpstreamTimeout: ErrorRow(504, "timeout_error", "timeout_error", True),
+}
+
+
+def error_headers(err: AppError) -> dict[str, str]:
+    return {**err.headers, "x-should-retry": "true" if err.retryable else "false"}
+
+
+def openai_body(err: AppError) -> dict[str, Any]:
+    row = ERROR_TABLE[type(err)]
+    return {
+        "error": {
+            "message": err.message,
+            "type": row.openai_type,
+            "code": err.code,
+            "param": err.param,
+        }
+    }
+
+
+def anthropic_body(err: AppError) -> dict[str, Any]:
+    row = ERROR_TABLE[type(err)]
+    return {"type": "error", "error": {"type": row.anthropic_type, "message": err.message}}

@@ -1,0 +1,44 @@
+"""Liveness and readiness (SPEC §5.11)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import RedisDep
+
+router = APIRouter(tags=["health"])
+logger = logging.getLogger("tollgate.health")
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request, redis: RedisDep) -> JSONResponse:
+    checks: dict[str, Any] = {}
+    try:
+        async with request.state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        logger.warning("readiness: database unreachable: %s", exc)
+        checks["database"] = "unreachable"
+    if redis is None:
+        checks["redis"] = "not configured"
+    else:
+        try:
+            await redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            logger.warning("readiness: redis unreachable: %s", exc)
+            checks["redis"] = "unreachable"
+    ready = all(value in ("ok", "not configured") for value in checks.values())
+    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)

@@ -1,0 +1,8 @@
+"""Every ORM model, imported in one place so Alembic and the test fixtures see the whole schema."""
+
+from api.auth.models import ApiKey, KeySecret
+from api.db import Base
+from api.tenant.models import Tenant
+from api.usage.models import UsageEvent
+
+__all__ = ["ApiKey", "Base", "KeySecret", "Tenant", "UsageEvent"]

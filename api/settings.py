@@ -1,0 +1,132 @@
+"""Settings: `TOLLGATE_*` environment variables, or a TOML file named by `TOLLGATE_CONFIG`.
+
+Names follow SPEC §2. Environment variables win over the TOML file, which wins over defaults.
+`get_settings()` is called only by `create_app`, the worker's start-up and the CLI; everything
+else receives plain values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROVIDER_NAMES = ("openai", "anthropic", "gemini", "deepseek")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    name: str
+    api_key: str | None
+    base_url: str
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    data_dir: Path = Path(".tollgate")
+    database_url: str | None = None
+    redis_url: str | None = None
+    qdrant_url: str | None = None
+    secret_key: SecretStr | None = None
+    admin_token: SecretStr | None = None
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    deepseek_api_key: SecretStr | None = None
+    deepseek_base_url: str = "https://api.deepseek.com"
+
+    allow_private_webhooks: bool = False
+    embedding_model: str | None = None
+
+    # Requests larger than this are refused with 413 before they are parsed.
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - fixed hook signature
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = os.environ.get("TOLLGATE_CONFIG")
+        if config_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_path)))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tollgate.db').resolve()}"
+
+    @property
+    def providers(self) -> dict[str, ProviderSettings]:
+        out: dict[str, ProviderSettings] = {}
+        for name in PROVIDER_NAMES:
+            key: SecretStr | None = getattr(self, f"{name}_api_key")
+            out[name] = ProviderSettings(
+                name=name,
+                api_key=key.get_secret_value() if key else None,
+                base_url=getattr(self, f"{name}_base_url").rstrip("/"),
+            )
+        return out
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or wrong; the CLI prints it as one line."""
+
+
+def _write_private_file(path: Path, content: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content)
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    """Return the secret key, generating one into the data dir for the embedded default.
+
+    A shared database needs the same key on every process, so with `TOLLGATE_DATABASE_URL`
+    set the key must be given explicitly.
+    """
+    if settings.secret_key is not None:
+        value = settings.secret_key.get_secret_value()
+        if len(value) < 32:
+            raise ConfigurationError("TOLLGATE_SECRET_KEY must be at least 32 characters")
+        return value
+    if settings.database_url:
+        raise ConfigurationError(
+            "TOLLGATE_SECRET_KEY is required when TOLLGATE_DATABASE_URL is set"
+        )
+    import secrets
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "secret_key"
+    with contextlib.suppress(FileExistsError):  # another process won the race: use its key
+        _write_private_file(path, secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

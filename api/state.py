@@ -1,0 +1,18 @@
+"""The typed state `lifespan` yields; dependencies read it from `request.state`."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from api.settings import Settings
+
+
+class AppState(TypedDict):
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    pepper: bytes
+    redis: Redis | None

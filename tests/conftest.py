@@ -1,0 +1,127 @@
+"""Shared fixtures: real PostgreSQL and Redis servers, a migrated database per backend, the app.
+
+`make test` starts the servers (tools/testenv.py) and passes their URLs in
+TOLLGATE_TEST_POSTGRES_URL / TOLLGATE_TEST_REDIS_URL; a bare `pytest` starts them itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.app import create_app
+from api.db import create_engine
+from api.migrate import upgrade_head
+from api.models import Base
+from api.settings import Settings
+from tests.factories.tenants import ADMIN_TOKEN
+from tools import testenv
+
+SECRET_KEY = "s" * 48
+BACKENDS = ["postgres", "sqlite"]
+
+
+@pytest.fixture(scope="session")
+def service_urls() -> Iterator[dict[str, str]]:
+    names = ("TOLLGATE_TEST_POSTGRES_URL", "TOLLGATE_TEST_REDIS_URL")
+    if all(os.environ.get(name) for name in names):
+        yield {name: os.environ[name] for name in names}
+        return
+    with testenv.services() as urls:
+        yield urls
+
+
+@pytest.fixture(scope="session")
+def redis_url(service_urls: dict[str, str]) -> str:
+    return service_urls["TOLLGATE_TEST_REDIS_URL"]
+
+
+def _sync_url(url: str) -> str:
+    """Fixtures set up outside the event loop, so they talk to the database synchronously."""
+    return url.replace("sqlite+aiosqlite", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(service_urls: dict[str, str]) -> str:
+    admin_url = service_urls["TOLLGATE_TEST_POSTGRES_URL"]
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text('DROP DATABASE IF EXISTS "tollgate" WITH (FORCE)'))
+        connection.execute(text('CREATE DATABASE "tollgate"'))
+    engine.dispose()
+    url = admin_url.rsplit("/", 1)[0] + "/tollgate"
+    upgrade_head(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("sqlite") / "tollgate.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade_head(url)
+    return url
+
+
+def truncate_all(url: str) -> None:
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    engine = sa.create_engine(_sync_url(url))
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+        else:
+            for table in tables:
+                connection.execute(text(f"DELETE FROM {table}"))
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test that uses it runs once on PostgreSQL and once on the embedded SQLite default."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    yield url
+    truncate_all(url)
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key=SECRET_KEY,
+        admin_token=ADMIN_TOKEN,
+    )
+
+
+@contextlib.asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://tollgate.test"
+        ) as client:
+            yield client
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(settings) as http:
+        yield http
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A direct connection for tests that look at rows behind the API's back."""
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
