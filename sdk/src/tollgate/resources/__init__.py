@@ -1,0 +1,3 @@
+from tollgate.resources.keys import AsyncKeys, Keys
+
+__all__ = ["AsyncKeys", "Keys"]

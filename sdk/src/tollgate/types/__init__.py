@@ -1,0 +1,3 @@
+from tollgate.types.key import Key, KeyLimit, KeyList
+
+__all__ = ["Key", "KeyLimit", "KeyList"]
