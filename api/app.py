@@ -12,31 +12,55 @@ from api import __version__, error_handlers
 from api.auth.routes import router as keys_router
 from api.auth.secrets import derive_pepper
 from api.db import create_engine, create_sessionmaker
+from api.gateway.budget import SpendCheck
+from api.gateway.catalog import Catalog
+from api.gateway.dialects.openai.routes import router as openai_router
+from api.gateway.pipeline import Gateway
+from api.gateway.providers.registry import ProviderRegistry, create_session
 from api.health.routes import router as health_router
+from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from api.settings import Settings, get_settings, resolve_secret_key
 from api.state import AppState
 from api.tenant.routes import router as admin_router
+from api.usage.recorder import UsageRecorder
+from api.usage.routes import router as usage_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Resolved here, not in lifespan, so a missing secret fails at start-up with one clear line.
     pepper = derive_pepper(resolve_secret_key(settings))
+    catalog = Catalog.build(settings.models)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
         engine = create_engine(settings.resolved_database_url)
+        sessionmaker = create_sessionmaker(engine)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        upstream_session = create_session(settings)
+        recorder = UsageRecorder(sessionmaker)
+        recorder.start()
+        gateway = Gateway(
+            catalog=catalog,
+            providers=ProviderRegistry(settings, upstream_session),
+            recorder=recorder,
+            budget=SpendCheck(sessionmaker),
+            metrics=metrics,
+        )
         try:
             yield AppState(
                 settings=settings,
                 engine=engine,
-                sessionmaker=create_sessionmaker(engine),
+                sessionmaker=sessionmaker,
                 pepper=pepper,
                 redis=redis,
+                gateway=gateway,
             )
         finally:
+            await recorder.close()  # every accepted request's usage event is written first
+            await upstream_session.close()
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
@@ -50,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     error_handlers.install(app)
     app.include_router(health_router)
     app.include_router(keys_router)
+    app.include_router(openai_router)
+    app.include_router(usage_router)
     app.include_router(admin_router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import service as auth_service
 from api.db import session_scope
 from api.errors import AuthenticationFailed, InsufficientScope, MissingApiKey, NotFound
+from api.gateway.pipeline import Gateway
 from api.settings import Settings
 
 
@@ -70,7 +71,24 @@ async def _master(
     return principal
 
 
+async def _gateway_principal(request: Request, pepper: Pepper) -> auth_service.Principal:
+    """The proxy's authentication: a session just for the lookup, so no database connection is
+    held while the upstream call runs (which can take minutes)."""
+    secret = presented_secret(request)
+    if secret is None:
+        raise MissingApiKey()
+    async with request.state.sessionmaker() as session:
+        return await auth_service.authenticate(session, pepper, secret)
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.state.gateway
+    return gateway
+
+
 Principal = Annotated[auth_service.Principal, Depends(_principal)]
+GatewayPrincipal = Annotated[auth_service.Principal, Depends(_gateway_principal)]
+GatewayDep = Annotated[Gateway, Depends(_gateway)]
 MasterPrincipal = Annotated[auth_service.Principal, Depends(_master)]
 
 

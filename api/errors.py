@@ -4,6 +4,7 @@
     ├── InvalidRequest            400 invalid_request
     │   ├── InvalidModel          400 invalid_model
     │   └── ProviderNotConfigured 400 provider_not_configured
+    ├── UpstreamClientError       4xx the provider's own status and code
     ├── AuthenticationFailed      401 invalid_api_key
     │   └── MissingApiKey         401 missing_api_key
     ├── BudgetExceeded            402 budget_exceeded
@@ -55,6 +56,11 @@ class AppError(Exception):
     @property
     def retryable(self) -> bool:
         return ERROR_TABLE[type(self)].retryable
+
+    @property
+    def public_code(self) -> str:
+        """The `code` clients see; the class's own unless the error relays someone else's."""
+        return self.code
 
 
 class InvalidRequest(AppError):
@@ -145,6 +151,33 @@ class InternalError(AppError):
     default_message = "The server had an error while processing the request."
 
 
+class UpstreamClientError(AppError):
+    """An upstream 4xx the client caused (bad request, context too long): relayed as is."""
+
+    code = "upstream_client_error"
+    default_message = "The provider rejected the request."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int = 400,
+        param: str | None = None,
+        upstream_code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param)
+        self.upstream_status = status
+        self.upstream_code = upstream_code
+
+    @property
+    def status_code(self) -> int:
+        return self.upstream_status
+
+    @property
+    def public_code(self) -> str:
+        return self.upstream_code or "invalid_request"
+
+
 class UpstreamError(AppError):
     code = "upstream_error"
     default_message = "The upstream provider returned an error."
@@ -187,6 +220,7 @@ ERROR_TABLE: dict[type[AppError], ErrorRow] = {
     RequestTooLarge: ErrorRow(413, "invalid_request_error", "request_too_large", False),
     RateLimited: ErrorRow(429, "rate_limit_error", "rate_limit_error", True),
     InternalError: ErrorRow(500, "server_error", "api_error", True),
+    UpstreamClientError: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
     UpstreamError: ErrorRow(502, "server_error", "api_error", True),
     UpstreamUnavailable: ErrorRow(503, "server_error", "overloaded_error", True),
     UpstreamTimeout: ErrorRow(504, "timeout_error", "timeout_error", True),
@@ -203,7 +237,7 @@ def openai_body(err: AppError) -> dict[str, Any]:
         "error": {
             "message": err.message,
             "type": row.openai_type,
-            "code": err.code,
+            "code": err.public_code,
             "param": err.param,
         }
     }

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -54,6 +55,15 @@ class Settings(BaseSettings):
 
     allow_private_webhooks: bool = False
     embedding_model: str | None = None
+
+    # Upstream HTTP client: connect, gap between bytes read, and a whole non-streaming call.
+    upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    upstream_read_timeout_seconds: float = Field(default=300.0, gt=0)
+    upstream_total_timeout_seconds: float = Field(default=900.0, gt=0)
+    upstream_max_connections: int = Field(default=512, ge=1)
+
+    # The model catalog from TOML: [models."<id>"] provider/input/cached_input/output/…
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     # Requests larger than this are refused with 413 before they are parsed.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)

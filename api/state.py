@@ -7,6 +7,7 @@ from typing import TypedDict
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.gateway.pipeline import Gateway
 from api.settings import Settings
 
 
@@ -16,3 +17,4 @@ class AppState(TypedDict):
     sessionmaker: async_sessionmaker[AsyncSession]
     pepper: bytes
     redis: Redis | None
+    gateway: Gateway

@@ -1,0 +1,160 @@
+"""The model catalog: which provider serves a model id, at what price, with what limits.
+
+Built-in prices come from the providers' published list prices (micro-USD per million tokens);
+the TOML config (`[models."<id>"]`) adds models or overrides any field. A model without a known
+price is refused (`400 invalid_model`): Tollgate never forwards a request it cannot meter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from api.errors import InvalidModel
+from api.gateway.pricing import Price
+
+PROVIDERS = ("openai", "anthropic", "gemini", "deepseek")
+# Family patterns from SPEC §5.2, used for error messages and for config entries without a provider.
+_FAMILIES = (
+    (re.compile(r"^(gpt-|o1|o3|o4|chatgpt-)"), "openai"),
+    (re.compile(r"^claude-"), "anthropic"),
+    (re.compile(r"^gemini-"), "gemini"),
+    (re.compile(r"^deepseek-"), "deepseek"),
+)
+_DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    id: str
+    provider: str
+    price: Price
+    display_name: str
+    context_window: int
+    max_output_tokens: int
+    tier: str  # "flagship" | "economy": failover pairs like with like
+    created: int = 1_700_000_000
+
+
+def _m(
+    model_id: str, provider: str, prices: tuple[float, float, float], display: str,
+    context: int, max_output: int, tier: str,
+) -> ModelEntry:  # fmt: skip
+    micros = [round(p * 1_000_000) for p in prices]
+    return ModelEntry(model_id, provider, Price(*micros), display, context, max_output, tier)
+
+
+BUILTIN_MODELS: tuple[ModelEntry, ...] = (
+    _m("gpt-4o", "openai", (2.50, 1.25, 10.00), "GPT-4o", 128_000, 16_384, "flagship"),
+    _m("gpt-4o-mini", "openai", (0.15, 0.075, 0.60), "GPT-4o mini", 128_000, 16_384, "economy"),
+    _m("gpt-4.1", "openai", (2.00, 0.50, 8.00), "GPT-4.1", 1_047_576, 32_768, "flagship"),
+    _m("gpt-4.1-mini", "openai", (0.40, 0.10, 1.60), "GPT-4.1 mini", 1_047_576, 32_768, "economy"),
+    _m("o3-mini", "openai", (1.10, 0.55, 4.40), "o3-mini", 200_000, 100_000, "flagship"),
+    _m("claude-sonnet-4-20250514", "anthropic", (3.00, 0.30, 15.00), "Claude Sonnet 4",
+       200_000, 64_000, "flagship"),
+    _m("claude-opus-4-20250514", "anthropic", (15.00, 1.50, 75.00), "Claude Opus 4",
+       200_000, 32_000, "flagship"),
+    _m("claude-3-5-haiku-20241022", "anthropic", (0.80, 0.08, 4.00), "Claude Haiku 3.5",
+       200_000, 8_192, "economy"),
+    _m("gemini-2.5-pro", "gemini", (1.25, 0.125, 10.00), "Gemini 2.5 Pro", 1_048_576, 65_536,
+       "flagship"),
+    _m("gemini-2.5-flash", "gemini", (0.30, 0.03, 2.50), "Gemini 2.5 Flash", 1_048_576, 65_536,
+       "economy"),
+    _m("gemini-2.0-flash", "gemini", (0.10, 0.025, 0.40), "Gemini 2.0 Flash", 1_048_576, 8_192,
+       "economy"),
+    _m("deepseek-chat", "deepseek", (0.28, 0.028, 0.42), "DeepSeek V3.2", 128_000, 8_192,
+       "economy"),
+    _m("deepseek-reasoner", "deepseek", (0.28, 0.028, 0.42), "DeepSeek V3.2 (thinking)",
+       128_000, 65_536, "economy"),
+)  # fmt: skip
+ALIASES = {
+    "claude-sonnet-4": "claude-sonnet-4-20250514",
+    "claude-opus-4": "claude-opus-4-20250514",
+    "claude-3-5-haiku-latest": "claude-3-5-haiku-20241022",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A resolved request: the catalog entry and the model name to send upstream."""
+
+    entry: ModelEntry
+    provider: str
+    upstream_model: str
+
+
+def family_of(model: str) -> str | None:
+    return next((provider for pattern, provider in _FAMILIES if pattern.match(model)), None)
+
+
+class Catalog:
+    def __init__(self, entries: dict[str, ModelEntry], aliases: dict[str, str]) -> None:
+        self.entries = entries
+        self.aliases = aliases
+
+    @classmethod
+    def build(cls, overrides: dict[str, dict[str, Any]] | None = None) -> Catalog:
+        entries = {entry.id: entry for entry in BUILTIN_MODELS}
+        for model_id, fields in (overrides or {}).items():
+            entries[model_id] = _apply_override(model_id, entries.get(model_id), fields)
+        return cls(entries, dict(ALIASES))
+
+    def lookup(self, model: str) -> ModelEntry | None:
+        model = self.aliases.get(model, model)
+        entry = self.entries.get(model)
+        if entry is None:
+            # A dated snapshot (gpt-4o-2024-08-06) is priced like its family entry.
+            entry = self.entries.get(_DATE_SUFFIX.sub("", model))
+        return entry
+
+    def resolve(self, requested: str) -> Route:
+        """`model` or `provider/model` → the entry, its provider and the upstream model name."""
+        provider, _, name = requested.partition("/")
+        if not name:
+            provider, name = "", requested
+        elif provider not in PROVIDERS:
+            raise InvalidModel(
+                f"Unknown provider {provider!r} in model {requested!r}; "
+                f"use one of {', '.join(PROVIDERS)}.",
+                param="model",
+            )
+        entry = self.lookup(name)
+        if entry is None or (provider and entry.provider != provider):
+            raise InvalidModel(
+                f"The model {requested!r} does not exist or has no price in the catalog.",
+                param="model",
+            )
+        upstream = self.aliases.get(name, name)
+        return Route(entry=entry, provider=entry.provider, upstream_model=upstream)
+
+
+_PRICE_FIELDS = ("input", "cached_input", "output")
+
+
+def _apply_override(model_id: str, base: ModelEntry | None, fields: dict[str, Any]) -> ModelEntry:
+    """A config entry: prices in micro-USD per million tokens, e.g.
+    `[models."gpt-4o"] input = 2500000`."""
+    provider = fields.get("provider") or (base.provider if base else family_of(model_id))
+    if provider not in PROVIDERS:
+        raise ValueError(f"models.{model_id}: provider must be one of {', '.join(PROVIDERS)}")
+    if base is None and not all(name in fields for name in ("input", "output")):
+        raise ValueError(f"models.{model_id}: a new model needs input and output prices")
+    price_base = base.price if base else Price(0, 0, 0)
+    prices = {name: int(fields.get(name, getattr(price_base, name))) for name in _PRICE_FIELDS}
+    if "cached_input" not in fields and base is None:
+        prices["cached_input"] = prices["input"]
+    if any(value < 0 for value in prices.values()):
+        raise ValueError(f"models.{model_id}: prices cannot be negative")
+    template = base or ModelEntry(
+        model_id, provider, price_base, model_id, 128_000, 4_096, "economy"
+    )
+    return replace(
+        template,
+        provider=provider,
+        price=Price(**prices),
+        display_name=str(fields.get("display_name", template.display_name)),
+        context_window=int(fields.get("context_window", template.context_window)),
+        max_output_tokens=int(fields.get("max_output_tokens", template.max_output_tokens)),
+        tier=str(fields.get("tier", template.tier)),
+    )

@@ -1,0 +1,191 @@
+"""OpenAI-family endpoints: `POST /v1/chat/completions` and `GET /v1/models` (SPEC §5.2).
+
+The body is forwarded as the client sent it, with the model name resolved and usage reporting
+forced on for streams; only the fields the gateway acts on are checked here, the upstream
+validates the rest (its 4xx is relayed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse
+
+from api.deps import GatewayDep, GatewayPrincipal
+from api.errors import AppError, InvalidRequest, UpstreamError, openai_body
+from api.gateway import usage as usage_rules
+from api.gateway.pipeline import Call, start_call, upstream_body
+from api.gateway.pricing import Usage
+from api.gateway.providers.base import UpstreamRequest, UpstreamStream
+
+router = APIRouter(tags=["gateway"])
+
+CHAT_PATH = "/v1/chat/completions"
+_DONE = b"data: [DONE]\n\n"
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def _check_chat_body(body: dict[str, Any]) -> bool:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: a model name is required.", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest(
+            "messages: a non-empty list of messages is required.", param="messages"
+        )
+    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        raise InvalidRequest("messages: each message needs a string 'role'.", param="messages")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise InvalidRequest(f"{name}: must be a positive integer.", param=name)
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("stream: must be a boolean.", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest("stream_options: must be an object.", param="stream_options")
+    return bool(stream)
+
+
+@router.post(CHAT_PATH)
+async def create_chat_completion(
+    request: Request, principal: GatewayPrincipal, gateway: GatewayDep
+) -> Response:
+    body = await read_json_object(request)
+    stream = _check_chat_body(body)
+    call = await start_call(gateway, principal, request.state.request_id, CHAT_PATH, body["model"])
+    upstream = UpstreamRequest(
+        path="/chat/completions", body=upstream_body(body, call, stream=stream), stream=stream
+    )
+    if stream:
+        return await _stream_chat(call, body, upstream)
+    try:
+        response = await call.provider.send(upstream)
+    except AppError as error:
+        call.finish(Usage(), status=error.status_code, error=error)
+        raise
+    payload = orjson.loads(response.body)
+    reported = payload.get("usage") if isinstance(payload, dict) else None
+    usage = (
+        usage_rules.from_openai(reported)
+        if isinstance(reported, dict)
+        else usage_rules.estimate_chat(body, [])
+    )
+    call.finish(usage)
+    payload["provider"] = call.provider.name
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+async def _stream_chat(call: Call, body: dict[str, Any], upstream: UpstreamRequest) -> Response:
+    try:
+        stream = await call.provider.open_stream(upstream)
+    except AppError as error:
+        call.finish(Usage(), status=error.status_code, error=error)
+        raise
+    options = body.get("stream_options")
+    client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+    return EventSourceResponse(
+        _relay_chat(call, body, stream, client_wants_usage),
+        ping=15,
+        headers={"X-Accel-Buffering": "no"},
+    )
+
+
+async def _relay_chat(
+    call: Call, body: dict[str, Any], stream: UpstreamStream, client_wants_usage: bool
+) -> AsyncIterator[bytes]:
+    """Relay each upstream event as it arrives; meter in `finally`, whatever ends the stream."""
+    usage: Usage | None = None
+    produced: list[bytes] = []
+    status, error = 200, None
+    first = True
+    done = False
+    try:
+        async for event in stream.events():
+            data = event.data
+            if data == b"[DONE]":
+                done = True
+                yield _DONE
+                break
+            if first:
+                first = False
+                elapsed = time.perf_counter() - call.started
+                call.gateway.metrics.ttfb.labels(call.endpoint, call.provider.name).observe(elapsed)
+            if b'"usage":{' in data or b'"usage": {' in data:
+                chunk = orjson.loads(data)
+                if isinstance(chunk.get("usage"), dict):
+                    usage = usage_rules.from_openai(chunk["usage"])
+                # The usage-only chunk was asked for by us; a client that did not ask never sees it.
+                if not client_wants_usage and chunk.get("choices") == []:
+                    continue
+            else:
+                produced.append(data)
+            yield b"data: " + data + b"\n\n"
+        if not done:
+            raise UpstreamError(f"The {call.provider.name} stream ended before it was complete.")
+    except AppError as exc:
+        status, error = exc.status_code, exc
+        yield b"data: " + orjson.dumps(openai_body(exc)) + b"\n\n"
+        yield _DONE
+    except (asyncio.CancelledError, GeneratorExit):
+        status = 499  # the client went away: upstream is cancelled below, output so far is billed
+        raise
+    finally:
+        stream.close()
+        final = usage if usage is not None else usage_rules.estimate_chat(body, produced)
+        call.finish(final, status=status, error=error)
+
+
+@router.get("/v1/models")
+async def list_models(principal: GatewayPrincipal, gateway: GatewayDep) -> dict[str, Any]:
+    key = principal.key
+    entries = [
+        entry
+        for entry in gateway.catalog.entries.values()
+        if (key.allowed_providers is None or entry.provider in key.allowed_providers)
+        and (key.allowed_models is None or entry.id in key.allowed_models)
+        and (key.test or entry.provider in gateway.providers.available())
+    ]
+    data = [
+        {
+            "id": entry.id,
+            "object": "model",
+            "created": entry.created,
+            "owned_by": entry.provider,
+            "type": "model",
+            "display_name": entry.display_name,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.created)),
+            "provider": entry.provider,
+            "pricing": entry.price.as_json(),
+            "context_window": entry.context_window,
+            "max_output_tokens": entry.max_output_tokens,
+        }
+        for entry in sorted(entries, key=lambda e: e.id)
+    ]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": False,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }

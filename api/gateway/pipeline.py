@@ -1,0 +1,140 @@
+"""The request pipeline, the only orchestrator of a proxied call (SPEC §5.2 request flow):
+
+authenticate (dependency) → key status → access control → budget → route → provider call →
+meter → settle → usage event.
+
+Every accepted request ends in exactly one usage event, errors included (cost 0), written by
+the recorder off the response path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.auth.service import Principal
+from api.errors import AppError, ModelNotAllowed, ProviderNotAllowed
+from api.gateway.budget import BudgetGuard, Reservation
+from api.gateway.catalog import Catalog, Route
+from api.gateway.pricing import FREE, Price, Usage, cost_micros
+from api.gateway.providers.base import Provider
+from api.gateway.providers.registry import ProviderRegistry
+from api.metrics import Metrics
+from api.usage.recorder import UsageRecord, UsageRecorder
+
+
+@dataclass(slots=True)
+class Gateway:
+    """The long-lived parts of the proxy, built once in the lifespan."""
+
+    catalog: Catalog
+    providers: ProviderRegistry
+    recorder: UsageRecorder
+    budget: BudgetGuard
+    metrics: Metrics
+
+
+@dataclass(slots=True)
+class Call:
+    gateway: Gateway
+    principal: Principal
+    request_id: str
+    endpoint: str
+    route: Route
+    provider: Provider
+    price: Price
+    reservation: Reservation | None = None
+    started: float = field(default_factory=time.perf_counter)
+    finished: bool = False
+
+    @property
+    def model(self) -> str:
+        return self.route.entry.id
+
+    def finish(self, usage: Usage, *, status: int = 200, error: AppError | None = None) -> int:
+        """Meter and record the call, once; returns its cost in micro-USD."""
+        if self.finished:
+            return 0
+        self.finished = True
+        cost = cost_micros(usage, self.price)
+        latency_ms = int((time.perf_counter() - self.started) * 1000)
+        key = self.principal.key
+        self.gateway.recorder.record(
+            UsageRecord(
+                request_id=self.request_id,
+                tenant_id=key.tenant_id,
+                key_id=key.id,
+                endpoint=self.endpoint,
+                model=self.model,
+                provider=self.provider.name,
+                status=status,
+                input_tokens=usage.input_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                output_tokens=usage.output_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                cost_micros=cost,
+                latency_ms=latency_ms,
+                estimated=usage.estimated,
+                error_code=error.public_code if error else None,
+            )
+        )
+        metrics = self.gateway.metrics
+        labels = (self.endpoint, self.provider.name)
+        metrics.requests.labels(*labels, self.model, str(status)).inc()
+        metrics.latency.labels(*labels).observe(latency_ms / 1000)
+        if error is not None and status >= 500:
+            metrics.upstream_errors.labels(self.provider.name, error.public_code).inc()
+        if usage.total_tokens:
+            metrics.tokens.labels(self.provider.name, self.model, "input").inc(usage.input_tokens)
+            metrics.tokens.labels(self.provider.name, self.model, "output").inc(usage.output_tokens)
+            metrics.spend.labels(self.provider.name, self.model).inc(cost)
+        return cost
+
+
+def check_access(principal: Principal, route: Route) -> None:
+    key = principal.key
+    if key.allowed_providers is not None and route.provider not in key.allowed_providers:
+        raise ProviderNotAllowed(
+            f"This key may not use the {route.provider} provider.", param="model"
+        )
+    if key.allowed_models is not None and route.entry.id not in key.allowed_models:
+        raise ModelNotAllowed(f"This key may not use the model {route.entry.id}.", param="model")
+
+
+async def start_call(
+    gateway: Gateway, principal: Principal, request_id: str, endpoint: str, model: str
+) -> Call:
+    """Everything before the provider call; raises before anything is sent upstream."""
+    route = gateway.catalog.resolve(model)
+    check_access(principal, route)
+    test = principal.key.test
+    provider = gateway.providers.get(route.provider, test=test)
+    call = Call(
+        gateway=gateway,
+        principal=principal,
+        request_id=request_id,
+        endpoint=endpoint,
+        route=route,
+        provider=provider,
+        price=FREE if test else route.entry.price,
+    )
+    try:
+        call.reservation = await gateway.budget.reserve(principal.key, 0)
+    except AppError as error:
+        call.finish(Usage(), status=error.status_code, error=error)
+        raise
+    return call
+
+
+def upstream_body(body: dict[str, Any], call: Call, *, stream: bool) -> dict[str, Any]:
+    """Same dialect in and out: forward the client's JSON with only the listed edits."""
+    out = dict(body)
+    out["model"] = call.route.upstream_model
+    if stream:
+        options = out.get("stream_options")
+        out["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+    return out

@@ -1,0 +1,101 @@
+"""The provider interface and the mapping of upstream HTTP failures to our error tree.
+
+A provider owns its URL, auth headers and error mapping; it does not retry (the pipeline
+decides) and never matches on message text, only on status and documented error fields.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from api.errors import (
+    AppError,
+    RateLimited,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from api.gateway.sse import SSEEvent
+
+logger = logging.getLogger("tollgate.upstream")
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    path: str
+    body: dict[str, Any]
+    stream: bool
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class UpstreamStream(Protocol):
+    def events(self) -> AsyncIterator[SSEEvent]: ...
+
+    def close(self) -> None: ...
+
+
+class Provider(Protocol):
+    name: str
+    dialect: str
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
+
+    async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
+        """Connect and check the status; a failure raises before any byte reaches the client."""
+        ...
+
+
+_PASS_THROUGH = {400, 404, 409, 413, 422}
+
+
+def error_from_status(provider: str, status: int, body: bytes, headers: dict[str, str]) -> AppError:
+    """Map an upstream HTTP error to the error the client sees (SPEC §6)."""
+    message, kind, code, param = _describe(body)
+    logger.warning("upstream %s answered %s: %s", provider, status, body[:500])
+    if status in _PASS_THROUGH:
+        return UpstreamClientError(
+            message or f"The provider rejected the request ({status}).",
+            status=status, param=param, upstream_code=code or kind,
+        )  # fmt: skip
+    if status in (401, 403):
+        return UpstreamError(f"The {provider} provider refused the gateway's credentials.")
+    if status == 429:
+        retry_after = headers.get("retry-after")
+        return RateLimited(
+            message or f"The {provider} provider is rate limiting requests.",
+            headers={"retry-after": retry_after} if retry_after else None,
+        )
+    if status in (503, 529):
+        return UpstreamUnavailable(f"The {provider} provider is overloaded ({status}).")
+    if status in (408, 504):
+        return UpstreamTimeout(f"The {provider} provider timed out ({status}).")
+    return UpstreamError(f"The {provider} provider returned an error ({status}).")
+
+
+def _describe(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None, None, None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict):
+        return None, None, None, None
+
+    def text(name: str) -> str | None:
+        value = error.get(name)
+        return value if isinstance(value, str) else None
+
+    return text("message"), text("type"), text("code"), text("param")

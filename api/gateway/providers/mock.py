@@ -1,0 +1,168 @@
+"""The built-in `mock` provider that answers every `qlk_test_` key (SPEC §4).
+
+Deterministic text derived from the last user message, usage counted with the o200k vocabulary
+(so it looks like a real provider's), tool calls when tools are offered, streaming in real
+OpenAI chunk shapes. It never touches the network and costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from api.gateway.providers.base import UpstreamRequest, UpstreamResponse
+from api.gateway.sse import SSEEvent
+from api.gateway.tokens import count_chat_prompt, count_text
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(
+                    p["text"]
+                    for p in content
+                    if isinstance(p, dict) and isinstance(p.get("text"), str)
+                )
+    return ""
+
+
+def _example_value(schema: Any) -> Any:
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    if isinstance(schema, dict) and schema.get("enum"):
+        return schema["enum"][0]
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {
+            name: _example_value(props[name])
+            for name in schema.get("required", [])
+            if name in props
+        }
+    return {"string": "example", "integer": 1, "number": 1, "boolean": True, "array": []}.get(
+        kind if isinstance(kind, str) else ""
+    )
+
+
+def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    tools = [
+        t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"
+    ]
+    choice = body.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        tools = [t for t in tools if (t.get("function") or {}).get("name") == wanted] or tools
+    function: dict[str, Any] = tools[0].get("function") or {}
+    return function
+
+
+class MockReply:
+    def __init__(self, body: dict[str, Any]) -> None:
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            messages = []
+        self.model = str(body.get("model", "mock"))
+        said = _last_user_text(messages)
+        digest = hashlib.sha256(said.encode()).hexdigest()[:8]
+        self.id = f"chatcmpl-mock{digest}"
+        self.created = int(time.time())
+        self.tool = _chosen_tool(body)
+        words = f"This is a mock response from Tollgate ({digest}). You said: {said[:200]}".split(
+            " "
+        )
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        self.finish_reason = "tool_calls" if self.tool else "stop"
+        if isinstance(limit, int) and limit > 0 and not self.tool and len(words) > limit:
+            words, self.finish_reason = words[:limit], "length"
+        self.pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        self.text = "" if self.tool else "".join(self.pieces)
+        self.arguments = (
+            orjson.dumps(_example_value(self.tool.get("parameters"))).decode() if self.tool else ""
+        )
+        prompt = count_chat_prompt(messages, body.get("tools"))
+        completion = count_text(self.text) if not self.tool else count_text(self.arguments) + 5
+        self.usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
+
+    def tool_calls(self) -> list[dict[str, Any]]:
+        assert self.tool is not None
+        return [{
+            "id": f"call_mock{self.id[-8:]}", "type": "function",
+            "function": {"name": self.tool.get("name", "tool"), "arguments": self.arguments},
+        }]  # fmt: skip
+
+    def completion(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": self.text or None,
+            "refusal": None,
+        }
+        if self.tool:
+            message["tool_calls"] = self.tool_calls()
+        return {
+            "id": self.id, "object": "chat.completion", "created": self.created,
+            "model": self.model, "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": self.finish_reason}],
+            "usage": self.usage,
+        }  # fmt: skip
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        return orjson.dumps({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "choices": choices, **extra,
+        })  # fmt: skip
+
+    def chunks(self, include_usage: bool) -> list[bytes]:
+        out = [self.chunk({"role": "assistant", "content": "", "refusal": None})]
+        if self.tool:
+            out.append(self.chunk({"tool_calls": [{"index": 0, **self.tool_calls()[0]}]}))
+        else:
+            out += [self.chunk({"content": piece}) for piece in self.pieces]
+        out.append(self.chunk({}, self.finish_reason))
+        if include_usage:
+            out.append(orjson.dumps({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [], "usage": self.usage,
+            }))  # fmt: skip
+        return out
+
+
+class MockStream:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+
+    async def events(self) -> AsyncIterator[SSEEvent]:
+        for chunk in self._chunks:
+            yield SSEEvent(chunk)
+        yield SSEEvent(b"[DONE]")
+
+    def close(self) -> None:
+        self._chunks = []
+
+
+class MockProvider:
+    name = "mock"
+    dialect = "openai"
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        body = orjson.dumps(MockReply(request.body).completion())
+        return UpstreamResponse(status=200, body=body, headers={})
+
+    async def open_stream(self, request: UpstreamRequest) -> MockStream:
+        options = request.body.get("stream_options") or {}
+        include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
+        return MockStream(MockReply(request.body).chunks(include_usage))

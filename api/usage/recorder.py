@@ -1,0 +1,99 @@
+"""The usage-event writer: off the response's critical path, lossless on a clean shutdown.
+
+Requests hand events to `record()` (no I/O, no await). A background task writes them in
+batches; a failed batch is retried, never dropped. `close()` drains what is queued. Event ids
+are chosen by the caller, and inserts ignore an id already present, so a replay is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.kit.time import utcnow
+from api.usage.models import UsageEvent
+
+logger = logging.getLogger("tollgate.usage")
+
+BATCH_SIZE = 500
+RETRY_DELAY_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    request_id: str
+    tenant_id: uuid.UUID
+    key_id: uuid.UUID
+    endpoint: str
+    model: str
+    provider: str
+    status: int
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_micros: int = 0
+    latency_ms: int = 0
+    tool_calls: int = 0
+    estimated: bool = False
+    error_code: str | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    created_at: datetime = field(default_factory=utcnow)
+
+
+class UsageRecorder:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    def record(self, event: UsageRecord) -> None:
+        self._queue.put_nowait(event)
+
+    async def flush(self) -> None:
+        """Wait until everything recorded so far is in the database."""
+        await self._queue.join()
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH_SIZE and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            while True:
+                try:
+                    await self._write(batch)
+                    break
+                except Exception:  # the database may be restarting: keep the events, retry
+                    logger.exception("writing %d usage events failed; retrying", len(batch))
+                    await asyncio.sleep(RETRY_DELAY_SECONDS)
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _write(self, batch: list[UsageRecord]) -> None:
+        rows: list[dict[str, Any]] = [asdict(event) for event in batch]
+        async with self._sessionmaker() as session, session.begin():
+            dialect = session.get_bind().dialect.name
+            if dialect == "postgresql":
+                statement: Any = postgresql.insert(UsageEvent).on_conflict_do_nothing()
+            elif dialect == "sqlite":
+                statement = sqlite.insert(UsageEvent).on_conflict_do_nothing()
+            else:
+                statement = insert(UsageEvent)
+            await session.execute(statement, rows)

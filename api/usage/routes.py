@@ -1,0 +1,166 @@
+"""Usage reports, the CSV export and the request log (SPEC §5.3).
+
+A master key sees its whole tenant; a standard key only itself (another key's id is a 404).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from api.auth.service import Principal as AuthPrincipal
+from api.deps import DbSession, Principal
+from api.errors import InvalidRequest, NotFound
+from api.kit.ids import parse_id
+from api.kit.money import micros_to_usd
+from api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_body
+from api.kit.time import isoformat, month_start, utcnow
+from api.usage.repository import EXPORT_COLUMNS, UsageFilter, UsageRepository
+
+router = APIRouter(tags=["usage"])
+
+
+def _filter(
+    principal: AuthPrincipal,
+    start: datetime | None,
+    end: datetime | None,
+    key_id: str | None,
+    model: str | None,
+) -> UsageFilter:
+    now = utcnow()
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and value.tzinfo is None:
+            message = f"{name}: needs a timezone, e.g. 2026-01-01T00:00:00Z."
+            raise InvalidRequest(message, param=name)
+    start = start or month_start(now)
+    end = end or now + timedelta(seconds=1)
+    if end <= start:
+        raise InvalidRequest("end must be after start.", param="end")
+    wanted = parse_id(key_id, "key") if key_id else None
+    if not principal.is_master:
+        if wanted is not None and wanted != principal.key_id:
+            raise NotFound(f"No key with id {key_id}.", param="key_id")
+        wanted = principal.key_id
+    return UsageFilter(start=start, end=end, key_id=wanted, model=model)
+
+
+def _with_usd(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in row.items()}
+    out["cost_usd"] = micros_to_usd(int(out["cost_micros"]))
+    return out
+
+
+@router.get("/v1/usage")
+async def get_usage(
+    session: DbSession,
+    principal: Principal,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    key_id: str | None = None,
+    model: str | None = Query(None, max_length=200),
+    group_by: Literal["key", "model", "day"] = "key",
+) -> dict[str, Any]:
+    where = _filter(principal, start, end, key_id, model)
+    repository = UsageRepository(session, principal.tenant_id)
+    body: dict[str, Any] = {
+        "object": "usage",
+        "start": isoformat(where.start),
+        "end": isoformat(where.end),
+        "group_by": group_by,
+        "by_key": [_with_usd(row) for row in await repository.grouped(where, "key")],
+    }
+    if group_by != "key":
+        body[f"by_{group_by}"] = [
+            _with_usd(row) for row in await repository.grouped(where, group_by)
+        ]
+    body["totals"] = _with_usd(await repository.totals(where))
+    return body
+
+
+@router.get("/v1/usage/export")
+async def export_usage(
+    request: Request,
+    principal: Principal,
+    format: Literal["csv"] = "csv",
+    start: datetime | None = None,
+    end: datetime | None = None,
+    key_id: str | None = None,
+    model: str | None = Query(None, max_length=200),
+) -> StreamingResponse:
+    where = _filter(principal, start, end, key_id, model)
+    sessionmaker = request.state.sessionmaker
+    tenant_id = principal.tenant_id
+
+    async def rows() -> AsyncIterator[str]:
+        # Its own session: the request's closes when this handler returns, before streaming.
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(EXPORT_COLUMNS)
+        async with sessionmaker() as export_session:
+            count = 0
+            async for row in UsageRepository(export_session, tenant_id).stream_export(where):
+                writer.writerow(isoformat(v) if isinstance(v, datetime) else v for v in row)
+                count += 1
+                if count % 500 == 0:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+        yield buffer.getvalue()
+
+    filename = f"tollgate-usage-{where.start:%Y%m%d}-{where.end:%Y%m%d}.{format}"
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/v1/logs")
+async def list_logs(
+    session: DbSession,
+    principal: Principal,
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    cursor: str | None = Query(None, max_length=512),
+    key_id: str | None = None,
+    model: str | None = Query(None, max_length=200),
+) -> dict[str, Any]:
+    where = _filter(principal, datetime(1970, 1, 1).astimezone(), None, key_id, model)
+    repository = UsageRepository(session, principal.tenant_id)
+    statement = repository.base()
+    if where.key_id is not None:
+        statement = statement.where(repository.model.key_id == where.key_id)
+    if where.model is not None:
+        statement = statement.where(repository.model.model == where.model)
+    page = await repository.paginate(statement, limit=limit, cursor=cursor)
+    data = [
+        {
+            "object": "log",
+            "id": str(event.id),
+            "request_id": event.request_id,
+            "key_id": str(event.key_id),
+            "endpoint": event.endpoint,
+            "model": event.model,
+            "provider": event.provider,
+            "status": event.status,
+            "input_tokens": event.input_tokens,
+            "cached_input_tokens": event.cached_input_tokens,
+            "output_tokens": event.output_tokens,
+            "reasoning_tokens": event.reasoning_tokens,
+            "cost_micros": event.cost_micros,
+            "cost_usd": micros_to_usd(event.cost_micros),
+            "latency_ms": event.latency_ms,
+            "tool_calls": event.tool_calls,
+            "estimated": event.estimated,
+            "error_code": event.error_code,
+            "created_at": isoformat(event.created_at),
+        }
+        for event in page.items
+    ]
+    return list_body(data, page)
