@@ -15,6 +15,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,6 +25,8 @@ from api.migrate import upgrade_head
 from api.models import Base
 from api.settings import Settings
 from tests.factories.tenants import ADMIN_TOKEN
+from tests.fakes.server import serve_in_thread
+from tests.fakes.upstream import FakeUpstream
 from tools import testenv
 
 SECRET_KEY = "s" * 48
@@ -125,3 +128,43 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server() -> Iterator[FakeUpstream]:
+    upstream = FakeUpstream().start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def upstream(fake_upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
+    fake_upstream_server.reset()
+    yield fake_upstream_server
+    fake_upstream_server.reset()
+
+
+@pytest.fixture
+def gateway_settings(settings: Settings, upstream: FakeUpstream) -> Settings:
+    return settings.model_copy(
+        update={
+            "openai_api_key": SecretStr("sk-operator-openai"),
+            "openai_base_url": upstream.openai_base_url,
+            "deepseek_api_key": SecretStr("sk-operator-deepseek"),
+            "deepseek_base_url": upstream.deepseek_base_url,
+            "upstream_read_timeout_seconds": 2.0,
+        }
+    )
+
+
+@pytest.fixture
+def gateway_url(gateway_settings: Settings) -> Iterator[str]:
+    """Tollgate as users run it: uvicorn on a loopback port, pointed at the fake upstreams."""
+    with serve_in_thread(create_app(gateway_settings)) as url:
+        yield url
+
+
+@pytest.fixture
+async def http(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        yield client

@@ -7,7 +7,7 @@ decides) and never matches on message text, only on status and documented error 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,7 +61,9 @@ class Provider(Protocol):
 _PASS_THROUGH = {400, 404, 409, 413, 422}
 
 
-def error_from_status(provider: str, status: int, body: bytes, headers: dict[str, str]) -> AppError:
+def error_from_status(
+    provider: str, status: int, body: bytes, headers: Mapping[str, str]
+) -> AppError:
     """Map an upstream HTTP error to the error the client sees (SPEC §6)."""
     message, kind, code, param = _describe(body)
     logger.warning("upstream %s answered %s: %s", provider, status, body[:500])

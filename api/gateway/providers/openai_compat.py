@@ -84,10 +84,9 @@ class OpenAICompatProvider:
             raise UpstreamError(f"The {self.name} response broke off: {exc}.") from exc
         finally:
             response.release()
-        headers = dict(response.headers)
         if response.status >= 400:
-            raise error_from_status(self.name, response.status, body, headers)
-        return UpstreamResponse(status=response.status, body=body, headers=headers)
+            raise error_from_status(self.name, response.status, body, response.headers)
+        return UpstreamResponse(status=response.status, body=body, headers=dict(response.headers))
 
     async def open_stream(self, request: UpstreamRequest) -> OpenAICompatStream:
         response = await self._post(request)
@@ -98,5 +97,5 @@ class OpenAICompatProvider:
                 body = b""
             finally:
                 response.release()
-            raise error_from_status(self.name, response.status, body, dict(response.headers))
+            raise error_from_status(self.name, response.status, body, response.headers)
         return OpenAICompatStream(response, self.name)

@@ -1,0 +1,220 @@
+"""A fake OpenAI and DeepSeek upstream: real HTTP on loopback, replaying the recorded fixtures.
+
+It runs its own event loop in a thread, so tests that block (the official sync SDKs) cannot
+starve it. Tests steer it through plain attributes and read back what it saw.
+
+    /openai/v1/chat/completions   OpenAI    (base URL http://127.0.0.1:PORT/openai/v1)
+    /deepseek/chat/completions    DeepSeek  (base URL http://127.0.0.1:PORT/deepseek)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bpe_openai
+from aiohttp import web
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
+
+
+def fixture(path: str) -> bytes:
+    return (FIXTURES / path).read_bytes()
+
+
+def sse_events(path: str) -> list[bytes]:
+    """The raw events of a recorded stream, comments included, each with its blank line."""
+    return [part + b"\n\n" for part in fixture(path).split(b"\n\n") if part.strip()]
+
+
+def http_fixture(path: str) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = fixture(path).partition(b"\n\n")
+    lines = head.decode().splitlines()
+    status = int(lines[0].split()[1])
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    headers.pop("content-length", None)
+    return status, headers, body
+
+
+_ENCODING = bpe_openai.get_encoding("o200k_base")
+
+
+def billed_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """OpenAI's published counting rule: 3 per message + its text, 3 to prime the reply."""
+    total = 3
+    for message in messages:
+        total += 3 + len(_ENCODING.encode(message["role"]))
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(_ENCODING.encode(content))
+    return total
+
+
+_ERRORS = {
+    "400": "07_error_400_context_length_exceeded",
+    "401": "08_error_401_invalid_api_key",
+    "429": "09_error_429_rate_limit_tokens",
+    "500": "11_error_500_server_error",
+}
+
+
+@dataclass
+class Seen:
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class FakeUpstream:
+    # "ok", "400", "401", "429", "500", "503", "stall", "drop" (stream dies after 2 events),
+    # "generate" (a slow word-by-word stream that bills only what it managed to send).
+    mode: str = "ok"
+    chunk_delay: float = 0.0
+    pause_after_first: float = 0.0
+    stall_seconds: float = 5.0
+    words: int = 40
+    seen: list[Seen] = field(default_factory=list)
+    # What the fake "billed" for each request: {"prompt_tokens", "completion_tokens", ...}.
+    reported: list[dict[str, Any]] = field(default_factory=list)
+    disconnects: int = 0
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/openai/v1"
+
+    @property
+    def deepseek_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/deepseek"
+
+    def reset(self) -> None:
+        self.mode, self.chunk_delay, self.pause_after_first = "ok", 0.0, 0.0
+        self.seen.clear()
+        self.reported.clear()
+        self.disconnects = 0
+
+    # lifecycle -----------------------------------------------------------------------------
+    def start(self) -> FakeUpstream:
+        self._thread = threading.Thread(target=self._serve, name="fake-upstream", daemon=True)
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/openai/v1/chat/completions", self._chat)
+        app.router.add_post("/deepseek/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._started.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    # handlers ------------------------------------------------------------------------------
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.seen.append(Seen(request.path, body, dict(request.headers)))
+        flavor = "deepseek" if request.path.startswith("/deepseek") else "openai"
+        if self.mode in ("400", "401", "429", "500"):
+            status, headers, payload = http_fixture(f"openai-chat/{_ERRORS[self.mode]}.http")
+            return web.Response(status=status, body=payload, headers=headers)
+        if self.mode == "503":
+            return web.json_response(
+                {"error": {"message": "overloaded", "type": "server_error"}}, status=503
+            )
+        if self.mode == "stall":
+            await asyncio.sleep(self.stall_seconds)
+        if body.get("stream"):
+            return await self._stream(request, body, flavor)
+        if flavor == "deepseek":
+            name = "deepseek/02_response_chat_cache_hit.json" if body["model"] == "deepseek-chat" \
+                else "deepseek/01_response_reasoner_nonstream.json"  # fmt: skip
+        elif body.get("tools"):
+            name = "openai-chat/03_response_nonstream_parallel_tool_calls.json"
+        else:
+            name = "openai-chat/02_response_nonstream_usage_cached_reasoning.json"
+        payload = fixture(name)
+        self.reported.append(json.loads(payload)["usage"])
+        return web.Response(body=payload, content_type="application/json")
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], flavor: str
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if self.mode == "generate":
+            return await self._generate(response, body)
+        if flavor == "deepseek":
+            events = sse_events("deepseek/03_stream_reasoner.sse")
+        elif body.get("tools"):
+            events = sse_events("openai-chat/06_stream_parallel_tool_calls_split_args.sse")
+        else:
+            events = sse_events("openai-chat/04_stream_text_include_usage.sse")
+        include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+        try:
+            for index, event in enumerate(events):
+                if b'"choices":[]' in event and not include_usage:
+                    continue  # OpenAI sends the usage chunk only when asked
+                if b'"usage":{' in event:
+                    self.reported.append(json.loads(event[len(b"data: ") :])["usage"])
+                if self.mode == "drop" and index == 2:
+                    assert request.transport is not None
+                    request.transport.close()  # the connection dies mid-stream
+                    return response
+                await response.write(event)
+                await asyncio.sleep(self.pause_after_first if index == 0 else self.chunk_delay)
+        except ConnectionError:  # aiohttp's ClientConnectionResetError: the gateway hung up
+            self.disconnects += 1
+        return response
+
+    async def _generate(
+        self, response: web.StreamResponse, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        head = {
+            "id": "chatcmpl-gen",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": body["model"],
+        }
+        sent: list[str] = []
+        try:
+            for index in range(self.words):
+                piece = " word" if index else "word"
+                chunk = {
+                    **head,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                }
+                await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                sent.append(piece)
+                await asyncio.sleep(self.chunk_delay)
+            await response.write(b"data: [DONE]\n\n")
+        except ConnectionError:
+            self.disconnects += 1
+        finally:
+            prompt = billed_prompt_tokens(body["messages"])
+            completion = len(_ENCODING.encode("".join(sent)))
+            self.reported.append({"prompt_tokens": prompt, "completion_tokens": completion})
+        return response

@@ -1,0 +1,268 @@
+"""`POST /v1/chat/completions` through a real server to the fake OpenAI and DeepSeek upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
+from tests.factories.usage import expected_cost_micros, logs_when_settled, usage_when_settled
+from tests.fakes.upstream import FakeUpstream, fixture, sse_events
+
+GPT_4O = ("2.50", "1.25", "10.00")
+DEEPSEEK = ("0.28", "0.028", "0.42")
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+async def _user(http: httpx.AsyncClient, **fields: Any) -> tuple[TenantFixture, dict[str, str]]:
+    tenant = await create_tenant(http)
+    key = await create_key(http, tenant, **fields)
+    return tenant, bearer(key["secret"])
+
+
+def _data_events(raw: bytes) -> list[bytes]:
+    return [line[len(b"data: ") :] for line in raw.split(b"\n") if line.startswith(b"data: ")]
+
+
+class TestNonStreaming:
+    async def test_openai_response_is_relayed_and_metered_exactly(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        tenant, headers = await _user(http)
+        response = await http.post(
+            "/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        original = json.loads(
+            fixture("openai-chat/02_response_nonstream_usage_cached_reasoning.json")
+        )
+        assert body == {**original, "provider": "openai"}
+        assert response.headers["x-request-id"].startswith("req_")
+        seen = upstream.seen[-1]
+        assert seen.headers["Authorization"] == "Bearer sk-operator-openai"
+        assert seen.body["model"] == "gpt-4o"
+        usage = await usage_when_settled(http, tenant, 1)
+        expected = expected_cost_micros(2417, 2304, 1093, GPT_4O)
+        assert expected == 14093
+        assert usage["totals"]["cost_micros"] == expected
+        assert usage["totals"]["input_tokens"] == 2417
+        assert usage["totals"]["cached_input_tokens"] == 2304
+        assert usage["totals"]["output_tokens"] == 1093
+
+    async def test_unknown_fields_pass_through_untouched(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        _, headers = await _user(http)
+        extra = {"metadata": {"a": "b"}, "some_new_param": [1, 2], "temperature": 0.2}
+        await http.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": HELLO, **extra},
+            headers=headers,
+        )
+        for name, value in extra.items():
+            assert upstream.seen[-1].body[name] == value
+
+    async def test_deepseek_cache_hits_are_billed_at_the_cached_price(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        tenant, headers = await _user(http)
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": "deepseek-chat", "messages": HELLO},
+            headers=headers,
+        )
+        assert response.json()["provider"] == "deepseek"
+        assert upstream.seen[-1].path == "/deepseek/chat/completions"
+        usage = await usage_when_settled(http, tenant, 1)
+        assert usage["totals"]["cost_micros"] == expected_cost_micros(1854, 1792, 96, DEEPSEEK)
+
+    async def test_explicit_provider_prefix(self, http: httpx.AsyncClient, upstream: FakeUpstream):
+        _, headers = await _user(http)
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": "openai/gpt-4o-2024-08-06", "messages": HELLO},
+            headers=headers,
+        )
+        assert response.status_code == 200
+        assert upstream.seen[-1].body["model"] == "gpt-4o-2024-08-06"
+
+
+class TestStreaming:
+    async def test_chunks_are_relayed_as_sent_and_usage_chunk_hidden(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        tenant, headers = await _user(http)
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": HELLO, "stream": True},
+            headers=headers,
+        )
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert upstream.seen[-1].body["stream_options"] == {"include_usage": True}
+        recorded = [
+            e.strip()[len(b"data: ") :]
+            for e in sse_events("openai-chat/04_stream_text_include_usage.sse")
+        ]
+        without_usage = [e for e in recorded if b'"choices":[]' not in e]
+        assert _data_events(response.content) == without_usage
+        usage = await usage_when_settled(http, tenant, 1)
+        assert usage["totals"]["cost_micros"] == expected_cost_micros(19, 0, 10, GPT_4O)
+
+    async def test_client_that_asks_for_usage_gets_the_usage_chunk(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        _, headers = await _user(http)
+        response = await http.post(
+            "/v1/chat/completions",
+            json={
+                "model": "gpt-4o", "messages": HELLO, "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+            headers=headers,
+        )  # fmt: skip
+        events = _data_events(response.content)
+        assert json.loads(events[-2])["usage"]["prompt_tokens"] == 19
+        assert events[-1] == b"[DONE]"
+
+    async def test_deepseek_keep_alive_and_usage_on_the_finish_chunk(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        tenant, headers = await _user(http)
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": "deepseek-reasoner", "messages": HELLO, "stream": True},
+            headers=headers,
+        )
+        events = _data_events(response.content)
+        assert b"keep-alive" not in response.content
+        assert json.loads(events[1])["choices"][0]["delta"]["reasoning_content"] == "Compare"
+        assert events[-1] == b"[DONE]"
+        usage = await usage_when_settled(http, tenant, 1)
+        assert usage["totals"]["cost_micros"] == expected_cost_micros(18, 0, 254, DEEPSEEK)
+
+    async def test_first_chunk_arrives_before_the_upstream_pause_ends(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        _, headers = await _user(http)
+        upstream.pause_after_first = 1.5
+        started = time.monotonic()
+        async with http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": HELLO, "stream": True},
+            headers=headers,
+        ) as response:
+            lines = response.aiter_lines()
+            async for line in lines:
+                if line.startswith("data: "):
+                    first_after = time.monotonic() - started
+                    break
+            rest = [line async for line in lines if line.startswith("data: ")]
+        total = time.monotonic() - started
+        assert first_after < 1.0, first_after
+        assert total >= 1.5
+        assert rest[-1] == "data: [DONE]"
+
+    async def test_abandoned_stream_cancels_upstream_and_bills_what_was_produced(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        tenant, headers = await _user(http)
+        upstream.mode, upstream.chunk_delay, upstream.words = "generate", 0.05, 40
+        messages = [{"role": "system", "content": "Be brief."}, *HELLO]
+        async with http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": messages, "stream": True},
+            headers=headers,
+        ) as response:
+            received = 0
+            async for line in response.aiter_lines():
+                received += line.startswith("data: ")
+                if received == 10:
+                    break  # leaving the block closes the connection halfway through
+        for _ in range(100):
+            if upstream.reported:
+                break
+            await asyncio.sleep(0.05)
+        assert upstream.disconnects == 1
+        billed = upstream.reported[-1]
+        assert 10 <= billed["completion_tokens"] < 40
+        usage = await usage_when_settled(http, tenant, 1)
+        expected = expected_cost_micros(
+            billed["prompt_tokens"], 0, billed["completion_tokens"], GPT_4O
+        )
+        assert usage["totals"]["cost_micros"] == expected
+        assert usage["totals"]["output_tokens"] == billed["completion_tokens"]
+        log = (await logs_when_settled(http, tenant, 1))[0]
+        assert (log["status"], log["estimated"]) == (499, True)
+
+    async def test_stream_dropped_mid_way_ends_with_an_error_event(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        tenant, headers = await _user(http)
+        upstream.mode = "drop"
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": HELLO, "stream": True},
+            headers=headers,
+        )
+        events = _data_events(response.content)
+        assert json.loads(events[-2])["error"]["code"] == "upstream_error"
+        assert events[-1] == b"[DONE]"
+        log = (await logs_when_settled(http, tenant, 1))[0]
+        assert log["status"] == 502
+        assert log["estimated"] is True
+        assert log["output_tokens"] == 1  # "Hello" made it through before the drop
+
+
+class TestUpstreamErrors:
+    @pytest.mark.parametrize(
+        ("mode", "status", "code", "retry"),
+        [
+            ("400", 400, "context_length_exceeded", "false"),
+            ("401", 502, "upstream_error", "true"),
+            ("429", 429, "rate_limited", "true"),
+            ("500", 502, "upstream_error", "true"),
+            ("503", 503, "upstream_unavailable", "true"),
+        ],
+    )
+    async def test_status_mapping(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream, mode: str, status: int, code: str,
+        retry: str,
+    ):  # fmt: skip
+        tenant, headers = await _user(http)
+        upstream.mode = mode
+        for stream in (False, True):
+            response = await http.post(
+                "/v1/chat/completions",
+                json={"model": "gpt-4o", "messages": HELLO, "stream": stream},
+                headers=headers,
+            )
+            assert response.status_code == status, response.text
+            error = response.json()["error"]
+            assert error["code"] == code
+            assert response.headers["x-should-retry"] == retry
+            assert "sk-operator" not in response.text
+        if mode == "400":
+            assert "maximum context length" in error["message"]
+            assert error["param"] == "messages"
+        if mode == "429":
+            assert response.headers["retry-after"] == "3"
+        logs = await logs_when_settled(http, tenant, 2)
+        assert {(log["status"], log["cost_micros"]) for log in logs} == {(status, 0)}
+
+    async def test_timeout_is_504(self, http: httpx.AsyncClient, upstream: FakeUpstream):
+        _, headers = await _user(http)
+        upstream.mode, upstream.stall_seconds = "stall", 3.0  # read timeout is 2 s in tests
+        response = await http.post(
+            "/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO}, headers=headers
+        )
+        assert response.status_code == 504
+        assert response.json()["error"]["code"] == "upstream_timeout"
