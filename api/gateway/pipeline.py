@@ -105,12 +105,27 @@ def check_access(principal: Principal, route: Route) -> None:
 async def start_call(
     gateway: Gateway, principal: Principal, request_id: str, endpoint: str, model: str
 ) -> Call:
-    """Everything before the provider call; raises before anything is sent upstream."""
-    route = gateway.catalog.resolve(model)
-    check_access(principal, route)
+    """Everything before the provider call; raises before anything is sent upstream.
+
+    A refusal here (unknown model, access, budget) is still logged, at no cost.
+    """
+    try:
+        route = gateway.catalog.resolve(model)
+    except AppError as error:
+        _record_refusal(gateway, principal, request_id, endpoint, model[:200], "", error)
+        raise
     test = principal.key.test
-    provider = gateway.providers.get(route.provider, test=test)
-    call = Call(
+    try:
+        check_access(principal, route)
+        provider = gateway.providers.get(route.provider, test=test)
+        reservation = await gateway.budget.reserve(principal.key, 0)
+    except AppError as error:
+        provider_name = "mock" if test else route.provider
+        _record_refusal(
+            gateway, principal, request_id, endpoint, route.entry.id, provider_name, error
+        )
+        raise
+    return Call(
         gateway=gateway,
         principal=principal,
         request_id=request_id,
@@ -118,13 +133,27 @@ async def start_call(
         route=route,
         provider=provider,
         price=FREE if test else route.entry.price,
+        reservation=reservation,
     )
-    try:
-        call.reservation = await gateway.budget.reserve(principal.key, 0)
-    except AppError as error:
-        call.finish(Usage(), status=error.status_code, error=error)
-        raise
-    return call
+
+
+def _record_refusal(
+    gateway: Gateway,
+    principal: Principal,
+    request_id: str,
+    endpoint: str,
+    model: str,
+    provider: str,
+    error: AppError,
+) -> None:
+    key = principal.key
+    gateway.recorder.record(
+        UsageRecord(
+            request_id=request_id, tenant_id=key.tenant_id, key_id=key.id, endpoint=endpoint,
+            model=model, provider=provider, status=error.status_code, error_code=error.public_code,
+        )
+    )  # fmt: skip
+    gateway.metrics.requests.labels(endpoint, provider, model, str(error.status_code)).inc()
 
 
 def upstream_body(body: dict[str, Any], call: Call, *, stream: bool) -> dict[str, Any]:
