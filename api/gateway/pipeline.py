@@ -57,6 +57,7 @@ class Call:
         if self.finished:
             return 0
         self.finished = True
+        self.gateway.metrics.in_flight.dec()
         cost = cost_micros(usage, self.price)
         latency_ms = int((time.perf_counter() - self.started) * 1000)
         key = self.principal.key
@@ -125,6 +126,7 @@ async def start_call(
             gateway, principal, request_id, endpoint, route.entry.id, provider_name, error
         )
         raise
+    gateway.metrics.in_flight.inc()
     return Call(
         gateway=gateway,
         principal=principal,

@@ -4,6 +4,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, case, func, select
@@ -94,7 +95,11 @@ class UsageRepository(TenantRepository[UsageEvent]):
             column = UsageEvent.model.expression if group == "model" else self._day()
             statement = select(column.label(group), *_SUMS).group_by(column).order_by(column)
         rows = (await self.session.execute(self._where(statement, where))).all()
-        return [dict(row._mapping) for row in rows]
+        # PostgreSQL sums BIGINT into NUMERIC; the API speaks integers.
+        return [
+            {k: int(v) if isinstance(v, Decimal) else v for k, v in row._mapping.items()}
+            for row in rows
+        ]
 
     def _day(self) -> ColumnElement[Any]:
         if self.session.get_bind().dialect.name == "postgresql":
