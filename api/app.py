@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api import __version__, error_handlers
+from api.auth.cache import KeyCache
 from api.auth.routes import router as keys_router
 from api.auth.secrets import derive_pepper
 from api.db import create_engine, create_sessionmaker
@@ -18,6 +19,7 @@ from api.gateway.dialects.openai.routes import router as openai_router
 from api.gateway.pipeline import Gateway
 from api.gateway.providers.registry import ProviderRegistry, create_session
 from api.health.routes import router as health_router
+from api.kit.counters import MemoryCounterStore, RedisCounterStore
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from api.settings import Settings, get_settings, resolve_secret_key
@@ -42,11 +44,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upstream_session = create_session(settings)
         recorder = UsageRecorder(sessionmaker)
         recorder.start()
+        counters = RedisCounterStore(redis) if redis is not None else MemoryCounterStore()
+        budget = SpendCheck(sessionmaker, counters)
+        key_cache = KeyCache(redis)
+        key_cache.start()
         gateway = Gateway(
             catalog=catalog,
             providers=ProviderRegistry(settings, upstream_session),
             recorder=recorder,
-            budget=SpendCheck(sessionmaker),
+            budget=budget,
             metrics=metrics,
         )
         try:
@@ -57,9 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 pepper=pepper,
                 redis=redis,
                 gateway=gateway,
+                key_cache=key_cache,
             )
         finally:
             await recorder.close()  # every accepted request's usage event is written first
+            await budget.close()
+            await key_cache.close()
             await upstream_session.close()
             if redis is not None:
                 await redis.aclose()

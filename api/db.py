@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +92,17 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, hook: AfterCommit) -> None:
+    """Run `hook` once the request's transaction has committed (never if it rolls back).
+
+    For side effects that must not be seen before the data is: cache invalidation, messages.
+    """
+    session.info.setdefault("after_commit", []).append(hook)
+
+
 @asynccontextmanager
 async def session_scope(
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -105,3 +116,5 @@ async def session_scope(
             raise
         else:
             await session.commit()
+            for hook in session.info.pop("after_commit", []):
+                await hook()

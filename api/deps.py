@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import service as auth_service
+from api.auth.cache import KeyCache
 from api.db import session_scope
 from api.errors import AuthenticationFailed, InsufficientScope, MissingApiKey, NotFound
 from api.gateway.pipeline import Gateway
@@ -22,17 +23,17 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.state.settings
     return settings
 
 
-def _pepper(request: Request) -> bytes:
+async def _pepper(request: Request) -> bytes:
     pepper: bytes = request.state.pepper
     return pepper
 
 
-def _redis(request: Request) -> Redis | None:
+async def _redis(request: Request) -> Redis | None:
     redis: Redis | None = request.state.redis
     return redis
 
@@ -72,16 +73,23 @@ async def _master(
 
 
 async def _gateway_principal(request: Request, pepper: Pepper) -> auth_service.Principal:
-    """The proxy's authentication: a session just for the lookup, so no database connection is
-    held while the upstream call runs (which can take minutes)."""
+    """The proxy's authentication: from the key cache, or a session just for the lookup, so no
+    database connection is held while the upstream call runs (which can take minutes)."""
     secret = presented_secret(request)
     if secret is None:
         raise MissingApiKey()
-    async with request.state.sessionmaker() as session:
-        return await auth_service.authenticate(session, pepper, secret)
+    state = request.state
+    return await auth_service.authenticate_cached(
+        state.sessionmaker, state.key_cache, pepper, secret
+    )
 
 
-def _gateway(request: Request) -> Gateway:
+async def _key_cache(request: Request) -> KeyCache:
+    cache: KeyCache = request.state.key_cache
+    return cache
+
+
+async def _gateway(request: Request) -> Gateway:
     gateway: Gateway = request.state.gateway
     return gateway
 
@@ -89,6 +97,7 @@ def _gateway(request: Request) -> Gateway:
 Principal = Annotated[auth_service.Principal, Depends(_principal)]
 GatewayPrincipal = Annotated[auth_service.Principal, Depends(_gateway_principal)]
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
+KeyCacheDep = Annotated[KeyCache, Depends(_key_cache)]
 MasterPrincipal = Annotated[auth_service.Principal, Depends(_master)]
 
 

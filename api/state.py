@@ -7,6 +7,7 @@ from typing import TypedDict
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.auth.cache import KeyCache
 from api.gateway.pipeline import Gateway
 from api.settings import Settings
 
@@ -18,3 +19,4 @@ class AppState(TypedDict):
     pepper: bytes
     redis: Redis | None
     gateway: Gateway
+    key_cache: KeyCache

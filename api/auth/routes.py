@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import service as key_service
+from api.auth.models import ApiKey
 from api.auth.schemas import KeyCreate, KeyRead, KeyRotate, KeyUpdate
+from api.db import after_commit
 from api.deps import DbSession, MasterPrincipal, Pepper, Principal
 from api.kit.ids import parse_id
 from api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_body
@@ -49,22 +52,41 @@ async def get_key(key_id: str, session: DbSession, principal: MasterPrincipal) -
     return await key_service.render_key(session, key)
 
 
+def _changed(request: Request, session: AsyncSession, key: ApiKey, *, limits: bool = False) -> None:
+    """After the commit, drop the key from every process's cache (and recount its spend)."""
+    state = request.state
+
+    async def hook() -> None:
+        await state.key_cache.key_changed(key.id)
+        if limits:
+            await state.gateway.budget.limits_changed(key.id)
+
+    after_commit(session, hook)
+
+
 @router.patch("/{key_id}", response_model=KeyRead, response_model_exclude_unset=True)
 async def update_key(
-    key_id: str, data: KeyUpdate, session: DbSession, principal: MasterPrincipal
+    request: Request, key_id: str, data: KeyUpdate, session: DbSession, principal: MasterPrincipal
 ) -> KeyRead:
     key = await key_service.update_key(session, principal, parse_id(key_id, "key"), data)
+    _changed(
+        request, session, key, limits=bool({"limits", "max_spend_usd"} & data.model_fields_set)
+    )
     return await key_service.render_key(session, key)
 
 
 @router.delete("/{key_id}", response_model=KeyRead, response_model_exclude_unset=True)
-async def revoke_key(key_id: str, session: DbSession, principal: MasterPrincipal) -> KeyRead:
+async def revoke_key(
+    request: Request, key_id: str, session: DbSession, principal: MasterPrincipal
+) -> KeyRead:
     key = await key_service.revoke_key(session, principal, parse_id(key_id, "key"))
+    _changed(request, session, key)
     return await key_service.render_key(None, key)
 
 
 @router.post("/{key_id}/rotate", response_model=KeyRead, response_model_exclude_unset=True)
 async def rotate_key(
+    request: Request,
     key_id: str,
     session: DbSession,
     principal: MasterPrincipal,
@@ -75,4 +97,5 @@ async def rotate_key(
     key, secret = await key_service.rotate_key(
         session, pepper, principal, parse_id(key_id, "key"), grace_seconds
     )
+    _changed(request, session, key)
     return await key_service.render_key(None, key, secret=secret)

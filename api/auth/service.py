@@ -7,9 +7,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import limits as limit_rules
+from api.auth.cache import KeyCache
 from api.auth.models import ApiKey, KeySecret
 from api.auth.repository import ApiKeyRepository, find_by_secret_hash_unscoped
 from api.auth.schemas import KeyCreate, KeyRead, KeyUpdate, limit_read
@@ -38,18 +39,10 @@ class Principal:
         return self.key.scope == MASTER
 
 
-async def authenticate(session: AsyncSession, pepper: bytes, secret: str) -> Principal:
-    if not looks_like_secret(secret):
-        raise AuthenticationFailed()
-    secret_hash = hash_secret(pepper, secret)
-    found = await find_by_secret_hash_unscoped(session, secret_hash)
-    if found is None:
-        raise AuthenticationFailed()
-    key, key_secret = found
+def _admit(key: ApiKey, secret_expires_at: datetime | None) -> Principal:
+    """Key status first (SPEC §5.2): revoked, expired or rotated out → 401; suspended → 402."""
     now = utcnow()
-    if not hmac.compare_digest(key_secret.secret_hash, secret_hash):
-        raise AuthenticationFailed()
-    if key_secret.expires_at is not None and key_secret.expires_at <= now:
+    if secret_expires_at is not None and secret_expires_at <= now:
         raise AuthenticationFailed()
     status = key.status_at(now)
     if status == "suspended":
@@ -57,6 +50,36 @@ async def authenticate(session: AsyncSession, pepper: bytes, secret: str) -> Pri
     if status != "active":
         raise AuthenticationFailed()
     return Principal(tenant_id=key.tenant_id, key=key)
+
+
+async def _lookup(session: AsyncSession, secret_hash: str) -> tuple[ApiKey, KeySecret]:
+    found = await find_by_secret_hash_unscoped(session, secret_hash)
+    if found is None or not hmac.compare_digest(found[1].secret_hash, secret_hash):
+        raise AuthenticationFailed()
+    return found
+
+
+async def authenticate(session: AsyncSession, pepper: bytes, secret: str) -> Principal:
+    if not looks_like_secret(secret):
+        raise AuthenticationFailed()
+    key, key_secret = await _lookup(session, hash_secret(pepper, secret))
+    return _admit(key, key_secret.expires_at)
+
+
+async def authenticate_cached(
+    sessionmaker: async_sessionmaker[AsyncSession], cache: KeyCache, pepper: bytes, secret: str
+) -> Principal:
+    """The proxy's lookup: from the key cache, or one short database session on a miss."""
+    if not looks_like_secret(secret):
+        raise AuthenticationFailed()
+    secret_hash = hash_secret(pepper, secret)
+    entry = cache.get(secret_hash)
+    if entry is not None:
+        return _admit(entry.key, entry.secret_expires_at)
+    async with sessionmaker() as session:
+        key, key_secret = await _lookup(session, secret_hash)
+    cache.put(secret_hash, key, key_secret.expires_at)
+    return _admit(key, key_secret.expires_at)
 
 
 def _new_secret(session: AsyncSession, pepper: bytes, key: ApiKey) -> str:

@@ -1,13 +1,18 @@
-"""Spend caps, behind an interface the atomic Redis reservation will replace.
+"""Spend caps, behind an interface the atomic reservation will replace.
 
-`SpendCheck` compares what the ledger already holds with each `spend_usd` limit of the key and
-refuses (402) once a limit is reached. It is a check, not a reservation: requests in flight at
-the same moment can together go past the cap by their own cost.
+`SpendCheck` keeps one counter per key and period (day, month, total) in the counter store,
+seeded once from the ledger and increased as requests finish, and refuses (402) a request
+whose key has reached a `spend_usd` limit. It is a check, not a reservation: requests in flight
+at the same moment can together pass the cap by their own cost.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,47 +20,99 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.auth import limits as limit_rules
 from api.auth.models import ApiKey
 from api.errors import BudgetExceeded
+from api.kit.counters import CounterStore
 from api.kit.money import micros_to_usd
 from api.kit.time import utcnow
 from api.usage import repository as usage_repository
 
+logger = logging.getLogger("tollgate.budget")
+
+_TTL_SECONDS = {"day": 2 * 86_400, "month": 32 * 86_400, "total": 400 * 86_400}
+
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    key_id: str
+    key_id: uuid.UUID
     reserved_micros: int
+    tracked: bool  # the key has spend limits, so its counters are kept
 
 
 class BudgetGuard(Protocol):
     async def reserve(self, key: ApiKey, worst_case_micros: int) -> Reservation: ...
 
-    async def settle(self, reservation: Reservation, cost_micros: int) -> None: ...
+    def settle(self, reservation: Reservation, cost_micros: int) -> None:
+        """Called once per request, from synchronous code (stream finalisers included)."""
+        ...
+
+    async def limits_changed(self, key_id: uuid.UUID) -> None:
+        """A key's limits changed: recount from the ledger on its next request."""
+        ...
+
+
+def counter_name(key_id: uuid.UUID, period: limit_rules.Period, at: datetime) -> str:
+    tag = {"day": f"d{at:%Y%m%d}", "month": f"m{at:%Y%m}", "total": "t"}[period]
+    return f"spend:{key_id}:{tag}"
 
 
 class SpendCheck:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], counters: CounterStore
+    ) -> None:
         self._sessionmaker = sessionmaker
+        self._counters = counters
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def reserve(self, key: ApiKey, worst_case_micros: int) -> Reservation:
-        spend_limits = [
+        limits = [
             limit_rules.Limit.from_json(item)
             for item in key.limits
             if item.get("metric") == "spend_usd"
         ]
-        if spend_limits:
+        if limits:
             now = utcnow()
-            async with self._sessionmaker() as session:
-                for limit in spend_limits:
-                    since = limit_rules.period_start(limit.period, now)
-                    totals = await usage_repository.key_totals(
-                        session, key.tenant_id, key.id, since
+            names = [counter_name(key.id, limit.period, now) for limit in limits]
+            spent = await self._counters.read(names)
+            for limit, name, value in zip(limits, names, spent, strict=True):
+                if value is None:
+                    value = await self._seed(key, limit.period, name, now)
+                if value >= limit.max:
+                    raise BudgetExceeded(
+                        f"This key has reached its {limit.period} spend limit of "
+                        f"${micros_to_usd(limit.max):.2f}."
                     )
-                    if totals.cost_micros >= limit.max:
-                        raise BudgetExceeded(
-                            f"This key has reached its {limit.period} spend limit of "
-                            f"${micros_to_usd(limit.max):.2f}."
-                        )
-        return Reservation(key_id=str(key.id), reserved_micros=worst_case_micros)
+        return Reservation(key.id, worst_case_micros, tracked=bool(limits))
 
-    async def settle(self, reservation: Reservation, cost_micros: int) -> None:
-        """Nothing to release: the usage event itself is the record of spend."""
+    async def _seed(self, key: ApiKey, period: limit_rules.Period, name: str, now: datetime) -> int:
+        since = limit_rules.period_start(period, now)
+        async with self._sessionmaker() as session:
+            totals = await usage_repository.key_totals(session, key.tenant_id, key.id, since)
+        return await self._counters.seed(name, totals.cost_micros, _TTL_SECONDS[period])
+
+    def settle(self, reservation: Reservation, cost_micros: int) -> None:
+        if cost_micros <= 0 or not reservation.tracked:
+            return
+        now = utcnow()
+        periods: tuple[limit_rules.Period, ...] = ("day", "month", "total")
+        names = {p: counter_name(reservation.key_id, p, now) for p in periods}
+        task = asyncio.get_running_loop().create_task(
+            self._counters.add(
+                dict.fromkeys(names.values(), cost_micros),
+                {name: _TTL_SECONDS[p] for p, name in names.items()},
+            )
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._done)
+
+    async def limits_changed(self, key_id: uuid.UUID) -> None:
+        now = utcnow()
+        periods: tuple[limit_rules.Period, ...] = ("day", "month", "total")
+        await self._counters.delete([counter_name(key_id, p, now) for p in periods])
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("updating spend counters failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)

@@ -59,6 +59,8 @@ class Call:
         self.finished = True
         self.gateway.metrics.in_flight.dec()
         cost = cost_micros(usage, self.price)
+        if self.reservation is not None:
+            self.gateway.budget.settle(self.reservation, cost)
         latency_ms = int((time.perf_counter() - self.started) * 1000)
         key = self.principal.key
         self.gateway.recorder.record(

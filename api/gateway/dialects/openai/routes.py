@@ -14,8 +14,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
-from sse_starlette import EventSourceResponse
+from fastapi.responses import Response, StreamingResponse
 
 from api.deps import GatewayDep, GatewayPrincipal
 from api.errors import AppError, InvalidRequest, UpstreamError, openai_body
@@ -104,10 +103,12 @@ async def _stream_chat(call: Call, body: dict[str, Any], upstream: UpstreamReque
         raise
     options = body.get("stream_options")
     client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-    return EventSourceResponse(
+    # A plain StreamingResponse, not sse-starlette's EventSourceResponse: upstream events are
+    # already SSE-framed, and the extra machinery measured ~30x the CPU per relayed chunk.
+    return StreamingResponse(
         _relay_chat(call, body, stream, client_wants_usage),
-        ping=15,
-        headers={"X-Accel-Buffering": "no"},
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 

@@ -1,0 +1,100 @@
+"""A per-process cache of authenticated keys for the proxy's hot path.
+
+Looking a key up costs a database round trip per request; the cache answers from memory.
+Any change to a key (patch, revoke, rotate, suspend) drops it everywhere: locally at once, and
+in other API processes through a Redis pub/sub message. Entries also expire after
+`ttl_seconds`, which bounds staleness if a message is ever lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from redis.asyncio import Redis
+
+from api.auth.models import ApiKey
+
+logger = logging.getLogger("tollgate.auth")
+
+CHANNEL = "tollgate:key-changed"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedKey:
+    key: ApiKey
+    secret_expires_at: datetime | None
+    deadline: float
+
+
+class KeyCache:
+    def __init__(self, redis: Redis | None, ttl_seconds: float = 10.0, max_entries: int = 50_000):
+        self._redis = redis
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._by_hash: dict[str, CachedKey] = {}
+        self._hashes_by_key: dict[uuid.UUID, set[str]] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    def get(self, secret_hash: str) -> CachedKey | None:
+        entry = self._by_hash.get(secret_hash)
+        if entry is not None and entry.deadline < time.monotonic():
+            self._drop_hash(secret_hash)
+            return None
+        return entry
+
+    def put(self, secret_hash: str, key: ApiKey, secret_expires_at: datetime | None) -> None:
+        if len(self._by_hash) >= self._max:
+            self._by_hash.clear()
+            self._hashes_by_key.clear()
+        self._by_hash[secret_hash] = CachedKey(key, secret_expires_at, time.monotonic() + self._ttl)
+        self._hashes_by_key.setdefault(key.id, set()).add(secret_hash)
+
+    def drop(self, key_id: uuid.UUID) -> None:
+        for secret_hash in self._hashes_by_key.pop(key_id, set()):
+            self._by_hash.pop(secret_hash, None)
+
+    def _drop_hash(self, secret_hash: str) -> None:
+        entry = self._by_hash.pop(secret_hash, None)
+        if entry is not None:
+            self._hashes_by_key.get(entry.key.id, set()).discard(secret_hash)
+
+    async def key_changed(self, key_id: uuid.UUID) -> None:
+        """Forget a key here and in every other process."""
+        self.drop(key_id)
+        if self._redis is not None:
+            try:
+                await self._redis.publish(CHANNEL, str(key_id))
+            except Exception:  # entries elsewhere still expire within the TTL
+                logger.exception("could not broadcast a change of key %s", key_id)
+
+    def start(self) -> None:
+        if self._redis is not None:
+            self._listener = asyncio.create_task(self._listen(self._redis), name="key-cache")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def _listen(self, redis: Redis) -> None:
+        while True:
+            try:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self.drop(uuid.UUID(message["data"].decode()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("key-change listener failed; clearing the cache and retrying")
+                self._by_hash.clear()
+                self._hashes_by_key.clear()
+                await asyncio.sleep(1)

@@ -1,0 +1,69 @@
+"""The benchmark's fake upstream: a raw ASGI app (uvicorn + uvloop + httptools) that answers
+`POST /v1/chat/completions` with a fixed completion, or a fixed stream of N chunks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import uvicorn
+
+COMPLETION = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the bench."},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18,
+              "prompt_tokens_details": {"cached_tokens": 0},
+              "completion_tokens_details": {"reasoning_tokens": 0}},
+}).encode()  # fmt: skip
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None, usage: bool = False) -> bytes:
+    body: dict[str, Any] = {
+        "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }  # fmt: skip
+    if usage:
+        body["usage"] = {"prompt_tokens": 12, "completion_tokens": 50, "total_tokens": 62}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def make_app(chunks: int) -> Any:
+    stream = [_chunk({"role": "assistant", "content": ""})]
+    stream += [_chunk({"content": f" tok{i}"}) for i in range(chunks)]
+    stream += [_chunk({}, "stop"), _chunk({}, usage=True), b"data: [DONE]\n\n"]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if b'"stream":true' in body or b'"stream": true' in body:
+            headers = [(b"content-type", b"text/event-stream")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            for event in stream:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": COMPLETION})
+
+    return app
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--chunks", type=int, default=50)
+    args = parser.parse_args()
+    uvicorn.run(
+        make_app(args.chunks), host="127.0.0.1", port=args.port, loop="uvloop",
+        http="httptools", log_level="warning", access_log=False,
+    )  # fmt: skip
