@@ -96,10 +96,11 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+    """PostgreSQL + Redis (production), or SQLite with in-process counters (embedded default)."""
     return Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
-        redis_url=redis_url,
+        redis_url=redis_url if database_url.startswith("postgresql") else None,
         secret_key=SECRET_KEY,
         admin_token=ADMIN_TOKEN,
     )

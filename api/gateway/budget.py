@@ -49,9 +49,11 @@ class BudgetGuard(Protocol):
         ...
 
 
-def counter_name(key_id: uuid.UUID, period: limit_rules.Period, at: datetime) -> str:
-    tag = {"day": f"d{at:%Y%m%d}", "month": f"m{at:%Y%m}", "total": "t"}[period]
-    return f"spend:{key_id}:{tag}"
+def counter_names(key_id: uuid.UUID, at: datetime) -> dict[limit_rules.Period, str]:
+    """The key's spend counter for each period containing `at` (calendar UTC)."""
+    base = f"spend:{key_id}:"
+    month = f"{at.year:04d}{at.month:02d}"
+    return {"day": f"{base}d{month}{at.day:02d}", "month": f"{base}m{month}", "total": f"{base}t"}
 
 
 class SpendCheck:
@@ -70,7 +72,8 @@ class SpendCheck:
         ]
         if limits:
             now = utcnow()
-            names = [counter_name(key.id, limit.period, now) for limit in limits]
+            by_period = counter_names(key.id, now)
+            names = [by_period[limit.period] for limit in limits]
             spent = await self._counters.read(names)
             for limit, name, value in zip(limits, names, spent, strict=True):
                 if value is None:
@@ -91,9 +94,7 @@ class SpendCheck:
     def settle(self, reservation: Reservation, cost_micros: int) -> None:
         if cost_micros <= 0 or not reservation.tracked:
             return
-        now = utcnow()
-        periods: tuple[limit_rules.Period, ...] = ("day", "month", "total")
-        names = {p: counter_name(reservation.key_id, p, now) for p in periods}
+        names = counter_names(reservation.key_id, utcnow())
         task = asyncio.get_running_loop().create_task(
             self._counters.add(
                 dict.fromkeys(names.values(), cost_micros),
@@ -104,9 +105,7 @@ class SpendCheck:
         task.add_done_callback(self._done)
 
     async def limits_changed(self, key_id: uuid.UUID) -> None:
-        now = utcnow()
-        periods: tuple[limit_rules.Period, ...] = ("day", "month", "total")
-        await self._counters.delete([counter_name(key_id, p, now) for p in periods])
+        await self._counters.delete(list(counter_names(key_id, utcnow()).values()))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._pending.discard(task)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +47,9 @@ class UsageRecord:
     error_code: str | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     created_at: datetime = field(default_factory=utcnow)
+
+
+_FIELDS = tuple(f.name for f in fields(UsageRecord))
 
 
 class UsageRecorder:
@@ -87,7 +90,9 @@ class UsageRecorder:
                 self._queue.task_done()
 
     async def _write(self, batch: list[UsageRecord]) -> None:
-        rows: list[dict[str, Any]] = [asdict(event) for event in batch]
+        rows: list[dict[str, Any]] = [
+            {name: getattr(event, name) for name in _FIELDS} for event in batch
+        ]
         async with self._sessionmaker() as session, session.begin():
             dialect = session.get_bind().dialect.name
             if dialect == "postgresql":

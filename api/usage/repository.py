@@ -54,6 +54,9 @@ EXPORT_COLUMNS = (
     "output_tokens", "cost_micros", "latency_ms", "status", "created_at", "tool_calls",
 )  # fmt: skip
 
+SUM_COLUMNS = (
+    "requests", "failed", "input_tokens", "cached_input_tokens", "output_tokens", "cost_micros",
+)  # fmt: skip
 _SUMS = (
     func.count(UsageEvent.id).label("requests"),
     func.coalesce(func.sum(case((UsageEvent.status >= 400, 1), else_=0)), 0).label("failed"),
@@ -78,10 +81,6 @@ class UsageRepository(TenantRepository[UsageEvent]):
         if where.model is not None:
             statement = statement.where(UsageEvent.model == where.model)
         return statement
-
-    async def totals(self, where: UsageFilter) -> dict[str, int]:
-        row = (await self.session.execute(self._where(select(*_SUMS), where))).one()
-        return {name: int(value) for name, value in row._mapping.items()}
 
     async def grouped(self, where: UsageFilter, group: str) -> list[dict[str, Any]]:
         column: ColumnElement[Any]

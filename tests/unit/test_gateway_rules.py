@@ -1,0 +1,135 @@
+"""Pure parts of the proxy: prices, catalog, usage normalisation, SSE framing, counters."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.errors import InvalidModel
+from api.gateway import usage as usage_rules
+from api.gateway.catalog import Catalog
+from api.gateway.pricing import Price, Usage, cost_micros
+from api.gateway.sse import SSEEvent, parse_sse
+from api.kit.counters import MemoryCounterStore
+
+
+class TestCost:
+    def test_rounds_up_once_per_request(self):
+        price = Price(input=150_000, cached_input=75_000, output=600_000)  # gpt-4o-mini
+        assert cost_micros(Usage(input_tokens=1), price) == 1  # 0.15 micro-USD → 1
+        assert cost_micros(Usage(input_tokens=1000, output_tokens=1000), price) == 750
+        assert cost_micros(Usage(), price) == 0
+
+    def test_cached_tokens_are_a_subset_of_input(self):
+        price = Price(input=2_500_000, cached_input=1_250_000, output=10_000_000)
+        usage = Usage(input_tokens=2417, cached_input_tokens=2304, output_tokens=1093)
+        assert cost_micros(usage, price) == 14093  # ceil(14092.5)
+        overclaimed = Usage(input_tokens=10, cached_input_tokens=50)
+        assert cost_micros(overclaimed, price) == cost_micros(
+            Usage(input_tokens=10, cached_input_tokens=10), price
+        )
+
+
+class TestCatalog:
+    catalog = Catalog.build()
+
+    def test_family_alias_dated_and_explicit(self):
+        assert self.catalog.resolve("gpt-4o").provider == "openai"
+        dated = self.catalog.resolve("gpt-4o-mini-2024-07-18")
+        assert (dated.entry.id, dated.upstream_model) == ("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+        alias = self.catalog.resolve("claude-sonnet-4")
+        assert alias.upstream_model == "claude-sonnet-4-20250514"
+        explicit = self.catalog.resolve("deepseek/deepseek-chat")
+        assert (explicit.provider, explicit.upstream_model) == ("deepseek", "deepseek-chat")
+
+    @pytest.mark.parametrize("model", ["gpt-9", "nope/gpt-4o", "gemini/gpt-4o", ""])
+    def test_unknown(self, model: str):
+        with pytest.raises(InvalidModel):
+            self.catalog.resolve(model)
+
+    def test_config_overrides_and_adds_models(self):
+        catalog = Catalog.build(
+            {
+                "gpt-4o": {"input": 1, "output": 2},
+                "my-llama": {"provider": "openai", "input": 100_000, "output": 200_000},
+            }
+        )
+        assert catalog.resolve("gpt-4o").entry.price == Price(1, 1_250_000, 2)
+        added = catalog.resolve("my-llama").entry
+        assert added.price == Price(100_000, 100_000, 200_000)
+        with pytest.raises(ValueError, match="provider"):
+            Catalog.build({"mystery": {"input": 1, "output": 1}})
+        with pytest.raises(ValueError, match="negative"):
+            Catalog.build({"gpt-4o": {"input": -1}})
+
+
+class TestUsage:
+    def test_openai_and_deepseek_shapes(self):
+        openai = usage_rules.from_openai(
+            {
+                "prompt_tokens": 2417, "completion_tokens": 1093,
+                "prompt_tokens_details": {"cached_tokens": 2304},
+                "completion_tokens_details": {"reasoning_tokens": 896},
+            }
+        )  # fmt: skip
+        assert openai == Usage(2417, 2304, 1093, 896)
+        deepseek = usage_rules.from_openai(
+            {"prompt_tokens": 1854, "completion_tokens": 96, "prompt_cache_hit_tokens": 1792}
+        )
+        assert deepseek.cached_input_tokens == 1792
+        assert usage_rules.from_openai({"prompt_tokens": None, "completion_tokens": "x"}) == Usage()
+
+    def test_estimate_counts_prompt_and_relayed_text(self):
+        body = {"messages": [{"role": "user", "content": "Hello"}]}
+        chunks = [
+            b'{"choices":[{"index":0,"delta":{"content":"Hello"}}]}',
+            b'{"choices":[{"index":0,"delta":{"content":" world"}}]}',
+            b"not json",
+        ]
+        estimate = usage_rules.estimate_chat(body, chunks)
+        assert estimate.estimated
+        assert estimate.output_tokens == 2
+        assert estimate.input_tokens == 3 + 3 + 1 + 1  # priming, per-message, "user", "Hello"
+
+
+async def _lines(*parts: bytes):
+    for part in parts:
+        yield part
+
+
+class TestSSE:
+    async def test_lf_crlf_comments_and_multiline(self):
+        events = [
+            e
+            async for e in parse_sse(
+                _lines(
+                    b": keep-alive\n", b"\n",
+                    b"data: {\"a\":1}\r\n", b"\r\n",
+                    b"event: message_start\n", b"data: x\n", b"data: y\n", b"\n",
+                    b"data:[DONE]\n",
+                )
+            )
+        ]  # fmt: skip
+        assert events == [
+            SSEEvent(b'{"a":1}'),
+            SSEEvent(b"x\ny", b"message_start"),
+            SSEEvent(b"[DONE]"),
+        ]
+
+
+class TestMemoryCounters:
+    async def test_seed_once_add_any_time_delete(self):
+        store = MemoryCounterStore()
+        assert await store.read(["a"]) == [None]
+        await store.add({"a": 5}, {"a": 60})
+        assert await store.read(["a"]) == [None]  # not seeded yet
+        assert await store.seed("a", 100, 60) == 105
+        assert await store.seed("a", 999, 60) == 105  # a second seed is ignored
+        await store.add({"a": 1}, {"a": 60})
+        assert await store.read(["a"]) == [106]
+        await store.delete(["a"])
+        assert await store.read(["a"]) == [None]
+
+    async def test_expiry(self):
+        store = MemoryCounterStore()
+        await store.seed("a", 1, 0)
+        assert await store.read(["a"]) == [None]
