@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate test test-unit test-int lint fmt typecheck up clean
+.PHONY: install run migrate test test-unit test-int lint fmt typecheck bench up clean
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -42,6 +42,10 @@ test-unit: install
 
 test-int: install
 	$(BIN)/python tools/testenv.py -- $(BIN)/python -m pytest tests/integration tests/e2e
+
+# Needs wrk (apt-get install wrk) and the PostgreSQL and Redis servers tools/testenv.py starts.
+bench: install
+	$(BIN)/python bench/run.py
 
 up:
 	docker compose up --build

@@ -115,7 +115,7 @@ async def start_call(
     try:
         route = gateway.catalog.resolve(model)
     except AppError as error:
-        _record_refusal(gateway, principal, request_id, endpoint, model[:200], "", error)
+        record_refusal(gateway, principal, request_id, endpoint, model[:200], "", error)
         raise
     test = principal.key.test
     try:
@@ -124,7 +124,7 @@ async def start_call(
         reservation = await gateway.budget.reserve(principal.key, 0)
     except AppError as error:
         provider_name = "mock" if test else route.provider
-        _record_refusal(
+        record_refusal(
             gateway, principal, request_id, endpoint, route.entry.id, provider_name, error
         )
         raise
@@ -141,7 +141,7 @@ async def start_call(
     )
 
 
-def _record_refusal(
+def record_refusal(
     gateway: Gateway,
     principal: Principal,
     request_id: str,

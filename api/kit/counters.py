@@ -20,6 +20,13 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
 end
 return redis.call('GET', KEYS[1])
 """
+# Add ARGV[2i-1] to KEYS[i] and let it live ARGV[2i] seconds: one round trip for all counters.
+_ADD_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBY', key, ARGV[2 * i - 1])
+  redis.call('EXPIRE', key, ARGV[2 * i])
+end
+"""
 
 
 class CounterStore(Protocol):
@@ -77,6 +84,7 @@ class RedisCounterStore:
         self._redis = redis
         self._prefix = prefix
         self._seed = redis.register_script(_SEED_SCRIPT)
+        self._add = redis.register_script(_ADD_SCRIPT)
 
     async def read(self, names: list[str]) -> list[int | None]:
         keys = [self._prefix + n for n in names] + [self._prefix + n + ":seeded" for n in names]
@@ -92,11 +100,9 @@ class RedisCounterStore:
         return int(value or 0)
 
     async def add(self, increments: dict[str, int], ttl_seconds: dict[str, int]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for name, amount in increments.items():
-                pipe.incrby(self._prefix + name, amount)
-                pipe.expire(self._prefix + name, ttl_seconds[name])
-            await pipe.execute()
+        keys = [self._prefix + name for name in increments]
+        args = [v for name, amount in increments.items() for v in (amount, ttl_seconds[name])]
+        await self._add(keys=keys, args=args)
 
     async def delete(self, names: list[str]) -> None:
         keys = [self._prefix + n + suffix for n in names for suffix in ("", ":seeded")]

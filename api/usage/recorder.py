@@ -24,6 +24,9 @@ from api.usage.models import UsageEvent
 logger = logging.getLogger("tollgate.usage")
 
 BATCH_SIZE = 500
+# Gather events this long before writing: one transaction per batch instead of per request
+# (a transaction costs about a millisecond of CPU, as much as the rest of a proxied request).
+LINGER_SECONDS = 0.05
 RETRY_DELAY_SECONDS = 1.0
 
 
@@ -77,8 +80,18 @@ class UsageRecorder:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < BATCH_SIZE and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
+            while len(batch) < BATCH_SIZE:
+                if self._queue.empty():
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    except TimeoutError:
+                        break
+                else:
+                    batch.append(self._queue.get_nowait())
             while True:
                 try:
                     await self._write(batch)

@@ -66,6 +66,8 @@ class TestRouting:
         assert response.status_code == 400
         assert response.json()["error"]["param"] == param
         assert upstream.seen == []
+        log = (await logs_when_settled(http, tenant, 1))[0]
+        assert (log["status"], log["error_code"], log["cost_micros"]) == (400, "invalid_request", 0)
 
     @pytest.mark.parametrize("raw", [b"{", b"[]", b"null", b"\xff"])
     async def test_malformed_json(

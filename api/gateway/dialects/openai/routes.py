@@ -19,7 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 from api.deps import GatewayDep, GatewayPrincipal
 from api.errors import AppError, InvalidRequest, UpstreamError, openai_body
 from api.gateway import usage as usage_rules
-from api.gateway.pipeline import Call, start_call, upstream_body
+from api.gateway.pipeline import Call, record_refusal, start_call, upstream_body
 from api.gateway.pricing import Usage
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
 
@@ -70,9 +70,14 @@ def _check_chat_body(body: dict[str, Any]) -> bool:
 async def create_chat_completion(
     request: Request, principal: GatewayPrincipal, gateway: GatewayDep
 ) -> Response:
-    body = await read_json_object(request)
-    stream = _check_chat_body(body)
-    call = await start_call(gateway, principal, request.state.request_id, CHAT_PATH, body["model"])
+    request_id = request.state.request_id
+    try:
+        body = await read_json_object(request)
+        stream = _check_chat_body(body)
+    except AppError as error:  # a bad body is still a request of this key's: log it, at no cost
+        record_refusal(gateway, principal, request_id, CHAT_PATH, "", "", error)
+        raise
+    call = await start_call(gateway, principal, request_id, CHAT_PATH, body["model"])
     upstream = UpstreamRequest(
         path="/chat/completions", body=upstream_body(body, call, stream=stream), stream=stream
     )
