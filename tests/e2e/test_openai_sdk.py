@@ -9,23 +9,11 @@ import httpx
 import openai
 import pytest
 
+from tests.factories.chat import HELLO, WEATHER_TOOL
 from tests.factories.tenants import create_key, create_tenant
 from tests.fakes.upstream import FakeUpstream
 
-HELLO = [{"role": "user", "content": "Hello"}]
-WEATHER_TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        },
-    }
-]
+WEATHER_TOOLS = [WEATHER_TOOL]
 
 
 @pytest.fixture

@@ -10,13 +10,17 @@ from typing import Any
 import httpx
 import pytest
 
+from api.app import create_app
+from api.settings import Settings
+from tests.factories.chat import HELLO
 from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
 from tests.factories.usage import expected_cost_micros, logs_when_settled, usage_when_settled
+from tests.fakes.server import serve_in_thread
 from tests.fakes.upstream import FakeUpstream, fixture, sse_events
+from tools.testenv import free_port
 
 GPT_4O = ("2.50", "1.25", "10.00")
 DEEPSEEK = ("0.28", "0.028", "0.42")
-HELLO = [{"role": "user", "content": "Hello"}]
 
 
 async def _user(http: httpx.AsyncClient, **fields: Any) -> tuple[TenantFixture, dict[str, str]]:
@@ -174,7 +178,9 @@ class TestStreaming:
         self, http: httpx.AsyncClient, upstream: FakeUpstream
     ):
         tenant, headers = await _user(http)
-        upstream.mode, upstream.chunk_delay, upstream.words = "generate", 0.05, 40
+        # Chunks 200 ms apart: the gateway, the fake and this client share one process, and the
+        # fake must learn of the hang-up before its next write for the two counts to agree.
+        upstream.mode, upstream.chunk_delay, upstream.words = "generate", 0.2, 20
         messages = [{"role": "system", "content": "Be brief."}, *HELLO]
         async with http.stream(
             "POST",
@@ -185,15 +191,15 @@ class TestStreaming:
             received = 0
             async for line in response.aiter_lines():
                 received += line.startswith("data: ")
-                if received == 10:
-                    break  # leaving the block closes the connection halfway through
+                if received == 6:
+                    break  # leaving the block closes the connection part way through
         for _ in range(100):
             if upstream.reported:
                 break
             await asyncio.sleep(0.05)
         assert upstream.disconnects == 1
         billed = upstream.reported[-1]
-        assert 10 <= billed["completion_tokens"] < 40
+        assert 6 <= billed["completion_tokens"] < 20
         usage = await usage_when_settled(http, tenant, 1)
         expected = expected_cost_micros(
             billed["prompt_tokens"], 0, billed["completion_tokens"], GPT_4O
@@ -257,6 +263,24 @@ class TestUpstreamErrors:
             assert response.headers["retry-after"] == "3"
         logs = await logs_when_settled(http, tenant, 2)
         assert {(log["status"], log["cost_micros"]) for log in logs} == {(status, 0)}
+
+    async def test_connection_refused_is_502(self, gateway_settings: Settings):
+        closed = gateway_settings.model_copy(
+            update={"openai_base_url": f"http://127.0.0.1:{free_port()}/v1"}
+        )
+        with serve_in_thread(create_app(closed)) as url:
+            async with httpx.AsyncClient(base_url=url) as http:
+                tenant, headers = await _user(http)
+                for stream in (False, True):
+                    response = await http.post(
+                        "/v1/chat/completions",
+                        json={"model": "gpt-4o", "messages": HELLO, "stream": stream},
+                        headers=headers,
+                    )
+                    assert response.status_code == 502
+                    assert response.json()["error"]["code"] == "upstream_error"
+                logs = await logs_when_settled(http, tenant, 2)
+                assert {log["status"] for log in logs} == {502}
 
     async def test_timeout_is_504(self, http: httpx.AsyncClient, upstream: FakeUpstream):
         _, headers = await _user(http)

@@ -14,10 +14,9 @@ from api.app import create_app
 from api.settings import Settings
 from api.usage.models import UsageEvent
 from tests.conftest import app_client
+from tests.factories.chat import HELLO
 from tests.factories.tenants import bearer, create_key, create_tenant
 from tests.fakes.server import serve_in_thread
-
-HELLO = [{"role": "user", "content": "Hello"}]
 
 
 async def _chat(http: httpx.AsyncClient, secret: str) -> httpx.Response:

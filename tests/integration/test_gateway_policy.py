@@ -11,11 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.kit.time import utcnow
 from api.usage.models import UsageEvent
+from tests.factories.chat import HELLO, WEATHER_TOOL
 from tests.factories.tenants import bearer, create_key, create_tenant
 from tests.factories.usage import logs_when_settled, usage_when_settled
 from tests.fakes.upstream import FakeUpstream
-
-HELLO = [{"role": "user", "content": "Hello"}]
 
 
 async def _chat(http: httpx.AsyncClient, secret: str, **body: object) -> httpx.Response:
@@ -181,18 +180,7 @@ class TestTestKeys:
     ):
         tenant = await create_tenant(http)
         key = await create_key(http, tenant, test=True)
-        tool = {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"city": {"type": "string"}},
-                    "required": ["city"],
-                },
-            },
-        }
-        response = await _chat(http, key["secret"], tools=[tool])
+        response = await _chat(http, key["secret"], tools=[WEATHER_TOOL])
         call = response.json()["choices"][0]["message"]["tool_calls"][0]
         assert call["function"] == {"name": "get_weather", "arguments": '{"city":"example"}'}
         streamed = await _chat(http, key["secret"], stream=True)

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.kit.time import utcnow
 from api.usage.models import UsageEvent
+from tests.factories.chat import HELLO
 from tests.factories.tenants import bearer, create_key, create_tenant
 from tests.factories.usage import expected_cost_micros, usage_when_settled
 from tests.fakes.upstream import FakeUpstream
 
-HELLO = [{"role": "user", "content": "Hello"}]
 GPT_4O = ("2.50", "1.25", "10.00")
 DEEPSEEK = ("0.28", "0.028", "0.42")
 
