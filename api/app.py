@@ -81,9 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     error_handlers.install(app)
+    app.include_router(openai_router)  # first: the proxy's routes are matched most often
     app.include_router(health_router)
     app.include_router(keys_router)
-    app.include_router(openai_router)
     app.include_router(usage_router)
     app.include_router(admin_router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

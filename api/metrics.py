@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -37,3 +39,36 @@ class Metrics:
         self.in_flight = Gauge(
             "tollgate_in_flight_requests", "Proxied requests in progress.", registry=self.registry
         )
+        # Resolving label values costs more than the increment; keep the children per series.
+        self._series: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
+
+    def request_done(
+        self,
+        endpoint: str,
+        provider: str,
+        model: str,
+        status: int,
+        *,
+        seconds: float | None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_micro_usd: int = 0,
+    ) -> None:
+        key = (endpoint, provider, model, str(status))
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                self.requests.labels(*key),
+                self.latency.labels(endpoint, provider),
+                self.tokens.labels(provider, model, "input"),
+                self.tokens.labels(provider, model, "output"),
+                self.spend.labels(provider, model),
+            )
+        requests, latency, tokens_in, tokens_out, spend = series
+        requests.inc()
+        if seconds is not None:  # refused before any upstream call: no latency to speak of
+            latency.observe(seconds)
+        if input_tokens or output_tokens:
+            tokens_in.inc(input_tokens)
+            tokens_out.inc(output_tokens)
+            spend.inc(cost_micro_usd)

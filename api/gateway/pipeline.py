@@ -83,15 +83,13 @@ class Call:
             )
         )
         metrics = self.gateway.metrics
-        labels = (self.endpoint, self.provider.name)
-        metrics.requests.labels(*labels, self.model, str(status)).inc()
-        metrics.latency.labels(*labels).observe(latency_ms / 1000)
+        metrics.request_done(
+            self.endpoint, self.provider.name, self.model, status,
+            seconds=latency_ms / 1000, input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens, cost_micro_usd=cost,
+        )  # fmt: skip
         if error is not None and status >= 500:
             metrics.upstream_errors.labels(self.provider.name, error.public_code).inc()
-        if usage.total_tokens:
-            metrics.tokens.labels(self.provider.name, self.model, "input").inc(usage.input_tokens)
-            metrics.tokens.labels(self.provider.name, self.model, "output").inc(usage.output_tokens)
-            metrics.spend.labels(self.provider.name, self.model).inc(cost)
         return cost
 
 
@@ -157,7 +155,7 @@ def record_refusal(
             model=model, provider=provider, status=error.status_code, error_code=error.public_code,
         )
     )  # fmt: skip
-    gateway.metrics.requests.labels(endpoint, provider, model, str(error.status_code)).inc()
+    gateway.metrics.request_done(endpoint, provider, model, error.status_code, seconds=None)
 
 
 def upstream_body(body: dict[str, Any], call: Call, *, stream: bool) -> dict[str, Any]:

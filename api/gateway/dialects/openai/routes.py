@@ -16,10 +16,10 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from api.deps import GatewayDep, GatewayPrincipal
+from api.deps import GatewayDep, GatewayPrincipal, gateway_principal
 from api.errors import AppError, InvalidRequest, UpstreamError, openai_body
 from api.gateway import usage as usage_rules
-from api.gateway.pipeline import Call, record_refusal, start_call, upstream_body
+from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
 from api.gateway.pricing import Usage
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
 
@@ -67,9 +67,9 @@ def _check_chat_body(body: dict[str, Any]) -> bool:
 
 
 @router.post(CHAT_PATH)
-async def create_chat_completion(
-    request: Request, principal: GatewayPrincipal, gateway: GatewayDep
-) -> Response:
+async def create_chat_completion(request: Request) -> Response:
+    principal = await gateway_principal(request)
+    gateway: Gateway = request.state.gateway
     request_id = request.state.request_id
     try:
         body = await read_json_object(request)
