@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recorder = UsageRecorder(sessionmaker)
         recorder.start()
         counters = RedisCounterStore(redis) if redis is not None else MemoryCounterStore()
-        budget = SpendCheck(sessionmaker, counters)
+        budget = SpendCheck(sessionmaker, counters, flush_ledger=recorder.flush)
         key_cache = KeyCache(redis)
         key_cache.start()
         gateway = Gateway(

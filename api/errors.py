@@ -167,11 +167,16 @@ class UpstreamClientError(AppError):
     ) -> None:
         super().__init__(message, param=param)
         self.upstream_status = status
-        self.upstream_code = upstream_code
+        # The provider's own code, cut to what the ledger stores.
+        self.upstream_code = upstream_code[:64] if upstream_code else None
 
     @property
     def status_code(self) -> int:
         return self.upstream_status
+
+    @property
+    def retryable(self) -> bool:
+        return self.upstream_status == 409  # SPEC §6: 409 is worth retrying, other 4xx are not
 
     @property
     def public_code(self) -> str:

@@ -23,6 +23,7 @@ from api.auth.models import ApiKey
 logger = logging.getLogger("tollgate.auth")
 
 CHANNEL = "tollgate:key-changed"
+_MISS_TTL_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,11 @@ class KeyCache:
         self._max = max_entries
         self._by_hash: dict[str, CachedKey] = {}
         self._hashes_by_key: dict[uuid.UUID, set[str]] = {}
+        # Secrets that matched nothing, briefly: a stream of bad keys must not become a stream
+        # of database queries.
+        self._misses: dict[str, float] = {}
+        # Bumped by every drop: a lookup that raced a change must not cache what it read.
+        self.generation = 0
         self._listener: asyncio.Task[None] | None = None
 
     def get(self, secret_hash: str) -> CachedKey | None:
@@ -48,7 +54,25 @@ class KeyCache:
             return None
         return entry
 
-    def put(self, secret_hash: str, key: ApiKey, secret_expires_at: datetime | None) -> None:
+    def is_known_miss(self, secret_hash: str) -> bool:
+        deadline = self._misses.get(secret_hash)
+        return deadline is not None and deadline >= time.monotonic()
+
+    def put_miss(self, secret_hash: str) -> None:
+        if len(self._misses) >= self._max:
+            self._misses.clear()
+        self._misses[secret_hash] = time.monotonic() + _MISS_TTL_SECONDS
+
+    def put(
+        self,
+        secret_hash: str,
+        key: ApiKey,
+        secret_expires_at: datetime | None,
+        generation: int,
+    ) -> None:
+        """Cache a lookup, unless a key changed since `generation` was read before it."""
+        if generation != self.generation:
+            return
         if len(self._by_hash) >= self._max:
             self._by_hash.clear()
             self._hashes_by_key.clear()
@@ -56,6 +80,7 @@ class KeyCache:
         self._hashes_by_key.setdefault(key.id, set()).add(secret_hash)
 
     def drop(self, key_id: uuid.UUID) -> None:
+        self.generation += 1
         for secret_hash in self._hashes_by_key.pop(key_id, set()):
             self._by_hash.pop(secret_hash, None)
 
@@ -95,6 +120,7 @@ class KeyCache:
                 raise
             except Exception:
                 logger.exception("key-change listener failed; clearing the cache and retrying")
+                self.generation += 1
                 self._by_hash.clear()
                 self._hashes_by_key.clear()
                 await asyncio.sleep(1)

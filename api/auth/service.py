@@ -76,9 +76,16 @@ async def authenticate_cached(
     entry = cache.get(secret_hash)
     if entry is not None:
         return _admit(entry.key, entry.secret_expires_at)
-    async with sessionmaker() as session:
-        key, key_secret = await _lookup(session, secret_hash)
-    cache.put(secret_hash, key, key_secret.expires_at)
+    if cache.is_known_miss(secret_hash):
+        raise AuthenticationFailed()
+    generation = cache.generation
+    try:
+        async with sessionmaker() as session:
+            key, key_secret = await _lookup(session, secret_hash)
+    except AuthenticationFailed:
+        cache.put_miss(secret_hash)
+        raise
+    cache.put(secret_hash, key, key_secret.expires_at, generation)
     return _admit(key, key_secret.expires_at)
 
 

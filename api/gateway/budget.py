@@ -3,7 +3,9 @@
 `SpendCheck` keeps one counter per key and period (day, month, total) in the counter store,
 seeded once from the ledger and increased as requests finish, and refuses (402) a request
 whose key has reached a `spend_usd` limit. It is a check, not a reservation: requests in flight
-at the same moment can together pass the cap by their own cost.
+at the same moment can together pass the cap by their own cost. Before seeding it waits for
+this process's pending usage events to reach the ledger; a request that finishes during the
+seed itself can still go uncounted until the counter expires.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -58,10 +61,14 @@ def counter_names(key_id: uuid.UUID, at: datetime) -> dict[limit_rules.Period, s
 
 class SpendCheck:
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], counters: CounterStore
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        counters: CounterStore,
+        flush_ledger: Callable[[], Awaitable[None]],
     ) -> None:
         self._sessionmaker = sessionmaker
         self._counters = counters
+        self._flush_ledger = flush_ledger
         self._pending: set[asyncio.Task[None]] = set()
 
     async def reserve(self, key: ApiKey, worst_case_micros: int) -> Reservation:
@@ -87,6 +94,7 @@ class SpendCheck:
 
     async def _seed(self, key: ApiKey, period: limit_rules.Period, name: str, now: datetime) -> int:
         since = limit_rules.period_start(period, now)
+        await self._flush_ledger()
         async with self._sessionmaker() as session:
             totals = await usage_repository.key_totals(session, key.tenant_id, key.id, since)
         return await self._counters.seed(name, totals.cost_micros, _TTL_SECONDS[period])
@@ -105,7 +113,10 @@ class SpendCheck:
         task.add_done_callback(self._done)
 
     async def limits_changed(self, key_id: uuid.UUID) -> None:
-        await self._counters.delete(list(counter_names(key_id, utcnow()).values()))
+        try:
+            await self._counters.delete(list(counter_names(key_id, utcnow()).values()))
+        except Exception:  # the change is committed; the counters expire on their own
+            logger.exception("could not reset the spend counters of key %s", key_id)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._pending.discard(task)

@@ -10,11 +10,13 @@ the recorder off the response path.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from api.auth.service import Principal
-from api.errors import AppError, ModelNotAllowed, ProviderNotAllowed
+from api.errors import AppError, InternalError, ModelNotAllowed, ProviderNotAllowed
 from api.gateway.budget import BudgetGuard, Reservation
 from api.gateway.catalog import Catalog, Route
 from api.gateway.pricing import FREE, Price, Usage, cost_micros
@@ -51,6 +53,18 @@ class Call:
     @property
     def model(self) -> str:
         return self.route.entry.id
+
+    @contextmanager
+    def failures_recorded(self) -> Iterator[None]:
+        """Whatever fails inside is metered as a failed request (once) before it propagates."""
+        try:
+            yield
+        except AppError as error:
+            self.finish(Usage(), status=error.status_code, error=error)
+            raise
+        except Exception:
+            self.finish(Usage(), status=500, error=InternalError())
+            raise
 
     def finish(self, usage: Usage, *, status: int = 200, error: AppError | None = None) -> int:
         """Meter and record the call, once; returns its cost in micro-USD."""
@@ -155,7 +169,9 @@ def record_refusal(
             model=model, provider=provider, status=error.status_code, error_code=error.public_code,
         )
     )  # fmt: skip
-    gateway.metrics.request_done(endpoint, provider, model, error.status_code, seconds=None)
+    # A name the client made up must not become a metric series: that would grow without bound.
+    label = model if model in gateway.catalog.entries else "unknown"
+    gateway.metrics.request_done(endpoint, provider, label, error.status_code, seconds=None)
 
 
 def upstream_body(body: dict[str, Any], call: Call, *, stream: bool) -> dict[str, Any]:

@@ -50,10 +50,12 @@ def count_chat_prompt(messages: list[Any], tools: list[Any] | None = None) -> in
         total += _count_content(message.get("content"))
         if message.get("name"):
             total += _PER_NAME + count_text(str(message["name"]))
-        for call in message.get("tool_calls") or []:
-            function = call.get("function", {}) if isinstance(call, dict) else {}
-            total += count_text(str(function.get("name", "")))
-            total += count_text(str(function.get("arguments", "")))
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                total += count_text(str(function.get("name", "")))
+                total += count_text(str(function.get("arguments", "")))
     if tools:
         import orjson
 

@@ -27,34 +27,52 @@ def from_openai(usage: dict[str, Any]) -> Usage:
     )
 
 
+def _message_text(message: Any) -> list[str]:
+    """The text of a chat message or stream delta, tool-call names and arguments included."""
+    if not isinstance(message, dict):
+        return []
+    keys = ("content", "reasoning_content", "refusal")
+    parts = [v for k in keys if isinstance(v := message.get(k), str)]
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            parts += [v for k in ("name", "arguments") if isinstance(v := function.get(k), str)]
+    return parts
+
+
+def _choices_text(payload: Any, field: str) -> str:
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    return "".join(
+        text
+        for choice in (choices if isinstance(choices, list) else [])
+        if isinstance(choice, dict)
+        for text in _message_text(choice.get(field))
+    )
+
+
 def _delta_text(chunk: bytes) -> str:
     try:
-        parsed = orjson.loads(chunk)
+        return _choices_text(orjson.loads(chunk), "delta")
     except orjson.JSONDecodeError:
         return ""
-    parts: list[str] = []
-    for choice in parsed.get("choices") or []:
-        delta = choice.get("delta") or {}
-        for name in ("content", "reasoning_content", "refusal"):
-            if isinstance(delta.get(name), str):
-                parts.append(delta[name])
-        for call in delta.get("tool_calls") or []:
-            function = call.get("function") or {}
-            parts += [
-                v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str)
-            ]
-    return "".join(parts)
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    messages = body.get("messages")
+    tools = body.get("tools")
+    return count_chat_prompt(
+        messages if isinstance(messages, list) else [], tools if isinstance(tools, list) else None
+    )
 
 
 def estimate_chat(body: dict[str, Any], produced_chunks: list[bytes]) -> Usage:
     """What a cut-off stream consumed: the prompt and the text relayed so far."""
-    messages = body.get("messages")
-    tools = body.get("tools")
-    if not isinstance(messages, list):
-        messages = []
-    if not isinstance(tools, list):
-        tools = None
     output = count_text("".join(_delta_text(chunk) for chunk in produced_chunks))
-    return Usage(
-        input_tokens=count_chat_prompt(messages, tools), output_tokens=output, estimated=True
-    )
+    return Usage(input_tokens=_prompt_tokens(body), output_tokens=output, estimated=True)
+
+
+def estimate_completion(body: dict[str, Any], payload: dict[str, Any]) -> Usage:
+    """A non-streaming answer without usage (some compatible hosts): count what came back."""
+    output = count_text(_choices_text(payload, "message"))
+    return Usage(input_tokens=_prompt_tokens(body), output_tokens=output, estimated=True)

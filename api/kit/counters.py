@@ -1,8 +1,8 @@
 """Counters shared by every API process: Redis in production, a dict in the embedded default.
 
-A counter can be *seeded* once (its starting value, e.g. spend already in the ledger) and is
-*added to* at any time; adding before seeding is fine, the seed is added on top. Both stores
-expire counters so finished periods do not pile up.
+A counter exists once it is *seeded* (its starting value, e.g. the spend already in the
+ledger). Adding to a counter that does not exist does nothing: whatever was added is in the
+ledger, and the seed will count it. Counters expire so finished periods do not pile up.
 """
 
 from __future__ import annotations
@@ -12,71 +12,70 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-# Seed a counter once: the flag says whether it happened, the amount goes on top of any adds.
 _SEED_SCRIPT = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
-  redis.call('INCRBY', KEYS[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-end
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
 return redis.call('GET', KEYS[1])
 """
-# Add ARGV[2i-1] to KEYS[i] and let it live ARGV[2i] seconds: one round trip for all counters.
+# Add ARGV[2i-1] to KEYS[i] when it exists, and keep it ARGV[2i] seconds more: one round trip.
 _ADD_SCRIPT = """
 for i, key in ipairs(KEYS) do
-  redis.call('INCRBY', key, ARGV[2 * i - 1])
-  redis.call('EXPIRE', key, ARGV[2 * i])
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('INCRBY', key, ARGV[2 * i - 1])
+    redis.call('EXPIRE', key, ARGV[2 * i])
+  end
 end
 """
 
 
 class CounterStore(Protocol):
     async def read(self, names: list[str]) -> list[int | None]:
-        """Current values; None for a counter never seeded."""
+        """Current values; None for a counter not seeded (or expired)."""
         ...
 
-    async def seed(self, name: str, amount: int, ttl_seconds: int) -> int: ...
+    async def seed(self, name: str, amount: int, ttl_seconds: int) -> int:
+        """Create the counter at `amount` unless it exists; return its value."""
+        ...
 
     async def add(self, increments: dict[str, int], ttl_seconds: dict[str, int]) -> None: ...
 
-    async def delete(self, names: list[str]) -> None:
-        """Forget counters; the next read finds them unseeded."""
-        ...
+    async def delete(self, names: list[str]) -> None: ...
 
 
 class MemoryCounterStore:
     def __init__(self) -> None:
-        self._values: dict[str, int] = {}
-        self._expiry: dict[str, float] = {}  # name → monotonic deadline, as Redis's EXPIRE
-        self._seeded: set[str] = set()
+        self._values: dict[str, tuple[int, float]] = {}  # name → (value, monotonic deadline)
 
-    def _expire(self, now: float) -> None:
-        for name in [n for n, deadline in self._expiry.items() if deadline < now]:
-            self._values.pop(name, None)
-            self._expiry.pop(name, None)
-            self._seeded.discard(name)
+    def _get(self, name: str, now: float) -> int | None:
+        entry = self._values.get(name)
+        if entry is None:
+            return None
+        if entry[1] < now:
+            del self._values[name]
+            return None
+        return entry[0]
 
     async def read(self, names: list[str]) -> list[int | None]:
-        self._expire(time.monotonic())
-        return [self._values.get(name, 0) if name in self._seeded else None for name in names]
+        now = time.monotonic()
+        return [self._get(name, now) for name in names]
 
     async def seed(self, name: str, amount: int, ttl_seconds: int) -> int:
-        if name not in self._seeded:
-            self._seeded.add(name)
-            self._values[name] = self._values.get(name, 0) + amount
-            self._expiry[name] = time.monotonic() + ttl_seconds
-        return self._values[name]
+        now = time.monotonic()
+        current = self._get(name, now)
+        if current is not None:
+            return current
+        self._values[name] = (amount, now + ttl_seconds)
+        return amount
 
     async def add(self, increments: dict[str, int], ttl_seconds: dict[str, int]) -> None:
         now = time.monotonic()
         for name, amount in increments.items():
-            self._values[name] = self._values.get(name, 0) + amount
-            self._expiry[name] = now + ttl_seconds[name]
+            current = self._get(name, now)
+            if current is not None:
+                self._values[name] = (current + amount, now + ttl_seconds[name])
 
     async def delete(self, names: list[str]) -> None:
         for name in names:
             self._values.pop(name, None)
-            self._expiry.pop(name, None)
-            self._seeded.discard(name)
 
 
 class RedisCounterStore:
@@ -87,17 +86,12 @@ class RedisCounterStore:
         self._add = redis.register_script(_ADD_SCRIPT)
 
     async def read(self, names: list[str]) -> list[int | None]:
-        keys = [self._prefix + n for n in names] + [self._prefix + n + ":seeded" for n in names]
-        values = await self._redis.mget(keys)
-        count = len(names)
-        return [
-            int(values[i] or 0) if values[count + i] is not None else None for i in range(count)
-        ]
+        values = await self._redis.mget([self._prefix + name for name in names])
+        return [None if value is None else int(value) for value in values]
 
     async def seed(self, name: str, amount: int, ttl_seconds: int) -> int:
-        key = self._prefix + name
-        value = await self._seed(keys=[key, key + ":seeded"], args=[amount, ttl_seconds])
-        return int(value or 0)
+        value = await self._seed(keys=[self._prefix + name], args=[amount, ttl_seconds])
+        return int(value)
 
     async def add(self, increments: dict[str, int], ttl_seconds: dict[str, int]) -> None:
         keys = [self._prefix + name for name in increments]
@@ -105,5 +99,4 @@ class RedisCounterStore:
         await self._add(keys=keys, args=args)
 
     async def delete(self, names: list[str]) -> None:
-        keys = [self._prefix + n + suffix for n in names for suffix in ("", ":seeded")]
-        await self._redis.delete(*keys)
+        await self._redis.delete(*[self._prefix + name for name in names])

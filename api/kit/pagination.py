@@ -7,7 +7,7 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from api.errors import InvalidRequest
@@ -40,8 +40,11 @@ def decode_cursor(value: str) -> Cursor:
     try:
         padded = value + "=" * (-len(value) % 4)
         created_at, item_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return Cursor(datetime.fromisoformat(created_at), uuid.UUID(item_id))
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return Cursor(moment.astimezone(UTC), uuid.UUID(item_id))
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidRequest("The cursor is not valid.", param="cursor") from exc
 
 

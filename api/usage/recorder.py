@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.kit.time import utcnow
@@ -71,8 +72,11 @@ class UsageRecorder:
         """Wait until everything recorded so far is in the database."""
         await self._queue.join()
 
-    async def close(self) -> None:
-        await self.flush()
+    async def close(self, timeout_seconds: float = 30.0) -> None:
+        try:
+            await asyncio.wait_for(self.flush(), timeout_seconds)
+        except TimeoutError:
+            logger.error("shutting down with %d usage events unwritten", self._queue.qsize())
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -92,15 +96,27 @@ class UsageRecorder:
                         break
                 else:
                     batch.append(self._queue.get_nowait())
-            while True:
-                try:
-                    await self._write(batch)
-                    break
-                except Exception:  # the database may be restarting: keep the events, retry
-                    logger.exception("writing %d usage events failed; retrying", len(batch))
-                    await asyncio.sleep(RETRY_DELAY_SECONDS)
+            await self._write_until_done(batch)
             for _ in batch:
                 self._queue.task_done()
+
+    async def _write_until_done(self, batch: list[UsageRecord]) -> None:
+        """Retry while the database is unreachable; a row it refuses never blocks the others."""
+        while True:
+            try:
+                await self._write(batch)
+                return
+            except (OperationalError, InterfaceError):  # restarting, failing over: keep trying
+                logger.exception("writing %d usage events failed; retrying", len(batch))
+                await asyncio.sleep(RETRY_DELAY_SECONDS)
+            except DBAPIError:
+                if len(batch) == 1:
+                    logger.exception("the database refused usage event %s", batch[0])
+                    return
+                middle = len(batch) // 2
+                await self._write_until_done(batch[:middle])
+                await self._write_until_done(batch[middle:])
+                return
 
     async def _write(self, batch: list[UsageRecord]) -> None:
         rows: list[dict[str, Any]] = [

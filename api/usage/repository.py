@@ -33,16 +33,16 @@ class UsageFilter:
 async def key_totals(
     session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID, since: datetime | None
 ) -> KeyTotals:
-    """What a key has used since `since` (all time when None); failed requests count nothing."""
+    """What a key has used since `since` (all time when None).
+
+    Tokens and cost count whatever was billed, cut-off streams included (failures cost 0);
+    `requests` counts the requests that succeeded.
+    """
     statement = select(
-        func.count(UsageEvent.id),
+        func.coalesce(func.sum(case((UsageEvent.status < 400, 1), else_=0)), 0),
         func.coalesce(func.sum(UsageEvent.input_tokens + UsageEvent.output_tokens), 0),
         func.coalesce(func.sum(UsageEvent.cost_micros), 0),
-    ).where(
-        UsageEvent.tenant_id == tenant_id,
-        UsageEvent.key_id == key_id,
-        UsageEvent.status < 400,
-    )
+    ).where(UsageEvent.tenant_id == tenant_id, UsageEvent.key_id == key_id)
     if since is not None:
         statement = statement.where(UsageEvent.created_at >= since)
     requests, tokens, cost = (await session.execute(statement)).one()

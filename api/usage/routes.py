@@ -9,7 +9,7 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -35,12 +35,8 @@ def _filter(
     model: str | None,
 ) -> UsageFilter:
     now = utcnow()
-    for name, value in (("start", start), ("end", end)):
-        if value is not None and value.tzinfo is None:
-            message = f"{name}: needs a timezone, e.g. 2026-01-01T00:00:00Z."
-            raise InvalidRequest(message, param=name)
-    start = start or month_start(now)
-    end = end or now + timedelta(seconds=1)
+    start = _utc(start, "start") or month_start(now)
+    end = _utc(end, "end") or now + timedelta(seconds=1)
     if end <= start:
         raise InvalidRequest("end must be after start.", param="end")
     wanted = parse_id(key_id, "key") if key_id else None
@@ -49,6 +45,17 @@ def _filter(
             raise NotFound(f"No key with id {key_id}.", param="key_id")
         wanted = principal.key_id
     return UsageFilter(start=start, end=end, key_id=wanted, model=model)
+
+
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise InvalidRequest(f"{name}: needs a timezone, e.g. 2026-01-01T00:00:00Z.", param=name)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest(f"{name}: out of range.", param=name) from None
 
 
 def _with_usd(row: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +141,7 @@ async def list_logs(
     key_id: str | None = None,
     model: str | None = Query(None, max_length=200),
 ) -> dict[str, Any]:
-    where = _filter(principal, datetime(1970, 1, 1).astimezone(), None, key_id, model)
+    where = _filter(principal, datetime(1970, 1, 1, tzinfo=UTC), None, key_id, model)
     repository = UsageRepository(session, principal.tenant_id)
     statement = repository.base()
     if where.key_id is not None:

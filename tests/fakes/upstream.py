@@ -141,6 +141,13 @@ class FakeUpstream:
         if self.mode in ("400", "401", "429", "500"):
             status, headers, payload = http_fixture(f"openai-chat/{_ERRORS[self.mode]}.http")
             return web.Response(status=status, body=payload, headers=headers)
+        if self.mode.startswith("status_"):  # any status, in OpenAI's error shape
+            status = int(self.mode.split("_")[1])
+            code = "x" * 100 if self.mode.endswith("_longcode") else f"c{status}"
+            error = {"error": {"message": f"status {status}", "type": "x", "code": code}}
+            return web.json_response(error, status=status)
+        if self.mode == "html":  # a proxy's error page, sent with 200
+            return web.Response(body=b"<html>oops</html>", content_type="text/html")
         if self.mode == "503":
             return web.json_response(
                 {"error": {"message": "overloaded", "type": "server_error"}}, status=503

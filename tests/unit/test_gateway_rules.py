@@ -117,15 +117,15 @@ class TestSSE:
 
 
 class TestMemoryCounters:
-    async def test_seed_once_add_any_time_delete(self):
+    async def test_seed_once_then_add(self):
         store = MemoryCounterStore()
         assert await store.read(["a"]) == [None]
         await store.add({"a": 5}, {"a": 60})
-        assert await store.read(["a"]) == [None]  # not seeded yet
-        assert await store.seed("a", 100, 60) == 105
-        assert await store.seed("a", 999, 60) == 105  # a second seed is ignored
+        assert await store.read(["a"]) == [None]  # no counter yet: the seed will count it
+        assert await store.seed("a", 100, 60) == 100
+        assert await store.seed("a", 999, 60) == 100  # a second seed is ignored
         await store.add({"a": 1}, {"a": 60})
-        assert await store.read(["a"]) == [106]
+        assert await store.read(["a"]) == [101]
         await store.delete(["a"])
         assert await store.read(["a"]) == [None]
 

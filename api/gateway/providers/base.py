@@ -58,7 +58,8 @@ class Provider(Protocol):
         ...
 
 
-_PASS_THROUGH = {400, 404, 409, 413, 422}
+# 4xx the client caused pass through; these mean something else (SPEC §6).
+_NOT_THE_CLIENTS = {401, 403, 408, 429}
 
 
 def error_from_status(
@@ -67,7 +68,7 @@ def error_from_status(
     """Map an upstream HTTP error to the error the client sees (SPEC §6)."""
     message, kind, code, param = _describe(body)
     logger.warning("upstream %s answered %s: %s", provider, status, body[:500])
-    if status in _PASS_THROUGH:
+    if 400 <= status < 500 and status not in _NOT_THE_CLIENTS:
         return UpstreamClientError(
             message or f"The provider rejected the request ({status}).",
             status=status, param=param, upstream_code=code or kind,

@@ -35,33 +35,39 @@ def _last_user_text(messages: list[Any]) -> str:
 
 
 def _example_value(schema: Any) -> Any:
-    kind = schema.get("type") if isinstance(schema, dict) else None
-    if isinstance(schema, dict) and schema.get("enum"):
+    """A value that satisfies a simple JSON schema: the required properties, filled in."""
+    if not isinstance(schema, dict):
+        return None
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
         return schema["enum"][0]
+    kind = schema.get("type")
     if kind == "object":
-        props = schema.get("properties") or {}
-        return {
-            name: _example_value(props[name])
-            for name in schema.get("required", [])
-            if name in props
-        }
-    return {"string": "example", "integer": 1, "number": 1, "boolean": True, "array": []}.get(
-        kind if isinstance(kind, str) else ""
-    )
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
+        required = schema.get("required")
+        names = [n for n in required if n in props] if isinstance(required, list) else []
+        return {name: _example_value(props[name]) for name in names}
+    examples = {"string": "example", "integer": 1, "number": 1, "boolean": True, "array": []}
+    return examples.get(kind) if isinstance(kind, str) else None
 
 
 def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
-    tools = [
-        t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"
+    """The function the mock calls: the named one, else the first offered; None if told not to."""
+    offered = body.get("tools")
+    functions: list[dict[str, Any]] = [
+        t["function"]
+        for t in (offered if isinstance(offered, list) else [])
+        if isinstance(t, dict)
+        and t.get("type") == "function"
+        and isinstance(t.get("function"), dict)
     ]
     choice = body.get("tool_choice", "auto")
-    if not tools or choice == "none":
+    if not functions or choice == "none":
         return None
-    if isinstance(choice, dict):
-        wanted = (choice.get("function") or {}).get("name")
-        tools = [t for t in tools if (t.get("function") or {}).get("name") == wanted] or tools
-    function: dict[str, Any] = tools[0].get("function") or {}
-    return function
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        wanted = choice["function"].get("name")
+        return next((f for f in functions if f.get("name") == wanted), functions[0])
+    return functions[0]
 
 
 class MockReply:

@@ -6,10 +6,12 @@ https://api-docs.deepseek.com/ (same shape; `: keep-alive` comments, usage on th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from api.errors import UpstreamError, UpstreamTimeout
 from api.gateway.providers.base import (
@@ -18,6 +20,8 @@ from api.gateway.providers.base import (
     error_from_status,
 )
 from api.gateway.sse import SSEEvent, parse_sse
+
+logger = logging.getLogger("tollgate.upstream")
 
 
 class OpenAICompatStream:
@@ -31,8 +35,10 @@ class OpenAICompatStream:
                 yield event
         except TimeoutError as exc:
             raise UpstreamTimeout(f"The {self._provider} provider stopped sending.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"The {self._provider} stream broke off: {exc}.") from exc
+        except (aiohttp.ClientError, HttpProcessingError, ValueError) as exc:
+            # ValueError and HttpProcessingError: a line beyond aiohttp's limit, bad framing.
+            logger.warning("the %s stream broke off: %r", self._provider, exc)
+            raise UpstreamError(f"The {self._provider} stream broke off.") from exc
 
     def close(self) -> None:
         # Closing (not releasing) drops the connection, which cancels generation upstream.
@@ -72,7 +78,8 @@ class OpenAICompatProvider:
         except TimeoutError as exc:
             raise UpstreamTimeout(f"The {self.name} provider did not answer in time.") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"Could not reach the {self.name} provider: {exc}.") from exc
+            logger.warning("could not reach %s: %r", self.name, exc)  # hosts stay out of replies
+            raise UpstreamError(f"Could not reach the {self.name} provider.") from exc
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         response = await self._post(request)
@@ -81,7 +88,8 @@ class OpenAICompatProvider:
         except TimeoutError as exc:
             raise UpstreamTimeout(f"The {self.name} provider did not answer in time.") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"The {self.name} response broke off: {exc}.") from exc
+            logger.warning("the %s response broke off: %r", self.name, exc)
+            raise UpstreamError(f"The {self.name} response broke off.") from exc
         finally:
             response.release()
         if response.status >= 400:

@@ -8,6 +8,7 @@ validates the rest (its 4xx is relayed).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,7 @@ from api.gateway.pricing import Usage
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
 
 router = APIRouter(tags=["gateway"])
+logger = logging.getLogger("tollgate.gateway")
 
 CHAT_PATH = "/v1/chat/completions"
 _DONE = b"data: [DONE]\n\n"
@@ -81,31 +83,34 @@ async def create_chat_completion(request: Request) -> Response:
     upstream = UpstreamRequest(
         path="/chat/completions", body=upstream_body(body, call, stream=stream), stream=stream
     )
-    if stream:
-        return await _stream_chat(call, body, upstream)
-    try:
+    with call.failures_recorded():
+        if stream:
+            return await _stream_chat(call, body, upstream)
         response = await call.provider.send(upstream)
-    except AppError as error:
-        call.finish(Usage(), status=error.status_code, error=error)
-        raise
-    payload = orjson.loads(response.body)
-    reported = payload.get("usage") if isinstance(payload, dict) else None
-    usage = (
-        usage_rules.from_openai(reported)
-        if isinstance(reported, dict)
-        else usage_rules.estimate_chat(body, [])
-    )
-    call.finish(usage)
+        payload = _json_object(response.body, call.provider.name)
+        reported = payload.get("usage")
+        usage = (
+            usage_rules.from_openai(reported)
+            if isinstance(reported, dict)
+            else usage_rules.estimate_completion(body, payload)
+        )
+        call.finish(usage)
     payload["provider"] = call.provider.name
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-async def _stream_chat(call: Call, body: dict[str, Any], upstream: UpstreamRequest) -> Response:
+def _json_object(raw: bytes, provider: str) -> dict[str, Any]:
     try:
-        stream = await call.provider.open_stream(upstream)
-    except AppError as error:
-        call.finish(Usage(), status=error.status_code, error=error)
-        raise
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise UpstreamError(f"The {provider} provider answered with something other than JSON.")
+    return payload
+
+
+async def _stream_chat(call: Call, body: dict[str, Any], upstream: UpstreamRequest) -> Response:
+    stream = await call.provider.open_stream(upstream)
     options = body.get("stream_options")
     client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
     # A plain StreamingResponse, not sse-starlette's EventSourceResponse: upstream events are
@@ -138,7 +143,7 @@ async def _relay_chat(
                 elapsed = time.perf_counter() - call.started
                 call.gateway.metrics.ttfb.labels(call.endpoint, call.provider.name).observe(elapsed)
             if b'"usage":{' in data or b'"usage": {' in data:
-                chunk = orjson.loads(data)
+                chunk = _json_object(data, call.provider.name)
                 if isinstance(chunk.get("usage"), dict):
                     usage = usage_rules.from_openai(chunk["usage"])
                 # The usage-only chunk was asked for by us; a client that did not ask never sees it.
@@ -146,20 +151,30 @@ async def _relay_chat(
                     continue
             else:
                 produced.append(data)
-            yield b"data: " + data + b"\n\n"
+            yield _frame(data)
         if not done:
             raise UpstreamError(f"The {call.provider.name} stream ended before it was complete.")
-    except AppError as exc:
-        status, error = exc.status_code, exc
-        yield b"data: " + orjson.dumps(openai_body(exc)) + b"\n\n"
-        yield _DONE
     except (asyncio.CancelledError, GeneratorExit):
         status = 499  # the client went away: upstream is cancelled below, output so far is billed
         raise
+    except Exception as exc:
+        failure = exc if isinstance(exc, AppError) else UpstreamError("The stream failed.")
+        if not isinstance(exc, AppError):
+            logger.exception("relaying a %s stream failed", call.provider.name)
+        status, error = failure.status_code, failure
+        yield b"data: " + orjson.dumps(openai_body(failure)) + b"\n\n"
+        yield _DONE
     finally:
         stream.close()
         final = usage if usage is not None else usage_rules.estimate_chat(body, produced)
         call.finish(final, status=status, error=error)
+
+
+def _frame(data: bytes) -> bytes:
+    """One SSE event; every line of multi-line data keeps its own `data:` prefix."""
+    if b"\n" not in data:
+        return b"data: " + data + b"\n\n"
+    return b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"
 
 
 @router.get("/v1/models")
