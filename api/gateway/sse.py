@@ -1,4 +1,8 @@
-"""Incremental server-sent-events parsing (LF or CRLF framing, comments, multi-line data)."""
+"""Incremental server-sent-events parsing (LF or CRLF framing, comments, multi-line data).
+
+It reads whatever bytes arrived (not line by line: one await per network read, not two per
+event) and yields each event as soon as its terminating blank line is in.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +16,32 @@ class SSEEvent:
     event: bytes | None = None
 
 
-async def parse_sse(lines: AsyncIterable[bytes]) -> AsyncIterator[SSEEvent]:
-    """Yield each event as soon as its terminating blank line arrives."""
+def _parse_block(block: bytes) -> SSEEvent | None:
+    if block.startswith(b"data: ") and b"\n" not in block:  # the common one-line event
+        return SSEEvent(block[6:])
     data: list[bytes] = []
     event: bytes | None = None
-    async for raw in lines:
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield SSEEvent(b"\n".join(data), event)
-            data, event = [], None
-        elif line.startswith(b"data:"):
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
             value = line[5:]
             data.append(value[1:] if value.startswith(b" ") else value)
         elif line.startswith(b"event:"):
             event = line[6:].strip()
         # ":" comments (keep-alives) and unknown fields are ignored, as the SSE spec says.
-    if data:
-        yield SSEEvent(b"\n".join(data), event)
+    return SSEEvent(b"\n".join(data), event) if data else None
+
+
+async def parse_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEEvent]:
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        while (end := buffer.find(b"\n\n")) >= 0:
+            block, buffer = buffer[:end], buffer[end + 2 :]
+            event = _parse_block(block)
+            if event is not None:
+                yield event
+    event = _parse_block(buffer.strip(b"\n"))
+    if event is not None:
+        yield event

@@ -115,6 +115,13 @@ class TestSSE:
             SSEEvent(b"[DONE]"),
         ]
 
+    async def test_events_split_anywhere_across_reads(self):
+        raw = b": ping\r\n\r\ndata: {\"a\":1}\r\n\r\nevent: e\ndata: x\n\ndata: [DONE]\n\n"
+        for size in (1, 2, 3, 7, len(raw)):
+            pieces = [raw[i : i + size] for i in range(0, len(raw), size)]
+            events = [e async for e in parse_sse(_lines(*pieces))]
+            assert events == [SSEEvent(b'{"a":1}'), SSEEvent(b"x", b"e"), SSEEvent(b"[DONE]")]
+
 
 class TestMemoryCounters:
     async def test_seed_once_then_add(self):

@@ -31,7 +31,7 @@ class OpenAICompatStream:
 
     async def events(self) -> AsyncIterator[SSEEvent]:
         try:
-            async for event in parse_sse(self._response.content):
+            async for event in parse_sse(self._response.content.iter_any()):
                 yield event
         except TimeoutError as exc:
             raise UpstreamTimeout(f"The {self._provider} provider stopped sending.") from exc
