@@ -116,7 +116,7 @@ class TestSSE:
         ]
 
     async def test_events_split_anywhere_across_reads(self):
-        raw = b": ping\r\n\r\ndata: {\"a\":1}\r\n\r\nevent: e\ndata: x\n\ndata: [DONE]\n\n"
+        raw = b': ping\r\n\r\ndata: {"a":1}\r\n\r\nevent: e\ndata: x\n\ndata: [DONE]\n\n'
         for size in (1, 2, 3, 7, len(raw)):
             pieces = [raw[i : i + size] for i in range(0, len(raw), size)]
             events = [e async for e in parse_sse(_lines(*pieces))]
