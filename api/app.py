@@ -13,7 +13,7 @@ from api.auth.cache import KeyCache
 from api.auth.routes import router as keys_router
 from api.auth.secrets import derive_pepper
 from api.db import create_engine, create_sessionmaker
-from api.gateway.budget import SpendCheck
+from api.gateway.budget import Reservations
 from api.gateway.catalog import Catalog
 from api.gateway.dialects.openai.routes import router as openai_router
 from api.gateway.pipeline import Gateway
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recorder = UsageRecorder(sessionmaker)
         recorder.start()
         counters = RedisCounterStore(redis) if redis is not None else MemoryCounterStore()
-        budget = SpendCheck(sessionmaker, counters, flush_ledger=recorder.flush)
+        budget = Reservations(sessionmaker, counters, flush_ledger=recorder.flush)
         key_cache = KeyCache(redis)
         key_cache.start()
         gateway = Gateway(

@@ -1,20 +1,25 @@
-"""Spend caps, behind an interface the atomic reservation will replace.
+"""Hard caps: an atomic reservation of each request's worst case against every limit of its key.
 
-`SpendCheck` keeps one counter per key and period (day, month, total) in the counter store,
-seeded once from the ledger and increased as requests finish, and refuses (402) a request
-whose key has reached a `spend_usd` limit. It is a check, not a reservation: requests in flight
-at the same moment can together pass the cap by their own cost. Before seeding it waits for
-this process's pending usage events to reach the ledger; a request that finishes during the
-seed itself can still go uncounted until the counter expires.
+Before a request is forwarded, its worst case (estimated prompt + the most output it may
+produce, priced) is *held* against each of the key's limits (`spend_usd`, `tokens`,
+`requests`; day, month, total) in one atomic step of the counter store: a Redis Lua script in
+production, the event loop in the embedded default. When the worst case does not fit but a
+smaller output budget would, the request's `max_tokens` is clamped to what fits; when nothing
+fits, it is refused with 402. After the response the hold is released and the real usage
+added. Holds of a process that died expire after `HOLD_SECONDS`, so the key's budget comes back.
+
+Counters start from the ledger: the first request of a period seeds its counter with the sum
+of the usage already recorded (after flushing this process's pending events).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -23,27 +28,45 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.auth import limits as limit_rules
 from api.auth.models import ApiKey
 from api.errors import BudgetExceeded
-from api.kit.counters import CounterStore
+from api.gateway.pricing import TOKENS_PER_PRICE_UNIT, Price, Usage
+from api.kit.counters import CounterStore, HoldRequest, Settlement, Unseeded
 from api.kit.money import micros_to_usd
 from api.kit.time import utcnow
 from api.usage import repository as usage_repository
 
 logger = logging.getLogger("tollgate.budget")
 
-_TTL_SECONDS = {"day": 2 * 86_400, "month": 32 * 86_400, "total": 400 * 86_400}
+TTL_SECONDS = {"day": 2 * 86_400, "month": 32 * 86_400, "total": 400 * 86_400}
+# How long a hold outlives its request if the process dies; a stream longer than this can
+# outlast its hold (the cap then counts it when it settles).
+HOLD_SECONDS = 900
+_ATTEMPTS = 4
+_UNLIMITED = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
+class Demand:
+    """The most a request can consume: its prompt (estimated) and its output budget."""
+
+    input_tokens: int
+    max_output_tokens: int
+    price: Price
+
+
+@dataclass(slots=True)
 class Reservation:
-    key_id: uuid.UUID
-    reserved_micros: int
-    tracked: bool  # the key has spend limits, so its counters are kept
+    hold_id: str
+    held: list[tuple[limit_rules.Limit, str, int]] = field(default_factory=list)
+    max_output_tokens: int = 0
+    clamped: bool = False
 
 
 class BudgetGuard(Protocol):
-    async def reserve(self, key: ApiKey, worst_case_micros: int) -> Reservation: ...
+    async def reserve(self, key: ApiKey, demand: Callable[[], Demand]) -> Reservation:
+        """Hold the worst case or raise `BudgetExceeded`; `demand` is computed only if needed."""
+        ...
 
-    def settle(self, reservation: Reservation, cost_micros: int) -> None:
+    def settle(self, reservation: Reservation, usage: Usage, cost_micros: int) -> None:
         """Called once per request, from synchronous code (stream finalisers included)."""
         ...
 
@@ -51,15 +74,52 @@ class BudgetGuard(Protocol):
         """A key's limits changed: recount from the ledger on its next request."""
         ...
 
+    async def close(self) -> None: ...
+
 
 def counter_names(key_id: uuid.UUID, at: datetime) -> dict[limit_rules.Period, str]:
-    """The key's spend counter for each period containing `at` (calendar UTC)."""
-    base = f"spend:{key_id}:"
+    """Key-scoped name stems for each period containing `at` (calendar UTC)."""
+    base = f"key:{key_id}:"
     month = f"{at.year:04d}{at.month:02d}"
     return {"day": f"{base}d{month}{at.day:02d}", "month": f"{base}m{month}", "total": f"{base}t"}
 
 
-class SpendCheck:
+def counter_name(key_id: uuid.UUID, limit: limit_rules.Limit, at: datetime) -> str:
+    return f"{counter_names(key_id, at)[limit.period]}:{limit.metric}"
+
+
+def worst_case(limit: limit_rules.Limit, demand: Demand, output_tokens: int) -> int:
+    if limit.metric == "requests":
+        return 1
+    if limit.metric == "tokens":
+        return demand.input_tokens + output_tokens
+    price = demand.price
+    numerator = demand.input_tokens * price.input + output_tokens * price.output
+    return -(-numerator // TOKENS_PER_PRICE_UNIT)
+
+
+def affordable_output(limit: limit_rules.Limit, room: int, demand: Demand) -> int:
+    """The largest output budget that still fits in `room` (negative: not even the prompt)."""
+    if limit.metric == "requests":
+        return _UNLIMITED if room >= 1 else -1
+    if limit.metric == "tokens":
+        return room - demand.input_tokens
+    price = demand.price
+    left = room * TOKENS_PER_PRICE_UNIT - demand.input_tokens * price.input
+    if price.output == 0:
+        return _UNLIMITED if left >= 0 else -1
+    return left // price.output if left >= 0 else -1
+
+
+def actual(limit: limit_rules.Limit, usage: Usage, cost_micros: int) -> int:
+    if limit.metric == "spend_usd":
+        return cost_micros
+    if limit.metric == "tokens":
+        return usage.total_tokens
+    return 1  # a request is counted once it was let through, whatever came of it
+
+
+class Reservations:
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
@@ -71,58 +131,99 @@ class SpendCheck:
         self._flush_ledger = flush_ledger
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def reserve(self, key: ApiKey, worst_case_micros: int) -> Reservation:
-        limits = [
-            limit_rules.Limit.from_json(item)
-            for item in key.limits
-            if item.get("metric") == "spend_usd"
-        ]
-        if limits:
-            now = utcnow()
-            by_period = counter_names(key.id, now)
-            names = [by_period[limit.period] for limit in limits]
-            spent = await self._counters.read(names)
-            for limit, name, value in zip(limits, names, spent, strict=True):
-                if value is None:
-                    value = await self._seed(key, limit.period, name, now)
-                if value >= limit.max:
-                    raise BudgetExceeded(
-                        f"This key has reached its {limit.period} spend limit of "
-                        f"${micros_to_usd(limit.max):.2f}."
-                    )
-        return Reservation(key.id, worst_case_micros, tracked=bool(limits))
+    async def reserve(self, key: ApiKey, demand: Callable[[], Demand]) -> Reservation:
+        limits = [limit_rules.Limit.from_json(item) for item in key.limits]
+        reservation = Reservation(hold_id=uuid.uuid4().hex)
+        if not limits:
+            return reservation
+        need = demand()
+        now = utcnow()
+        names = [counter_name(key.id, limit, now) for limit in limits]
+        output = need.max_output_tokens
+        rooms: list[int] | None = [0] * len(limits)
+        for _ in range(_ATTEMPTS + len(limits)):
+            holds = [
+                HoldRequest(name, limit.max, worst_case(limit, need, output))
+                for limit, name in zip(limits, names, strict=True)
+            ]
+            expiry_ms = int((time.time() + HOLD_SECONDS) * 1000)
+            try:
+                rooms = await self._counters.reserve(
+                    reservation.hold_id, holds, expiry_ms, TTL_SECONDS["total"]
+                )
+            except Unseeded as missing:
+                await self._seed(key, limits[missing.index], names[missing.index], now)
+                continue
+            if rooms is None:
+                reservation.held = [
+                    (limit, hold.counter, hold.amount)
+                    for limit, hold in zip(limits, holds, strict=True)
+                ]
+                reservation.max_output_tokens = output
+                reservation.clamped = output < need.max_output_tokens
+                return reservation
+            fits = min(
+                affordable_output(limit, room, need)
+                for limit, room in zip(limits, rooms, strict=True)
+            )
+            if fits < 1:
+                raise _exceeded(limits, rooms, need)
+            output = min(output - 1, fits)  # fewer output tokens fit: ask again with those
+        raise _exceeded(limits, rooms or [0] * len(limits), need)
 
-    async def _seed(self, key: ApiKey, period: limit_rules.Period, name: str, now: datetime) -> int:
-        since = limit_rules.period_start(period, now)
+    async def _seed(self, key: ApiKey, limit: limit_rules.Limit, name: str, now: datetime) -> None:
+        since = limit_rules.period_start(limit.period, now)
         await self._flush_ledger()
         async with self._sessionmaker() as session:
             totals = await usage_repository.key_totals(session, key.tenant_id, key.id, since)
-        return await self._counters.seed(name, totals.cost_micros, _TTL_SECONDS[period])
-
-    def settle(self, reservation: Reservation, cost_micros: int) -> None:
-        if cost_micros <= 0 or not reservation.tracked:
-            return
-        names = counter_names(reservation.key_id, utcnow())
-        task = asyncio.get_running_loop().create_task(
-            self._counters.add(
-                dict.fromkeys(names.values(), cost_micros),
-                {name: _TTL_SECONDS[p] for p, name in names.items()},
-            )
+        used = {"spend_usd": totals.cost_micros, "tokens": totals.tokens}.get(
+            limit.metric, totals.requests
         )
+        await self._counters.seed(name, used, TTL_SECONDS[limit.period])
+
+    def settle(self, reservation: Reservation, usage: Usage, cost_micros: int) -> None:
+        if not reservation.held:
+            return
+        settlements = [
+            Settlement(name, f"{reservation.hold_id}:{amount}", actual(limit, usage, cost_micros),
+                       TTL_SECONDS[limit.period])
+            for limit, name, amount in reservation.held
+        ]  # fmt: skip
+        reservation.held = []
+        task = asyncio.get_running_loop().create_task(self._counters.release(settlements))
         self._pending.add(task)
         task.add_done_callback(self._done)
-
-    async def limits_changed(self, key_id: uuid.UUID) -> None:
-        try:
-            await self._counters.delete(list(counter_names(key_id, utcnow()).values()))
-        except Exception:  # the change is committed; the counters expire on their own
-            logger.exception("could not reset the spend counters of key %s", key_id)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.error("updating spend counters failed", exc_info=task.exception())
+            logger.error("settling a reservation failed", exc_info=task.exception())
+
+    async def limits_changed(self, key_id: uuid.UUID) -> None:
+        now = utcnow()
+        names = [
+            f"{stem}:{metric}"
+            for stem in counter_names(key_id, now).values()
+            for metric in ("spend_usd", "tokens", "requests")
+        ]
+        try:
+            await self._counters.delete(names)
+        except Exception:  # the change is committed; the counters expire on their own
+            logger.exception("could not reset the counters of key %s", key_id)
 
     async def close(self) -> None:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+def _exceeded(limits: list[limit_rules.Limit], rooms: list[int], need: Demand) -> BudgetExceeded:
+    for limit, room in zip(limits, rooms, strict=True):
+        if affordable_output(limit, room, need) < 1:
+            amount = (
+                f"${micros_to_usd(limit.max):.2f}" if limit.metric == "spend_usd" else limit.max
+            )
+            noun = {"spend_usd": "spend", "tokens": "token", "requests": "request"}[limit.metric]
+            return BudgetExceeded(
+                f"This key has reached its {limit.period} {noun} limit of {amount}."
+            )
+    return BudgetExceeded("This request does not fit in this key's remaining budget.")

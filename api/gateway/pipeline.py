@@ -17,13 +17,17 @@ from typing import Any
 
 from api.auth.service import Principal
 from api.errors import AppError, InternalError, ModelNotAllowed, ProviderNotAllowed
-from api.gateway.budget import BudgetGuard, Reservation
+from api.gateway import usage as usage_rules
+from api.gateway.budget import BudgetGuard, Demand, Reservation
 from api.gateway.catalog import Catalog, Route
 from api.gateway.pricing import FREE, Price, Usage, cost_micros
 from api.gateway.providers.base import Provider
 from api.gateway.providers.registry import ProviderRegistry
 from api.metrics import Metrics
 from api.usage.recorder import UsageRecord, UsageRecorder
+
+# Tells the client its `max_tokens` was lowered to what the key's remaining budget affords.
+CLAMP_HEADER = "x-tollgate-max-tokens-clamped"
 
 
 @dataclass(slots=True)
@@ -54,6 +58,13 @@ class Call:
     def model(self) -> str:
         return self.route.entry.id
 
+    @property
+    def response_headers(self) -> dict[str, str]:
+        """Headers every answer to this call carries, error or not."""
+        if self.reservation is not None and self.reservation.clamped:
+            return {CLAMP_HEADER: str(self.reservation.max_output_tokens)}
+        return {}
+
     @contextmanager
     def failures_recorded(self) -> Iterator[None]:
         """Whatever fails inside is metered as a failed request (once) before it propagates."""
@@ -74,7 +85,7 @@ class Call:
         self.gateway.metrics.in_flight.dec()
         cost = cost_micros(usage, self.price)
         if self.reservation is not None:
-            self.gateway.budget.settle(self.reservation, cost)
+            self.gateway.budget.settle(self.reservation, usage, cost)
         latency_ms = int((time.perf_counter() - self.started) * 1000)
         key = self.principal.key
         self.gateway.recorder.record(
@@ -117,8 +128,22 @@ def check_access(principal: Principal, route: Route) -> None:
         raise ModelNotAllowed(f"This key may not use the model {route.entry.id}.", param="model")
 
 
+def output_budget(body: dict[str, Any], entry_max: int) -> int:
+    """The client's output cap (`max_completion_tokens`, else `max_tokens`), else the model's."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return entry_max
+
+
 async def start_call(
-    gateway: Gateway, principal: Principal, request_id: str, endpoint: str, model: str
+    gateway: Gateway,
+    principal: Principal,
+    request_id: str,
+    endpoint: str,
+    model: str,
+    body: dict[str, Any],
 ) -> Call:
     """Everything before the provider call; raises before anything is sent upstream.
 
@@ -133,7 +158,16 @@ async def start_call(
     try:
         check_access(principal, route)
         provider = gateway.providers.get(route.provider, test=test)
-        reservation = await gateway.budget.reserve(principal.key, 0)
+        price = FREE if test else route.entry.price
+
+        def demand() -> Demand:
+            return Demand(
+                input_tokens=usage_rules.prompt_tokens(body),
+                max_output_tokens=output_budget(body, route.entry.max_output_tokens),
+                price=price,
+            )
+
+        reservation = await gateway.budget.reserve(principal.key, demand)
     except AppError as error:
         provider_name = "mock" if test else route.provider
         record_refusal(
@@ -148,7 +182,7 @@ async def start_call(
         endpoint=endpoint,
         route=route,
         provider=provider,
-        price=FREE if test else route.entry.price,
+        price=price,
         reservation=reservation,
     )
 
@@ -175,9 +209,14 @@ def record_refusal(
 
 
 def upstream_body(body: dict[str, Any], call: Call, *, stream: bool) -> dict[str, Any]:
-    """Same dialect in and out: forward the client's JSON with only the listed edits."""
+    """Same dialect in and out: forward the client's JSON with only the listed edits: the
+    model name, forced usage reporting, and an output cap clamped to the remaining budget."""
     out = dict(body)
     out["model"] = call.route.upstream_model
+    reservation = call.reservation
+    if reservation is not None and reservation.clamped:
+        field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        out[field_name] = reservation.max_output_tokens
     if stream:
         options = out.get("stream_options")
         out["stream_options"] = {

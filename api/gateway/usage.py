@@ -58,7 +58,8 @@ def _delta_text(chunk: bytes) -> str:
         return ""
 
 
-def _prompt_tokens(body: dict[str, Any]) -> int:
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """The prompt's size as OpenAI counts it (an estimate for other providers' tokenizers)."""
     messages = body.get("messages")
     tools = body.get("tools")
     return count_chat_prompt(
@@ -69,10 +70,10 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
 def estimate_chat(body: dict[str, Any], produced_chunks: list[bytes]) -> Usage:
     """What a cut-off stream consumed: the prompt and the text relayed so far."""
     output = count_text("".join(_delta_text(chunk) for chunk in produced_chunks))
-    return Usage(input_tokens=_prompt_tokens(body), output_tokens=output, estimated=True)
+    return Usage(input_tokens=prompt_tokens(body), output_tokens=output, estimated=True)
 
 
 def estimate_completion(body: dict[str, Any], payload: dict[str, Any]) -> Usage:
     """A non-streaming answer without usage (some compatible hosts): count what came back."""
     output = count_text(_choices_text(payload, "message"))
-    return Usage(input_tokens=_prompt_tokens(body), output_tokens=output, estimated=True)
+    return Usage(input_tokens=prompt_tokens(body), output_tokens=output, estimated=True)

@@ -8,6 +8,7 @@ ledger, and the seed will count it. Counters expire so finished periods do not p
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -27,6 +28,72 @@ end
 """
 
 
+# --- Holds: amounts reserved against a counter's maximum until the request settles ----------
+#
+# Each counter `name` has a companion sorted set `name:holds` of "<hold id>:<amount>" members
+# scored by their expiry (ms). Room = max - counter - live holds. A hold of a process that
+# crashed simply expires.
+
+_RESERVE_SCRIPT = """
+local now, expiry, hold, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local count = #KEYS
+local rooms = {}
+local fits = true
+for i = 1, count do
+  local used = redis.call('GET', KEYS[i])
+  if not used then return {-1, i} end
+  local holds = KEYS[i] .. ':holds'
+  redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
+  local held = 0
+  for _, member in ipairs(redis.call('ZRANGE', holds, 0, -1)) do
+    held = held + tonumber(string.match(member, ':(%d+)$'))
+  end
+  local room = tonumber(ARGV[3 + 2 * i]) - tonumber(used) - held
+  rooms[i] = room
+  if tonumber(ARGV[4 + 2 * i]) > room then fits = false end
+end
+if not fits then return {0, unpack(rooms)} end
+for i = 1, count do
+  local holds = KEYS[i] .. ':holds'
+  redis.call('ZADD', holds, expiry, hold .. ':' .. ARGV[4 + 2 * i])
+  redis.call('EXPIRE', holds, ttl)
+end
+return {1}
+"""
+_RELEASE_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  redis.call('ZREM', key .. ':holds', ARGV[3 * i - 2])
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('INCRBY', key, ARGV[3 * i - 1])
+    redis.call('EXPIRE', key, ARGV[3 * i])
+  end
+end
+"""
+
+
+class Unseeded(Exception):
+    """The counter at this index has no starting value yet: seed it and ask again."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRequest:
+    counter: str
+    maximum: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    counter: str
+    member: str  # "<hold id>:<amount held>"
+    actual: int
+    ttl_seconds: int
+
+
 class CounterStore(Protocol):
     async def read(self, names: list[str]) -> list[int | None]:
         """Current values; None for a counter not seeded (or expired)."""
@@ -40,10 +107,26 @@ class CounterStore(Protocol):
 
     async def delete(self, names: list[str]) -> None: ...
 
+    async def reserve(
+        self, hold_id: str, requests: list[HoldRequest], expiry_ms: int, ttl_seconds: int
+    ) -> list[int] | None:
+        """Hold every amount or none: None when held, else each counter's room.
+
+        Raises `Unseeded` for a counter without a starting value.
+        """
+        ...
+
+    async def release(self, settlements: list[Settlement]) -> None:
+        """Drop holds and add what was actually used."""
+        ...
+
 
 class MemoryCounterStore:
+    """The embedded default's store: one process, so the event loop makes each call atomic."""
+
     def __init__(self) -> None:
         self._values: dict[str, tuple[int, float]] = {}  # name → (value, monotonic deadline)
+        self._holds: dict[str, dict[str, tuple[int, int]]] = {}  # name → member → (amount, ms)
 
     def _get(self, name: str, now: float) -> int | None:
         entry = self._values.get(name)
@@ -77,6 +160,38 @@ class MemoryCounterStore:
         for name in names:
             self._values.pop(name, None)
 
+    async def reserve(
+        self, hold_id: str, requests: list[HoldRequest], expiry_ms: int, ttl_seconds: int
+    ) -> list[int] | None:
+        del ttl_seconds  # holds here expire by their own deadline; nothing to garbage-collect
+        now = time.monotonic()
+        now_ms = int(time.time() * 1000)
+        rooms = []
+        for index, request in enumerate(requests):
+            used = self._get(request.counter, now)
+            if used is None:
+                raise Unseeded(index)
+            holds = self._holds.setdefault(request.counter, {})
+            for member in [m for m, (_, until) in holds.items() if until <= now_ms]:
+                del holds[member]
+            rooms.append(request.maximum - used - sum(amount for amount, _ in holds.values()))
+        if any(r.amount > room for r, room in zip(requests, rooms, strict=True)):
+            return rooms
+        for request in requests:
+            self._holds[request.counter][f"{hold_id}:{request.amount}"] = (
+                request.amount,
+                expiry_ms,
+            )
+        return None
+
+    async def release(self, settlements: list[Settlement]) -> None:
+        now = time.monotonic()
+        for item in settlements:
+            self._holds.get(item.counter, {}).pop(item.member, None)
+            current = self._get(item.counter, now)
+            if current is not None:
+                self._values[item.counter] = (current + item.actual, now + item.ttl_seconds)
+
 
 class RedisCounterStore:
     def __init__(self, redis: Redis, prefix: str = "tollgate:") -> None:
@@ -84,6 +199,8 @@ class RedisCounterStore:
         self._prefix = prefix
         self._seed = redis.register_script(_SEED_SCRIPT)
         self._add = redis.register_script(_ADD_SCRIPT)
+        self._reserve = redis.register_script(_RESERVE_SCRIPT)
+        self._release = redis.register_script(_RELEASE_SCRIPT)
 
     async def read(self, names: list[str]) -> list[int | None]:
         values = await self._redis.mget([self._prefix + name for name in names])
@@ -100,3 +217,20 @@ class RedisCounterStore:
 
     async def delete(self, names: list[str]) -> None:
         await self._redis.delete(*[self._prefix + name for name in names])
+
+    async def reserve(
+        self, hold_id: str, requests: list[HoldRequest], expiry_ms: int, ttl_seconds: int
+    ) -> list[int] | None:
+        args: list[int | str] = [int(time.time() * 1000), expiry_ms, hold_id, ttl_seconds]
+        for request in requests:
+            args += [request.maximum, request.amount]
+        keys = [self._prefix + request.counter for request in requests]
+        result = [int(v) for v in await self._reserve(keys=keys, args=args)]
+        if result[0] == -1:
+            raise Unseeded(result[1] - 1)
+        return None if result[0] == 1 else result[1:]
+
+    async def release(self, settlements: list[Settlement]) -> None:
+        keys = [self._prefix + item.counter for item in settlements]
+        args = [v for i in settlements for v in (i.member, i.actual, i.ttl_seconds)]
+        await self._release(keys=keys, args=args)

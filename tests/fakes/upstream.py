@@ -156,6 +156,8 @@ class FakeUpstream:
             await asyncio.sleep(self.stall_seconds)
         if body.get("stream"):
             return await self._stream(request, body, flavor)
+        if self.mode == "generate":
+            return self._generated_completion(body)
         if flavor == "deepseek":
             name = "deepseek/02_response_chat_cache_hit.json" if body["model"] == "deepseek-chat" \
                 else "deepseek/01_response_reasoner_nonstream.json"  # fmt: skip
@@ -207,8 +209,9 @@ class FakeUpstream:
             "model": body["model"],
         }
         sent: list[str] = []
+        include_usage = (body.get("stream_options") or {}).get("include_usage") is True
         try:
-            for index in range(self.words):
+            for index in range(self._word_count(body)):
                 piece = " word" if index else "word"
                 chunk = {
                     **head,
@@ -217,11 +220,35 @@ class FakeUpstream:
                 await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
                 sent.append(piece)
                 await asyncio.sleep(self.chunk_delay)
+            if include_usage:
+                usage = self._usage(body, "".join(sent))
+                final = {**head, "choices": [], "usage": usage}
+                await response.write(b"data: " + json.dumps(final).encode() + b"\n\n")
             await response.write(b"data: [DONE]\n\n")
         except ConnectionError:
             self.disconnects += 1
         finally:
-            prompt = billed_prompt_tokens(body["messages"])
-            completion = len(_ENCODING.encode("".join(sent)))
-            self.reported.append({"prompt_tokens": prompt, "completion_tokens": completion})
+            self.reported.append(self._usage(body, "".join(sent)))
         return response
+
+    def _word_count(self, body: dict[str, Any]) -> int:
+        """As a real model: never more output tokens than the request's cap."""
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        return min(self.words, cap) if isinstance(cap, int) else self.words
+
+    def _usage(self, body: dict[str, Any], text: str) -> dict[str, int]:
+        prompt = billed_prompt_tokens(body["messages"])
+        completion = len(_ENCODING.encode(text))
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion}  # fmt: skip
+
+    def _generated_completion(self, body: dict[str, Any]) -> web.Response:
+        text = " ".join(["word"] * self._word_count(body))
+        usage = self._usage(body, text)
+        self.reported.append(usage)
+        message = {"role": "assistant", "content": text}
+        return web.json_response({
+            "id": "chatcmpl-gen", "object": "chat.completion", "created": 1,
+            "model": body["model"], "usage": usage,
+            "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
+        })  # fmt: skip

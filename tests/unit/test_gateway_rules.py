@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from api.auth.limits import Limit
 from api.errors import InvalidModel
 from api.gateway import usage as usage_rules
+from api.gateway.budget import Demand, affordable_output, worst_case
 from api.gateway.catalog import Catalog
 from api.gateway.pricing import Price, Usage, cost_micros
 from api.gateway.sse import SSEEvent, parse_sse
-from api.kit.counters import MemoryCounterStore
+from api.kit.counters import HoldRequest, MemoryCounterStore, Settlement, Unseeded
 
 
 class TestCost:
@@ -140,3 +142,53 @@ class TestMemoryCounters:
         store = MemoryCounterStore()
         await store.seed("a", 1, 0)
         assert await store.read(["a"]) == [None]
+
+
+class TestBudgetMaths:
+    price = Price(input=150_000, cached_input=75_000, output=600_000)
+
+    def _demand(self, output: int = 100) -> Demand:
+        return Demand(input_tokens=8, max_output_tokens=output, price=self.price)
+
+    def test_worst_case_per_metric(self):
+        spend = Limit("spend_usd", "month", 1000)
+        assert worst_case(spend, self._demand(), 100) == 62  # ceil(1.2 + 60)
+        assert worst_case(Limit("tokens", "day", 1000), self._demand(), 100) == 108
+        assert worst_case(Limit("requests", "day", 5), self._demand(), 100) == 1
+
+    def test_affordable_output_inverts_worst_case(self):
+        spend = Limit("spend_usd", "month", 1000)
+        for room in (2, 26, 62, 1000):
+            fits = affordable_output(spend, room, self._demand())
+            assert worst_case(spend, self._demand(), fits) <= room
+            assert worst_case(spend, self._demand(), fits + 1) > room
+        assert affordable_output(spend, 1, self._demand()) == -1  # not even the prompt fits
+        assert affordable_output(Limit("tokens", "day", 9), 7, self._demand()) == -1
+        assert affordable_output(Limit("requests", "day", 1), 0, self._demand()) == -1
+        free = Demand(8, 100, Price(0, 0, 0))
+        assert affordable_output(spend, 0, free) > 10**9
+
+
+class TestHolds:
+    async def test_all_or_nothing_and_release(self):
+        store = MemoryCounterStore()
+        await store.seed("a", 0, 60)
+        await store.seed("b", 90, 60)
+        far = 2**50
+        fits = [HoldRequest("a", 100, 50), HoldRequest("b", 100, 5)]
+        assert await store.reserve("h1", fits, far, 60) is None
+        too_much = [HoldRequest("a", 100, 10), HoldRequest("b", 100, 10)]
+        assert await store.reserve("h2", too_much, far, 60) == [50, 5]  # nothing held
+        assert await store.reserve("h3", [HoldRequest("a", 100, 50)], far, 60) is None
+        await store.release([Settlement("a", "h1:50", 20, 60), Settlement("b", "h1:5", 5, 60)])
+        assert await store.read(["a", "b"]) == [20, 95]
+        assert await store.reserve("h4", [HoldRequest("a", 100, 30)], far, 60) is None
+
+    async def test_expired_holds_free_their_room_and_unseeded_counters_are_named(self):
+        store = MemoryCounterStore()
+        await store.seed("a", 0, 60)
+        assert await store.reserve("dead", [HoldRequest("a", 10, 10)], 1, 60) is None  # 1970
+        assert await store.reserve("live", [HoldRequest("a", 10, 10)], 2**50, 60) is None
+        with pytest.raises(Unseeded) as missing:
+            await store.reserve("x", [HoldRequest("a", 10, 0), HoldRequest("b", 1, 1)], 2**50, 60)
+        assert missing.value.index == 1

@@ -79,7 +79,7 @@ async def create_chat_completion(request: Request) -> Response:
     except AppError as error:  # a bad body is still a request of this key's: log it, at no cost
         record_refusal(gateway, principal, request_id, CHAT_PATH, "", "", error)
         raise
-    call = await start_call(gateway, principal, request_id, CHAT_PATH, body["model"])
+    call = await start_call(gateway, principal, request_id, CHAT_PATH, body["model"], body)
     upstream = UpstreamRequest(
         path="/chat/completions", body=upstream_body(body, call, stream=stream), stream=stream
     )
@@ -96,7 +96,9 @@ async def create_chat_completion(request: Request) -> Response:
         )
         call.finish(usage)
     payload["provider"] = call.provider.name
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return Response(
+        orjson.dumps(payload), media_type="application/json", headers=call.response_headers
+    )
 
 
 def _json_object(raw: bytes, provider: str) -> dict[str, Any]:
@@ -118,7 +120,7 @@ async def _stream_chat(call: Call, body: dict[str, Any], upstream: UpstreamReque
     return StreamingResponse(
         _relay_chat(call, body, stream, client_wants_usage),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **call.response_headers},
     )
 
 

@@ -1,0 +1,133 @@
+"""Hard caps under concurrency: the reservation holds every request's worst case (SPEC §7)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.factories.chat import HELLO
+from tests.factories.tenants import bearer, create_key, create_tenant
+from tests.factories.usage import expected_cost_micros, usage_when_settled
+from tests.fakes.upstream import FakeUpstream, billed_prompt_tokens
+
+MINI = ("0.15", "0.075", "0.60")
+
+
+async def _chat(http: httpx.AsyncClient, secret: str, stream: bool, **body: object) -> int:
+    payload = {"model": "gpt-4o-mini", "messages": HELLO, "stream": stream, **body}
+    response = await http.post("/v1/chat/completions", json=payload, headers=bearer(secret))
+    return response.status_code
+
+
+class TestConcurrentCap:
+    async def test_two_hundred_requests_never_overrun_a_cap_for_fifty(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        upstream.mode, upstream.words = "generate", 100
+        prompt = billed_prompt_tokens(HELLO)
+        one_request = expected_cost_micros(prompt, 0, 100, MINI)  # the fake always uses all 100
+        cap_micros = 50 * one_request
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant, max_spend_usd=cap_micros / 1_000_000)
+
+        statuses = await asyncio.gather(
+            *(_chat(http, key["secret"], stream=i % 2 == 0, max_tokens=100) for i in range(200))
+        )
+        counts = Counter(statuses)
+        assert set(counts) <= {200, 402}, counts
+        assert counts[200] >= 50  # the cap is used up, not left idle
+        usage = await usage_when_settled(http, tenant, 200)  # refusals are events too
+        assert usage["totals"]["cost_micros"] <= cap_micros
+        # Each forwarded request's own worst case fitted what was left when it was let through.
+        billed = sum(
+            expected_cost_micros(r["prompt_tokens"], 0, r["completion_tokens"], MINI)
+            for r in upstream.reported
+        )
+        assert billed == usage["totals"]["cost_micros"]
+        assert billed <= cap_micros
+        assert all((seen.body.get("max_tokens") or 0) <= 100 for seen in upstream.seen)
+        assert len(upstream.seen) == counts[200]
+        after = await _chat(http, key["secret"], stream=False, max_tokens=100)
+        assert after == 402
+
+    async def test_clamps_max_tokens_to_what_is_left_and_says_so(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        upstream.mode, upstream.words = "generate", 1000
+        prompt = billed_prompt_tokens(HELLO)
+        cap_micros = expected_cost_micros(prompt, 0, 40, MINI)  # room for about 40 output tokens
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant, max_spend_usd=cap_micros / 1_000_000)
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": 1000},
+            headers=bearer(key["secret"]),
+        )
+        assert response.status_code == 200
+        clamped = int(response.headers["x-tollgate-max-tokens-clamped"])
+        assert upstream.seen[-1].body["max_tokens"] == clamped
+        assert 30 <= clamped <= 45  # ceil rounding leaves room for a token or two more
+        cost = (await usage_when_settled(http, tenant, 1))["totals"]["cost_micros"]
+        assert cost <= cap_micros
+        # Without max_tokens the model's own maximum is the worst case: clamped the same way.
+        streamed = await http.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": HELLO, "stream": True},
+            headers=bearer(key["secret"]),
+        )
+        assert streamed.status_code == 402
+
+
+class TestOtherLimits:
+    async def test_requests_per_day(self, http: httpx.AsyncClient, upstream: FakeUpstream):
+        upstream.mode, upstream.words = "generate", 5
+        tenant = await create_tenant(http)
+        key = await create_key(
+            http, tenant, limits=[{"metric": "requests", "period": "day", "max": 3}]
+        )
+        statuses = await asyncio.gather(*(_chat(http, key["secret"], False) for _ in range(6)))
+        assert sorted(statuses) == [200, 200, 200, 402, 402, 402]
+        assert len(upstream.seen) == 3
+
+    async def test_tokens_per_month_clamps_then_refuses(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        upstream.mode, upstream.words = "generate", 1000
+        prompt = billed_prompt_tokens(HELLO)
+        tenant = await create_tenant(http)
+        key = await create_key(
+            http, tenant, limits=[{"metric": "tokens", "period": "month", "max": prompt + 25}]
+        )
+        assert await _chat(http, key["secret"], False, max_tokens=500) == 200
+        assert upstream.seen[-1].body["max_tokens"] == 25
+        assert await _chat(http, key["secret"], False) == 402
+        totals = (await usage_when_settled(http, tenant, 1))["totals"]
+        assert totals["input_tokens"] + totals["output_tokens"] == prompt + 25
+        assert len(upstream.seen) == 1
+
+
+class TestRedisHolds:
+    async def test_script_semantics_match_the_embedded_store(self, redis_url: str):
+        import uuid
+
+        from redis.asyncio import Redis
+
+        from api.kit.counters import HoldRequest, RedisCounterStore, Settlement, Unseeded
+
+        redis = Redis.from_url(redis_url)
+        store = RedisCounterStore(redis, prefix=f"test:{uuid.uuid4().hex}:")
+        try:
+            with pytest.raises(Unseeded):
+                await store.reserve("h0", [HoldRequest("a", 10, 1)], 2**50, 60)
+            assert await store.seed("a", 0, 60) == 0
+            assert await store.reserve("dead", [HoldRequest("a", 10, 10)], 1, 60) is None
+            assert await store.reserve("h1", [HoldRequest("a", 10, 6)], 2**50, 60) is None
+            assert await store.reserve("h2", [HoldRequest("a", 10, 6)], 2**50, 60) == [4]
+            await store.release([Settlement("a", "h1:6", 3, 60)])
+            assert await store.read(["a"]) == [3]
+            assert await store.reserve("h3", [HoldRequest("a", 10, 7)], 2**50, 60) is None
+        finally:
+            await redis.aclose()
