@@ -15,7 +15,7 @@ from api.errors import InvalidRequest
 from api.kit.time import month_start
 
 Metric = Literal["spend_usd", "requests", "tokens"]
-Period = Literal["day", "month", "total"]
+Period = Literal["minute", "day", "month", "total"]  # "minute": the rpm/tpm rate windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,8 @@ def monthly_spend(limits: list[Limit]) -> int | None:
 
 def period_start(period: Period, now: datetime) -> datetime | None:
     """The first instant of the current calendar-UTC period; None for `total`."""
+    if period == "minute":
+        return now.astimezone(UTC).replace(second=0, microsecond=0)
     if period == "month":
         return month_start(now)
     if period == "day":

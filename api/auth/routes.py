@@ -70,7 +70,10 @@ async def update_key(
 ) -> KeyRead:
     key = await key_service.update_key(session, principal, parse_id(key_id, "key"), data)
     _changed(
-        request, session, key, limits=bool({"limits", "max_spend_usd"} & data.model_fields_set)
+        request,
+        session,
+        key,
+        limits=bool({"limits", "max_spend_usd", "rpm", "tpm"} & data.model_fields_set),
     )
     return await key_service.render_key(session, key)
 

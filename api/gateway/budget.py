@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import limits as limit_rules
 from api.auth.models import ApiKey
-from api.errors import BudgetExceeded
+from api.errors import BudgetExceeded, RateLimited
 from api.gateway.pricing import TOKENS_PER_PRICE_UNIT, Price, Usage
 from api.kit.counters import CounterStore, HoldRequest, Settlement, Unseeded
 from api.kit.money import micros_to_usd
@@ -36,7 +36,7 @@ from api.usage import repository as usage_repository
 
 logger = logging.getLogger("tollgate.budget")
 
-TTL_SECONDS = {"day": 2 * 86_400, "month": 32 * 86_400, "total": 400 * 86_400}
+TTL_SECONDS = {"minute": 120, "day": 2 * 86_400, "month": 32 * 86_400, "total": 400 * 86_400}
 # How long a hold outlives its request if the process dies; a stream longer than this can
 # outlast its hold (the cap then counts it when it settles).
 HOLD_SECONDS = 900
@@ -59,6 +59,7 @@ class Reservation:
     held: list[tuple[limit_rules.Limit, str, int]] = field(default_factory=list)
     max_output_tokens: int = 0
     clamped: bool = False
+    rate_headers: dict[str, str] = field(default_factory=dict)
 
 
 class BudgetGuard(Protocol):
@@ -81,7 +82,45 @@ def counter_names(key_id: uuid.UUID, at: datetime) -> dict[limit_rules.Period, s
     """Key-scoped name stems for each period containing `at` (calendar UTC)."""
     base = f"key:{key_id}:"
     month = f"{at.year:04d}{at.month:02d}"
-    return {"day": f"{base}d{month}{at.day:02d}", "month": f"{base}m{month}", "total": f"{base}t"}
+    day = f"{month}{at.day:02d}"
+    return {
+        "minute": f"{base}n{day}{at.hour:02d}{at.minute:02d}",
+        "day": f"{base}d{day}",
+        "month": f"{base}m{month}",
+        "total": f"{base}t",
+    }
+
+
+def rate_limits(key: ApiKey) -> list[limit_rules.Limit]:
+    """`rpm` and `tpm` as limits over the current calendar minute (OpenAI counts a request's
+    prompt plus its `max_tokens` against TPM up front; so does this)."""
+    out = []
+    if key.rpm is not None:
+        out.append(limit_rules.Limit("requests", "minute", key.rpm))
+    if key.tpm is not None:
+        out.append(limit_rules.Limit("tokens", "minute", key.tpm))
+    return out
+
+
+def rate_headers(
+    limits: list[limit_rules.Limit],
+    holds: list[HoldRequest],
+    rooms: list[int],
+    held: bool,
+    now: datetime,
+) -> dict[str, str]:
+    """OpenAI's `x-ratelimit-*` headers for the key's rpm/tpm windows."""
+    headers: dict[str, str] = {}
+    reset = f"{60 - now.second}s"
+    for limit, hold, room in zip(limits, holds, rooms, strict=True):
+        if limit.period != "minute":
+            continue
+        kind = "requests" if limit.metric == "requests" else "tokens"
+        left = room - hold.amount if held else room
+        headers[f"x-ratelimit-limit-{kind}"] = str(limit.max)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(max(left, 0))
+        headers[f"x-ratelimit-reset-{kind}"] = reset
+    return headers
 
 
 def counter_name(key_id: uuid.UUID, limit: limit_rules.Limit, at: datetime) -> str:
@@ -132,7 +171,7 @@ class Reservations:
         self._pending: set[asyncio.Task[None]] = set()
 
     async def reserve(self, key: ApiKey, demand: Callable[[], Demand]) -> Reservation:
-        limits = [limit_rules.Limit.from_json(item) for item in key.limits]
+        limits = [limit_rules.Limit.from_json(item) for item in key.limits] + rate_limits(key)
         reservation = Reservation(hold_id=uuid.uuid4().hex)
         if not limits:
             return reservation
@@ -140,7 +179,7 @@ class Reservations:
         now = utcnow()
         names = [counter_name(key.id, limit, now) for limit in limits]
         output = need.max_output_tokens
-        rooms: list[int] | None = [0] * len(limits)
+        rooms = [0] * len(limits)
         for _ in range(_ATTEMPTS + len(limits)):
             holds = [
                 HoldRequest(name, limit.max, worst_case(limit, need, output))
@@ -148,13 +187,14 @@ class Reservations:
             ]
             expiry_ms = int((time.time() + HOLD_SECONDS) * 1000)
             try:
-                rooms = await self._counters.reserve(
+                held, rooms = await self._counters.reserve(
                     reservation.hold_id, holds, expiry_ms, TTL_SECONDS["total"]
                 )
             except Unseeded as missing:
                 await self._seed(key, limits[missing.index], names[missing.index], now)
                 continue
-            if rooms is None:
+            reservation.rate_headers = rate_headers(limits, holds, rooms, held, now)
+            if held:
                 reservation.held = [
                     (limit, hold.counter, hold.amount)
                     for limit, hold in zip(limits, holds, strict=True)
@@ -162,6 +202,9 @@ class Reservations:
                 reservation.max_output_tokens = output
                 reservation.clamped = output < need.max_output_tokens
                 return reservation
+            for limit, hold, room in zip(limits, holds, rooms, strict=True):
+                if limit.period == "minute" and hold.amount > room:  # a full window: wait, 429
+                    raise _rate_limited(limit, now, reservation.rate_headers)
             fits = min(
                 affordable_output(limit, room, need)
                 for limit, room in zip(limits, rooms, strict=True)
@@ -169,7 +212,7 @@ class Reservations:
             if fits < 1:
                 raise _exceeded(limits, rooms, need)
             output = min(output - 1, fits)  # fewer output tokens fit: ask again with those
-        raise _exceeded(limits, rooms or [0] * len(limits), need)
+        raise _exceeded(limits, rooms, need)
 
     async def _seed(self, key: ApiKey, limit: limit_rules.Limit, name: str, now: datetime) -> None:
         since = limit_rules.period_start(limit.period, now)
@@ -200,6 +243,8 @@ class Reservations:
             logger.error("settling a reservation failed", exc_info=task.exception())
 
     async def limits_changed(self, key_id: uuid.UUID) -> None:
+        # A counter is only kept up to date while its limit exists; one left from before the
+        # limit was removed would undercount once it comes back. Recount from the ledger.
         now = utcnow()
         names = [
             f"{stem}:{metric}"
@@ -214,6 +259,14 @@ class Reservations:
     async def close(self) -> None:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+def _rate_limited(limit: limit_rules.Limit, now: datetime, headers: dict[str, str]) -> RateLimited:
+    per_minute = "requests per minute" if limit.metric == "requests" else "tokens per minute"
+    return RateLimited(
+        f"Rate limit of {limit.max} {per_minute} reached for this key.",
+        headers={**headers, "retry-after": str(60 - now.second)},
+    )
 
 
 def _exceeded(limits: list[limit_rules.Limit], rooms: list[int], need: Demand) -> BudgetExceeded:

@@ -60,10 +60,14 @@ class Call:
 
     @property
     def response_headers(self) -> dict[str, str]:
-        """Headers every answer to this call carries, error or not."""
-        if self.reservation is not None and self.reservation.clamped:
-            return {CLAMP_HEADER: str(self.reservation.max_output_tokens)}
-        return {}
+        """Headers a successful answer carries: rate-limit windows, a clamped `max_tokens`."""
+        reservation = self.reservation
+        if reservation is None:
+            return {}
+        headers = dict(reservation.rate_headers)
+        if reservation.clamped:
+            headers[CLAMP_HEADER] = str(reservation.max_output_tokens)
+        return headers
 
     @contextmanager
     def failures_recorded(self) -> Iterator[None]:

@@ -58,7 +58,7 @@ for i = 1, count do
   redis.call('ZADD', holds, expiry, hold .. ':' .. ARGV[4 + 2 * i])
   redis.call('EXPIRE', holds, ttl)
 end
-return {1}
+return {1, unpack(rooms)}
 """
 _RELEASE_SCRIPT = """
 for i, key in ipairs(KEYS) do
@@ -109,8 +109,8 @@ class CounterStore(Protocol):
 
     async def reserve(
         self, hold_id: str, requests: list[HoldRequest], expiry_ms: int, ttl_seconds: int
-    ) -> list[int] | None:
-        """Hold every amount or none: None when held, else each counter's room.
+    ) -> tuple[bool, list[int]]:
+        """Hold every amount or none; returns whether it held, and each counter's room before.
 
         Raises `Unseeded` for a counter without a starting value.
         """
@@ -162,7 +162,7 @@ class MemoryCounterStore:
 
     async def reserve(
         self, hold_id: str, requests: list[HoldRequest], expiry_ms: int, ttl_seconds: int
-    ) -> list[int] | None:
+    ) -> tuple[bool, list[int]]:
         del ttl_seconds  # holds here expire by their own deadline; nothing to garbage-collect
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
@@ -176,13 +176,11 @@ class MemoryCounterStore:
                 del holds[member]
             rooms.append(request.maximum - used - sum(amount for amount, _ in holds.values()))
         if any(r.amount > room for r, room in zip(requests, rooms, strict=True)):
-            return rooms
+            return False, rooms
         for request in requests:
-            self._holds[request.counter][f"{hold_id}:{request.amount}"] = (
-                request.amount,
-                expiry_ms,
-            )
-        return None
+            member = f"{hold_id}:{request.amount}"
+            self._holds[request.counter][member] = (request.amount, expiry_ms)
+        return True, rooms
 
     async def release(self, settlements: list[Settlement]) -> None:
         now = time.monotonic()
@@ -220,7 +218,7 @@ class RedisCounterStore:
 
     async def reserve(
         self, hold_id: str, requests: list[HoldRequest], expiry_ms: int, ttl_seconds: int
-    ) -> list[int] | None:
+    ) -> tuple[bool, list[int]]:
         args: list[int | str] = [int(time.time() * 1000), expiry_ms, hold_id, ttl_seconds]
         for request in requests:
             args += [request.maximum, request.amount]
@@ -228,7 +226,7 @@ class RedisCounterStore:
         result = [int(v) for v in await self._reserve(keys=keys, args=args)]
         if result[0] == -1:
             raise Unseeded(result[1] - 1)
-        return None if result[0] == 1 else result[1:]
+        return result[0] == 1, result[1:]
 
     async def release(self, settlements: list[Settlement]) -> None:
         keys = [self._prefix + item.counter for item in settlements]

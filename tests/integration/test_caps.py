@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -123,11 +124,61 @@ class TestRedisHolds:
             with pytest.raises(Unseeded):
                 await store.reserve("h0", [HoldRequest("a", 10, 1)], 2**50, 60)
             assert await store.seed("a", 0, 60) == 0
-            assert await store.reserve("dead", [HoldRequest("a", 10, 10)], 1, 60) is None
-            assert await store.reserve("h1", [HoldRequest("a", 10, 6)], 2**50, 60) is None
-            assert await store.reserve("h2", [HoldRequest("a", 10, 6)], 2**50, 60) == [4]
+            assert await store.reserve("dead", [HoldRequest("a", 10, 10)], 1, 60) == (True, [10])
+            assert await store.reserve("h1", [HoldRequest("a", 10, 6)], 2**50, 60) == (True, [10])
+            assert await store.reserve("h2", [HoldRequest("a", 10, 6)], 2**50, 60) == (False, [4])
             await store.release([Settlement("a", "h1:6", 3, 60)])
             assert await store.read(["a"]) == [3]
-            assert await store.reserve("h3", [HoldRequest("a", 10, 7)], 2**50, 60) is None
+            assert await store.reserve("h3", [HoldRequest("a", 10, 7)], 2**50, 60) == (True, [7])
         finally:
             await redis.aclose()
+
+
+async def _start_of_a_minute() -> None:
+    """Rate windows are calendar minutes: do not let one end in the middle of a test."""
+    second = datetime.now(UTC).second
+    if second >= 55:
+        await asyncio.sleep(61 - second)
+
+
+class TestRateLimits:
+    async def test_rpm_answers_429_with_headers_before_any_upstream_call(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        upstream.mode, upstream.words = "generate", 5
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant, rpm=3, tpm=100_000)
+        await _start_of_a_minute()
+        answers = []
+        for _ in range(4):
+            answers.append(
+                await http.post(
+                    "/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": 10},
+                    headers=bearer(key["secret"]),
+                )
+            )
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        first, refused = answers[0], answers[3]
+        assert first.headers["x-ratelimit-limit-requests"] == "3"
+        assert first.headers["x-ratelimit-remaining-requests"] == "2"
+        assert first.headers["x-ratelimit-limit-tokens"] == "100000"
+        assert first.headers["x-ratelimit-reset-requests"].endswith("s")
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert refused.headers["x-should-retry"] == "true"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+        assert len(upstream.seen) == 3
+
+    async def test_tpm_counts_the_prompt_and_max_tokens_up_front(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        upstream.mode, upstream.words = "generate", 5
+        prompt = billed_prompt_tokens(HELLO)
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant, tpm=prompt + 100)
+        await _start_of_a_minute()
+        assert await _chat(http, key["secret"], False, max_tokens=200) == 429  # never clamped
+        assert await _chat(http, key["secret"], False, max_tokens=100) == 200
+        assert upstream.seen[-1].body["max_tokens"] == 100
+        assert len(upstream.seen) == 1

@@ -176,19 +176,19 @@ class TestHolds:
         await store.seed("b", 90, 60)
         far = 2**50
         fits = [HoldRequest("a", 100, 50), HoldRequest("b", 100, 5)]
-        assert await store.reserve("h1", fits, far, 60) is None
+        assert await store.reserve("h1", fits, far, 60) == (True, [100, 10])
         too_much = [HoldRequest("a", 100, 10), HoldRequest("b", 100, 10)]
-        assert await store.reserve("h2", too_much, far, 60) == [50, 5]  # nothing held
-        assert await store.reserve("h3", [HoldRequest("a", 100, 50)], far, 60) is None
+        assert await store.reserve("h2", too_much, far, 60) == (False, [50, 5])  # nothing held
+        assert await store.reserve("h3", [HoldRequest("a", 100, 50)], far, 60) == (True, [50])
         await store.release([Settlement("a", "h1:50", 20, 60), Settlement("b", "h1:5", 5, 60)])
         assert await store.read(["a", "b"]) == [20, 95]
-        assert await store.reserve("h4", [HoldRequest("a", 100, 30)], far, 60) is None
+        assert (await store.reserve("h4", [HoldRequest("a", 100, 30)], far, 60))[0]
 
     async def test_expired_holds_free_their_room_and_unseeded_counters_are_named(self):
         store = MemoryCounterStore()
         await store.seed("a", 0, 60)
-        assert await store.reserve("dead", [HoldRequest("a", 10, 10)], 1, 60) is None  # 1970
-        assert await store.reserve("live", [HoldRequest("a", 10, 10)], 2**50, 60) is None
+        assert (await store.reserve("dead", [HoldRequest("a", 10, 10)], 1, 60))[0]  # 1970
+        assert (await store.reserve("live", [HoldRequest("a", 10, 10)], 2**50, 60))[0]
         with pytest.raises(Unseeded) as missing:
             await store.reserve("x", [HoldRequest("a", 10, 0), HoldRequest("b", 1, 1)], 2**50, 60)
         assert missing.value.index == 1
