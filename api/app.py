@@ -25,6 +25,7 @@ from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from api.settings import Settings, get_settings, resolve_secret_key
 from api.state import AppState
 from api.tenant.routes import router as admin_router
+from api.tenant.routes import settings_router
 from api.usage.recorder import UsageRecorder
 from api.usage.routes import router as usage_router
 
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys_router)
     app.include_router(usage_router)
     app.include_router(admin_router)
+    app.include_router(settings_router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -1,9 +1,10 @@
 """One command: `python bench/run.py` (or `make bench`).
 
 Starts throwaway PostgreSQL and Redis, a fake upstream, the floor (a bare aiohttp pass-through
-proxy) and Tollgate on PostgreSQL + Redis with auth, access control, the spend cap and metering
-on; drives each with wrk at 1, 16 and 64 connections, non-streaming and streaming, plus a paced
-500 requests/s over 16 connections; prints a table and writes bench/results/<time>.json.
+proxy) and Tollgate on PostgreSQL + Redis with auth, access control, the spend cap, rpm/tpm
+and metering on; drives each with wrk at 1, 16 and 64 connections, non-streaming and
+streaming, plus a paced 500 requests/s over 16 connections; prints a table and writes
+bench/results/<time>.json.
 
 CPU per request = the target process's CPU seconds (from /proc) / requests served, measured in
 the same run as the latencies; the machine is shared, so read ratios beside the raw numbers.
@@ -184,7 +185,13 @@ def setup_gateway(
     ).json()
     key = httpx.post(
         url + "/v1/keys",
-        json={"name": "bench-user", "max_spend_usd": 1_000_000, "allowed_providers": ["openai"]},
+        json={
+            "name": "bench-user",
+            "max_spend_usd": 1_000_000,
+            "allowed_providers": ["openai"],
+            "rpm": 10_000_000,
+            "tpm": 10_000_000_000,
+        },
         headers={"Authorization": f"Bearer {tenant['master_key']}"},
     ).json()
     return url, process.pid, key["secret"]

@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -24,12 +25,14 @@ logger = logging.getLogger("tollgate.auth")
 
 CHANNEL = "tollgate:key-changed"
 _MISS_TTL_SECONDS = 5.0
+_EVERYTHING = "*"
 
 
 @dataclass(frozen=True, slots=True)
 class CachedKey:
     key: ApiKey
     secret_expires_at: datetime | None
+    tenant_limits: list[dict[str, Any]]
     deadline: float
 
 
@@ -68,6 +71,7 @@ class KeyCache:
         secret_hash: str,
         key: ApiKey,
         secret_expires_at: datetime | None,
+        tenant_limits: list[dict[str, Any]],
         generation: int,
     ) -> None:
         """Cache a lookup, unless a key changed since `generation` was read before it."""
@@ -76,13 +80,19 @@ class KeyCache:
         if len(self._by_hash) >= self._max:
             self._by_hash.clear()
             self._hashes_by_key.clear()
-        self._by_hash[secret_hash] = CachedKey(key, secret_expires_at, time.monotonic() + self._ttl)
+        deadline = time.monotonic() + self._ttl
+        self._by_hash[secret_hash] = CachedKey(key, secret_expires_at, tenant_limits, deadline)
         self._hashes_by_key.setdefault(key.id, set()).add(secret_hash)
 
     def drop(self, key_id: uuid.UUID) -> None:
         self.generation += 1
         for secret_hash in self._hashes_by_key.pop(key_id, set()):
             self._by_hash.pop(secret_hash, None)
+
+    def drop_all(self) -> None:
+        self.generation += 1
+        self._by_hash.clear()
+        self._hashes_by_key.clear()
 
     def _drop_hash(self, secret_hash: str) -> None:
         entry = self._by_hash.pop(secret_hash, None)
@@ -92,11 +102,20 @@ class KeyCache:
     async def key_changed(self, key_id: uuid.UUID) -> None:
         """Forget a key here and in every other process."""
         self.drop(key_id)
+        await self._broadcast(str(key_id))
+
+    async def tenant_changed(self) -> None:
+        """Something every key of a tenant carries changed (its limits): forget all keys.
+        Tenant-wide changes are rare, so clearing everything is simpler than an index."""
+        self.drop_all()
+        await self._broadcast(_EVERYTHING)
+
+    async def _broadcast(self, message: str) -> None:
         if self._redis is not None:
             try:
-                await self._redis.publish(CHANNEL, str(key_id))
+                await self._redis.publish(CHANNEL, message)
             except Exception:  # entries elsewhere still expire within the TTL
-                logger.exception("could not broadcast a change of key %s", key_id)
+                logger.exception("could not broadcast a key change (%s)", message)
 
     def start(self) -> None:
         if self._redis is not None:
@@ -114,13 +133,16 @@ class KeyCache:
                 async with redis.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self.drop(uuid.UUID(message["data"].decode()))
+                        if message.get("type") != "message":
+                            continue
+                        data = message["data"].decode()
+                        if data == _EVERYTHING:
+                            self.drop_all()
+                        else:
+                            self.drop(uuid.UUID(data))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("key-change listener failed; clearing the cache and retrying")
-                self.generation += 1
-                self._by_hash.clear()
-                self._hashes_by_key.clear()
+                self.drop_all()
                 await asyncio.sleep(1)

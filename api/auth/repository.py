@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.models import ApiKey, KeySecret
 from api.kit.repository import TenantRepository
+from api.tenant.models import Tenant
 
 
 class ApiKeyRepository(TenantRepository[ApiKey]):
@@ -27,15 +29,17 @@ class ApiKeyRepository(TenantRepository[ApiKey]):
 
 async def find_by_secret_hash_unscoped(
     session: AsyncSession, secret_hash: str
-) -> tuple[ApiKey, KeySecret] | None:
-    """Authentication is the one lookup that precedes knowing the tenant."""
+) -> tuple[ApiKey, KeySecret, list[dict[str, Any]]] | None:
+    """Authentication is the one lookup that precedes knowing the tenant; it also reads the
+    tenant's limits, which every request of the key is held against."""
     statement = (
-        select(ApiKey, KeySecret)
+        select(ApiKey, KeySecret, Tenant.limits)
         .join(KeySecret, KeySecret.key_id == ApiKey.id)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(KeySecret.secret_hash == secret_hash)
     )
     row = (await session.execute(statement)).one_or_none()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else (row[0], row[1], list(row[2] or []))
 
 
 async def get_key_unscoped(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:

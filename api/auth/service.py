@@ -6,6 +6,7 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,6 +30,7 @@ STANDARD = "standard"
 class Principal:
     tenant_id: uuid.UUID
     key: ApiKey
+    tenant_limits: tuple[dict[str, Any], ...] = ()
 
     @property
     def key_id(self) -> uuid.UUID:
@@ -39,7 +41,9 @@ class Principal:
         return self.key.scope == MASTER
 
 
-def _admit(key: ApiKey, secret_expires_at: datetime | None) -> Principal:
+def _admit(
+    key: ApiKey, secret_expires_at: datetime | None, tenant_limits: list[dict[str, Any]]
+) -> Principal:
     """Key status first (SPEC §5.2): revoked, expired or rotated out → 401; suspended → 402."""
     now = utcnow()
     if secret_expires_at is not None and secret_expires_at <= now:
@@ -49,10 +53,12 @@ def _admit(key: ApiKey, secret_expires_at: datetime | None) -> Principal:
         raise PaymentRequired()
     if status != "active":
         raise AuthenticationFailed()
-    return Principal(tenant_id=key.tenant_id, key=key)
+    return Principal(tenant_id=key.tenant_id, key=key, tenant_limits=tuple(tenant_limits))
 
 
-async def _lookup(session: AsyncSession, secret_hash: str) -> tuple[ApiKey, KeySecret]:
+async def _lookup(
+    session: AsyncSession, secret_hash: str
+) -> tuple[ApiKey, KeySecret, list[dict[str, Any]]]:
     found = await find_by_secret_hash_unscoped(session, secret_hash)
     if found is None or not hmac.compare_digest(found[1].secret_hash, secret_hash):
         raise AuthenticationFailed()
@@ -62,8 +68,8 @@ async def _lookup(session: AsyncSession, secret_hash: str) -> tuple[ApiKey, KeyS
 async def authenticate(session: AsyncSession, pepper: bytes, secret: str) -> Principal:
     if not looks_like_secret(secret):
         raise AuthenticationFailed()
-    key, key_secret = await _lookup(session, hash_secret(pepper, secret))
-    return _admit(key, key_secret.expires_at)
+    key, key_secret, tenant_limits = await _lookup(session, hash_secret(pepper, secret))
+    return _admit(key, key_secret.expires_at, tenant_limits)
 
 
 async def authenticate_cached(
@@ -75,18 +81,18 @@ async def authenticate_cached(
     secret_hash = hash_secret(pepper, secret)
     entry = cache.get(secret_hash)
     if entry is not None:
-        return _admit(entry.key, entry.secret_expires_at)
+        return _admit(entry.key, entry.secret_expires_at, entry.tenant_limits)
     if cache.is_known_miss(secret_hash):
         raise AuthenticationFailed()
     generation = cache.generation
     try:
         async with sessionmaker() as session:
-            key, key_secret = await _lookup(session, secret_hash)
+            key, key_secret, tenant_limits = await _lookup(session, secret_hash)
     except AuthenticationFailed:
         cache.put_miss(secret_hash)
         raise
-    cache.put(secret_hash, key, key_secret.expires_at, generation)
-    return _admit(key, key_secret.expires_at)
+    cache.put(secret_hash, key, key_secret.expires_at, tenant_limits, generation)
+    return _admit(key, key_secret.expires_at, tenant_limits)
 
 
 def _new_secret(session: AsyncSession, pepper: bytes, key: ApiKey) -> str:

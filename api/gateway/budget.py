@@ -18,10 +18,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -63,7 +63,9 @@ class Reservation:
 
 
 class BudgetGuard(Protocol):
-    async def reserve(self, key: ApiKey, demand: Callable[[], Demand]) -> Reservation:
+    async def reserve(
+        self, key: ApiKey, tenant_limits: Sequence[dict[str, Any]], demand: Callable[[], Demand]
+    ) -> Reservation:
         """Hold the worst case or raise `BudgetExceeded`; `demand` is computed only if needed."""
         ...
 
@@ -71,16 +73,18 @@ class BudgetGuard(Protocol):
         """Called once per request, from synchronous code (stream finalisers included)."""
         ...
 
-    async def limits_changed(self, key_id: uuid.UUID) -> None:
-        """A key's limits changed: recount from the ledger on its next request."""
+    async def limits_changed(self, owner_id: uuid.UUID, scope: str = "key") -> None:
+        """A key's (or tenant's) limits changed: recount from the ledger on the next request."""
         ...
 
     async def close(self) -> None: ...
 
 
-def counter_names(key_id: uuid.UUID, at: datetime) -> dict[limit_rules.Period, str]:
-    """Key-scoped name stems for each period containing `at` (calendar UTC)."""
-    base = f"key:{key_id}:"
+def counter_names(
+    owner_id: uuid.UUID, at: datetime, scope: str = "key"
+) -> dict[limit_rules.Period, str]:
+    """Name stems of a key's (or a tenant's) counters for each period containing `at`."""
+    base = f"{scope}:{owner_id}:"
     month = f"{at.year:04d}{at.month:02d}"
     day = f"{month}{at.day:02d}"
     return {
@@ -123,8 +127,17 @@ def rate_headers(
     return headers
 
 
-def counter_name(key_id: uuid.UUID, limit: limit_rules.Limit, at: datetime) -> str:
-    return f"{counter_names(key_id, at)[limit.period]}:{limit.metric}"
+@dataclass(frozen=True, slots=True)
+class Scoped:
+    """A limit and whose usage it counts: one key's, or its whole tenant's."""
+
+    limit: limit_rules.Limit
+    scope: str  # "key" | "tenant"
+    owner_id: uuid.UUID
+
+    def counter(self, at: datetime) -> str:
+        stem = counter_names(self.owner_id, at, self.scope)[self.limit.period]
+        return f"{stem}:{self.limit.metric}"
 
 
 def worst_case(limit: limit_rules.Limit, demand: Demand, output_tokens: int) -> int:
@@ -170,14 +183,23 @@ class Reservations:
         self._flush_ledger = flush_ledger
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def reserve(self, key: ApiKey, demand: Callable[[], Demand]) -> Reservation:
-        limits = [limit_rules.Limit.from_json(item) for item in key.limits] + rate_limits(key)
+    async def reserve(
+        self, key: ApiKey, tenant_limits: Sequence[dict[str, Any]], demand: Callable[[], Demand]
+    ) -> Reservation:
+        scoped = [
+            Scoped(limit_rules.Limit.from_json(item), "key", key.id) for item in key.limits
+        ] + [Scoped(limit, "key", key.id) for limit in rate_limits(key)]
+        scoped += [
+            Scoped(limit_rules.Limit.from_json(item), "tenant", key.tenant_id)
+            for item in tenant_limits
+        ]
         reservation = Reservation(hold_id=uuid.uuid4().hex)
-        if not limits:
+        if not scoped:
             return reservation
+        limits = [item.limit for item in scoped]
         need = demand()
         now = utcnow()
-        names = [counter_name(key.id, limit, now) for limit in limits]
+        names = [item.counter(now) for item in scoped]
         output = need.max_output_tokens
         rooms = [0] * len(limits)
         for _ in range(_ATTEMPTS + len(limits)):
@@ -191,7 +213,7 @@ class Reservations:
                     reservation.hold_id, holds, expiry_ms, TTL_SECONDS["total"]
                 )
             except Unseeded as missing:
-                await self._seed(key, limits[missing.index], names[missing.index], now)
+                await self._seed(scoped[missing.index], names[missing.index], now)
                 continue
             reservation.rate_headers = rate_headers(limits, holds, rooms, held, now)
             if held:
@@ -214,11 +236,15 @@ class Reservations:
             output = min(output - 1, fits)  # fewer output tokens fit: ask again with those
         raise _exceeded(limits, rooms, need)
 
-    async def _seed(self, key: ApiKey, limit: limit_rules.Limit, name: str, now: datetime) -> None:
+    async def _seed(self, item: Scoped, name: str, now: datetime) -> None:
+        limit = item.limit
         since = limit_rules.period_start(limit.period, now)
         await self._flush_ledger()
         async with self._sessionmaker() as session:
-            totals = await usage_repository.key_totals(session, key.tenant_id, key.id, since)
+            if item.scope == "tenant":
+                totals = await usage_repository.tenant_totals(session, item.owner_id, since)
+            else:
+                totals = await usage_repository.key_totals_unscoped(session, item.owner_id, since)
         used = {"spend_usd": totals.cost_micros, "tokens": totals.tokens}.get(
             limit.metric, totals.requests
         )
@@ -242,19 +268,19 @@ class Reservations:
         if not task.cancelled() and task.exception() is not None:
             logger.error("settling a reservation failed", exc_info=task.exception())
 
-    async def limits_changed(self, key_id: uuid.UUID) -> None:
+    async def limits_changed(self, owner_id: uuid.UUID, scope: str = "key") -> None:
         # A counter is only kept up to date while its limit exists; one left from before the
         # limit was removed would undercount once it comes back. Recount from the ledger.
         now = utcnow()
         names = [
             f"{stem}:{metric}"
-            for stem in counter_names(key_id, now).values()
+            for stem in counter_names(owner_id, now, scope).values()
             for metric in ("spend_usd", "tokens", "requests")
         ]
         try:
             await self._counters.delete(names)
         except Exception:  # the change is committed; the counters expire on their own
-            logger.exception("could not reset the counters of key %s", key_id)
+            logger.exception("could not reset the counters of %s %s", scope, owner_id)
 
     async def close(self) -> None:
         if self._pending:

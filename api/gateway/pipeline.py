@@ -171,7 +171,7 @@ async def start_call(
                 price=price,
             )
 
-        reservation = await gateway.budget.reserve(principal.key, demand)
+        reservation = await gateway.budget.reserve(principal.key, principal.tenant_limits, demand)
     except AppError as error:
         provider_name = "mock" if test else route.provider
         record_refusal(

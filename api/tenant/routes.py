@@ -1,14 +1,17 @@
-"""`/admin/tenants`: the operator creates tenants with `TOLLGATE_ADMIN_TOKEN` (SPEC §5.11)."""
+"""`/admin/tenants` (the operator, with `TOLLGATE_ADMIN_TOKEN`, SPEC §5.11) and `/v1/settings`
+(a tenant's own settings, with its master key, SPEC §5.10)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from api.deps import AdminAccess, DbSession, Pepper
+from api.db import after_commit
+from api.deps import AdminAccess, DbSession, MasterPrincipal, Pepper
 from api.tenant import service as tenant_service
-from api.tenant.schemas import TenantCreate, TenantRead
+from api.tenant.schemas import SettingsRead, SettingsUpdate, TenantCreate, TenantRead
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminAccess])
+settings_router = APIRouter(prefix="/v1/settings", tags=["settings"])
 
 
 @router.post("/tenants", status_code=201, response_model=TenantRead)
@@ -17,3 +20,27 @@ async def create_tenant(data: TenantCreate, session: DbSession, pepper: Pepper) 
     return TenantRead(
         id=str(tenant.id), name=tenant.name, created_at=tenant.created_at, master_key=master_key
     )
+
+
+@settings_router.get("", response_model=SettingsRead)
+async def get_settings(session: DbSession, principal: MasterPrincipal) -> SettingsRead:
+    tenant = await tenant_service.get_tenant(session, principal.tenant_id)
+    return tenant_service.render_settings(tenant)
+
+
+@settings_router.put("", response_model=SettingsRead)
+async def update_settings(
+    request: Request, data: SettingsUpdate, session: DbSession, principal: MasterPrincipal
+) -> SettingsRead:
+    tenant, limits_changed = await tenant_service.update_settings(
+        session, principal.tenant_id, data
+    )
+    if limits_changed:
+        state = request.state
+
+        async def hook() -> None:  # every key carries its tenant's limits: recount, re-read
+            await state.key_cache.tenant_changed()
+            await state.gateway.budget.limits_changed(tenant.id, "tenant")
+
+        after_commit(session, hook)
+    return tenant_service.render_settings(tenant)

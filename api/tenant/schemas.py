@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from api.auth.schemas import LimitIn, LimitRead
 
 
 class TenantCreate(BaseModel):
@@ -18,3 +20,16 @@ class TenantRead(BaseModel):
     name: str
     created_at: datetime
     master_key: str | None = None
+
+
+class SettingsUpdate(BaseModel):
+    """`PUT /v1/settings` is a partial update: only the groups given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limits: list[LimitIn] | None = Field(default=None, max_length=20)
+
+
+class SettingsRead(BaseModel):
+    object: Literal["settings"] = "settings"
+    limits: list[LimitRead]

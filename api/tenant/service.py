@@ -4,8 +4,12 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.auth import limits as limit_rules
 from api.auth import service as auth_service
+from api.auth.schemas import limit_read
+from api.errors import NotFound
 from api.tenant.models import Tenant
+from api.tenant.schemas import SettingsRead, SettingsUpdate
 
 
 async def create_tenant(session: AsyncSession, pepper: bytes, name: str) -> tuple[Tenant, str]:
@@ -15,3 +19,28 @@ async def create_tenant(session: AsyncSession, pepper: bytes, name: str) -> tupl
     await session.flush()
     _, secret = await auth_service.create_master_key(session, pepper, tenant.id)
     return tenant, secret
+
+
+async def get_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant:
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None:  # the caller's own tenant: only a deleted tenant can be missing
+        raise NotFound("No such tenant.")
+    return tenant
+
+
+async def update_settings(
+    session: AsyncSession, tenant_id: uuid.UUID, data: SettingsUpdate
+) -> tuple[Tenant, bool]:
+    """Apply the given groups; returns the tenant and whether its limits changed."""
+    tenant = await get_tenant(session, tenant_id)
+    limits_changed = "limits" in data.model_fields_set
+    if limits_changed:
+        given = [item.to_limit() for item in data.limits or []]
+        tenant.limits = [limit.as_json() for limit in limit_rules.combine(given, None)]
+    await session.flush()
+    return tenant, limits_changed
+
+
+def render_settings(tenant: Tenant) -> SettingsRead:
+    limits = [limit_rules.Limit.from_json(item) for item in tenant.limits]
+    return SettingsRead(limits=[limit_read(limit) for limit in limits])

@@ -33,7 +33,27 @@ class UsageFilter:
 async def key_totals(
     session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID, since: datetime | None
 ) -> KeyTotals:
-    """What a key has used since `since` (all time when None).
+    where = (UsageEvent.tenant_id == tenant_id, UsageEvent.key_id == key_id)
+    return await _totals(session, since, *where)
+
+
+async def key_totals_unscoped(
+    session: AsyncSession, key_id: uuid.UUID, since: datetime | None
+) -> KeyTotals:
+    """For the cap's counters, which know the key, not the caller."""
+    return await _totals(session, since, UsageEvent.key_id == key_id)
+
+
+async def tenant_totals(
+    session: AsyncSession, tenant_id: uuid.UUID, since: datetime | None
+) -> KeyTotals:
+    return await _totals(session, since, UsageEvent.tenant_id == tenant_id)
+
+
+async def _totals(
+    session: AsyncSession, since: datetime | None, *where: ColumnElement[bool]
+) -> KeyTotals:
+    """What the matching events used since `since` (all time when None).
 
     Tokens and cost count whatever was billed, cut-off streams included (failures cost 0);
     `requests` counts the requests that succeeded.
@@ -42,7 +62,7 @@ async def key_totals(
         func.coalesce(func.sum(case((UsageEvent.status < 400, 1), else_=0)), 0),
         func.coalesce(func.sum(UsageEvent.input_tokens + UsageEvent.output_tokens), 0),
         func.coalesce(func.sum(UsageEvent.cost_micros), 0),
-    ).where(UsageEvent.tenant_id == tenant_id, UsageEvent.key_id == key_id)
+    ).where(*where)
     if since is not None:
         statement = statement.where(UsageEvent.created_at >= since)
     requests, tokens, cost = (await session.execute(statement)).one()

@@ -182,3 +182,71 @@ class TestRateLimits:
         assert await _chat(http, key["secret"], False, max_tokens=100) == 200
         assert upstream.seen[-1].body["max_tokens"] == 100
         assert len(upstream.seen) == 1
+
+
+class TestTenantCap:
+    async def test_a_cap_shared_by_twenty_keys_holds(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        upstream.mode, upstream.words = "generate", 100
+        one_request = expected_cost_micros(billed_prompt_tokens(HELLO), 0, 100, MINI)
+        cap_micros = 50 * one_request
+        tenant = await create_tenant(http)
+        keys = [await create_key(http, tenant, name=f"user{i}") for i in range(20)]
+        limit = {"metric": "spend_usd", "period": "month", "max": cap_micros / 1_000_000}
+        response = await http.put("/v1/settings", json={"limits": [limit]}, headers=tenant.headers)
+        assert response.status_code == 200
+        assert response.json()["limits"][0]["max"] == cap_micros / 1_000_000
+
+        statuses = await asyncio.gather(
+            *(
+                _chat(http, keys[i % 20]["secret"], stream=i % 3 == 0, max_tokens=100)
+                for i in range(200)
+            )
+        )
+        counts = Counter(statuses)
+        assert set(counts) <= {200, 402}, counts
+        assert counts[200] >= 50
+        usage = await usage_when_settled(http, tenant, 200)
+        assert usage["totals"]["cost_micros"] <= cap_micros
+        assert len({row["key_id"] for row in usage["by_key"] if row["cost_micros"]}) > 1
+
+    async def test_settings_change_applies_to_cached_keys_at_once(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        upstream.mode, upstream.words = "generate", 5
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant)
+        assert await _chat(http, key["secret"], False, max_tokens=5) == 200  # now cached
+        limit = {"metric": "requests", "period": "day", "max": 1}
+        await http.put("/v1/settings", json={"limits": [limit]}, headers=tenant.headers)
+        assert await _chat(http, key["secret"], False, max_tokens=5) == 402
+        await http.put("/v1/settings", json={"limits": None}, headers=tenant.headers)
+        assert await _chat(http, key["secret"], False, max_tokens=5) == 200
+
+
+class TestSettingsApi:
+    async def test_read_validate_scope_and_isolate(self, http: httpx.AsyncClient):
+        alpha = await create_tenant(http, "alpha")
+        beta = await create_tenant(http, "beta")
+        assert (await http.get("/v1/settings", headers=alpha.headers)).json() == {
+            "object": "settings",
+            "limits": [],
+        }
+        limit = {"metric": "tokens", "period": "day", "max": 1000}
+        await http.put("/v1/settings", json={"limits": [limit]}, headers=alpha.headers)
+        assert (await http.get("/v1/settings", headers=beta.headers)).json()["limits"] == []
+        unchanged = await http.put("/v1/settings", json={}, headers=alpha.headers)
+        assert unchanged.json()["limits"][0]["max"] == 1000
+        bad = [
+            ({"limits": [{"metric": "tokens", "period": "week", "max": 1}]}, "limits[0].period"),
+            ({"limits": [limit, limit]}, "limits[1]"),
+            ({"failover": {"enabled": True}}, "failover"),
+        ]
+        for body, param in bad:
+            response = await http.put("/v1/settings", json=body, headers=alpha.headers)
+            assert response.status_code == 400
+            assert response.json()["error"]["param"] == param
+        user = await create_key(http, alpha)
+        forbidden = await http.get("/v1/settings", headers=bearer(user["secret"]))
+        assert forbidden.status_code == 403
