@@ -28,8 +28,10 @@ def _one_line_errors(func: F) -> F:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except Exception as exc:
-            if type(exc).__module__.startswith(("sqlalchemy", "psycopg", "alembic")):
-                click.echo(f"error: database: {str(exc).splitlines()[0]}", err=True)
+            module = type(exc).__module__
+            if module.startswith(("sqlalchemy", "psycopg", "alembic", "redis")):
+                where = "redis" if module.startswith("redis") else "database"
+                click.echo(f"error: {where}: {str(exc).splitlines()[0]}", err=True)
                 sys.exit(1)
             raise
 
@@ -128,3 +130,40 @@ def tenant_create(name: str) -> None:
             await engine.dispose()
 
     click.echo(json.dumps(asyncio.run(run())))
+
+
+@main.group()
+def usage() -> None:
+    """Usage ledger and counters."""
+
+
+@usage.command("rebuild-counters")
+@_one_line_errors
+def usage_rebuild_counters() -> None:
+    """Recount every cap and rate-limit counter from the ledger.
+
+    The counters are dropped; each is seeded again from the usage ledger by the next request
+    that needs it. Reservations in flight are kept.
+    """
+    from redis.asyncio import Redis
+
+    from api.gateway.budget import COUNTER_PATTERNS
+    from api.kit.counters import RedisCounterStore
+
+    settings = _settings()
+    if not settings.redis_url:
+        click.echo(
+            "The embedded default keeps its counters in the server process, seeded from the "
+            "ledger at start: restart `tollgate serve` to rebuild them.",
+            err=True,
+        )
+        return
+
+    async def run() -> int:
+        redis = Redis.from_url(settings.redis_url or "")
+        try:
+            return await RedisCounterStore(redis).forget_all(COUNTER_PATTERNS)
+        finally:
+            await redis.aclose()
+
+    click.echo(f"Dropped {asyncio.run(run())} counters; they are recounted from the ledger.")

@@ -95,6 +95,9 @@ def counter_names(
     }
 
 
+COUNTER_PATTERNS = ("key:*", "tenant:*")
+
+
 def rate_limits(key: ApiKey) -> list[limit_rules.Limit]:
     """`rpm` and `tpm` as limits over the current calendar minute (OpenAI counts a request's
     prompt plus its `max_tokens` against TPM up front; so does this)."""

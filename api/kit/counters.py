@@ -216,6 +216,21 @@ class RedisCounterStore:
     async def delete(self, names: list[str]) -> None:
         await self._redis.delete(*[self._prefix + name for name in names])
 
+    async def forget_all(self, patterns: tuple[str, ...]) -> int:
+        """Delete every counter (not its holds) matching the patterns; returns how many."""
+        deleted = 0
+        for pattern in patterns:
+            batch: list[bytes] = []
+            async for name in self._redis.scan_iter(match=self._prefix + pattern, count=1000):
+                if not name.endswith(b":holds"):
+                    batch.append(name)
+                if len(batch) >= 1000:
+                    deleted += await self._redis.delete(*batch)
+                    batch = []
+            if batch:
+                deleted += await self._redis.delete(*batch)
+        return deleted
+
     async def reserve(
         self, hold_id: str, requests: list[HoldRequest], expiry_ms: int, ttl_seconds: int
     ) -> tuple[bool, list[int]]:

@@ -250,3 +250,55 @@ class TestSettingsApi:
         user = await create_key(http, alpha)
         forbidden = await http.get("/v1/settings", headers=bearer(user["secret"]))
         assert forbidden.status_code == 403
+
+
+class TestRebuildCounters:
+    async def test_counters_are_recounted_from_the_ledger(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream, gateway_settings, tmp_path
+    ):
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from redis.asyncio import Redis
+
+        if gateway_settings.redis_url is None:
+            pytest.skip("the embedded default keeps its counters in the server process")
+        upstream.mode, upstream.words = "generate", 10
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant, max_spend_usd=1)
+        assert await _chat(http, key["secret"], False, max_tokens=10) == 200
+        spent = (await usage_when_settled(http, tenant, 1))["totals"]["cost_micros"]
+        redis = Redis.from_url(gateway_settings.redis_url)
+        try:
+            names = [n async for n in redis.scan_iter(match=f"tollgate:key:{key['id']}:m*")]
+            counters = [n for n in names if not n.endswith(b":holds")]
+            assert len(counters) == 1
+            await redis.set(counters[0], 10**12)  # corrupted: the key now looks spent
+            assert await _chat(http, key["secret"], False, max_tokens=10) == 402
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")},
+                "TOLLGATE_REDIS_URL": gateway_settings.redis_url,
+                "TOLLGATE_DATA_DIR": str(tmp_path),
+            }
+            tollgate = str(Path(sys.executable).with_name("tollgate"))
+            result = await asyncio.to_thread(
+                subprocess.run,
+                [tollgate, "usage", "rebuild-counters"],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.startswith("Dropped ")
+            assert await _chat(http, key["secret"], False, max_tokens=10) == 200
+            ledger = (await usage_when_settled(http, tenant, 3))["totals"]["cost_micros"]
+            assert ledger == 2 * spent  # the refused request cost nothing
+            for _ in range(50):  # the settlement lands just after the response
+                if int(await redis.get(counters[0]) or 0) == ledger:
+                    break
+                await asyncio.sleep(0.02)
+            assert int(await redis.get(counters[0]) or 0) == ledger
+        finally:
+            await redis.aclose()
