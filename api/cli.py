@@ -52,6 +52,15 @@ def _migrate(settings: Settings) -> None:
     upgrade_head(settings.resolved_database_url)
 
 
+def _migrate_in_child() -> None:
+    """`serve` migrates in a child process: Alembic would stay in the server's memory."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "api", "migrate"], check=False)
+    if result.returncode != 0:
+        sys.exit(result.returncode)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tollgate")
 def main() -> None:
@@ -86,7 +95,7 @@ def serve(host: str | None, port: int | None, no_migrate: bool) -> None:
     settings = _settings()
     resolve_secret_key(settings)
     if not no_migrate:
-        _migrate(settings)
+        _migrate_in_child()
     app = create_app(settings)
     uvicorn.run(
         app,

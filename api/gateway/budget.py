@@ -1,12 +1,14 @@
-"""Hard caps: an atomic reservation of each request's worst case against every limit of its key.
+"""Hard caps and rate limits: an atomic reservation of each request's worst case.
 
 Before a request is forwarded, its worst case (estimated prompt + the most output it may
-produce, priced) is *held* against each of the key's limits (`spend_usd`, `tokens`,
-`requests`; day, month, total) in one atomic step of the counter store: a Redis Lua script in
-production, the event loop in the embedded default. When the worst case does not fit but a
-smaller output budget would, the request's `max_tokens` is clamped to what fits; when nothing
-fits, it is refused with 402. After the response the hold is released and the real usage
-added. Holds of a process that died expire after `HOLD_SECONDS`, so the key's budget comes back.
+produce, priced) is *held* against every limit that applies: the key's (`spend_usd`,
+`tokens`, `requests` over day, month, total), its `rpm`/`tpm` (the current calendar minute)
+and its tenant's, in one atomic step of the counter store: a Redis Lua script in production,
+the event loop in the embedded default. When the worst case does not fit a budget but a
+smaller output would, the request's `max_tokens` is clamped to what fits; when nothing fits,
+it is refused with 402 (429 when a rate window is full: those are never clamped). After the
+response the hold is released and the real usage added. Holds of a process that died expire
+after `HOLD_SECONDS`, so the budget comes back.
 
 Counters start from the ledger: the first request of a period seeds its counter with the sum
 of the usage already recorded (after flushing this process's pending events).

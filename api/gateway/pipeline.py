@@ -166,7 +166,7 @@ async def start_call(
 
         def demand() -> Demand:
             return Demand(
-                input_tokens=usage_rules.prompt_tokens(body),
+                input_tokens=usage_rules.prompt_bound(body),
                 max_output_tokens=output_budget(body, route.entry.max_output_tokens),
                 price=price,
             )

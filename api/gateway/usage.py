@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from api.gateway.pricing import Usage
-from api.gateway.tokens import count_chat_prompt, count_text
+from api.gateway.tokens import count_chat_prompt, count_text, prompt_token_bound
 
 
 def _int(value: Any) -> int:
@@ -56,6 +56,15 @@ def _delta_text(chunk: bytes) -> str:
         return _choices_text(orjson.loads(chunk), "delta")
     except orjson.JSONDecodeError:
         return ""
+
+
+def prompt_bound(body: dict[str, Any]) -> int:
+    """At least as many tokens as any provider will bill for this prompt (see tokens.py)."""
+    messages = body.get("messages")
+    tools = body.get("tools")
+    return prompt_token_bound(
+        messages if isinstance(messages, list) else [], tools if isinstance(tools, list) else None
+    )
 
 
 def prompt_tokens(body: dict[str, Any]) -> int:
