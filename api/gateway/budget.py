@@ -71,7 +71,9 @@ class BudgetGuard(Protocol):
         """Hold the worst case or raise `BudgetExceeded`; `demand` is computed only if needed."""
         ...
 
-    def settle(self, reservation: Reservation, usage: Usage, cost_micros: int) -> None:
+    def settle(
+        self, reservation: Reservation, usage: Usage, cost_micros: int, succeeded: bool
+    ) -> None:
         """Called once per request, from synchronous code (stream finalisers included)."""
         ...
 
@@ -168,12 +170,14 @@ def affordable_output(limit: limit_rules.Limit, room: int, demand: Demand) -> in
     return left // price.output if left >= 0 else -1
 
 
-def actual(limit: limit_rules.Limit, usage: Usage, cost_micros: int) -> int:
+def actual(limit: limit_rules.Limit, usage: Usage, cost_micros: int, succeeded: bool) -> int:
     if limit.metric == "spend_usd":
         return cost_micros
     if limit.metric == "tokens":
         return usage.total_tokens
-    return 1  # a request is counted once it was let through, whatever came of it
+    # A request counts when it reached the model: it succeeded, or it was billed for tokens
+    # (a cut-off stream). The ledger recount in usage.repository applies the same rule.
+    return 1 if succeeded or usage.total_tokens else 0
 
 
 class Reservations:
@@ -255,14 +259,20 @@ class Reservations:
         )
         await self._counters.seed(name, used, TTL_SECONDS[limit.period])
 
-    def settle(self, reservation: Reservation, usage: Usage, cost_micros: int) -> None:
+    def settle(
+        self, reservation: Reservation, usage: Usage, cost_micros: int, succeeded: bool
+    ) -> None:
         if not reservation.held:
             return
         settlements = [
-            Settlement(name, f"{reservation.hold_id}:{amount}", actual(limit, usage, cost_micros),
-                       TTL_SECONDS[limit.period])
+            Settlement(
+                counter=name,
+                member=f"{reservation.hold_id}:{amount}",
+                actual=actual(limit, usage, cost_micros, succeeded),
+                ttl_seconds=TTL_SECONDS[limit.period],
+            )
             for limit, name, amount in reservation.held
-        ]  # fmt: skip
+        ]
         reservation.held = []
         task = asyncio.get_running_loop().create_task(self._counters.release(settlements))
         self._pending.add(task)

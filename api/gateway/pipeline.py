@@ -89,7 +89,7 @@ class Call:
         self.gateway.metrics.in_flight.dec()
         cost = cost_micros(usage, self.price)
         if self.reservation is not None:
-            self.gateway.budget.settle(self.reservation, usage, cost)
+            self.gateway.budget.settle(self.reservation, usage, cost, status < 400)
         latency_ms = int((time.perf_counter() - self.started) * 1000)
         key = self.principal.key
         self.gateway.recorder.record(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -43,6 +44,15 @@ async def readyz(request: Request, redis: RedisDep) -> JSONResponse:
     ready = all(value in ("ok", "not configured") for value in checks.values())
     body = {"status": "ready" if ready else "unavailable", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+_LLMS_TXT = (Path(__file__).parent / "llms.txt").read_text()
+
+
+@router.get("/llms.txt", include_in_schema=False)
+async def llms_txt() -> PlainTextResponse:
+    """A summary of the API for coding agents (llmstxt.org)."""
+    return PlainTextResponse(_LLMS_TXT, media_type="text/markdown; charset=utf-8")
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy import ColumnElement, Select, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.models import ApiKey
@@ -50,16 +50,22 @@ async def tenant_totals(
     return await _totals(session, since, UsageEvent.tenant_id == tenant_id)
 
 
+# A request counts against `requests` limits when it succeeded or was billed for tokens.
+_REACHED_THE_MODEL = or_(
+    UsageEvent.status < 400, UsageEvent.input_tokens + UsageEvent.output_tokens > 0
+)
+
+
 async def _totals(
     session: AsyncSession, since: datetime | None, *where: ColumnElement[bool]
 ) -> KeyTotals:
     """What the matching events used since `since` (all time when None).
 
     Tokens and cost count whatever was billed, cut-off streams included (failures cost 0);
-    `requests` counts the requests that succeeded.
+    `requests` counts the requests that reached the model.
     """
     statement = select(
-        func.coalesce(func.sum(case((UsageEvent.status < 400, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((_REACHED_THE_MODEL, 1), else_=0)), 0),
         func.coalesce(func.sum(UsageEvent.input_tokens + UsageEvent.output_tokens), 0),
         func.coalesce(func.sum(UsageEvent.cost_micros), 0),
     ).where(*where)

@@ -258,6 +258,8 @@ class TestSettingsApi:
 
 
 class TestRebuildCounters:
+    # The embedded default keeps its counters inside the server process: PostgreSQL + Redis.
+    @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
     async def test_counters_are_recounted_from_the_ledger(
         self, http: httpx.AsyncClient, upstream: FakeUpstream, gateway_settings, tmp_path
     ):
@@ -268,8 +270,7 @@ class TestRebuildCounters:
 
         from redis.asyncio import Redis
 
-        if gateway_settings.redis_url is None:
-            pytest.skip("the embedded default keeps its counters in the server process")
+        assert gateway_settings.redis_url is not None
         upstream.mode, upstream.words = "generate", 10
         tenant = await create_tenant(http)
         key = await create_key(http, tenant, max_spend_usd=1)

@@ -200,7 +200,9 @@ class TestKeyUsage:
         now = utcnow()
         last_month = now.replace(day=1) - timedelta(days=1)  # always an earlier day too
 
-        def event(cost: int, at: datetime, status: int = 200) -> dict[str, object]:
+        def event(
+            cost: int, at: datetime, status: int = 200, tokens: int = 10
+        ) -> dict[str, object]:
             return {
                 "id": uuid.uuid4(),
                 "request_id": f"req_{uuid.uuid4().hex}",
@@ -210,8 +212,8 @@ class TestKeyUsage:
                 "model": "gpt-4o-mini",
                 "provider": "openai",
                 "status": status,
-                "input_tokens": 10,
-                "output_tokens": 5,
+                "input_tokens": tokens,
+                "output_tokens": tokens // 2,
                 "cost_micros": cost,
                 "created_at": at,
             }
@@ -223,7 +225,7 @@ class TestKeyUsage:
                     event(1_250_000, now),
                     event(750_001, now),
                     event(9_000_000, last_month),  # an earlier period does not count
-                    event(0, now, status=502),  # failed requests cost nothing
+                    event(0, now, status=502, tokens=0),  # failed before the model: free
                 ],
             )
         body = (await client.get(f"/v1/keys/{key['id']}", headers=tenant.headers)).json()

@@ -65,6 +65,18 @@ class TestHealth:
         assert response.json()["checks"]["database"] == "ok"
 
 
+class TestDiscovery:
+    async def test_openapi_and_llms_txt(self, client: httpx.AsyncClient):
+        spec = (await client.get("/openapi.json")).json()
+        for path in ("/v1/keys", "/v1/chat/completions", "/v1/usage", "/v1/settings"):
+            assert path in spec["paths"], path
+        llms = await client.get("/llms.txt")
+        assert llms.status_code == 200
+        assert llms.headers["content-type"].startswith("text/markdown")
+        for path in ("/v1/chat/completions", "/v1/keys", "/v1/usage", "/v1/settings"):
+            assert path in llms.text
+
+
 class TestRequestId:
     async def test_generated_on_every_response(self, client: httpx.AsyncClient):
         for response in (await client.get("/healthz"), await client.get("/v1/keys")):
