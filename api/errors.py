@@ -19,6 +19,7 @@
     ├── RequestTooLarge           413 request_too_large
     ├── RateLimited               429 rate_limited
     ├── InternalError             500 internal_error
+    ├── LimitsUnavailable         503 limits_unavailable (the counter store is unreachable)
     ├── UpstreamError             502 upstream_error
     ├── UpstreamUnavailable       503 upstream_unavailable
     └── UpstreamTimeout           504 upstream_timeout
@@ -183,6 +184,11 @@ class UpstreamClientError(AppError):
         return self.upstream_code or "invalid_request"
 
 
+class LimitsUnavailable(AppError):
+    code = "limits_unavailable"
+    default_message = "This key's limits cannot be checked right now; try again shortly."
+
+
 class UpstreamError(AppError):
     code = "upstream_error"
     default_message = "The upstream provider returned an error."
@@ -226,6 +232,7 @@ ERROR_TABLE: dict[type[AppError], ErrorRow] = {
     RateLimited: ErrorRow(429, "rate_limit_error", "rate_limit_error", True),
     InternalError: ErrorRow(500, "server_error", "api_error", True),
     UpstreamClientError: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
+    LimitsUnavailable: ErrorRow(503, "server_error", "overloaded_error", True),
     UpstreamError: ErrorRow(502, "server_error", "api_error", True),
     UpstreamUnavailable: ErrorRow(503, "server_error", "overloaded_error", True),
     UpstreamTimeout: ErrorRow(504, "timeout_error", "timeout_error", True),

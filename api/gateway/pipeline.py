@@ -9,6 +9,8 @@ the recorder off the response path.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.auth.service import Principal
-from api.errors import AppError, InternalError, ModelNotAllowed, ProviderNotAllowed
+from api.errors import (
+    AppError,
+    InternalError,
+    LimitsUnavailable,
+    ModelNotAllowed,
+    ProviderNotAllowed,
+)
 from api.gateway import usage as usage_rules
 from api.gateway.budget import BudgetGuard, Demand, Reservation
 from api.gateway.catalog import Catalog, Route
@@ -25,6 +33,8 @@ from api.gateway.providers.base import Provider
 from api.gateway.providers.registry import ProviderRegistry
 from api.metrics import Metrics
 from api.usage.recorder import UsageRecord, UsageRecorder
+
+logger = logging.getLogger("tollgate.gateway")
 
 # Tells the client its `max_tokens` was lowered to what the key's remaining budget affords.
 CLAMP_HEADER = "x-tollgate-max-tokens-clamped"
@@ -171,7 +181,15 @@ async def start_call(
                 price=price,
             )
 
-        reservation = await gateway.budget.reserve(principal.key, principal.tenant_limits, demand)
+        try:
+            reservation = await gateway.budget.reserve(
+                principal.key, principal.tenant_limits, demand
+            )
+        except (AppError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # caps that cannot be checked are not waved through
+            logger.exception("reserving against the limits of key %s failed", principal.key.id)
+            raise LimitsUnavailable() from exc
     except AppError as error:
         provider_name = "mock" if test else route.provider
         record_refusal(
@@ -219,8 +237,9 @@ def upstream_body(body: dict[str, Any], call: Call, *, stream: bool) -> dict[str
     out["model"] = call.route.upstream_model
     reservation = call.reservation
     if reservation is not None and reservation.clamped:
-        field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        out[field_name] = reservation.max_output_tokens
+        given = [name for name in ("max_completion_tokens", "max_tokens") if name in body]
+        for name in given or ["max_tokens"]:
+            out[name] = reservation.max_output_tokens
     if stream:
         options = out.get("stream_options")
         out["stream_options"] = {

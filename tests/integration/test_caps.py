@@ -308,3 +308,33 @@ class TestRebuildCounters:
             assert int(await redis.get(counters[0]) or 0) == ledger
         finally:
             await redis.aclose()
+
+
+class TestCounterStoreDown:
+    @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+    async def test_unreachable_redis_fails_closed_for_capped_keys_only(
+        self, gateway_settings, upstream: FakeUpstream
+    ):
+        from api.app import create_app
+        from tests.fakes.server import serve_in_thread
+        from tools.testenv import free_port
+
+        upstream.mode, upstream.words = "generate", 5
+        dead = gateway_settings.model_copy(
+            update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}
+        )
+        with serve_in_thread(create_app(dead)) as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                tenant = await create_tenant(client)
+                capped = await create_key(client, tenant, max_spend_usd=5)
+                free = await create_key(client, tenant)
+                response = await client.post(
+                    "/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": HELLO},
+                    headers=bearer(capped["secret"]),
+                )
+                assert response.status_code == 503
+                assert response.json()["error"]["code"] == "limits_unavailable"
+                assert response.headers["x-should-retry"] == "true"
+                assert upstream.seen == []
+                assert await _chat(client, free["secret"], False, max_tokens=5) == 200
