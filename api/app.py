@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api import __version__, error_handlers
+from api.alert.routes import router as alerts_router
+from api.alert.service import AlertNotifier
 from api.auth.cache import KeyCache
 from api.auth.routes import router as keys_router
 from api.auth.secrets import derive_pepper
@@ -20,6 +23,7 @@ from api.gateway.pipeline import Gateway
 from api.gateway.providers.registry import ProviderRegistry, create_session
 from api.health.routes import router as health_router
 from api.kit.counters import MemoryCounterStore, RedisCounterStore
+from api.kit.crypto import SecretBox
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from api.settings import Settings, get_settings, resolve_secret_key
@@ -33,7 +37,9 @@ from api.usage.routes import router as usage_router
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Resolved here, not in lifespan, so a missing secret fails at start-up with one clear line.
-    pepper = derive_pepper(resolve_secret_key(settings))
+    secret_key = resolve_secret_key(settings)
+    pepper = derive_pepper(secret_key)
+    secret_box = SecretBox(secret_key)
     catalog = Catalog.build(settings.models)
     metrics = Metrics()
 
@@ -46,7 +52,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recorder = UsageRecorder(sessionmaker)
         recorder.start()
         counters = RedisCounterStore(redis) if redis is not None else MemoryCounterStore()
-        budget = Reservations(sessionmaker, counters, flush_ledger=recorder.flush)
+        webhook_client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        notifier = AlertNotifier(
+            sessionmaker,
+            webhook_client,
+            secret_box,
+            allow_private_webhooks=settings.allow_private_webhooks,
+        )
+        budget = Reservations(
+            sessionmaker, counters, flush_ledger=recorder.flush, on_crossing=notifier.crossed
+        )
         key_cache = KeyCache(redis)
         key_cache.start()
         gateway = Gateway(
@@ -65,10 +80,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 redis=redis,
                 gateway=gateway,
                 key_cache=key_cache,
+                secret_box=secret_box,
             )
         finally:
             await recorder.close()  # every accepted request's usage event is written first
             await budget.close()
+            await notifier.close()
+            await webhook_client.aclose()
             await key_cache.close()
             await upstream_session.close()
             if redis is not None:
@@ -88,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(usage_router)
     app.include_router(admin_router)
     app.include_router(settings_router)
+    app.include_router(alerts_router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

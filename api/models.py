@@ -1,8 +1,9 @@
 """Every ORM model, imported in one place so Alembic and the test fixtures see the whole schema."""
 
+from api.alert.models import Alert
 from api.auth.models import ApiKey, KeySecret
 from api.db import Base
 from api.tenant.models import Tenant
 from api.usage.models import UsageEvent
 
-__all__ = ["ApiKey", "Base", "KeySecret", "Tenant", "UsageEvent"]
+__all__ = ["Alert", "ApiKey", "Base", "KeySecret", "Tenant", "UsageEvent"]

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.auth.cache import KeyCache
 from api.gateway.pipeline import Gateway
+from api.kit.crypto import SecretBox
 from api.settings import Settings
 
 
@@ -20,3 +21,4 @@ class AppState(TypedDict):
     redis: Redis | None
     gateway: Gateway
     key_cache: KeyCache
+    secret_box: SecretBox

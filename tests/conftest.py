@@ -154,6 +154,7 @@ def gateway_settings(settings: Settings, upstream: FakeUpstream) -> Settings:
             "deepseek_api_key": SecretStr("sk-operator-deepseek"),
             "deepseek_base_url": upstream.deepseek_base_url,
             "upstream_read_timeout_seconds": 2.0,
+            "allow_private_webhooks": True,  # the test webhook receiver listens on loopback
         }
     )
 

@@ -21,12 +21,13 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.alert.service import Crossing, crossings
 from api.auth import limits as limit_rules
 from api.auth.models import ApiKey
 from api.errors import BudgetExceeded, RateLimited
@@ -58,6 +59,7 @@ class Demand:
 @dataclass(slots=True)
 class Reservation:
     hold_id: str
+    tenant_id: uuid.UUID | None = None
     held: list[tuple[limit_rules.Limit, str, int]] = field(default_factory=list)
     max_output_tokens: int = 0
     clamped: bool = False
@@ -186,10 +188,12 @@ class Reservations:
         sessionmaker: async_sessionmaker[AsyncSession],
         counters: CounterStore,
         flush_ledger: Callable[[], Awaitable[None]],
+        on_crossing: Callable[[list[Crossing]], None] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._counters = counters
         self._flush_ledger = flush_ledger
+        self._on_crossing = on_crossing
         self._pending: set[asyncio.Task[None]] = set()
 
     async def reserve(
@@ -202,7 +206,7 @@ class Reservations:
             Scoped(limit_rules.Limit.from_json(item), "tenant", key.tenant_id)
             for item in tenant_limits
         ]
-        reservation = Reservation(hold_id=uuid.uuid4().hex)
+        reservation = Reservation(hold_id=uuid.uuid4().hex, tenant_id=key.tenant_id)
         if not scoped:
             return reservation
         limits = [item.limit for item in scoped]
@@ -241,6 +245,7 @@ class Reservations:
                 for limit, room in zip(limits, rooms, strict=True)
             )
             if fits < 1:
+                self._exhausted(key.tenant_id, scoped, names, rooms, need)
                 raise _exceeded(limits, rooms, need)
             output = min(output - 1, fits)  # fewer output tokens fit: ask again with those
         raise _exceeded(limits, rooms, need)
@@ -273,10 +278,52 @@ class Reservations:
             )
             for limit, name, amount in reservation.held
         ]
-        reservation.held = []
-        task = asyncio.get_running_loop().create_task(self._counters.release(settlements))
+        held, reservation.held = reservation.held, []
+        task = asyncio.get_running_loop().create_task(
+            self._release(reservation.tenant_id, held, settlements)
+        )
         self._pending.add(task)
         task.add_done_callback(self._done)
+
+    def _exhausted(
+        self,
+        tenant_id: uuid.UUID,
+        scoped: list[Scoped],
+        names: list[str],
+        rooms: list[int],
+        need: Demand,
+    ) -> None:
+        """A limit that refuses even the smallest request is at 100 %, whatever its counter
+        says (worst cases are upper bounds, so usage can stop just short of the cap)."""
+        if self._on_crossing is None:
+            return
+        found = [
+            replace(crossing, used=max(item.limit.max - room, 0))  # held and settled
+            for item, name, room in zip(scoped, names, rooms, strict=True)
+            if item.limit.period != "minute" and affordable_output(item.limit, room, need) < 1
+            for crossing in crossings(tenant_id, name, item.limit, -1, item.limit.max)
+            if crossing.threshold == 100
+        ]
+        if found:
+            self._on_crossing(found)
+
+    async def _release(
+        self,
+        tenant_id: uuid.UUID | None,
+        held: list[tuple[limit_rules.Limit, str, int]],
+        settlements: list[Settlement],
+    ) -> None:
+        after = await self._counters.release(settlements)
+        if self._on_crossing is None or tenant_id is None:
+            return
+        found = [
+            crossing
+            for (limit, name, _), item, value in zip(held, settlements, after, strict=True)
+            if value is not None
+            for crossing in crossings(tenant_id, name, limit, value - item.actual, value)
+        ]
+        if found:
+            self._on_crossing(found)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._pending.discard(task)

@@ -61,13 +61,16 @@ end
 return {1, unpack(rooms)}
 """
 _RELEASE_SCRIPT = """
+local after = {}
 for i, key in ipairs(KEYS) do
   redis.call('ZREM', key .. ':holds', ARGV[3 * i - 2])
+  after[i] = -1
   if redis.call('EXISTS', key) == 1 then
-    redis.call('INCRBY', key, ARGV[3 * i - 1])
+    after[i] = redis.call('INCRBY', key, ARGV[3 * i - 1])
     redis.call('EXPIRE', key, ARGV[3 * i])
   end
 end
+return after
 """
 
 
@@ -116,8 +119,8 @@ class CounterStore(Protocol):
         """
         ...
 
-    async def release(self, settlements: list[Settlement]) -> None:
-        """Drop holds and add what was actually used."""
+    async def release(self, settlements: list[Settlement]) -> list[int | None]:
+        """Drop holds, add what was actually used; returns each counter's new value."""
         ...
 
 
@@ -182,13 +185,18 @@ class MemoryCounterStore:
             self._holds[request.counter][member] = (request.amount, expiry_ms)
         return True, rooms
 
-    async def release(self, settlements: list[Settlement]) -> None:
+    async def release(self, settlements: list[Settlement]) -> list[int | None]:
         now = time.monotonic()
+        after: list[int | None] = []
         for item in settlements:
             self._holds.get(item.counter, {}).pop(item.member, None)
             current = self._get(item.counter, now)
-            if current is not None:
-                self._values[item.counter] = (current + item.actual, now + item.ttl_seconds)
+            if current is None:
+                after.append(None)
+                continue
+            self._values[item.counter] = (current + item.actual, now + item.ttl_seconds)
+            after.append(current + item.actual)
+        return after
 
 
 class RedisCounterStore:
@@ -243,7 +251,8 @@ class RedisCounterStore:
             raise Unseeded(result[1] - 1)
         return result[0] == 1, result[1:]
 
-    async def release(self, settlements: list[Settlement]) -> None:
+    async def release(self, settlements: list[Settlement]) -> list[int | None]:
         keys = [self._prefix + item.counter for item in settlements]
         args = [v for i in settlements for v in (i.member, i.actual, i.ttl_seconds)]
-        await self._release(keys=keys, args=args)
+        values = await self._release(keys=keys, args=args)
+        return [None if int(v) < 0 else int(v) for v in values]

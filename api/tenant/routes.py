@@ -8,7 +8,13 @@ from fastapi import APIRouter, Request
 from api.db import after_commit
 from api.deps import AdminAccess, DbSession, MasterPrincipal, Pepper
 from api.tenant import service as tenant_service
-from api.tenant.schemas import SettingsRead, SettingsUpdate, TenantCreate, TenantRead
+from api.tenant.schemas import (
+    SettingsRead,
+    SettingsUpdate,
+    TenantCreate,
+    TenantRead,
+    WebhookSecretRead,
+)
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminAccess])
 settings_router = APIRouter(prefix="/v1/settings", tags=["settings"])
@@ -32,8 +38,9 @@ async def get_settings(session: DbSession, principal: MasterPrincipal) -> Settin
 async def update_settings(
     request: Request, data: SettingsUpdate, session: DbSession, principal: MasterPrincipal
 ) -> SettingsRead:
+    allow_private = request.state.settings.allow_private_webhooks
     tenant, limits_changed = await tenant_service.update_settings(
-        session, principal.tenant_id, data
+        session, principal.tenant_id, data, allow_private=allow_private
     )
     if limits_changed:
         state = request.state
@@ -44,3 +51,13 @@ async def update_settings(
 
         after_commit(session, hook)
     return tenant_service.render_settings(tenant)
+
+
+@settings_router.post("/webhook-secret", response_model=WebhookSecretRead)
+async def create_webhook_secret(
+    request: Request, session: DbSession, principal: MasterPrincipal
+) -> WebhookSecretRead:
+    secret = await tenant_service.new_webhook_secret(
+        session, request.state.secret_box, principal.tenant_id
+    )
+    return WebhookSecretRead(secret=secret)

@@ -22,14 +22,33 @@ class TenantRead(BaseModel):
     master_key: str | None = None
 
 
+class AlertSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Where budget alerts are POSTed, signed with the secret from POST /v1/settings/webhook-secret.
+    webhook_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
 class SettingsUpdate(BaseModel):
     """`PUT /v1/settings` is a partial update: only the groups given change."""
 
     model_config = ConfigDict(extra="forbid")
 
     limits: list[LimitIn] | None = Field(default=None, max_length=20)
+    alerts: AlertSettings | None = None
+
+
+class AlertSettingsRead(BaseModel):
+    webhook_url: str | None
+    signing_secret_set: bool
 
 
 class SettingsRead(BaseModel):
     object: Literal["settings"] = "settings"
     limits: list[LimitRead]
+    alerts: AlertSettingsRead
+
+
+class WebhookSecretRead(BaseModel):
+    object: Literal["webhook_secret"] = "webhook_secret"
+    secret: str

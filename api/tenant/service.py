@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -8,8 +9,10 @@ from api.auth import limits as limit_rules
 from api.auth import service as auth_service
 from api.auth.schemas import limit_read
 from api.errors import NotFound
+from api.kit.crypto import SecretBox
+from api.kit.webhooks import check_url
 from api.tenant.models import Tenant
-from api.tenant.schemas import SettingsRead, SettingsUpdate
+from api.tenant.schemas import AlertSettingsRead, SettingsRead, SettingsUpdate
 
 
 async def create_tenant(session: AsyncSession, pepper: bytes, name: str) -> tuple[Tenant, str]:
@@ -29,7 +32,7 @@ async def get_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant:
 
 
 async def update_settings(
-    session: AsyncSession, tenant_id: uuid.UUID, data: SettingsUpdate
+    session: AsyncSession, tenant_id: uuid.UUID, data: SettingsUpdate, *, allow_private: bool
 ) -> tuple[Tenant, bool]:
     """Apply the given groups; returns the tenant and whether its limits changed."""
     tenant = await get_tenant(session, tenant_id)
@@ -37,10 +40,30 @@ async def update_settings(
     if limits_changed:
         given = [item.to_limit() for item in data.limits or []]
         tenant.limits = [limit.as_json() for limit in limit_rules.combine(given, None)]
+    if "alerts" in data.model_fields_set:
+        url = data.alerts.webhook_url if data.alerts else None
+        if url is not None:
+            await check_url(url, allow_private=allow_private, param="alerts.webhook_url")
+        tenant.settings = {**tenant.settings, "alerts": {"webhook_url": url}}
     await session.flush()
     return tenant, limits_changed
 
 
+async def new_webhook_secret(session: AsyncSession, box: SecretBox, tenant_id: uuid.UUID) -> str:
+    """A new signing secret for alerts (and job completions); shown once, stored sealed."""
+    tenant = await get_tenant(session, tenant_id)
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    tenant.webhook_secret = box.seal(secret)
+    await session.flush()
+    return secret
+
+
 def render_settings(tenant: Tenant) -> SettingsRead:
     limits = [limit_rules.Limit.from_json(item) for item in tenant.limits]
-    return SettingsRead(limits=[limit_read(limit) for limit in limits])
+    alerts = tenant.settings.get("alerts") or {}
+    return SettingsRead(
+        limits=[limit_read(limit) for limit in limits],
+        alerts=AlertSettingsRead(
+            webhook_url=alerts.get("webhook_url"), signing_secret_set=bool(tenant.webhook_secret)
+        ),
+    )

@@ -83,6 +83,9 @@ class FakeUpstream:
     reported: list[dict[str, Any]] = field(default_factory=list)
     disconnects: int = 0
     port: int = 0
+    # A webhook receiver on the same server: POST /hooks records (headers, raw body).
+    hooks: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    hook_failures: int = 0  # answer this many deliveries with 500 first
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -102,6 +105,8 @@ class FakeUpstream:
         self.seen.clear()
         self.reported.clear()
         self.disconnects = 0
+        self.hooks.clear()
+        self.hook_failures = 0
 
     # lifecycle -----------------------------------------------------------------------------
     def start(self) -> FakeUpstream:
@@ -124,6 +129,7 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_post("/openai/v1/chat/completions", self._chat)
         app.router.add_post("/deepseek/chat/completions", self._chat)
+        app.router.add_post("/hooks", self._hook)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -133,7 +139,19 @@ class FakeUpstream:
         self._loop.run_forever()
         self._loop.close()
 
+    @property
+    def hooks_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
     # handlers ------------------------------------------------------------------------------
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.hook_failures > 0:
+            self.hook_failures -= 1
+            return web.Response(status=500)
+        self.hooks.append((dict(request.headers), body))
+        return web.Response(status=204)
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.seen.append(Seen(request.path, body, dict(request.headers)))

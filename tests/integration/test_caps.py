@@ -237,6 +237,7 @@ class TestSettingsApi:
         assert (await http.get("/v1/settings", headers=alpha.headers)).json() == {
             "object": "settings",
             "limits": [],
+            "alerts": {"webhook_url": None, "signing_secret_set": False},
         }
         limit = {"metric": "tokens", "period": "day", "max": 1000}
         await http.put("/v1/settings", json={"limits": [limit]}, headers=alpha.headers)

@@ -1,0 +1,185 @@
+"""Budget alerts: at 50 %, 80 % and 100 % of a limit, one signed webhook per limit and period.
+
+A crossing is detected when a settlement moves a counter over a threshold. The alert row's
+unique key (limit, period, threshold) makes each alert fire once, however many processes see
+the crossing. Delivery is retried with backoff; the row records the attempts and the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.alert.models import Alert
+from api.auth.limits import Limit
+from api.errors import InvalidRequest
+from api.kit.crypto import SecretBox
+from api.kit.money import micros_to_usd
+from api.kit.time import isoformat, utcnow
+from api.kit.webhooks import check_url, post_signed
+from api.tenant.models import Tenant
+
+logger = logging.getLogger("tollgate.alerts")
+
+THRESHOLDS = (50, 80, 100)
+RETRY_DELAYS_SECONDS = (1.0, 4.0, 16.0)
+DELIVERY_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    tenant_id: uuid.UUID
+    scope: str
+    owner_id: uuid.UUID
+    limit: Limit
+    period_tag: str
+    threshold: int
+    used: int
+
+
+def crossings(
+    tenant_id: uuid.UUID, counter: str, limit: Limit, before: int, after: int
+) -> list[Crossing]:
+    """The thresholds a settlement moved `counter` across (none for rate windows)."""
+    if limit.period == "minute" or limit.max <= 0:
+        return []
+    scope, owner, period_tag, _ = counter.split(":")
+    out = []
+    for threshold in THRESHOLDS:
+        bound = -(-limit.max * threshold // 100)
+        if before < bound <= after:
+            out.append(
+                Crossing(tenant_id, scope, uuid.UUID(owner), limit, period_tag, threshold, after)
+            )
+    return out
+
+
+def payload(alert: Alert) -> dict[str, Any]:
+    spend = alert.metric == "spend_usd"
+    body: dict[str, Any] = {
+        "object": "alert",
+        "id": str(alert.id),
+        "type": "budget.threshold_reached",
+        "scope": alert.scope,
+        "key_id": str(alert.owner_id) if alert.scope == "key" else None,
+        "metric": alert.metric,
+        "period": alert.period,
+        "period_tag": alert.period_tag,
+        "threshold": alert.threshold,
+        "max": micros_to_usd(alert.max) if spend else alert.max,
+        "used": micros_to_usd(alert.used) if spend else alert.used,
+        "created_at": isoformat(alert.created_at),
+        "delivered_at": isoformat(alert.delivered_at),
+        "attempts": alert.attempts,
+        "last_error": alert.last_error,
+    }
+    if spend:
+        body["max_micros"], body["used_micros"] = alert.max, alert.used
+    return body
+
+
+class AlertNotifier:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        http: httpx.AsyncClient,
+        box: SecretBox,
+        *,
+        allow_private_webhooks: bool,
+        retry_delays: Sequence[float] = RETRY_DELAYS_SECONDS,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._http = http
+        self._box = box
+        self._allow_private = allow_private_webhooks
+        self._retry_delays = retry_delays
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def crossed(self, found: list[Crossing]) -> None:
+        for crossing in found:
+            task = asyncio.get_running_loop().create_task(self._fire(crossing))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def close(self) -> None:
+        for task in self._pending:
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def _fire(self, crossing: Crossing) -> None:
+        try:
+            alert_id = await self._record(crossing)
+            if alert_id is not None:  # None: another request or process fired it already
+                await self._deliver(alert_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("budget alert for %s failed", crossing)
+
+    async def _record(self, crossing: Crossing) -> uuid.UUID | None:
+        alert_id = uuid.uuid4()
+        row = {
+            "id": alert_id, "tenant_id": crossing.tenant_id, "scope": crossing.scope,
+            "owner_id": crossing.owner_id, "metric": crossing.limit.metric,
+            "period": crossing.limit.period, "period_tag": crossing.period_tag,
+            "threshold": crossing.threshold, "max": crossing.limit.max, "used": crossing.used,
+            "created_at": utcnow(), "attempts": 0,
+        }  # fmt: skip
+        async with self._sessionmaker() as session, session.begin():
+            dialect = session.get_bind().dialect.name
+            if dialect == "postgresql":
+                statement: Any = postgresql.insert(Alert).on_conflict_do_nothing()
+            elif dialect == "sqlite":
+                statement = sqlite.insert(Alert).on_conflict_do_nothing()
+            else:
+                statement = insert(Alert)
+            result = await session.execute(statement.values(**row).returning(Alert.id))
+            return result.scalar_one_or_none()
+
+    async def _deliver(self, alert_id: uuid.UUID) -> None:
+        for attempt, delay in enumerate([0.0, *self._retry_delays]):
+            await asyncio.sleep(delay)
+            async with self._sessionmaker() as session, session.begin():
+                alert = await session.get(Alert, alert_id)
+                tenant = await session.get(Tenant, alert.tenant_id) if alert else None
+                if alert is None or tenant is None:
+                    return
+                url = (tenant.settings.get("alerts") or {}).get("webhook_url")
+                alert.attempts = attempt + 1
+                if not url or not tenant.webhook_secret:
+                    alert.last_error = "no alerts.webhook_url or webhook secret configured"
+                    return
+                body = orjson.dumps(payload(alert))
+                secret = self._box.open(tenant.webhook_secret)
+            error = await self._post(url, secret, body)
+            async with self._sessionmaker() as session, session.begin():
+                stored = await session.get(Alert, alert_id)
+                if stored is None:
+                    return
+                stored.last_error = error
+                if error is None:
+                    stored.delivered_at = utcnow()
+                    return
+
+    async def _post(self, url: str, secret: str, body: bytes) -> str | None:
+        """One attempt; None on a 2xx, else what went wrong."""
+        try:
+            await check_url(url, allow_private=self._allow_private, param="alerts.webhook_url")
+            status = await post_signed(
+                self._http, url, secret, body, timeout_seconds=DELIVERY_TIMEOUT_SECONDS
+            )
+        except InvalidRequest as exc:
+            return exc.message[:200]
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}"[:200]
+        return None if 200 <= status < 300 else f"HTTP {status}"

@@ -1,0 +1,71 @@
+"""Outgoing webhooks: the signature scheme of SPEC §5.5, URL checks, bounded delivery.
+
+    X-Tollgate-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
+
+Receivers recompute the HMAC with their signing secret and reject timestamps older than 300 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+
+from api.errors import InvalidRequest
+
+SIGNATURE_HEADER = "X-Tollgate-Signature"
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+def signature(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    t = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_global and not ip.is_multicast
+
+
+async def check_url(url: str, *, allow_private: bool, param: str) -> None:
+    """http(s) only; every address the host resolves to must be public unless allowed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest(f"{param}: must be an http or https URL.", param=param)
+    if allow_private:
+        return
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+            type=socket.SOCK_STREAM,
+        )  # fmt: skip
+    except OSError:
+        raise InvalidRequest(f"{param}: the host does not resolve.", param=param) from None
+    if not infos or not all(_is_public(str(info[4][0])) for info in infos):
+        raise InvalidRequest(
+            f"{param}: the host resolves to a private or loopback address.", param=param
+        )
+
+
+async def post_signed(
+    client: httpx.AsyncClient, url: str, secret: str, body: bytes, *, timeout_seconds: float
+) -> int:
+    """One delivery attempt; returns the receiver's status. Redirects are not followed."""
+    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(secret, body)}
+    async with client.stream(
+        "POST", url, content=body, headers=headers, timeout=timeout_seconds,
+        follow_redirects=False,
+    ) as response:  # fmt: skip
+        received = 0
+        async for chunk in response.aiter_bytes():
+            received += len(chunk)
+            if received > MAX_RESPONSE_BYTES:
+                break
+        return response.status_code
