@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, event
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import JSON, DateTime, MetaData, event, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -55,7 +55,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -118,3 +118,14 @@ async def session_scope(
             await session.commit()
             for hook in session.info.pop("after_commit", []):
                 await hook()
+
+
+def insert_ignoring_conflicts(session: AsyncSession, model: type[Base]) -> Any:
+    """`INSERT … ON CONFLICT DO NOTHING` in the session's dialect: writes keyed by an id the
+    writer chose (usage events, alerts) are idempotent."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing()
+    return insert(model)

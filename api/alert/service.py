@@ -16,12 +16,11 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import insert
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.alert.models import Alert
 from api.auth.limits import Limit
+from api.db import insert_ignoring_conflicts
 from api.errors import InvalidRequest
 from api.kit.crypto import SecretBox
 from api.kit.money import micros_to_usd
@@ -136,14 +135,8 @@ class AlertNotifier:
             "created_at": utcnow(), "attempts": 0,
         }  # fmt: skip
         async with self._sessionmaker() as session, session.begin():
-            dialect = session.get_bind().dialect.name
-            if dialect == "postgresql":
-                statement: Any = postgresql.insert(Alert).on_conflict_do_nothing()
-            elif dialect == "sqlite":
-                statement = sqlite.insert(Alert).on_conflict_do_nothing()
-            else:
-                statement = insert(Alert)
-            result = await session.execute(statement.values(**row).returning(Alert.id))
+            statement = insert_ignoring_conflicts(session, Alert).values(**row)
+            result = await session.execute(statement.returning(Alert.id))
             return result.scalar_one_or_none()
 
     async def _deliver(self, alert_id: uuid.UUID) -> None:

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.db import insert_ignoring_conflicts
 from api.kit.time import utcnow
 from api.usage.models import UsageEvent
 
@@ -123,11 +122,4 @@ class UsageRecorder:
             {name: getattr(event, name) for name in _FIELDS} for event in batch
         ]
         async with self._sessionmaker() as session, session.begin():
-            dialect = session.get_bind().dialect.name
-            if dialect == "postgresql":
-                statement: Any = postgresql.insert(UsageEvent).on_conflict_do_nothing()
-            elif dialect == "sqlite":
-                statement = sqlite.insert(UsageEvent).on_conflict_do_nothing()
-            else:
-                statement = insert(UsageEvent)
-            await session.execute(statement, rows)
+            await session.execute(insert_ignoring_conflicts(session, UsageEvent), rows)
