@@ -11,7 +11,6 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import service as auth_service
-from api.auth.cache import KeyCache
 from api.db import session_scope
 from api.errors import AuthenticationFailed, InsufficientScope, MissingApiKey, NotFound
 from api.gateway.pipeline import Gateway
@@ -88,11 +87,6 @@ async def gateway_principal(request: Request) -> auth_service.Principal:
     )
 
 
-async def _key_cache(request: Request) -> KeyCache:
-    cache: KeyCache = request.state.key_cache
-    return cache
-
-
 async def _gateway(request: Request) -> Gateway:
     gateway: Gateway = request.state.gateway
     return gateway
@@ -101,7 +95,6 @@ async def _gateway(request: Request) -> Gateway:
 Principal = Annotated[auth_service.Principal, Depends(_principal)]
 GatewayPrincipal = Annotated[auth_service.Principal, Depends(gateway_principal)]
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
-KeyCacheDep = Annotated[KeyCache, Depends(_key_cache)]
 MasterPrincipal = Annotated[auth_service.Principal, Depends(_master)]
 
 

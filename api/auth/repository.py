@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +39,3 @@ async def find_by_secret_hash_unscoped(
     )
     row = (await session.execute(statement)).one_or_none()
     return None if row is None else (row[0], row[1], list(row[2] or []))
-
-
-async def get_key_unscoped(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:
-    return await session.get(ApiKey, key_id)
