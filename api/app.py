@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,7 +26,7 @@ from api.gateway.dialects.openai.routes import router as openai_router
 from api.gateway.pipeline import Gateway
 from api.gateway.providers.registry import ProviderRegistry, create_session
 from api.health.routes import router as health_router
-from api.kit.counters import MemoryCounterStore, RedisCounterStore
+from api.kit.counters import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.kit.crypto import SecretBox
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
@@ -30,8 +34,11 @@ from api.settings import Settings, get_settings, resolve_secret_key
 from api.state import AppState
 from api.tenant.routes import router as admin_router
 from api.tenant.routes import settings_router
-from api.usage.recorder import UsageRecorder
+from api.usage.ledger import DatabaseLedger, Ledger, LedgerDrain, RedisLedger
 from api.usage.routes import router as usage_router
+
+
+logger = logging.getLogger("tollgate")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,9 +56,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessionmaker = create_sessionmaker(engine)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         upstream_session = create_session(settings)
-        recorder = UsageRecorder(sessionmaker)
-        recorder.start()
-        counters = RedisCounterStore(redis) if redis is not None else MemoryCounterStore()
+        ledger: Ledger
+        drain_task: asyncio.Task[None] | None = None
+        if redis is not None:
+            counters: CounterStore = RedisCounterStore(redis)
+            drain = LedgerDrain(redis, sessionmaker, consumer=f"api-{socket.gethostname()}")
+            ledger = RedisLedger(redis, RedisCounterStore(redis), sessionmaker, drain)
+            if settings.api_drains_ledger:
+                drain_task = asyncio.create_task(drain.run(), name="ledger-drain")
+        else:
+            counters = MemoryCounterStore()
+            ledger = DatabaseLedger(sessionmaker, counters)
+        ledger.start()
         webhook_client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         notifier = AlertNotifier(
             sessionmaker,
@@ -60,14 +76,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_private_webhooks=settings.allow_private_webhooks,
         )
         budget = Reservations(
-            sessionmaker, counters, flush_ledger=recorder.flush, on_crossing=notifier.crossed
+            sessionmaker, counters, flush_ledger=ledger.flush, on_crossing=notifier.crossed
         )
         key_cache = KeyCache(redis)
         key_cache.start()
         gateway = Gateway(
             catalog=catalog,
             providers=ProviderRegistry(settings, upstream_session),
-            recorder=recorder,
+            ledger=ledger,
             budget=budget,
             metrics=metrics,
         )
@@ -83,8 +99,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 secret_box=secret_box,
             )
         finally:
-            await recorder.close()  # every accepted request's usage event is written first
-            await budget.close()
+            await gateway.close()  # every accepted request's usage event is written first
+            await ledger.close()
+            if drain_task is not None:
+                drain_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drain_task
+                try:  # leave the stream empty; what is left is drained by the next process
+                    await drain.until_empty()
+                except Exception:
+                    logger.exception("the usage ledger stream was not fully drained")
             await notifier.close()
             await webhook_client.aclose()
             await key_cache.close()

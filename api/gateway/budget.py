@@ -7,7 +7,8 @@ and its tenant's, in one atomic step of the counter store: a Redis Lua script in
 the event loop in the embedded default. When the worst case does not fit a budget but a
 smaller output would, the request's `max_tokens` is clamped to what fits; when nothing fits,
 it is refused with 402 (429 when a rate window is full: those are never clamped). After the
-response the hold is released and the real usage added. Holds of a process that died expire
+response the hold is released and the real usage added, in the same atomic step that makes
+the usage event durable (`api/usage/ledger.py`). Holds of a process that died expire
 after `HOLD_SECONDS`, so the budget comes back.
 
 Counters start from the ledger: the first request of a period seeds its counter with the sum
@@ -16,7 +17,6 @@ of the usage already recorded (after flushing this process's pending events).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -57,6 +57,13 @@ class Demand:
 
 
 @dataclass(slots=True)
+class Settling:
+    tenant_id: uuid.UUID | None = None
+    held: list[tuple[limit_rules.Limit, str, int]] = field(default_factory=list)
+    settlements: list[Settlement] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Reservation:
     hold_id: str
     tenant_id: uuid.UUID | None = None
@@ -73,17 +80,20 @@ class BudgetGuard(Protocol):
         """Hold the worst case or raise `BudgetExceeded`; `demand` is computed only if needed."""
         ...
 
-    def settle(
+    def settlement(
         self, reservation: Reservation, usage: Usage, cost_micros: int, succeeded: bool
-    ) -> None:
-        """Called once per request, from synchronous code (stream finalisers included)."""
+    ) -> Settling:
+        """What settling the request does to each counter; the ledger applies it atomically
+        with the usage event. Called once per request."""
+        ...
+
+    def settled(self, settling: Settling, after: list[int | None]) -> None:
+        """The counters now read `after`: fire the alerts whose thresholds were crossed."""
         ...
 
     async def limits_changed(self, owner_id: uuid.UUID, scope: str = "key") -> None:
         """A key's (or tenant's) limits changed: recount from the ledger on the next request."""
         ...
-
-    async def close(self) -> None: ...
 
 
 def counter_names(
@@ -194,7 +204,6 @@ class Reservations:
         self._counters = counters
         self._flush_ledger = flush_ledger
         self._on_crossing = on_crossing
-        self._pending: set[asyncio.Task[None]] = set()
 
     async def reserve(
         self, key: ApiKey, tenant_limits: Sequence[dict[str, Any]], demand: Callable[[], Demand]
@@ -264,11 +273,10 @@ class Reservations:
         )
         await self._counters.seed(name, used, TTL_SECONDS[limit.period])
 
-    def settle(
+    def settlement(
         self, reservation: Reservation, usage: Usage, cost_micros: int, succeeded: bool
-    ) -> None:
-        if not reservation.held:
-            return
+    ) -> Settling:
+        held, reservation.held = reservation.held, []
         settlements = [
             Settlement(
                 counter=name,
@@ -276,14 +284,9 @@ class Reservations:
                 actual=actual(limit, usage, cost_micros, succeeded),
                 ttl_seconds=TTL_SECONDS[limit.period],
             )
-            for limit, name, amount in reservation.held
+            for limit, name, amount in held
         ]
-        held, reservation.held = reservation.held, []
-        task = asyncio.get_running_loop().create_task(
-            self._release(reservation.tenant_id, held, settlements)
-        )
-        self._pending.add(task)
-        task.add_done_callback(self._done)
+        return Settling(reservation.tenant_id, held, settlements)
 
     def _exhausted(
         self,
@@ -307,28 +310,19 @@ class Reservations:
         if found:
             self._on_crossing(found)
 
-    async def _release(
-        self,
-        tenant_id: uuid.UUID | None,
-        held: list[tuple[limit_rules.Limit, str, int]],
-        settlements: list[Settlement],
-    ) -> None:
-        after = await self._counters.release(settlements)
-        if self._on_crossing is None or tenant_id is None:
+    def settled(self, settling: Settling, after: list[int | None]) -> None:
+        if self._on_crossing is None or settling.tenant_id is None:
             return
         found = [
             crossing
-            for (limit, name, _), item, value in zip(held, settlements, after, strict=True)
+            for (limit, name, _), item, value in zip(
+                settling.held, settling.settlements, after, strict=True
+            )
             if value is not None
-            for crossing in crossings(tenant_id, name, limit, value - item.actual, value)
+            for crossing in crossings(settling.tenant_id, name, limit, value - item.actual, value)
         ]
         if found:
             self._on_crossing(found)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("settling a reservation failed", exc_info=task.exception())
 
     async def limits_changed(self, owner_id: uuid.UUID, scope: str = "key") -> None:
         # A counter is only kept up to date while its limit exists; one left from before the
@@ -343,10 +337,6 @@ class Reservations:
             await self._counters.delete(names)
         except Exception:  # the change is committed; the counters expire on their own
             logger.exception("could not reset the counters of %s %s", scope, owner_id)
-
-    async def close(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
 
 
 def _rate_limited(limit: limit_rules.Limit, now: datetime, headers: dict[str, str]) -> RateLimited:

@@ -3,8 +3,9 @@
 authenticate (dependency) → key status → access control → budget → route → provider call →
 meter → settle → usage event.
 
-Every accepted request ends in exactly one usage event, errors included (cost 0), written by
-the recorder off the response path.
+Every accepted request ends in exactly one usage event, errors included (cost 0). The event
+is durable (`api/usage/ledger.py`) before the response's last byte is sent: `Call.finish` is
+awaited before a body is returned, and before a stream's final event.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ from api.gateway.pricing import FREE, Price, Usage, cost_micros
 from api.gateway.providers.base import Provider
 from api.gateway.providers.registry import ProviderRegistry
 from api.metrics import Metrics
-from api.usage.recorder import UsageRecord, UsageRecorder
+from api.usage.ledger import Ledger, UsageRecord
 
 logger = logging.getLogger("tollgate.gateway")
 
@@ -46,9 +47,15 @@ class Gateway:
 
     catalog: Catalog
     providers: ProviderRegistry
-    recorder: UsageRecorder
+    ledger: Ledger
     budget: BudgetGuard
     metrics: Metrics
+    # Settlements of requests whose client went away; awaited at shutdown.
+    settling: set[asyncio.Task[int]] = field(default_factory=set)
+
+    async def close(self) -> None:
+        if self.settling:
+            await asyncio.gather(*list(self.settling), return_exceptions=True)
 
 
 @dataclass(slots=True)
@@ -79,49 +86,63 @@ class Call:
             headers[CLAMP_HEADER] = str(reservation.max_output_tokens)
         return headers
 
-    @contextmanager
-    def failures_recorded(self) -> Iterator[None]:
+    @asynccontextmanager
+    async def failures_recorded(self) -> AsyncIterator[None]:
         """Whatever fails inside is metered as a failed request (once) before it propagates."""
         try:
             yield
         except AppError as error:
-            self.finish(Usage(), status=error.status_code, error=error)
+            await self.finish(Usage(), status=error.status_code, error=error)
             raise
         except Exception:
-            self.finish(Usage(), status=500, error=InternalError())
+            await self.finish(Usage(), status=500, error=InternalError())
             raise
 
-    def finish(self, usage: Usage, *, status: int = 200, error: AppError | None = None) -> int:
-        """Meter and record the call, once; returns its cost in micro-USD."""
+    async def finish(
+        self, usage: Usage, *, status: int = 200, error: AppError | None = None
+    ) -> int:
+        """Meter the call, settle its reservation and make its usage event durable, once;
+        returns its cost in micro-USD. A cancelled caller does not cancel the settlement."""
+        task = self.finish_soon(usage, status=status, error=error)
+        return await asyncio.shield(task) if task is not None else 0
+
+    def finish_soon(
+        self, usage: Usage, *, status: int = 200, error: AppError | None = None
+    ) -> asyncio.Task[int] | None:
+        """`finish` without waiting, for a client that is gone (nothing left to acknowledge)."""
         if self.finished:
-            return 0
+            return None
         self.finished = True
-        self.gateway.metrics.in_flight.dec()
+        task = asyncio.get_running_loop().create_task(self._settle(usage, status, error))
+        settling = self.gateway.settling
+        settling.add(task)
+        task.add_done_callback(settling.discard)
+        return task
+
+    async def _settle(self, usage: Usage, status: int, error: AppError | None) -> int:
+        gateway = self.gateway
+        gateway.metrics.in_flight.dec()
         cost = cost_micros(usage, self.price)
-        if self.reservation is not None:
-            self.gateway.budget.settle(self.reservation, usage, cost, status < 400)
         latency_ms = int((time.perf_counter() - self.started) * 1000)
         key = self.principal.key
-        self.gateway.recorder.record(
-            UsageRecord(
-                request_id=self.request_id,
-                tenant_id=key.tenant_id,
-                key_id=key.id,
-                endpoint=self.endpoint,
-                model=self.model,
-                provider=self.provider.name,
-                status=status,
-                input_tokens=usage.input_tokens,
-                cached_input_tokens=usage.cached_input_tokens,
-                output_tokens=usage.output_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-                cost_micros=cost,
-                latency_ms=latency_ms,
-                estimated=usage.estimated,
-                error_code=error.public_code if error else None,
-            )
+        event = UsageRecord(
+            request_id=self.request_id,
+            tenant_id=key.tenant_id,
+            key_id=key.id,
+            endpoint=self.endpoint,
+            model=self.model,
+            provider=self.provider.name,
+            status=status,
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_micros=cost,
+            latency_ms=latency_ms,
+            estimated=usage.estimated,
+            error_code=error.public_code if error else None,
         )
-        metrics = self.gateway.metrics
+        metrics = gateway.metrics
         metrics.request_done(
             self.endpoint, self.provider.name, self.model, status,
             seconds=latency_ms / 1000, input_tokens=usage.input_tokens,
@@ -129,6 +150,12 @@ class Call:
         )  # fmt: skip
         if error is not None and status >= 500:
             metrics.upstream_errors.labels(self.provider.name, error.public_code).inc()
+        if self.reservation is None:
+            await gateway.ledger.commit(event, [])
+            return cost
+        settling = gateway.budget.settlement(self.reservation, usage, cost, status < 400)
+        after = await gateway.ledger.commit(event, settling.settlements)
+        gateway.budget.settled(settling, after)
         return cost
 
 
@@ -219,7 +246,7 @@ def record_refusal(
     error: AppError,
 ) -> None:
     key = principal.key
-    gateway.recorder.record(
+    gateway.ledger.record(
         UsageRecord(
             request_id=request_id, tenant_id=key.tenant_id, key_id=key.id, endpoint=endpoint,
             model=model, provider=provider, status=error.status_code, error_code=error.public_code,

@@ -60,15 +60,22 @@ for i = 1, count do
 end
 return {1, unpack(rooms)}
 """
+# ARGV[1] = how many counters; the optional last key is a stream that gets ARGV's last value
+# appended in the same step (the usage ledger: counters and ledger move together or not at all).
 _RELEASE_SCRIPT = """
+local count = tonumber(ARGV[1])
 local after = {}
-for i, key in ipairs(KEYS) do
-  redis.call('ZREM', key .. ':holds', ARGV[3 * i - 2])
+for i = 1, count do
+  local key = KEYS[i]
+  redis.call('ZREM', key .. ':holds', ARGV[3 * i - 1])
   after[i] = -1
   if redis.call('EXISTS', key) == 1 then
-    after[i] = redis.call('INCRBY', key, ARGV[3 * i - 1])
-    redis.call('EXPIRE', key, ARGV[3 * i])
+    after[i] = redis.call('INCRBY', key, ARGV[3 * i])
+    redis.call('EXPIRE', key, ARGV[3 * i + 1])
   end
+end
+if #KEYS > count then
+  redis.call('XADD', KEYS[count + 1], '*', 'e', ARGV[3 * count + 2])
 end
 return after
 """
@@ -251,8 +258,15 @@ class RedisCounterStore:
             raise Unseeded(result[1] - 1)
         return result[0] == 1, result[1:]
 
-    async def release(self, settlements: list[Settlement]) -> list[int | None]:
+    async def release(
+        self, settlements: list[Settlement], journal: tuple[str, bytes] | None = None
+    ) -> list[int | None]:
+        """`journal`: (stream, entry) to append atomically with the settlements."""
         keys = [self._prefix + item.counter for item in settlements]
-        args = [v for i in settlements for v in (i.member, i.actual, i.ttl_seconds)]
+        args: list[int | str | bytes] = [len(settlements)]
+        args += [v for i in settlements for v in (i.member, i.actual, i.ttl_seconds)]
+        if journal is not None:
+            keys.append(journal[0])
+            args.append(journal[1])
         values = await self._release(keys=keys, args=args)
         return [None if int(v) < 0 else int(v) for v in values]

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.db import create_engine, create_sessionmaker
 from api.usage.models import UsageEvent
-from api.usage.recorder import UsageRecord, UsageRecorder
+from api.usage.ledger import BatchWriter, UsageRecord
 from tests.factories.chat import HELLO
 from tests.factories.tenants import bearer, create_key, create_tenant
 from tests.factories.usage import logs_when_settled
@@ -110,15 +110,15 @@ class TestOddClients:
         assert 'model="unknown"' in text
 
 
-class TestRecorder:
+class TestLedgerWriter:
     async def test_a_refused_row_does_not_block_the_others(
         self, http: httpx.AsyncClient, engine: AsyncEngine, database_url: str
     ):
         tenant = await create_tenant(http)
         key = await create_key(http, tenant)
         recorder_engine = create_engine(database_url)
-        recorder = UsageRecorder(create_sessionmaker(recorder_engine))
-        recorder.start()
+        writer = BatchWriter(create_sessionmaker(recorder_engine))
+        writer.start()
 
         def event(key_id: uuid.UUID) -> UsageRecord:
             return UsageRecord(
@@ -128,8 +128,8 @@ class TestRecorder:
 
         good = uuid.UUID(key["id"])
         for event_key in (good, uuid.uuid4(), good, good):  # the second names no key: refused
-            recorder.record(event(event_key))
-        await recorder.close(timeout_seconds=10)
+            writer.record(event(event_key))
+        await writer.close(timeout_seconds=10)
         await recorder_engine.dispose()
         async with engine.connect() as connection:
             count = await connection.scalar(

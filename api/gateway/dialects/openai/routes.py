@@ -83,7 +83,7 @@ async def create_chat_completion(request: Request) -> Response:
     upstream = UpstreamRequest(
         path="/chat/completions", body=upstream_body(body, call, stream=stream), stream=stream
     )
-    with call.failures_recorded():
+    async with call.failures_recorded():
         if stream:
             return await _stream_chat(call, body, upstream)
         response = await call.provider.send(upstream)
@@ -94,7 +94,7 @@ async def create_chat_completion(request: Request) -> Response:
             if isinstance(reported, dict)
             else usage_rules.estimate_completion(body, payload)
         )
-        call.finish(usage)
+        await call.finish(usage)
     payload["provider"] = call.provider.name
     return Response(
         orjson.dumps(payload), media_type="application/json", headers=call.response_headers
@@ -127,18 +127,23 @@ async def _stream_chat(call: Call, body: dict[str, Any], upstream: UpstreamReque
 async def _relay_chat(
     call: Call, body: dict[str, Any], stream: UpstreamStream, client_wants_usage: bool
 ) -> AsyncIterator[bytes]:
-    """Relay each upstream event as it arrives; meter in `finally`, whatever ends the stream."""
+    """Relay each upstream event as it arrives. The final `[DONE]` is held back until the
+    request is metered and its usage event durable; whatever ends the stream is metered."""
     usage: Usage | None = None
     produced: list[bytes] = []
     status, error = 200, None
+    tail = _DONE
     first = True
     done = False
+
+    def final_usage() -> Usage:
+        return usage if usage is not None else usage_rules.estimate_chat(body, produced)
+
     try:
         async for event in stream.events():
             data = event.data
             if data == b"[DONE]":
                 done = True
-                yield _DONE
                 break
             if first:
                 first = False
@@ -157,19 +162,19 @@ async def _relay_chat(
         if not done:
             raise UpstreamError(f"The {call.provider.name} stream ended before it was complete.")
     except (asyncio.CancelledError, GeneratorExit):
-        status = 499  # the client went away: upstream is cancelled below, output so far is billed
+        # The client went away: upstream is cancelled, the output so far is billed.
+        stream.close()
+        call.finish_soon(final_usage(), status=499)
         raise
     except Exception as exc:
         failure = exc if isinstance(exc, AppError) else UpstreamError("The stream failed.")
         if not isinstance(exc, AppError):
             logger.exception("relaying a %s stream failed", call.provider.name)
         status, error = failure.status_code, failure
-        yield b"data: " + orjson.dumps(openai_body(failure)) + b"\n\n"
-        yield _DONE
-    finally:
-        stream.close()
-        final = usage if usage is not None else usage_rules.estimate_chat(body, produced)
-        call.finish(final, status=status, error=error)
+        tail = b"data: " + orjson.dumps(openai_body(failure)) + b"\n\n" + _DONE
+    stream.close()
+    await call.finish(final_usage(), status=status, error=error)
+    yield tail
 
 
 def _frame(data: bytes) -> bytes:
