@@ -37,7 +37,6 @@ from api.tenant.routes import settings_router
 from api.usage.ledger import DatabaseLedger, Ledger, LedgerDrain, RedisLedger
 from api.usage.routes import router as usage_router
 
-
 logger = logging.getLogger("tollgate")
 
 
@@ -62,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             counters: CounterStore = RedisCounterStore(redis)
             drain = LedgerDrain(redis, sessionmaker, consumer=f"api-{socket.gethostname()}")
             ledger = RedisLedger(redis, RedisCounterStore(redis), sessionmaker, drain)
-            if settings.api_drains_ledger:
+            if settings.api_runs_background_jobs:
                 drain_task = asyncio.create_task(drain.run(), name="ledger-drain")
         else:
             counters = MemoryCounterStore()
@@ -75,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             secret_box,
             allow_private_webhooks=settings.allow_private_webhooks,
         )
+        if redis is None or settings.api_runs_background_jobs:
+            notifier.start_sweep()
         budget = Reservations(
             sessionmaker, counters, flush_ledger=ledger.flush, on_crossing=notifier.crossed
         )

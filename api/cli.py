@@ -1,4 +1,4 @@
-"""The `tollgate` command (SPEC §3): serve, migrate, tenant create, version."""
+"""The `tollgate` command (SPEC §3): serve, worker, migrate, tenant create, version."""
 
 from __future__ import annotations
 
@@ -106,6 +106,27 @@ def serve(host: str | None, port: int | None, no_migrate: bool) -> None:
         log_level=settings.log_level,
         proxy_headers=False,
     )
+
+
+@main.command()
+@_one_line_errors
+def worker() -> None:
+    """Run the background worker (arq): usage-ledger drain, alert resends. Needs Redis."""
+    from arq.connections import RedisSettings
+    from arq.worker import run_worker
+
+    from workers.settings import WorkerSettings
+
+    settings = _settings()
+    if not settings.redis_url:
+        raise ConfigurationError(
+            "TOLLGATE_REDIS_URL is required: without Redis, `tollgate serve` runs the "
+            "background work in-process"
+        )
+    resolve_secret_key(settings)  # fail here, in one line, not inside the worker's start-up
+    click.echo("Worker started; stop it with Ctrl+C.", err=True)
+    worker_settings: Any = WorkerSettings  # arq's protocol type is stricter than its checks
+    run_worker(worker_settings, redis_settings=RedisSettings.from_dsn(settings.redis_url))
 
 
 @main.group()

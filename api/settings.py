@@ -69,9 +69,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     log_level: str = "info"
 
-    # With Redis: the API process also drains the usage-ledger stream into the database. Turn it
-    # off when `tollgate worker` processes do it (docker-compose does).
-    api_drains_ledger: bool = True
+    # With Redis, the API process also runs what `tollgate worker` runs continuously (the usage
+    # ledger drain, the alert resend sweep). Turn it off where workers run (docker-compose does).
+    api_runs_background_jobs: bool = True
 
     @classmethod
     def settings_customise_sources(

@@ -1,7 +1,7 @@
-"""The arq worker process (`tollgate worker`).
+"""The arq worker process (`tollgate worker`, settings in `workers/settings.py`).
 
-It runs the background work that must not sit on a request: the usage-ledger drain, budget
-alerts, tool webhook calls, embeddings and Stripe billing. Jobs are thin functions in
-`workers/jobs/<domain>.py` that call `api.<domain>.service`; the first of them arrives with the
-usage ledger, together with the `tollgate worker` command.
+It runs the background work that must not sit on a request: the usage-ledger drain (a
+long-running task started with the worker), the budget-alert resend sweep, and later tool
+webhook calls, embeddings and Stripe billing. Jobs are thin functions in `workers/jobs/` that
+call `api.<domain>.service`; the embedded default runs the same functions in-process.
 """

@@ -3,6 +3,9 @@
 A crossing is detected when a settlement moves a counter over a threshold. The alert row's
 unique key (limit, period, threshold) makes each alert fire once, however many processes see
 the crossing. Delivery is retried with backoff; the row records the attempts and the outcome.
+Alerts still undelivered after that (the receiver was down, the process stopped) are resent by
+a sweep every minute (`resend_undelivered`: the worker's cron, or in-process without Redis),
+for a day and up to `MAX_ATTEMPTS` in all. Receivers deduplicate on the alert's `id`.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.alert import repository
 from api.alert.models import Alert
 from api.auth.limits import Limit
 from api.db import insert_ignoring_conflicts
@@ -33,6 +38,9 @@ logger = logging.getLogger("tollgate.alerts")
 THRESHOLDS = (50, 80, 100)
 RETRY_DELAYS_SECONDS = (1.0, 4.0, 16.0)
 DELIVERY_TIMEOUT_SECONDS = 10.0
+MAX_ATTEMPTS = 12
+RESEND_AFTER = timedelta(minutes=1)
+RESEND_FOR = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +118,21 @@ class AlertNotifier:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
+    def start_sweep(self, every_seconds: float = 60.0) -> None:
+        """Run `resend_undelivered` in this process (where no worker does)."""
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(every_seconds)
+                try:
+                    await self.resend_undelivered()
+                except Exception:
+                    logger.exception("the budget alert resend sweep failed")
+
+        task = asyncio.get_running_loop().create_task(sweep(), name="alert-resend")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     async def close(self) -> None:
         for task in self._pending:
             task.cancel()
@@ -139,30 +162,52 @@ class AlertNotifier:
             result = await session.execute(statement.returning(Alert.id))
             return result.scalar_one_or_none()
 
+    async def resend_undelivered(self) -> int:
+        """One more attempt for each alert no delivery has succeeded for; returns how many."""
+        now = utcnow()
+        async with self._sessionmaker() as session:
+            due = await repository.undelivered_unscoped(
+                session,
+                created_after=now - RESEND_FOR,
+                created_before=now - RESEND_AFTER,
+                max_attempts=MAX_ATTEMPTS,
+            )
+        for alert_id in due:
+            try:
+                await self._attempt(alert_id)
+            except Exception:
+                logger.exception("resending budget alert %s failed", alert_id)
+        return len(due)
+
     async def _deliver(self, alert_id: uuid.UUID) -> None:
-        for attempt, delay in enumerate([0.0, *self._retry_delays]):
+        for delay in [0.0, *self._retry_delays]:
             await asyncio.sleep(delay)
-            async with self._sessionmaker() as session, session.begin():
-                alert = await session.get(Alert, alert_id)
-                tenant = await session.get(Tenant, alert.tenant_id) if alert else None
-                if alert is None or tenant is None:
-                    return
-                url = (tenant.settings.get("alerts") or {}).get("webhook_url")
-                alert.attempts = attempt + 1
-                if not url or not tenant.webhook_secret:
-                    alert.last_error = "no alerts.webhook_url or webhook secret configured"
-                    return
-                body = orjson.dumps(payload(alert))
-                secret = self._box.open(tenant.webhook_secret)
-            error = await self._post(url, secret, body)
-            async with self._sessionmaker() as session, session.begin():
-                stored = await session.get(Alert, alert_id)
-                if stored is None:
-                    return
-                stored.last_error = error
-                if error is None:
-                    stored.delivered_at = utcnow()
-                    return
+            if await self._attempt(alert_id):
+                return
+
+    async def _attempt(self, alert_id: uuid.UUID) -> bool:
+        """One delivery; True when there is nothing more to try."""
+        async with self._sessionmaker() as session, session.begin():
+            alert = await session.get(Alert, alert_id)
+            tenant = await session.get(Tenant, alert.tenant_id) if alert else None
+            if alert is None or tenant is None or alert.delivered_at is not None:
+                return True
+            url = (tenant.settings.get("alerts") or {}).get("webhook_url")
+            alert.attempts += 1
+            if not url or not tenant.webhook_secret:
+                alert.last_error = "no alerts.webhook_url or webhook secret configured"
+                return True
+            body = orjson.dumps(payload(alert))
+            secret = self._box.open(tenant.webhook_secret)
+        error = await self._post(url, secret, body)
+        async with self._sessionmaker() as session, session.begin():
+            stored = await session.get(Alert, alert_id)
+            if stored is None:
+                return True
+            stored.last_error = error
+            if error is None:
+                stored.delivered_at = utcnow()
+        return error is None
 
     async def _post(self, url: str, secret: str, body: bytes) -> str | None:
         """One attempt; None on a 2xx, else what went wrong."""

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,16 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.processes import TOLLGATE
+from tests.e2e.processes import tollgate_env as _env
 from tools.testenv import free_port
-
-_SCRIPT = Path(sys.executable).with_name("tollgate")
-# The installed console script, as a user runs it; `python -m api` when not installed.
-TOLLGATE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "api"]
-
-
-def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
-    return {**env, "TOLLGATE_DATA_DIR": str(data_dir), **extra}
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -102,6 +102,7 @@ class FakeUpstream:
 
     def reset(self) -> None:
         self.mode, self.chunk_delay, self.pause_after_first = "ok", 0.0, 0.0
+        self.words = 40
         self.seen.clear()
         self.reported.clear()
         self.disconnects = 0
@@ -175,7 +176,7 @@ class FakeUpstream:
         if body.get("stream"):
             return await self._stream(request, body, flavor)
         if self.mode == "generate":
-            return self._generated_completion(body)
+            return await self._generated_completion(body)
         if flavor == "deepseek":
             name = "deepseek/02_response_chat_cache_hit.json" if body["model"] == "deepseek-chat" \
                 else "deepseek/01_response_reasoner_nonstream.json"  # fmt: skip
@@ -260,8 +261,10 @@ class FakeUpstream:
         return {"prompt_tokens": prompt, "completion_tokens": completion,
                 "total_tokens": prompt + completion}  # fmt: skip
 
-    def _generated_completion(self, body: dict[str, Any]) -> web.Response:
-        text = " ".join(["word"] * self._word_count(body))
+    async def _generated_completion(self, body: dict[str, Any]) -> web.Response:
+        words = self._word_count(body)
+        await asyncio.sleep(self.chunk_delay * words)  # as long as the stream would take
+        text = " ".join(["word"] * words)
         usage = self._usage(body, text)
         self.reported.append(usage)
         message = {"role": "assistant", "content": text}

@@ -7,12 +7,21 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.alert.models import Alert
+from api.alert.service import MAX_ATTEMPTS, AlertNotifier
 from api.app import create_app
+from api.db import create_sessionmaker
+from api.kit.crypto import SecretBox
+from api.kit.time import utcnow
 from api.settings import Settings
-from tests.conftest import app_client
+from tests.conftest import SECRET_KEY, app_client
 from tests.factories.chat import HELLO
 from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
 from tests.factories.usage import expected_cost_micros
@@ -112,7 +121,12 @@ class TestBudgetAlerts:
         _verify(headers, body, secret)
         sent = json.loads(body)
         assert (sent["scope"], sent["key_id"], sent["threshold"]) == ("tenant", None, 50)
-        listed = (await http.get("/v1/alerts", headers=tenant.headers)).json()["data"]
+        listed: list[dict[str, Any]] = []
+        for _ in range(100):  # the outcome is stored right after the receiver answers
+            listed = (await http.get("/v1/alerts", headers=tenant.headers)).json()["data"]
+            if listed[0]["delivered_at"] is not None:
+                break
+            await asyncio.sleep(0.05)
         assert listed[0]["attempts"] == 2
         assert listed[0]["delivered_at"] is not None
 
@@ -136,3 +150,45 @@ class TestBudgetAlerts:
                 assert (await client.get("/v1/alerts", headers=beta.headers)).json()["data"] == []
                 forbidden = await client.get("/v1/alerts", headers=bearer(user["secret"]))
                 assert forbidden.status_code == 403
+
+
+class TestResendSweep:
+    async def test_undelivered_alerts_are_resent_until_delivered(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream, engine: AsyncEngine
+    ):
+        tenant = await create_tenant(http)
+        secret = await _configure(http, tenant, upstream.hooks_url)
+        now = utcnow()
+
+        def alert(threshold: int, created_at: datetime, attempts: int) -> Alert:
+            return Alert(
+                tenant_id=uuid.UUID(tenant.id), scope="tenant", owner_id=uuid.UUID(tenant.id),
+                metric="requests", period="day", period_tag=f"d{threshold}", threshold=threshold,
+                max=10, used=10, created_at=created_at, attempts=attempts,
+            )  # fmt: skip
+
+        due = alert(100, now - timedelta(minutes=5), 4)
+        rows = [
+            due,
+            alert(80, now - timedelta(seconds=5), 1),  # its own retries may still be running
+            alert(50, now - timedelta(days=2), 4),  # too old to matter any more
+            alert(51, now - timedelta(minutes=5), MAX_ATTEMPTS),  # given up on
+        ]
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session, session.begin():
+            session.add_all(rows)
+        async with httpx.AsyncClient() as client:
+            notifier = AlertNotifier(
+                sessionmaker, client, SecretBox(SECRET_KEY), allow_private_webhooks=True
+            )
+            assert await notifier.resend_undelivered() == 1
+            assert await notifier.resend_undelivered() == 0  # delivered: not sent again
+        assert len(upstream.hooks) == 1
+        headers, body = upstream.hooks[0]
+        _verify(headers, body, secret)
+        assert json.loads(body)["id"] == str(due.id)
+        async with sessionmaker() as session:
+            stored = await session.get(Alert, due.id)
+            assert stored is not None
+            assert stored.attempts == 5
+            assert stored.delivered_at is not None

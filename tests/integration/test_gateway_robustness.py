@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.db import create_engine, create_sessionmaker
-from api.usage.models import UsageEvent
 from api.usage.ledger import BatchWriter, UsageRecord
+from api.usage.models import UsageEvent
 from tests.factories.chat import HELLO
 from tests.factories.tenants import bearer, create_key, create_tenant
 from tests.factories.usage import logs_when_settled

@@ -1,0 +1,1 @@
+"""arq job functions: thin wrappers that call `api.<domain>.service`."""

@@ -1,0 +1,68 @@
+"""arq `WorkerSettings` for `tollgate worker`: what runs there, and the resources it shares.
+
+`startup` builds the worker's long-lived resources into arq's `ctx` (as the API's lifespan
+does) and starts the usage-ledger drain, which runs for the worker's whole life; jobs and cron
+functions read what they need from `ctx`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any, ClassVar
+
+import httpx
+from arq.cron import CronJob, cron
+from redis.asyncio import Redis
+
+import api.models  # noqa: F401  # the whole schema: foreign keys resolve at the first insert
+from api.alert.service import AlertNotifier
+from api.db import create_engine, create_sessionmaker
+from api.kit.crypto import SecretBox
+from api.settings import get_settings, resolve_secret_key
+from api.usage.ledger import LedgerDrain
+from workers.jobs.alerts import resend_alerts
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = get_settings()
+    engine = create_engine(settings.resolved_database_url)
+    sessionmaker = create_sessionmaker(engine)
+    redis = Redis.from_url(settings.redis_url or "")
+    webhooks = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+    drain = LedgerDrain(redis, sessionmaker, consumer=f"worker-{socket.gethostname()}")
+    ctx.update(
+        engine=engine,
+        sessionmaker=sessionmaker,
+        redis_client=redis,
+        webhooks=webhooks,
+        alerts=AlertNotifier(
+            sessionmaker,
+            webhooks,
+            SecretBox(resolve_secret_key(settings)),
+            allow_private_webhooks=settings.allow_private_webhooks,
+        ),
+        drain=drain,
+        drain_task=asyncio.create_task(drain.run(), name="ledger-drain"),
+    )
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    task: asyncio.Task[None] = ctx["drain_task"]
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await ctx["alerts"].close()
+    await ctx["webhooks"].aclose()
+    await ctx["redis_client"].aclose()
+    await ctx["engine"].dispose()
+
+
+class WorkerSettings:
+    functions: ClassVar[list[Any]] = []
+    cron_jobs: ClassVar[list[CronJob]] = [cron(resend_alerts, second=0, unique=True, timeout=300)]
+    on_startup = startup
+    on_shutdown = shutdown
+    max_jobs = 100
+    poll_delay = 0.05  # 50 ms from enqueue to start instead of 500 ms (measured)
