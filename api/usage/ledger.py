@@ -44,6 +44,7 @@ STREAM = "tollgate:ledger"
 BATCH_SIZE = 500
 RETRY_DELAY_SECONDS = 1.0
 CLAIM_EVERY_SECONDS = 10.0
+LINGER_SECONDS = 0.05
 # A request waits this long for its event's transaction; past it the event stays queued (and
 # is written once the database answers) and the response goes out.
 COMMIT_TIMEOUT_SECONDS = 10.0
@@ -328,7 +329,13 @@ class LedgerDrain:
                 if time.monotonic() - claimed_at > CLAIM_EVERY_SECONDS:
                     claimed_at = time.monotonic()
                     await self._write(await self._claim(self._claim_idle_ms))
-                await self._write(await self._read_new(block_ms=1000))
+                entries = await self._read_new(block_ms=1000)
+                if 0 < len(entries) < BATCH_SIZE:
+                    # Events are safe in Redis: gather more for one transaction instead of one
+                    # each (a transaction costs about as much CPU as a proxied request).
+                    await asyncio.sleep(LINGER_SECONDS)
+                    entries += await self._read_new(block_ms=None, count=BATCH_SIZE - len(entries))
+                await self._write(entries)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -354,9 +361,11 @@ class LedgerDrain:
         )
         return _entries(reply)
 
-    async def _read_new(self, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def _read_new(
+        self, block_ms: int | None, count: int = BATCH_SIZE
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         reply = await self._redis.xreadgroup(
-            self.GROUP, self._consumer, {STREAM: ">"}, count=BATCH_SIZE, block=block_ms
+            self.GROUP, self._consumer, {STREAM: ">"}, count=count, block=block_ms
         )
         return _entries(reply)
 
