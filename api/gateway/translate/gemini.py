@@ -145,7 +145,7 @@ def clean_schema(schema: Any, defs: dict[str, Any] | None = None, depth: int = 0
         }
         return clean_schema(merged, defs, depth + 1)
     out = {k: v for k, v in schema.items() if k in _SCHEMA_KEYS}
-    if "const" in schema:
+    if schema.get("const") is not None:
         out["enum"] = [schema["const"]]
     if isinstance(schema.get("oneOf"), list) and "anyOf" not in out:
         out["anyOf"] = schema["oneOf"]

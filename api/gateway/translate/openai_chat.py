@@ -264,11 +264,11 @@ def render_request(
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": "\n\n".join(request.system)})
-    for message in request.messages:
+    for message in ir.merge_turns(request.messages):
         if message.role == "user":
             _render_user(message, messages)
-        else:
-            messages.append(_render_assistant(message))
+        elif any(isinstance(p, ir.Text | ir.ToolCall) for p in message.parts):
+            messages.append(_render_assistant(message))  # a turn of bare thinking is dropped
     body: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.tools:
         body["tools"] = [_render_tool(tool) for tool in request.tools]
@@ -333,7 +333,10 @@ def render_usage(usage: Usage) -> dict[str, Any]:
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "prompt_tokens_details": {
+            "cached_tokens": usage.cached_input_tokens,
+            "cache_write_tokens": usage.cache_write_input_tokens,
+        },
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
