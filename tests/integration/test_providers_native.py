@@ -24,7 +24,15 @@ from api.gateway.providers.anthropic import AnthropicProvider
 from api.gateway.providers.base import UpstreamRequest
 from api.gateway.providers.gemini import GeminiProvider
 from api.gateway.providers.registry import ProviderRegistry
-from api.gateway.translate import anthropic, gemini, ir, openai_chat
+from api.gateway.translate import (
+    anthropic,
+    anthropic_stream,
+    gemini,
+    gemini_stream,
+    ir,
+    openai_chat,
+    openai_chat_stream,
+)
 from api.gateway.translate.fields import upstream_body
 from api.settings import Settings
 from tests.fakes import anthropic_upstream, gemini_upstream
@@ -176,7 +184,7 @@ class TestFakeGemini:
         url = fake_gemini.base_url + gemini.request_path("gemini-2.5-flash", stream=True)
         raw = httpx.post(url, json=body, headers=headers).content
         assert raw.count(b"\r\n\r\n") == 3
-        events = decode(gemini.StreamDecoder(), events_of(raw))
+        events = decode(gemini_stream.StreamDecoder(), events_of(raw))
         assert "".join(e.text for e in events if isinstance(e, ir.TextDelta)) == (
             "You said: one two three four five"
         )
@@ -262,7 +270,7 @@ class TestAnthropicProvider:
         stream = await claude(fake_anthropic, session).open_stream(
             UpstreamRequest("/v1/messages", body, stream=True)
         )
-        decoder, encoder = anthropic.StreamDecoder(), openai_chat.StreamEncoder()
+        decoder, encoder = anthropic_stream.StreamDecoder(), openai_chat_stream.StreamEncoder()
         out = b""
         async for event in stream.events():
             out += b"".join(encoder.feed(e) for e in decoder.feed(event))
@@ -306,7 +314,7 @@ class TestAnthropicProvider:
         stream = await claude(fake_anthropic, session).open_stream(
             UpstreamRequest("/v1/messages", body, stream=True)
         )
-        decoder = anthropic.StreamDecoder()
+        decoder = anthropic_stream.StreamDecoder()
         with pytest.raises(UpstreamError):
             await drain(stream, decoder)
         stream.close()
@@ -320,7 +328,7 @@ class TestAnthropicProvider:
         stream = await claude(fake_anthropic, session).open_stream(
             UpstreamRequest("/v1/messages", body, stream=True)
         )
-        decoder, encoder = anthropic.StreamDecoder(), openai_chat.StreamEncoder()
+        decoder, encoder = anthropic_stream.StreamDecoder(), openai_chat_stream.StreamEncoder()
         events = [e async for raw in stream.events() for e in decoder.feed(raw)]
         stream.close()
         assert events[-1] == ir.StreamError("overloaded", "Overloaded")
@@ -336,7 +344,7 @@ class TestGeminiProvider:
         stream = await google(fake_gemini, session).open_stream(
             UpstreamRequest(path, gemini.render_request(request), stream=True)
         )
-        decoder, encoder = gemini.StreamDecoder(), anthropic.StreamEncoder()
+        decoder, encoder = gemini_stream.StreamDecoder(), anthropic_stream.StreamEncoder()
         out = b""
         async for event in stream.events():
             out += b"".join(encoder.feed(e) for e in decoder.feed(event))
@@ -384,7 +392,7 @@ class TestGeminiProvider:
         body = {"contents": [{"role": "user", "parts": [{"text": "a b c d e f g h"}]}]}
         path = gemini.request_path("gemini-2.5-flash", stream=True)
         stream = await google(fake_gemini, session).open_stream(UpstreamRequest(path, body, True))
-        decoder = gemini.StreamDecoder()
+        decoder = gemini_stream.StreamDecoder()
         with pytest.raises(UpstreamError):
             await drain(stream, decoder)
         stream.close()

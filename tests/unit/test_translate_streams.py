@@ -12,7 +12,13 @@ from pydantic import TypeAdapter
 
 from api.errors import UpstreamUnavailable
 from api.gateway.pricing import Usage
-from api.gateway.translate import anthropic, gemini, ir, openai_chat, responses
+from api.gateway.translate import (
+    anthropic_stream,
+    gemini_stream,
+    ir,
+    openai_chat_stream,
+    responses_stream,
+)
 from tests.unit.translate_support import (
     anthropic_final,
     chat_final,
@@ -50,7 +56,7 @@ def responses_final(body: bytes) -> dict[str, Any]:
 class TestAnthropicStreams:
     def test_text_then_tool_use(self):
         events = decode(
-            anthropic.StreamDecoder(), replay("anthropic/03_stream_text_then_tool_use.sse")
+            anthropic_stream.StreamDecoder(), replay("anthropic/03_stream_text_then_tool_use.sse")
         )
         start = events[0]
         assert isinstance(start, ir.MessageStart)
@@ -68,9 +74,9 @@ class TestAnthropicStreams:
 
     def test_re_encoded_as_chat_chunks(self):
         events = decode(
-            anthropic.StreamDecoder(), replay("anthropic/03_stream_text_then_tool_use.sse")
+            anthropic_stream.StreamDecoder(), replay("anthropic/03_stream_text_then_tool_use.sse")
         )
-        body = encode(openai_chat.StreamEncoder(), events)
+        body = encode(openai_chat_stream.StreamEncoder(), events)
         assert body.endswith(b"data: [DONE]\n\n")
         final = chat_final(body)
         choice = final.choices[0]
@@ -86,14 +92,14 @@ class TestAnthropicStreams:
         assert (usage["prompt_tokens"], usage["completion_tokens"]) == (2219, 74)
         assert usage["prompt_tokens_details"]["cache_write_tokens"] == 2188
         # Without include_usage there is no usage chunk.
-        quiet = data_of(encode(openai_chat.StreamEncoder(include_usage=False), events))
+        quiet = data_of(encode(openai_chat_stream.StreamEncoder(include_usage=False), events))
         assert all("usage" not in c for c in quiet[:-1])
 
     def test_re_encoded_as_responses_events(self):
         events = decode(
-            anthropic.StreamDecoder(), replay("anthropic/03_stream_text_then_tool_use.sse")
+            anthropic_stream.StreamDecoder(), replay("anthropic/03_stream_text_then_tool_use.sse")
         )
-        final = responses_final(encode(responses.StreamEncoder(), events))
+        final = responses_final(encode(responses_stream.StreamEncoder(), events))
         assert final["status"] == "completed"
         assert [item["type"] for item in final["output"]] == ["message", "function_call"]
         assert final["output"][0]["content"][0]["text"] == (
@@ -107,10 +113,10 @@ class TestAnthropicStreams:
 
     def test_anthropic_round_trip_is_stable(self):
         events = decode(
-            anthropic.StreamDecoder(), replay("anthropic/03_stream_text_then_tool_use.sse")
+            anthropic_stream.StreamDecoder(), replay("anthropic/03_stream_text_then_tool_use.sse")
         )
-        body = encode(anthropic.StreamEncoder(), events)
-        assert decode(anthropic.StreamDecoder(), events_of(body)) == events
+        body = encode(anthropic_stream.StreamEncoder(), events)
+        assert decode(anthropic_stream.StreamDecoder(), events_of(body)) == events
         message = anthropic_final(body)
         assert message.stop_reason == "tool_use"
         assert message.content[1].type == "tool_use"
@@ -118,7 +124,7 @@ class TestAnthropicStreams:
 
     def test_thinking_with_signature(self):
         events = decode(
-            anthropic.StreamDecoder(), replay("anthropic/04_stream_thinking_then_text.sse")
+            anthropic_stream.StreamDecoder(), replay("anthropic/04_stream_thinking_then_text.sse")
         )
         thinking = "".join(e.text for e in events if isinstance(e, ir.ThinkingDelta))
         assert thinking == (
@@ -129,35 +135,35 @@ class TestAnthropicStreams:
         assert signature.startswith("ErUBCkYIBRgCIkCl3pG8")
         assert texts(events) == "27 \u00d7 453 = **12,231**"
         assert events[-1] == ir.MessageEnd("end_turn", Usage(46, 0, 87))
-        message = anthropic_final(encode(anthropic.StreamEncoder(), events))
+        message = anthropic_final(encode(anthropic_stream.StreamEncoder(), events))
         assert message.content[0].type == "thinking"
         assert message.content[0].signature == signature
-        chat = data_of(encode(openai_chat.StreamEncoder(), events))
+        chat = data_of(encode(openai_chat_stream.StreamEncoder(), events))
         reasoning = "".join(
             c["choices"][0]["delta"].get("reasoning_content", "") for c in chat if c != "[DONE]"
             and c["choices"]
         )  # fmt: skip
         assert reasoning == thinking
-        final = responses_final(encode(responses.StreamEncoder(), events))
+        final = responses_final(encode(responses_stream.StreamEncoder(), events))
         assert final["output"][0]["type"] == "reasoning"
         assert final["output"][0]["encrypted_content"] == signature
         assert final["output"][0]["content"] == [{"type": "reasoning_text", "text": thinking}]
 
     def test_midstream_overloaded_error(self):
-        decoder = anthropic.StreamDecoder()
+        decoder = anthropic_stream.StreamDecoder()
         events = decode(decoder, replay("anthropic/05_stream_midstream_overloaded_error.sse"))
         assert events[-1] == ir.StreamError("overloaded", "Overloaded")
         assert texts(events) == "Here is a summary of"
         assert decoder.usage == Usage(512, 0, 1)  # metered for what was produced
-        chat = data_of(encode(openai_chat.StreamEncoder(), events))
+        chat = data_of(encode(openai_chat_stream.StreamEncoder(), events))
         assert chat[-1] == {"error": {"message": "Overloaded", "type": "server_error",
                                       "code": "overloaded", "param": None}}  # fmt: skip
-        claude = encode(anthropic.StreamEncoder(), events)
+        claude = encode(anthropic_stream.StreamEncoder(), events)
         assert claude.endswith(
             b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
             b'"message":"Overloaded"}}\n\n'
         )
-        final = data_of(encode(responses.StreamEncoder(), events))[-1]
+        final = data_of(encode(responses_stream.StreamEncoder(), events))[-1]
         assert (final["type"], final["code"]) == ("error", "server_error")
 
     def test_error_from_the_pipeline(self):
@@ -172,10 +178,10 @@ class TestOpenAIChatStreams:
          "openai-chat/05_stream_text_include_usage_2025_fields.sse"],
     )  # fmt: skip
     def test_text_with_usage_last(self, path: str):
-        events = decode(openai_chat.StreamDecoder(), replay(path))
+        events = decode(openai_chat_stream.StreamDecoder(), replay(path))
         assert texts(events) == "Hello! How can I help you today?"
         assert events[-1] == ir.MessageEnd("end_turn", Usage(19, 0, 10))
-        message = anthropic_final(encode(anthropic.StreamEncoder(), events))
+        message = anthropic_final(encode(anthropic_stream.StreamEncoder(), events))
         assert message.content[0].type == "text"
         assert message.content[0].text == "Hello! How can I help you today?"
         assert message.stop_reason == "end_turn"
@@ -183,7 +189,7 @@ class TestOpenAIChatStreams:
 
     def test_parallel_tool_calls_split_args(self):
         events = decode(
-            openai_chat.StreamDecoder(),
+            openai_chat_stream.StreamDecoder(),
             replay("openai-chat/06_stream_parallel_tool_calls_split_args.sse"),
         )
         expected = [
@@ -194,28 +200,30 @@ class TestOpenAIChatStreams:
         ]  # fmt: skip
         assert tool_calls(events) == expected
         assert events[-1] == ir.MessageEnd("tool_use", Usage(149, 0, 60))
-        message = anthropic_final(encode(anthropic.StreamEncoder(), events))
+        message = anthropic_final(encode(anthropic_stream.StreamEncoder(), events))
         assert message.stop_reason == "tool_use"
         assert [(b.id, b.name, b.input) for b in message.content] == expected  # type: ignore[union-attr]
-        final = responses_final(encode(responses.StreamEncoder(), events))
+        final = responses_final(encode(responses_stream.StreamEncoder(), events))
         assert [(o["call_id"], json.loads(o["arguments"])) for o in final["output"]] == [
             (i, args) for i, _, args in expected
         ]
 
     def test_deepseek_reasoner(self):
-        events = decode(openai_chat.StreamDecoder(), replay("deepseek/03_stream_reasoner.sse"))
+        events = decode(
+            openai_chat_stream.StreamDecoder(), replay("deepseek/03_stream_reasoner.sse")
+        )
         thinking = "".join(e.text for e in events if isinstance(e, ir.ThinkingDelta))
         assert thinking == "Compare 9.11 and 9.8: 0.11 < 0.80."
         assert texts(events) == "9.11 is smaller than 9.8."
         assert events[-1] == ir.MessageEnd("end_turn", Usage(18, 0, 254, 213))
-        message = anthropic_final(encode(anthropic.StreamEncoder(), events))
+        message = anthropic_final(encode(anthropic_stream.StreamEncoder(), events))
         assert [b.type for b in message.content] == ["thinking", "text"]
-        chat = chat_final(encode(openai_chat.StreamEncoder(), events))
+        chat = chat_final(encode(openai_chat_stream.StreamEncoder(), events))
         assert chat.choices[0].message.content == "9.11 is smaller than 9.8."
 
     def test_cut_off_stream_ends_without_a_message_end(self):
         raw = replay("openai-chat/06_stream_parallel_tool_calls_split_args.sse")[:5]
-        decoder = openai_chat.StreamDecoder()
+        decoder = openai_chat_stream.StreamDecoder()
         events = decode(decoder, raw)
         assert not any(isinstance(e, ir.MessageEnd) for e in events)
         assert decoder.usage == Usage()  # the pipeline estimates
@@ -223,19 +231,19 @@ class TestOpenAIChatStreams:
 
 class TestResponsesStreams:
     def test_text(self):
-        decoder = responses.StreamDecoder()
+        decoder = responses_stream.StreamDecoder()
         events = decode(decoder, replay("openai-responses/03_stream_text.sse"))
         assert texts(events) == "Hi there! How can I help?"
         assert events[-1] == ir.MessageEnd("end_turn", Usage(12, 0, 9))
-        final = chat_final(encode(openai_chat.StreamEncoder(), events))
+        final = chat_final(encode(openai_chat_stream.StreamEncoder(), events))
         assert final.choices[0].message.content == "Hi there! How can I help?"
         assert final.choices[0].finish_reason == "stop"
-        again = responses_final(encode(responses.StreamEncoder(), events))
+        again = responses_final(encode(responses_stream.StreamEncoder(), events))
         assert again["output"][0]["content"][0]["text"] == "Hi there! How can I help?"
 
     def test_reasoning_then_two_function_calls(self):
         events = decode(
-            responses.StreamDecoder(),
+            responses_stream.StreamDecoder(),
             replay("openai-responses/04_stream_reasoning_then_two_function_calls.sse"),
         )
         assert tool_calls(events) == [
@@ -245,7 +253,7 @@ class TestResponsesStreams:
              {"location": "London, UK", "unit": "celsius"}),
         ]  # fmt: skip
         assert events[-1] == ir.MessageEnd("tool_use", Usage(96, 0, 54))
-        final = chat_final(encode(openai_chat.StreamEncoder(), events))
+        final = chat_final(encode(openai_chat_stream.StreamEncoder(), events))
         assert final.choices[0].finish_reason == "tool_calls"
         calls = final.choices[0].message.tool_calls or []
         assert [json.loads(c.function.arguments)["location"] for c in calls] == [  # type: ignore[union-attr]
@@ -257,20 +265,20 @@ class TestGeminiStreams:
     def test_text_with_crlf_and_usage_on_every_chunk(self):
         raw = replay("gemini/06_stream_text_alt_sse.sse")
         assert len(raw) == 3  # CRLF framing parsed
-        decoder = gemini.StreamDecoder()
+        decoder = gemini_stream.StreamDecoder()
         events = decode(decoder, raw)
         assert texts(events) == (
             "The capital of France is Paris. It sits on the Seine and is known for the Eiffel "
             "Tower, the Louvre and its café culture."
         )
         assert events[-1] == ir.MessageEnd("end_turn", Usage(9, 0, 32 + 423, 423))
-        message = anthropic_final(encode(anthropic.StreamEncoder(), events))
+        message = anthropic_final(encode(anthropic_stream.StreamEncoder(), events))
         assert message.usage.output_tokens == 455
         assert message.stop_reason == "end_turn"
 
     def test_function_calls_arrive_whole(self):
         events = decode(
-            gemini.StreamDecoder(), replay("gemini/07_stream_function_calls_alt_sse.sse")
+            gemini_stream.StreamDecoder(), replay("gemini/07_stream_function_calls_alt_sse.sse")
         )
         calls = tool_calls(events)
         assert calls == [
@@ -282,18 +290,18 @@ class TestGeminiStreams:
         signed = [e for e in events if isinstance(e, ir.BlockStart) and e.signature]
         assert len(signed) == 1
         assert events[-1] == ir.MessageEnd("tool_use", Usage(297, 0, 42 + 111, 111))
-        final = chat_final(encode(openai_chat.StreamEncoder(), events))
+        final = chat_final(encode(openai_chat_stream.StreamEncoder(), events))
         assert final.choices[0].finish_reason == "tool_calls"
         assert len(final.choices[0].message.tool_calls or []) == 2
 
     def test_stream_without_finish_reason_has_no_end(self):
         raw = replay("gemini/06_stream_text_alt_sse.sse")[:2]
-        decoder = gemini.StreamDecoder()
+        decoder = gemini_stream.StreamDecoder()
         assert not any(isinstance(e, ir.MessageEnd) for e in decode(decoder, raw))
         assert decoder.usage == Usage(9, 0, 17 + 423, 423)
 
     def test_error_chunk(self):
         body = b'data: {"error": {"code": 503, "message": "busy", "status": "UNAVAILABLE"}}\n\n'
-        assert decode(gemini.StreamDecoder(), events_of(body)) == [
+        assert decode(gemini_stream.StreamDecoder(), events_of(body)) == [
             ir.StreamError("overloaded", "busy")
         ]

@@ -31,18 +31,15 @@ from typing import Any
 
 from api.errors import InvalidRequest
 from api.gateway.pricing import Usage
-from api.gateway.sse import SSEEvent
 from api.gateway.translate import ir
 from api.gateway.translate.fields import (
     arr,
     dumps,
     json_object,
-    loads,
     obj,
     opt_float,
     opt_int,
     opt_str,
-    sse,
     text,
 )
 
@@ -273,7 +270,7 @@ def _declaration(tool: ir.Tool) -> dict[str, Any]:
     return out
 
 
-def _parse_part(raw: Any, param: str, calls: list[ir.ToolCall], prefix: str) -> ir.Part:
+def parse_part(raw: Any, param: str, calls: list[ir.ToolCall], prefix: str) -> ir.Part:
     part = obj(raw, param)
     if "text" in part:
         said = text(part["text"], f"{param}.text")
@@ -332,7 +329,7 @@ def parse_request(body: dict[str, Any], *, model: str = "") -> ir.ChatRequest:
         content = obj(raw, f"contents[{i}]")
         role: ir.Role = "assistant" if content.get("role") == "model" else "user"
         parts = [
-            _parse_part(p, f"contents[{i}].parts[{j}]", pending, f"h{i}")
+            parse_part(p, f"contents[{i}].parts[{j}]", pending, f"h{i}")
             for j, p in enumerate(arr(content.get("parts"), f"contents[{i}].parts"))
         ]
         request.messages.append(ir.Message(role, parts))
@@ -378,7 +375,7 @@ def _parse_config(body: dict[str, Any], request: ir.ChatRequest) -> None:
 # Responses --------------------------------------------------------------------------------
 
 
-def _stop_in(finish: Any, parts: list[ir.Part]) -> ir.StopReason:
+def stop_reason(finish: Any, parts: list[ir.Part]) -> ir.StopReason:
     if finish == "MAX_TOKENS":
         return "max_tokens"
     if finish in _FILTERED:
@@ -395,7 +392,7 @@ def parse_response(body: dict[str, Any]) -> ir.ChatResponse:
     content = obj(candidate.get("content", {}), "candidates[0].content")
     calls: list[ir.ToolCall] = []
     parts = [
-        _parse_part(p, f"candidates[0].content.parts[{i}]", calls, response_id)
+        parse_part(p, f"candidates[0].content.parts[{i}]", calls, response_id)
         for i, p in enumerate(arr(content.get("parts", []), "parts"))
     ]
     blocked = not candidates and isinstance(body.get("promptFeedback"), dict)
@@ -403,7 +400,9 @@ def parse_response(body: dict[str, Any]) -> ir.ChatResponse:
         id=response_id,
         model=str(body.get("modelVersion", "")),
         parts=parts,
-        stop_reason="content_filter" if blocked else _stop_in(candidate.get("finishReason"), parts),
+        stop_reason="content_filter"
+        if blocked
+        else stop_reason(candidate.get("finishReason"), parts),
         usage=usage_from(body.get("usageMetadata")),
     )
 
@@ -430,107 +429,3 @@ def render_response(response: ir.ChatResponse) -> dict[str, Any]:
         "modelVersion": response.model,
         "responseId": response.id,
     }
-
-
-# Streams ----------------------------------------------------------------------------------
-
-
-class StreamDecoder:
-    """`streamGenerateContent?alt=sse` chunks → IR events.
-
-    Every chunk is a whole response fragment: text arrives in pieces, function calls arrive
-    whole, and every chunk repeats a cumulative `usageMetadata` (the last one counts). There is
-    no terminator event, so `close()` at the end of the body emits the MessageEnd.
-    """
-
-    def __init__(self) -> None:
-        self.usage = Usage()
-        self._started = False
-        self._ended = False
-        self._id = ""
-        self._finish: Any = None
-        self._blocks = 0
-        self._open: tuple[str, int] | None = None
-        self._calls: list[ir.ToolCall] = []
-
-    def feed(self, event: SSEEvent) -> list[ir.StreamEvent]:
-        if self._ended:
-            return []
-        chunk = obj(loads(event.data, "chunk"), "chunk")
-        if isinstance(chunk.get("error"), dict):
-            self._ended = True
-            status = chunk["error"].get("status")
-            kind = {"UNAVAILABLE": "overloaded", "RESOURCE_EXHAUSTED": "rate_limit"}.get(
-                str(status), "api_error"
-            )
-            return [ir.StreamError(kind, str(chunk["error"].get("message", "")))]
-        out: list[ir.StreamEvent] = []
-        if not self._started:
-            self._started = True
-            self._id = str(chunk.get("responseId", ""))
-            out.append(ir.MessageStart(self._id, str(chunk.get("modelVersion", ""))))
-        if isinstance(chunk.get("usageMetadata"), dict):
-            self.usage = usage_from(chunk["usageMetadata"])
-        candidates = chunk.get("candidates")
-        candidate = candidates[0] if isinstance(candidates, list) and candidates else {}
-        if isinstance(candidate, dict):
-            content = candidate.get("content") if isinstance(candidate.get("content"), dict) else {}
-            assert isinstance(content, dict)
-            for raw in content.get("parts") or []:
-                out += self._part(raw)
-            self._finish = candidate.get("finishReason") or self._finish
-        return out
-
-    def close(self) -> list[ir.StreamEvent]:
-        if self._ended or self._finish is None:
-            return []
-        out: list[ir.StreamEvent] = []
-        self._close(out)
-        self._ended = True
-        parts: list[ir.Part] = list(self._calls)
-        out.append(ir.MessageEnd(_stop_in(self._finish, parts), self.usage))
-        return out
-
-    def _part(self, raw: Any) -> list[ir.StreamEvent]:
-        out: list[ir.StreamEvent] = []
-        part = _parse_part(raw, "part", [], "") if isinstance(raw, dict) else None
-        if isinstance(part, ir.Text | ir.Thinking) and part.text:
-            kind = "thinking" if isinstance(part, ir.Thinking) else "text"
-            if self._open is None or self._open[0] != kind:
-                self._close(out)
-                self._open = (kind, self._next())
-                out.append(ir.BlockStart(self._open[1], kind))  # type: ignore[arg-type]
-            index = self._open[1]
-            out.append(
-                ir.ThinkingDelta(index, part.text)
-                if kind == "thinking"
-                else ir.TextDelta(index, part.text)
-            )
-        elif isinstance(part, ir.ToolCall):
-            self._close(out)
-            if part.id == call_id("", 0):  # no id from Gemini: number it within this response
-                part.id = call_id(self._id, len(self._calls))
-            self._calls.append(part)
-            index = self._next()
-            out += [
-                ir.BlockStart(
-                    index, "tool_call", id=part.id, name=part.name, signature=part.signature
-                ),
-                ir.ToolArgsDelta(index, part.arguments),
-                ir.BlockStop(index),
-            ]
-        return out
-
-    def _next(self) -> int:
-        self._blocks += 1
-        return self._blocks - 1
-
-    def _close(self, out: list[ir.StreamEvent]) -> None:
-        if self._open is not None:
-            out.append(ir.BlockStop(self._open[1]))
-            self._open = None
-
-
-def sse_chunk(body: dict[str, Any]) -> bytes:
-    """One `alt=sse` event (the fake upstream and tests frame Gemini chunks with it)."""
-    return sse(body)
