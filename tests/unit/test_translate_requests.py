@@ -637,3 +637,22 @@ class TestMalformedRequests:
         with pytest.raises(InvalidRequest) as caught:
             gemini.render_request(request)
         assert caught.value.param == "messages[0]"
+
+
+class TestWarnings:
+    def test_what_the_target_cannot_carry_is_reported(self):
+        chat = openai_chat.parse_request({
+            "model": "m", "reasoning_effort": "high", "parallel_tool_calls": False,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+        })  # fmt: skip
+        anthropic.render_request(chat)
+        gemini.render_request(chat)
+        assert chat.warnings == ["reasoning_effort dropped", "parallel_tool_calls=false dropped"]
+        claude = anthropic.parse_request({
+            "model": "m", "max_tokens": 10, "thinking": {"type": "enabled", "budget_tokens": 5},
+            "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                "content": [{"type": "image", "source": {"type": "url", "url": "https://i"}}]}]}],
+        })  # fmt: skip
+        openai_chat.render_request(claude)
+        assert claude.warnings == ["thinking budget dropped", "images in tool results dropped"]

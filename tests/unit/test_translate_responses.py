@@ -249,3 +249,18 @@ class TestGeminiResponses:
             [],
             Usage(5),
         )
+
+
+class TestCacheWritePrices:
+    def test_config_can_set_and_keep_the_write_price(self):
+        catalog = Catalog.build({
+            "claude-sonnet-4-20250514": {"input": 2_000_000},
+            "claude-3-5-haiku-20241022": {"cache_write": 1_200_000},
+        })  # fmt: skip
+        sonnet = catalog.resolve("claude-sonnet-4").entry.price
+        assert sonnet == Price(2_000_000, 300_000, 15_000_000, cache_write=3_750_000)
+        haiku = catalog.resolve("claude-3-5-haiku-20241022").entry.price
+        assert haiku.cache_write_input == 1_200_000
+        assert catalog.resolve("gpt-4o").entry.price.cache_write_input == 2_500_000
+        with pytest.raises(ValueError, match="negative"):
+            Catalog.build({"claude-opus-4-20250514": {"cache_write": -1}})

@@ -313,6 +313,8 @@ def render_request(
     request: ir.ChatRequest, *, default_max_tokens: int = DEFAULT_MAX_TOKENS
 ) -> dict[str, Any]:
     """`default_max_tokens` fills the required `max_tokens` when the client sent none."""
+    if request.reasoning_effort and not request.thinking_budget:
+        ir.warn(request, "reasoning_effort dropped")
     messages = []
     for i, message in enumerate(request.messages):
         blocks = [b for p in message.parts if (b := _render_part(p, f"messages[{i}]"))]

@@ -222,6 +222,10 @@ def _result_object(result: ir.ToolResult) -> dict[str, Any]:
 
 
 def render_request(request: ir.ChatRequest) -> dict[str, Any]:
+    if request.reasoning_effort:
+        ir.warn(request, "reasoning_effort dropped")
+    if request.parallel_tool_calls is False and request.tools:
+        ir.warn(request, "parallel_tool_calls=false dropped")
     names = ir.tool_names(request.messages)
     contents = []
     for i, message in enumerate(ir.merge_turns(request.messages)):

@@ -212,6 +212,12 @@ ERROR_KINDS: dict[str, tuple[str, str]] = {
 }
 
 
+def warn(request: ChatRequest, what: str) -> None:
+    """Record something the target family has no place for (X-Tollgate-Warning)."""
+    if what not in request.warnings:
+        request.warnings.append(what)
+
+
 def merge_turns(messages: list[Message]) -> list[Message]:
     """Consecutive turns of the same role as one (Anthropic and Gemini want alternation).
 

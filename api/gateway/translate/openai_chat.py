@@ -224,10 +224,12 @@ def render_tool_choice(choice: ir.ToolChoice) -> Any:
     return choice.mode
 
 
-def _render_user(message: ir.Message, out: list[dict[str, Any]]) -> None:
+def _render_user(request: ir.ChatRequest, message: ir.Message, out: list[dict[str, Any]]) -> None:
     content: list[dict[str, Any]] = []
     for part in message.parts:
         if isinstance(part, ir.ToolResult):
+            if any(isinstance(c, ir.Image) for c in part.content):
+                ir.warn(request, "images in tool results dropped")
             out.append(
                 {"role": "tool", "tool_call_id": part.tool_call_id, "content": ir.result_text(part)}
             )
@@ -258,12 +260,14 @@ def render_request(
     request: ir.ChatRequest, *, max_tokens_field: str = "max_completion_tokens"
 ) -> dict[str, Any]:
     """`max_tokens_field`: DeepSeek and older compatible hosts read `max_tokens`."""
+    if request.thinking_budget:
+        ir.warn(request, "thinking budget dropped")
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": "\n\n".join(request.system)})
     for message in ir.merge_turns(request.messages):
         if message.role == "user":
-            _render_user(message, messages)
+            _render_user(request, message, messages)
         elif any(isinstance(p, ir.Text | ir.ToolCall) for p in message.parts):
             messages.append(_render_assistant(message))  # a turn of bare thinking is dropped
     body: dict[str, Any] = {"model": request.model, "messages": messages}
