@@ -10,8 +10,9 @@ import pytest
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from api.errors import UpstreamUnavailable
+from api.errors import UpstreamError, UpstreamUnavailable
 from api.gateway.pricing import Usage
+from api.gateway.sse import SSEEvent
 from api.gateway.translate import (
     anthropic_stream,
     gemini_stream,
@@ -305,3 +306,14 @@ class TestGeminiStreams:
         assert decode(gemini_stream.StreamDecoder(), events_of(body)) == [
             ir.StreamError("overloaded", "busy")
         ]
+
+
+@pytest.mark.parametrize(
+    "decoder",
+    [anthropic_stream.StreamDecoder, openai_chat_stream.StreamDecoder,
+     responses_stream.StreamDecoder, gemini_stream.StreamDecoder],
+)  # fmt: skip
+@pytest.mark.parametrize("data", [b"{not json", b"[1, 2]", b'"text"'])
+def test_malformed_upstream_events_are_the_providers_fault(decoder: Any, data: bytes):
+    with pytest.raises(UpstreamError):
+        decoder().feed(SSEEvent(data))

@@ -7,6 +7,7 @@ Decoders: `feed(event)` per upstream SSE event, `close()` once the body ends, `u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from api.gateway.pricing import Usage
@@ -19,7 +20,12 @@ from api.gateway.translate.anthropic import (
     render_usage,
     usage_from,
 )
-from api.gateway.translate.fields import dumps, loads, obj, sse
+from api.gateway.translate.fields import dumps, event_json, obj, sse
+
+_HANDLED = {
+    "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+    "message_delta", "message_stop", "error",
+}  # fmt: skip
 
 
 class StreamDecoder:
@@ -36,9 +42,12 @@ class StreamDecoder:
     def feed(self, event: SSEEvent) -> list[ir.StreamEvent]:
         if self._ended:
             return []
-        data = obj(loads(event.data, "event"), "event")
-        handler = getattr(self, "_" + str(data.get("type", "")), None)
-        return handler(data) if handler is not None else []  # ping and future event types
+        data = event_json(event.data)
+        kind = data.get("type")
+        if kind not in _HANDLED:
+            return []  # ping, and event types added after this was written
+        handler: Callable[[dict[str, Any]], list[ir.StreamEvent]] = getattr(self, f"_{kind}")
+        return handler(data)
 
     def close(self) -> list[ir.StreamEvent]:
         return []  # a stream without message_stop was cut off; the caller has usage so far

@@ -116,6 +116,17 @@ def upstream_body(parse: Callable[[dict[str, Any]], T], body: Any, provider: str
         ) from exc
 
 
+def event_json(data: bytes) -> dict[str, Any]:
+    """One upstream stream event's JSON object; anything else is the provider's fault (502)."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise UpstreamError("The provider sent a malformed stream event.")
+    return parsed
+
+
 def sse(data: Any, event: str | None = None) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
     return head + b"data: " + orjson.dumps(data) + b"\n\n"

@@ -11,7 +11,7 @@ from typing import Any
 from api.gateway.pricing import Usage
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import ir
-from api.gateway.translate.fields import loads, obj
+from api.gateway.translate.fields import event_json
 from api.gateway.translate.gemini import call_id, parse_part, stop_reason, usage_from
 
 
@@ -36,7 +36,7 @@ class StreamDecoder:
     def feed(self, event: SSEEvent) -> list[ir.StreamEvent]:
         if self._ended:
             return []
-        chunk = obj(loads(event.data, "chunk"), "chunk")
+        chunk = event_json(event.data)
         if isinstance(chunk.get("error"), dict):
             self._ended = True
             status = chunk["error"].get("status")

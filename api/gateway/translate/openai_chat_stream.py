@@ -12,7 +12,7 @@ from typing import Any
 from api.gateway.pricing import Usage
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import ir
-from api.gateway.translate.fields import loads, obj, sse
+from api.gateway.translate.fields import event_json, sse
 from api.gateway.translate.openai_chat import FINISH_IN, FINISH_OUT, render_usage
 from api.gateway.usage import from_openai
 
@@ -34,7 +34,7 @@ class StreamDecoder:
             return []
         if event.data.strip() == b"[DONE]":
             return self._end()
-        chunk = obj(loads(event.data, "chunk"), "chunk")
+        chunk = event_json(event.data)
         if isinstance(chunk.get("error"), dict):
             self._ended = True
             return [ir.StreamError("api_error", str(chunk["error"].get("message", "")))]

@@ -12,7 +12,7 @@ from typing import Any
 from api.gateway.pricing import Usage
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import ir
-from api.gateway.translate.fields import loads, obj, sse
+from api.gateway.translate.fields import event_json, obj, sse
 from api.gateway.translate.responses import (
     finished,
     make_item_id,
@@ -34,7 +34,7 @@ class StreamDecoder:
     def feed(self, event: SSEEvent) -> list[ir.StreamEvent]:
         if self._ended:
             return []
-        data = obj(loads(event.data, "event"), "event")
+        data = event_json(event.data)
         kind = str(data.get("type", ""))
         if kind == "response.created":
             response = obj(data.get("response"), "response")
