@@ -39,10 +39,12 @@ class ModelEntry:
 
 def _m(
     model_id: str, provider: str, prices: tuple[float, float, float], display: str,
-    context: int, max_output: int, tier: str,
+    context: int, max_output: int, tier: str, cache_write: float | None = None,
 ) -> ModelEntry:  # fmt: skip
     micros = [round(p * 1_000_000) for p in prices]
-    return ModelEntry(model_id, provider, Price(*micros), display, context, max_output, tier)
+    write = None if cache_write is None else round(cache_write * 1_000_000)
+    price = Price(micros[0], micros[1], micros[2], cache_write=write)
+    return ModelEntry(model_id, provider, price, display, context, max_output, tier)
 
 
 BUILTIN_MODELS: tuple[ModelEntry, ...] = (
@@ -51,12 +53,13 @@ BUILTIN_MODELS: tuple[ModelEntry, ...] = (
     _m("gpt-4.1", "openai", (2.00, 0.50, 8.00), "GPT-4.1", 1_047_576, 32_768, "flagship"),
     _m("gpt-4.1-mini", "openai", (0.40, 0.10, 1.60), "GPT-4.1 mini", 1_047_576, 32_768, "economy"),
     _m("o3-mini", "openai", (1.10, 0.55, 4.40), "o3-mini", 200_000, 100_000, "flagship"),
+    # Anthropic bills 5-minute cache writes at 1.25x input (1-hour writes, 2x, are billed so too).
     _m("claude-sonnet-4-20250514", "anthropic", (3.00, 0.30, 15.00), "Claude Sonnet 4",
-       200_000, 64_000, "flagship"),
+       200_000, 64_000, "flagship", cache_write=3.75),
     _m("claude-opus-4-20250514", "anthropic", (15.00, 1.50, 75.00), "Claude Opus 4",
-       200_000, 32_000, "flagship"),
+       200_000, 32_000, "flagship", cache_write=18.75),
     _m("claude-3-5-haiku-20241022", "anthropic", (0.80, 0.08, 4.00), "Claude Haiku 3.5",
-       200_000, 8_192, "economy"),
+       200_000, 8_192, "economy", cache_write=1.00),
     _m("gemini-2.5-pro", "gemini", (1.25, 0.125, 10.00), "Gemini 2.5 Pro", 1_048_576, 65_536,
        "flagship"),
     _m("gemini-2.5-flash", "gemini", (0.30, 0.03, 2.50), "Gemini 2.5 Flash", 1_048_576, 65_536,
@@ -134,7 +137,7 @@ _PRICE_FIELDS = ("input", "cached_input", "output")
 
 def _apply_override(model_id: str, base: ModelEntry | None, fields: dict[str, Any]) -> ModelEntry:
     """A config entry: prices in micro-USD per million tokens, e.g.
-    `[models."gpt-4o"] input = 2500000`."""
+    `[models."gpt-4o"] input = 2500000` (also `cache_write`, the price of a cache write)."""
     provider = fields.get("provider") or (base.provider if base else family_of(model_id))
     if provider not in PROVIDERS:
         raise ValueError(f"models.{model_id}: provider must be one of {', '.join(PROVIDERS)}")
@@ -144,7 +147,9 @@ def _apply_override(model_id: str, base: ModelEntry | None, fields: dict[str, An
     prices = {name: int(fields.get(name, getattr(price_base, name))) for name in _PRICE_FIELDS}
     if "cached_input" not in fields and base is None:
         prices["cached_input"] = prices["input"]
-    if any(value < 0 for value in prices.values()):
+    write = fields.get("cache_write", price_base.cache_write)
+    cache_write = None if write is None else int(write)
+    if any(value < 0 for value in prices.values()) or (cache_write or 0) < 0:
         raise ValueError(f"models.{model_id}: prices cannot be negative")
     template = base or ModelEntry(
         model_id, provider, price_base, model_id, 128_000, 4_096, "economy"
@@ -152,7 +157,7 @@ def _apply_override(model_id: str, base: ModelEntry | None, fields: dict[str, An
     return replace(
         template,
         provider=provider,
-        price=Price(**prices),
+        price=Price(**prices, cache_write=cache_write),
         display_name=str(fields.get("display_name", template.display_name)),
         context_window=int(fields.get("context_window", template.context_window)),
         max_output_tokens=int(fields.get("max_output_tokens", template.max_output_tokens)),

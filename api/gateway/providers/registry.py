@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import aiohttp
 
 from api.errors import InvalidRequest, ProviderNotConfigured
+from api.gateway.providers.anthropic import AnthropicProvider
 from api.gateway.providers.base import Provider
+from api.gateway.providers.gemini import GeminiProvider
 from api.gateway.providers.mock import MockProvider
 from api.gateway.providers.openai_compat import OpenAICompatProvider
 from api.settings import Settings
 
-# Providers whose wire format the proxy speaks today; the others need their own adapter.
+# Providers speaking Chat Completions; the others have their own adapter and `dialect`.
 OPENAI_COMPATIBLE = ("openai", "deepseek")
+NATIVE = {"anthropic": AnthropicProvider, "gemini": GeminiProvider}
 
 
 def create_session(settings: Settings) -> aiohttp.ClientSession:
@@ -36,18 +41,26 @@ class ProviderRegistry:
         )
         self._providers: dict[str, Provider] = {}
         for name, config in settings.providers.items():
-            if config.api_key and name in OPENAI_COMPATIBLE:
+            if not config.api_key:
+                continue
+            if name in OPENAI_COMPATIBLE:
                 self._providers[name] = OpenAICompatProvider(
+                    name, config.base_url, config.api_key, session, timeout, stream_timeout
+                )
+            elif name in NATIVE:
+                self._providers[name] = NATIVE[name](
                     name, config.base_url, config.api_key, session, timeout, stream_timeout
                 )
         self._configured = {name for name, c in settings.providers.items() if c.api_key}
         self.mock = MockProvider()
 
-    def get(self, name: str, *, test: bool) -> Provider:
+    def get(self, name: str, *, test: bool, dialects: Collection[str] = ("openai",)) -> Provider:
+        """The provider for `name`, if it speaks one of `dialects` (the wire formats the calling
+        endpoint can translate to; the OpenAI-shaped passthrough handles only "openai")."""
         if test:
             return self.mock
         provider = self._providers.get(name)
-        if provider is not None:
+        if provider is not None and provider.dialect in dialects:
             return provider
         if name in self._configured:
             raise InvalidRequest(

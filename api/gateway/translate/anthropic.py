@@ -1,0 +1,402 @@
+"""Anthropic Messages ⇄ the internal representation.
+
+Reference: https://docs.anthropic.com/en/api/messages (anthropic-version 2023-06-01).
+Field table (Messages field → IR; anything not listed, e.g. `metadata`, `top_k`, goes to
+`extras`, forwarded only to Anthropic):
+
+- `system` (string or text blocks) → `system`; `cache_control` hints stay within the family
+- `text`, `image` (base64 / url source) blocks → `Text`, `Image`; other block types → 400
+- `tool_use` (`input` object) / `tool_result` → `ToolCall` (arguments as a JSON string) /
+  `ToolResult`
+- `thinking` (+`signature`), `redacted_thinking` → `Thinking`; unsigned thinking is never sent
+  to Anthropic
+- `tools[]` with `input_schema` → `Tool`; server tools (`web_search_…`, `bash_…`) → dropped
+  with a warning
+- `tool_choice` auto / any / tool / none, `disable_parallel_tool_use` → `ToolChoice`,
+  `parallel_tool_calls`
+- `max_tokens` (required upstream: `default_max_tokens` fills it), `temperature` (0 to 1;
+  higher values are clamped), `top_p`, `stop_sequences`, `stream` → same
+- `thinking.budget_tokens` → `thinking_budget`
+- `stop_reason` end_turn / stop_sequence / max_tokens / tool_use / refusal / pause_turn →
+  same / `content_filter` / `pause`
+- `usage`: Anthropic's `input_tokens` excludes `cache_read_input_tokens` and
+  `cache_creation_input_tokens`; `Usage.input_tokens` is the sum of the three
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.errors import InvalidRequest
+from api.gateway.pricing import Usage
+from api.gateway.translate import ir
+from api.gateway.translate.fields import (
+    arr,
+    dumps,
+    json_object,
+    obj,
+    opt_bool,
+    opt_float,
+    opt_int,
+    opt_str,
+    required,
+    stop_list,
+    text,
+)
+
+FAMILY = "anthropic"
+DEFAULT_MAX_TOKENS = 4096
+_CONSUMED = {
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop_sequences",
+    "stream",
+    "thinking",
+}
+STOP_IN: dict[str, ir.StopReason] = {
+    "end_turn": "end_turn",
+    "stop_sequence": "stop_sequence",
+    "max_tokens": "max_tokens",
+    "model_context_window_exceeded": "max_tokens",
+    "tool_use": "tool_use",
+    "refusal": "content_filter",
+    "pause_turn": "pause",
+}
+STOP_OUT: dict[str, str] = {
+    "stop_sequence": "stop_sequence",
+    "max_tokens": "max_tokens",
+    "tool_use": "tool_use",
+    "content_filter": "refusal",
+    "pause": "pause_turn",
+}
+ERROR_KINDS_IN = {
+    "overloaded_error": "overloaded",
+    "rate_limit_error": "rate_limit",
+    "timeout_error": "timeout",
+    "invalid_request_error": "invalid_request",
+}
+
+
+def usage_from(raw: Any) -> Usage:
+    """Anthropic counts cache reads and writes outside `input_tokens`; ours include them."""
+    u = raw if isinstance(raw, dict) else {}
+
+    def n(key: str) -> int:
+        value = u.get(key)
+        return value if isinstance(value, int) and value > 0 else 0
+
+    read, write = n("cache_read_input_tokens"), n("cache_creation_input_tokens")
+    return Usage(
+        input_tokens=n("input_tokens") + read + write,
+        cached_input_tokens=read,
+        cache_write_input_tokens=write,
+        output_tokens=n("output_tokens"),
+    )
+
+
+def render_usage(usage: Usage) -> dict[str, int]:
+    cached, written = usage.cached_input_tokens, usage.cache_write_input_tokens
+    return {
+        "input_tokens": max(usage.input_tokens - cached - written, 0),
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": cached,
+        "output_tokens": usage.output_tokens,
+    }
+
+
+# Requests ---------------------------------------------------------------------------------
+
+
+def _image(block: dict[str, Any], param: str) -> ir.Image:
+    source = obj(block.get("source"), f"{param}.source")
+    if source.get("type") == "base64":
+        return ir.Image(
+            media_type=text(source.get("media_type"), f"{param}.source.media_type"),
+            data=text(source.get("data"), f"{param}.source.data"),
+        )
+    if source.get("type") == "url":
+        return ir.Image(url=text(source.get("url"), f"{param}.source.url"))
+    raise InvalidRequest("Image sources must be base64 or url.", param=f"{param}.source.type")
+
+
+def _result_content(value: Any, param: str) -> list[ir.Text | ir.Image]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [ir.Text(value)]
+    out: list[ir.Text | ir.Image] = []
+    for i, raw in enumerate(arr(value, param)):
+        block = obj(raw, f"{param}[{i}]")
+        if block.get("type") == "image":
+            out.append(_image(block, f"{param}[{i}]"))
+        else:
+            out.append(ir.Text(text(block.get("text"), f"{param}[{i}].text")))
+    return out
+
+
+def _block(block: dict[str, Any], param: str) -> ir.Part:
+    kind = block.get("type")
+    if kind == "text":
+        return ir.Text(text(block.get("text"), f"{param}.text"))
+    if kind == "image":
+        return _image(block, param)
+    if kind == "tool_use":
+        return ir.ToolCall(
+            id=text(block.get("id"), f"{param}.id"),
+            name=text(block.get("name"), f"{param}.name"),
+            arguments=dumps(obj(block.get("input", {}), f"{param}.input")),
+        )
+    if kind == "tool_result":
+        return ir.ToolResult(
+            tool_call_id=text(block.get("tool_use_id"), f"{param}.tool_use_id"),
+            content=_result_content(block.get("content"), f"{param}.content"),
+            is_error=bool(opt_bool(block, "is_error", f"{param}.is_error")),
+        )
+    if kind == "thinking":
+        return ir.Thinking(
+            text(block.get("thinking"), f"{param}.thinking"),
+            opt_str(block, "signature", f"{param}.signature"),
+        )
+    if kind == "redacted_thinking":
+        return ir.Thinking("", redacted=text(block.get("data"), f"{param}.data"))
+    raise InvalidRequest(
+        f"Content blocks of type {kind!r} cannot be translated.", param=f"{param}.type"
+    )
+
+
+def _content(value: Any, param: str) -> list[ir.Part]:
+    if isinstance(value, str):
+        return [ir.Text(value)]
+    return [
+        _block(obj(b, f"{param}[{i}]"), f"{param}[{i}]") for i, b in enumerate(arr(value, param))
+    ]
+
+
+def _system(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [
+        text(obj(b, f"system[{i}]").get("text"), f"system[{i}].text")
+        for i, b in enumerate(arr(value, "system"))
+    ]
+
+
+def _tool_choice(value: Any, request: ir.ChatRequest) -> None:
+    if value is None:
+        return
+    choice = obj(value, "tool_choice")
+    kind = choice.get("type")
+    modes = {"auto": "auto", "any": "required", "none": "none", "tool": "tool"}
+    if kind not in modes:
+        raise InvalidRequest(
+            "`tool_choice.type` must be auto, any, tool or none.", param="tool_choice.type"
+        )
+    name = text(choice.get("name"), "tool_choice.name") if kind == "tool" else None
+    request.tool_choice = ir.ToolChoice(modes[kind], name)  # type: ignore[arg-type]  # checked above
+    if opt_bool(choice, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use"):
+        request.parallel_tool_calls = False
+
+
+def _tools(value: Any, request: ir.ChatRequest) -> None:
+    for i, raw in enumerate(arr(value, "tools")):
+        tool = obj(raw, f"tools[{i}]")
+        if tool.get("type") not in (None, "custom"):
+            request.warnings.append(f"tool {tool.get('name') or tool.get('type')!r} dropped")
+            continue
+        request.tools.append(
+            ir.Tool(
+                name=text(tool.get("name"), f"tools[{i}].name"),
+                description=opt_str(tool, "description", f"tools[{i}].description"),
+                parameters=obj(
+                    required(tool, "input_schema", f"tools[{i}].input_schema"),
+                    f"tools[{i}].input_schema",
+                ),
+            )
+        )
+
+
+def parse_request(body: dict[str, Any]) -> ir.ChatRequest:
+    request = ir.ChatRequest(model=text(required(body, "model", "model"), "model"), messages=[])
+    request.system = _system(body.get("system"))
+    for i, raw in enumerate(arr(required(body, "messages", "messages"), "messages")):
+        message = obj(raw, f"messages[{i}]")
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            raise InvalidRequest("`role` must be user or assistant.", param=f"messages[{i}].role")
+        parts = _content(message.get("content"), f"messages[{i}].content")
+        request.messages.append(ir.Message(role, parts))
+    if body.get("tools"):
+        _tools(body["tools"], request)
+    _tool_choice(body.get("tool_choice"), request)
+    request.max_output_tokens = opt_int(body, "max_tokens", "max_tokens")
+    request.temperature = opt_float(body, "temperature", "temperature")
+    request.top_p = opt_float(body, "top_p", "top_p")
+    request.stop = stop_list(body.get("stop_sequences"), "stop_sequences")
+    request.stream = bool(opt_bool(body, "stream", "stream"))
+    thinking = body.get("thinking")
+    if thinking is not None and obj(thinking, "thinking").get("type") == "enabled":
+        request.thinking_budget = opt_int(thinking, "budget_tokens", "thinking.budget_tokens")
+    request.extras = {k: v for k, v in body.items() if k not in _CONSUMED}
+    request.source = FAMILY
+    return request
+
+
+def _render_image(image: ir.Image) -> dict[str, Any]:
+    if image.data is not None:
+        source = {
+            "type": "base64",
+            "media_type": image.media_type or "image/png",
+            "data": image.data,
+        }
+    else:
+        source = {"type": "url", "url": image.url or ""}
+    return {"type": "image", "source": source}
+
+
+def _render_part(part: ir.Part, param: str) -> dict[str, Any] | None:
+    if isinstance(part, ir.Text):
+        return {"type": "text", "text": part.text} if part.text else None
+    if isinstance(part, ir.Image):
+        return _render_image(part)
+    if isinstance(part, ir.ToolCall):
+        return {
+            "type": "tool_use",
+            "id": part.id,
+            "name": part.name,
+            "input": json_object(part.arguments, param),
+        }
+    if isinstance(part, ir.ToolResult):
+        content: list[dict[str, Any]] = [
+            _render_image(c) if isinstance(c, ir.Image) else {"type": "text", "text": c.text}
+            for c in part.content
+            if isinstance(c, ir.Image) or c.text
+        ]
+        block: dict[str, Any] = {
+            "type": "tool_result",
+            "tool_use_id": part.tool_call_id,
+            "content": content,
+        }
+        if part.is_error:
+            block["is_error"] = True
+        return block
+    if part.redacted is not None:
+        return {"type": "redacted_thinking", "data": part.redacted}
+    if part.signature:  # Anthropic rejects thinking it did not sign
+        return {"type": "thinking", "thinking": part.text, "signature": part.signature}
+    return None
+
+
+def render_tool_choice(request: ir.ChatRequest) -> dict[str, Any] | None:
+    choice = request.tool_choice
+    out: dict[str, Any] | None = None
+    if choice is not None:
+        kinds = {"auto": "auto", "required": "any", "none": "none", "tool": "tool"}
+        out = {"type": kinds[choice.mode]}
+        if choice.mode == "tool":
+            out["name"] = choice.name
+    if request.parallel_tool_calls is False and request.tools:
+        out = out or {"type": "auto"}
+        if out["type"] != "none":
+            out["disable_parallel_tool_use"] = True
+    return out
+
+
+def render_request(
+    request: ir.ChatRequest, *, default_max_tokens: int = DEFAULT_MAX_TOKENS
+) -> dict[str, Any]:
+    """`default_max_tokens` fills the required `max_tokens` when the client sent none."""
+    if request.reasoning_effort and not request.thinking_budget:
+        ir.warn(request, "reasoning_effort dropped")
+    messages = []
+    for i, message in enumerate(request.messages):
+        blocks = [b for p in message.parts if (b := _render_part(p, f"messages[{i}]"))]
+        if blocks:
+            messages.append(ir.Message(message.role, blocks))  # type: ignore[arg-type]  # blocks
+    body: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_output_tokens or default_max_tokens,
+        "messages": [{"role": m.role, "content": m.parts} for m in ir.merge_turns(messages)],
+    }
+    if request.system:
+        body["system"] = "\n\n".join(request.system)
+    if request.tools:
+        body["tools"] = [_render_tool(tool) for tool in request.tools]
+    if (choice := render_tool_choice(request)) is not None:
+        body["tool_choice"] = choice
+    if request.temperature is not None:
+        body["temperature"] = min(request.temperature, 1.0)
+    optional = {"top_p": request.top_p, "stop_sequences": request.stop or None}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if request.thinking_budget:
+        body["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
+        body["max_tokens"] = max(body["max_tokens"], request.thinking_budget + 1)
+    if request.stream:
+        body["stream"] = True
+    if request.source == FAMILY:
+        body.update({k: v for k, v in request.extras.items() if k not in body})
+    return body
+
+
+def _render_tool(tool: ir.Tool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tool.name, "input_schema": tool.parameters}
+    if tool.description:
+        out["description"] = tool.description
+    return out
+
+
+# Responses --------------------------------------------------------------------------------
+
+
+def parse_response(body: dict[str, Any]) -> ir.ChatResponse:
+    parts: list[ir.Part] = [
+        part
+        for i, raw in enumerate(arr(body.get("content", []), "content"))
+        if not isinstance(part := _block(obj(raw, f"content[{i}]"), f"content[{i}]"), ir.ToolResult)
+    ]
+    stop = body.get("stop_reason")
+    sequence = body.get("stop_sequence")
+    return ir.ChatResponse(
+        id=str(body.get("id", "")),
+        model=str(body.get("model", "")),
+        parts=parts,
+        stop_reason=STOP_IN.get(stop, "other") if isinstance(stop, str) else "end_turn",
+        stop_sequence=sequence if isinstance(sequence, str) else None,
+        usage=usage_from(body.get("usage")),
+    )
+
+
+def _response_block(part: ir.Part) -> dict[str, Any] | None:
+    if isinstance(part, ir.Text):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ir.ToolCall):
+        try:
+            arguments = json_object(part.arguments, "arguments")
+        except InvalidRequest:  # a model cut off mid-call; the client gets what is parseable
+            arguments = {}
+        return {"type": "tool_use", "id": part.id, "name": part.name, "input": arguments}
+    if isinstance(part, ir.Thinking):
+        if part.redacted is not None:
+            return {"type": "redacted_thinking", "data": part.redacted}
+        return {"type": "thinking", "thinking": part.text, "signature": part.signature or ""}
+    return None
+
+
+def render_response(response: ir.ChatResponse) -> dict[str, Any]:
+    return {
+        "id": response.id,
+        "type": "message",
+        "role": "assistant",
+        "model": response.model,
+        "content": [b for p in response.parts if (b := _response_block(p)) is not None],
+        "stop_reason": STOP_OUT.get(response.stop_reason, "end_turn"),
+        "stop_sequence": response.stop_sequence,
+        "usage": render_usage(response.usage),
+    }

@@ -1,0 +1,229 @@
+"""Responses API streams: named events → IR events (`StreamDecoder`), IR events → the events the
+OpenAI SDK reads (`StreamEncoder`): response.created … response.completed (or
+response.incomplete), with `sequence_number`s; an error is one `error` event.
+
+Decoders: `feed(event)` per upstream SSE event, `close()` once the body ends, `usage` so far
+(for metering a stream cut off before its end)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.gateway.pricing import Usage
+from api.gateway.sse import SSEEvent
+from api.gateway.translate import ir
+from api.gateway.translate.fields import event_json, obj, sse
+from api.gateway.translate.responses import (
+    finished,
+    make_item_id,
+    new_envelope,
+    stop_reason,
+    usage_from,
+)
+
+
+class StreamDecoder:
+    """Responses events → IR events; usage only arrives with response.completed."""
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+        self._ended = False
+        self._blocks: dict[int, int] = {}  # output_index → IR block index
+        self._calls = False
+
+    def feed(self, event: SSEEvent) -> list[ir.StreamEvent]:
+        if self._ended:
+            return []
+        data = event_json(event.data)
+        kind = str(data.get("type", ""))
+        if kind == "response.created":
+            response = obj(data.get("response"), "response")
+            return [ir.MessageStart(str(response.get("id", "")), str(response.get("model", "")))]
+        if kind == "response.output_item.added":
+            return self._added(data)
+        index = self._blocks.get(data.get("output_index", -1), -1)
+        if index < 0:
+            return self._terminal(kind, data)
+        if kind == "response.output_text.delta":
+            return [ir.TextDelta(index, str(data.get("delta", "")))]
+        if kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
+            return [ir.ThinkingDelta(index, text=str(data.get("delta", "")))]
+        if kind == "response.function_call_arguments.delta":
+            return [ir.ToolArgsDelta(index, str(data.get("delta", "")))]
+        if kind == "response.output_item.done":
+            item = data.get("item") if isinstance(data.get("item"), dict) else {}
+            assert isinstance(item, dict)
+            signature = item.get("encrypted_content")
+            out: list[ir.StreamEvent] = []
+            if isinstance(signature, str) and signature:
+                out.append(ir.ThinkingDelta(index, signature=signature))
+            return [*out, ir.BlockStop(index)]
+        return []
+
+    def close(self) -> list[ir.StreamEvent]:
+        return []
+
+    def _added(self, data: dict[str, Any]) -> list[ir.StreamEvent]:
+        item = obj(data.get("item"), "item")
+        kinds: dict[str, ir.BlockKind] = {
+            "message": "text",
+            "reasoning": "thinking",
+            "function_call": "tool_call",
+        }
+        kind = kinds.get(str(item.get("type")))
+        if kind is None:
+            return []
+        index = self._blocks[data.get("output_index", len(self._blocks))] = len(self._blocks)
+        self._calls = self._calls or kind == "tool_call"
+        return [
+            ir.BlockStart(
+                index, kind, id=str(item.get("call_id", "")), name=str(item.get("name", ""))
+            )
+        ]
+
+    def _terminal(self, kind: str, data: dict[str, Any]) -> list[ir.StreamEvent]:
+        if kind in ("response.completed", "response.incomplete"):
+            response = obj(data.get("response"), "response")
+            self.usage = usage_from(response.get("usage"))
+            self._ended = True
+            calls: list[ir.Part] = [ir.ToolCall("", "", "")] if self._calls else []
+            return [ir.MessageEnd(stop_reason(response, calls), self.usage)]
+        if kind in ("response.failed", "error"):
+            self._ended = True
+            error = data.get("response", {}).get("error") if kind == "response.failed" else data
+            message = error.get("message") if isinstance(error, dict) else None
+            return [ir.StreamError("api_error", str(message or "The response failed."))]
+        return []
+
+
+class StreamEncoder:
+    """IR events → Responses events with sequence numbers, ending in response.completed."""
+
+    def __init__(self, *, created: int = 0) -> None:
+        self._created = created
+        self._sequence = 0
+        self._envelope: dict[str, Any] = new_envelope("", "", created)
+        self._items: dict[int, dict[str, Any]] = {}  # IR block index → output item
+        self._texts: dict[int, list[str]] = {}
+
+    def _emit(self, kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return sse(data, kind)
+
+    def feed(self, event: ir.StreamEvent) -> bytes:
+        if isinstance(event, ir.MessageStart):
+            self._envelope = new_envelope(event.id, event.model, self._created)
+            return self._emit("response.created", response=self._envelope) + self._emit(
+                "response.in_progress", response=self._envelope
+            )
+        if isinstance(event, ir.BlockStart):
+            return self._start(event)
+        item = self._items.get(getattr(event, "index", -1))
+        position = self._envelope["output"].index(item) if item is not None else -1
+        if isinstance(event, ir.TextDelta) and item is not None:
+            self._texts[event.index].append(event.text)
+            return self._emit(
+                "response.output_text.delta",
+                item_id=item["id"],
+                output_index=position,
+                content_index=0,
+                delta=event.text,
+                logprobs=[],
+            )
+        if isinstance(event, ir.ThinkingDelta) and item is not None:
+            self._texts[event.index].append(event.text)
+            if event.signature:
+                item["encrypted_content"] = event.signature
+            if not event.text:
+                return b""
+            return self._emit(
+                "response.reasoning_text.delta",
+                item_id=item["id"],
+                output_index=position,
+                content_index=0,
+                delta=event.text,
+            )
+        if isinstance(event, ir.ToolArgsDelta) and item is not None:
+            self._texts[event.index].append(event.arguments)
+            return self._emit(
+                "response.function_call_arguments.delta",
+                item_id=item["id"],
+                output_index=position,
+                delta=event.arguments,
+            )
+        if isinstance(event, ir.BlockStop) and item is not None:
+            return self._stop(event.index)
+        if isinstance(event, ir.MessageEnd):
+            out = b"".join(self._stop(i) for i in list(self._items))
+            response = finished(self._envelope, event.stop_reason, event.usage)
+            kind = (
+                "response.completed" if response["status"] == "completed" else "response.incomplete"
+            )
+            return out + self._emit(kind, response=response)
+        if isinstance(event, ir.StreamError):
+            code = ir.ERROR_KINDS.get(event.kind, ir.ERROR_KINDS["api_error"])[1]
+            return self._emit("error", code=code, message=event.message, param=None)
+        return b""
+
+    def _start(self, event: ir.BlockStart) -> bytes:
+        position = len(self._envelope["output"])
+        item_id = make_item_id(event.kind, self._envelope["id"], position)
+        items: dict[str, dict[str, Any]] = {
+            "text": {
+                "id": item_id,
+                "type": "message",
+                "status": "in_progress",
+                "content": [],
+                "role": "assistant",
+            },
+            "thinking": {"id": item_id, "type": "reasoning", "summary": []},
+            "tool_call": {
+                "id": item_id,
+                "type": "function_call",
+                "status": "in_progress",
+                "arguments": "",
+                "call_id": event.id,
+                "name": event.name,
+            },
+        }
+        item = self._items[event.index] = items[event.kind]
+        self._texts[event.index] = []
+        self._envelope["output"].append(item)
+        out = self._emit("response.output_item.added", output_index=position, item=dict(item))
+        if event.kind == "text":
+            part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+            out += self._emit(
+                "response.content_part.added",
+                item_id=item_id,
+                output_index=position,
+                content_index=0,
+                part=part,
+            )
+        return out
+
+    def _stop(self, index: int) -> bytes:
+        item = self._items.pop(index, None)
+        if item is None:
+            return b""
+        position = self._envelope["output"].index(item)
+        said = "".join(self._texts.pop(index))
+        out = b""
+        if item["type"] == "message":
+            part = {"type": "output_text", "annotations": [], "logprobs": [], "text": said}
+            common = {"item_id": item["id"], "output_index": position, "content_index": 0}
+            out += self._emit("response.output_text.done", **common, text=said, logprobs=[])
+            out += self._emit("response.content_part.done", **common, part=part)
+            item.update(status="completed", content=[part])
+        elif item["type"] == "function_call":
+            out += self._emit(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=position,
+                name=item["name"],
+                arguments=said,
+            )
+            item.update(status="completed", arguments=said)
+        elif said:
+            item["content"] = [{"type": "reasoning_text", "text": said}]
+        return out + self._emit("response.output_item.done", output_index=position, item=item)
