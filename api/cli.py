@@ -200,7 +200,6 @@ def billing_sync(period: str, tenant_id: str | None, dry_run: bool) -> None:
     """
     import uuid
 
-    from api.billing.service import render_plan
     from api.billing.stripe_gateway import gateway_factory
     from api.billing.sync import TenantResult, sync_tenants
     from api.db import create_engine, create_sessionmaker
@@ -247,25 +246,32 @@ def billing_sync(period: str, tenant_id: str | None, dry_run: bool) -> None:
         sys.exit(1)
     problems = 0
     for result in results:
-        line: dict[str, Any] = {"tenant_id": str(result.tenant_id), "period": period}
-        if result.outcome is None:
-            line["error"] = result.error
-            problems += 1
-        else:
-            plan = result.outcome.plan
-            line.update(
-                run_id=str(result.outcome.run_id) if result.outcome.run_id else None,
-                dry_run=dry_run,
-                customers=len(plan.records),
-                carried_forward=sum(1 for r in plan.records if r.carried_forward),
-                amount_cents=sum(r.amount_cents for r in plan.records if not r.carried_forward),
-                already_billed=len(plan.already_billed),
-                failed=result.outcome.failed,
-            )
-            if dry_run:
-                line["records"] = render_plan(plan)["records"]
-            problems += len(result.outcome.failed)
+        line, failed = _sync_report(result, period, dry_run)
+        problems += failed
         click.echo(json.dumps(line))
     if problems:
         click.echo(f"error: {problems} could not be billed; run the sync again to resume", err=True)
         sys.exit(1)
+
+
+def _sync_report(result: Any, period: str, dry_run: bool) -> tuple[dict[str, Any], int]:
+    """One tenant's JSON line, and how many of its customers (or itself) failed."""
+    from api.billing.service import render_plan
+
+    line: dict[str, Any] = {"tenant_id": str(result.tenant_id), "period": period}
+    if result.outcome is None:
+        line["error"] = result.error
+        return line, 1
+    plan = result.outcome.plan
+    line.update(
+        run_id=str(result.outcome.run_id) if result.outcome.run_id else None,
+        dry_run=dry_run,
+        customers=len(plan.records),
+        carried_forward=sum(1 for r in plan.records if r.carried_forward),
+        amount_cents=sum(r.amount_cents for r in plan.records if not r.carried_forward),
+        already_billed=len(plan.already_billed),
+        failed=result.outcome.failed,
+    )
+    if dry_run:
+        line["records"] = render_plan(plan)["records"]
+    return line, len(result.outcome.failed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import stripe
 
@@ -41,15 +42,34 @@ class ItemRequest:
     idempotency_key: str
 
 
+def _metadata(obj: object) -> dict[str, str]:
+    metadata = getattr(obj, "metadata", None)
+    if metadata is None:
+        return {}
+    plain = metadata.to_dict() if hasattr(metadata, "to_dict") else dict(metadata)
+    return {str(k): str(v) for k, v in plain.items()}
+
+
 def _state(invoice: stripe.Invoice) -> InvoiceState:
     customer = getattr(invoice, "customer", None)
-    metadata = getattr(invoice, "metadata", None) or {}
     return InvoiceState(
         id=str(invoice.id),
         status=getattr(invoice, "status", None),
         customer=customer if isinstance(customer, str) else getattr(customer, "id", None),
-        metadata={str(k): str(v) for k, v in dict(metadata).items()},
+        metadata=_metadata(invoice),
     )
+
+
+class HTTPXClient(stripe.HTTPXClient):
+    """stripe-python's httpx client sends form bodies as `data=<str>`, which httpx deprecates
+    (raw bodies go in `content=`); send them that way."""
+
+    def _get_request_args_kwargs(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        data = kwargs.pop("data", None)
+        if data:
+            kwargs["content"] = data
+        return [args, kwargs]
 
 
 class StripeGateway:
@@ -62,7 +82,7 @@ class StripeGateway:
         timeout_seconds: float,
     ) -> None:
         stripe.enable_telemetry = False  # no request metrics sent back to Stripe
-        self._http = stripe.HTTPXClient(timeout=timeout_seconds)
+        self._http = HTTPXClient(timeout=timeout_seconds)
         self._client = stripe.StripeClient(
             secret_key,
             base_addresses={"api": api_base.rstrip("/")},
@@ -126,7 +146,7 @@ class StripeGateway:
         page = await self._client.v1.invoice_items.list_async({"invoice": invoice, "limit": 100})
         found: dict[str, str] = {}
         for item in page.data:
-            key_id = dict(getattr(item, "metadata", None) or {}).get(KEY_META)
+            key_id = _metadata(item).get(KEY_META)
             if key_id:
                 found[str(key_id)] = str(item.id)
         return found

@@ -235,6 +235,7 @@ async def _plan(
 
 async def _write(session: AsyncSession, tenant_id: uuid.UUID, run: BillingRun, plan: Plan) -> None:
     records = BillingRecordRepository(session, tenant_id)
+    created = []
     for planned in plan.records:
         record = BillingRecord(
             id=uuid.uuid4(), tenant_id=tenant_id, run_id=run.id, period=plan.period,
@@ -243,6 +244,9 @@ async def _write(session: AsyncSession, tenant_id: uuid.UUID, run: BillingRun, p
             state=CARRIED_FORWARD if planned.carried_forward else PENDING,
         )  # fmt: skip
         session.add(record)
+        created.append((record, planned))
+    await session.flush()  # records before their lines (no ORM relationship orders them)
+    for record, planned in created:
         for line in planned.lines:
             session.add(
                 BillingLine(
