@@ -19,6 +19,7 @@ from api.alert.service import AlertNotifier
 from api.auth.cache import KeyCache
 from api.auth.routes import router as keys_router
 from api.auth.secrets import derive_pepper
+from api.billing.routes import router as billing_router
 from api.db import create_engine, create_sessionmaker
 from api.gateway.budget import Reservations
 from api.gateway.catalog import Catalog
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(settings_router)
     app.include_router(alerts_router)
+    app.include_router(billing_router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

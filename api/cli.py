@@ -129,6 +129,23 @@ def worker() -> None:
     run_worker(worker_settings, redis_settings=RedisSettings.from_dsn(settings.redis_url))
 
 
+async def _drain_ledger(settings: Settings, sessionmaker: Any) -> None:
+    """With Redis, move usage events still in the ledger stream into the database."""
+    if not settings.redis_url:
+        return
+    import socket
+
+    from redis.asyncio import Redis
+
+    from api.usage.ledger import LedgerDrain
+
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await LedgerDrain(redis, sessionmaker, f"cli-{socket.gethostname()}").until_empty(60)
+    finally:
+        await redis.aclose()
+
+
 @main.group()
 def tenant() -> None:
     """Manage tenants."""
@@ -197,3 +214,103 @@ def usage_rebuild_counters() -> None:
             await redis.aclose()
 
     click.echo(f"Dropped {asyncio.run(run())} counters; they are recounted from the ledger.")
+
+
+@main.group()
+def billing() -> None:
+    """Stripe billing."""
+
+
+@billing.command("sync")
+@click.option("--period", required=True, help="The month to bill, YYYY-MM (one that has ended).")
+@click.option(
+    "--tenant",
+    "tenant_id",
+    default=None,
+    help="Only this tenant (default: every tenant with Stripe configured).",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be billed; send and write nothing.")
+@_one_line_errors
+def billing_sync(period: str, tenant_id: str | None, dry_run: bool) -> None:
+    """Invoice each Stripe customer's metered spend for PERIOD, once (re-runs resume).
+
+    Prints one JSON line per tenant; exits 1 if any customer or tenant could not be billed.
+    """
+    import uuid
+
+    from api.billing.stripe_gateway import gateway_factory
+    from api.billing.sync import TenantResult, sync_tenants
+    from api.db import create_engine, create_sessionmaker
+    from api.errors import AppError
+    from api.kit.crypto import SecretBox
+
+    tenant_ids = None
+    if tenant_id is not None:
+        try:
+            tenant_ids = [uuid.UUID(tenant_id)]
+        except ValueError:
+            raise click.BadParameter("not a tenant id", param_hint="--tenant") from None
+    settings = _settings()
+    box = SecretBox(resolve_secret_key(settings))
+
+    def progress(tenant: uuid.UUID) -> Callable[[int, int], None]:
+        bar: Any = None
+
+        def step(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = click.progressbar(length=total, label=f"tenant {tenant}", file=sys.stderr)
+                bar.__enter__()
+            bar.update(1)
+            if done == total:
+                bar.__exit__(None, None, None)
+
+        return step
+
+    async def run() -> list[TenantResult]:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            await _drain_ledger(settings, create_sessionmaker(engine))
+            return await sync_tenants(
+                create_sessionmaker(engine), box, gateway_factory(settings), period,
+                tenant_ids=tenant_ids, dry_run=dry_run, progress=progress,
+            )  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    try:
+        results = asyncio.run(run())
+    except AppError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    problems = 0
+    for result in results:
+        line, failed = _sync_report(result, period, dry_run)
+        problems += failed
+        click.echo(json.dumps(line))
+    if problems:
+        click.echo(f"error: {problems} could not be billed; run the sync again to resume", err=True)
+        sys.exit(1)
+
+
+def _sync_report(result: Any, period: str, dry_run: bool) -> tuple[dict[str, Any], int]:
+    """One tenant's JSON line, and how many of its customers (or itself) failed."""
+    from api.billing.service import render_plan
+
+    line: dict[str, Any] = {"tenant_id": str(result.tenant_id), "period": period}
+    if result.outcome is None:
+        line["error"] = result.error
+        return line, 1
+    plan = result.outcome.plan
+    line.update(
+        run_id=str(result.outcome.run_id) if result.outcome.run_id else None,
+        dry_run=dry_run,
+        customers=len(plan.records),
+        carried_forward=sum(1 for r in plan.records if r.carried_forward),
+        amount_cents=sum(r.amount_cents for r in plan.records if not r.carried_forward),
+        already_billed=len(plan.already_billed),
+        failed=result.outcome.failed,
+    )
+    if dry_run:
+        line["records"] = render_plan(plan)["records"]
+    return line, len(result.outcome.failed)

@@ -3,7 +3,9 @@
     AppError
     ├── InvalidRequest            400 invalid_request
     │   ├── InvalidModel          400 invalid_model
-    │   └── ProviderNotConfigured 400 provider_not_configured
+    │   ├── ProviderNotConfigured 400 provider_not_configured
+    │   ├── StripeNotConfigured   400 stripe_not_configured
+    │   └── InvalidSignature      400 invalid_signature (a webhook's signature does not verify)
     ├── UpstreamClientError       4xx the provider's own status and code
     ├── AuthenticationFailed      401 invalid_api_key
     │   └── MissingApiKey         401 missing_api_key
@@ -77,6 +79,16 @@ class InvalidModel(InvalidRequest):
 class ProviderNotConfigured(InvalidRequest):
     code = "provider_not_configured"
     default_message = "The provider has no credentials configured."
+
+
+class StripeNotConfigured(InvalidRequest):
+    code = "stripe_not_configured"
+    default_message = "Stripe is not configured for this tenant: PUT /v1/billing/stripe first."
+
+
+class InvalidSignature(InvalidRequest):
+    code = "invalid_signature"
+    default_message = "The webhook signature does not verify."
 
 
 class AuthenticationFailed(AppError):
@@ -217,6 +229,8 @@ ERROR_TABLE: dict[type[AppError], ErrorRow] = {
     InvalidRequest: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
     InvalidModel: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
     ProviderNotConfigured: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
+    StripeNotConfigured: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
+    InvalidSignature: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
     AuthenticationFailed: ErrorRow(401, "authentication_error", "authentication_error", False),
     MissingApiKey: ErrorRow(401, "authentication_error", "authentication_error", False),
     BudgetExceeded: ErrorRow(402, "insufficient_quota", "billing_error", False),

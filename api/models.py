@@ -2,8 +2,27 @@
 
 from api.alert.models import Alert
 from api.auth.models import ApiKey, KeySecret
+from api.billing.models import (
+    BillingLine,
+    BillingRecord,
+    BillingRun,
+    StripeAccount,
+    StripeEvent,
+)
 from api.db import Base
 from api.tenant.models import Tenant
 from api.usage.models import UsageEvent
 
-__all__ = ["Alert", "ApiKey", "Base", "KeySecret", "Tenant", "UsageEvent"]
+__all__ = [
+    "Alert",
+    "ApiKey",
+    "Base",
+    "BillingLine",
+    "BillingRecord",
+    "BillingRun",
+    "KeySecret",
+    "StripeAccount",
+    "StripeEvent",
+    "Tenant",
+    "UsageEvent",
+]

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     deepseek_base_url: str = "https://api.deepseek.com"
 
     allow_private_webhooks: bool = False
+
+    # Stripe (SPEC §5.8): each tenant's own account, reached through this API base. Tests point
+    # it at a local fake; nothing else should change it.
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
+    stripe_timeout_seconds: float = Field(default=30.0, gt=0)
     embedding_model: str | None = None
 
     # Upstream HTTP client: connect, gap between bytes read, and a whole non-streaming call.

@@ -23,6 +23,7 @@ from api.kit.crypto import SecretBox
 from api.settings import get_settings, resolve_secret_key
 from api.usage.ledger import LedgerDrain
 from workers.jobs.alerts import resend_alerts
+from workers.jobs.billing import billing_month_end
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -33,6 +34,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     webhooks = httpx.AsyncClient(follow_redirects=False, trust_env=False)
     drain = LedgerDrain(redis, sessionmaker, consumer=f"worker-{socket.gethostname()}")
     ctx.update(
+        settings=settings,
         engine=engine,
         sessionmaker=sessionmaker,
         redis_client=redis,
@@ -61,7 +63,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 class WorkerSettings:
     functions: ClassVar[list[Any]] = []
-    cron_jobs: ClassVar[list[CronJob]] = [cron(resend_alerts, second=0, unique=True, timeout=300)]
+    cron_jobs: ClassVar[list[CronJob]] = [
+        cron(resend_alerts, second=0, unique=True, timeout=300),
+        # Shortly after each month ends: invoice the month through each tenant's Stripe account.
+        cron(billing_month_end, day=1, hour=2, minute=0, unique=True, timeout=3600),
+    ]
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = 100

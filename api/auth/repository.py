@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.models import ApiKey, KeySecret
@@ -13,6 +15,18 @@ from api.tenant.models import Tenant
 
 class ApiKeyRepository(TenantRepository[ApiKey]):
     model = ApiKey
+
+    async def by_ids(self, key_ids: list[uuid.UUID]) -> list[ApiKey]:
+        if not key_ids:
+            return []
+        return await self._all(self.base().where(ApiKey.id.in_(key_ids)))
+
+    async def for_stripe_customer(self, customer_id: str) -> list[ApiKey]:
+        return await self._all(self.base().where(ApiKey.stripe_customer_id == customer_id))
+
+    async def _all(self, statement: Select[tuple[ApiKey]]) -> list[ApiKey]:
+        rows: Sequence[Any] = (await self.session.execute(statement)).scalars().all()
+        return list(rows)
 
     async def expire_secrets(self, key: ApiKey, at: datetime) -> None:
         """Give every still-valid secret of `key` an expiry no later than `at`."""

@@ -126,6 +126,21 @@ class UsageRepository(TenantRepository[UsageEvent]):
             for row in rows
         ]
 
+    async def spend_by_key(self, start: datetime, end: datetime) -> dict[uuid.UUID, int]:
+        """Each key's billed spend in [start, end), from the ledger (keys that spent > 0)."""
+        total = func.sum(UsageEvent.cost_micros)
+        statement = (
+            select(UsageEvent.key_id, total)
+            .where(
+                UsageEvent.tenant_id == self.tenant_id,
+                UsageEvent.created_at >= start,
+                UsageEvent.created_at < end,
+            )
+            .group_by(UsageEvent.key_id)
+            .having(total > 0)
+        )
+        return {key_id: int(spend) for key_id, spend in (await self.session.execute(statement))}
+
     def _day(self) -> ColumnElement[Any]:
         if self.session.get_bind().dialect.name == "postgresql":
             return func.to_char(func.timezone("UTC", UsageEvent.created_at), "YYYY-MM-DD")
