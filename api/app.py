@@ -23,14 +23,16 @@ from api.billing.routes import router as billing_router
 from api.db import create_engine, create_sessionmaker
 from api.gateway.budget import Reservations
 from api.gateway.catalog import Catalog
+from api.gateway.dialects.openai.routes import CHAT_PATH, create_chat_completion
 from api.gateway.dialects.openai.routes import router as openai_router
 from api.gateway.pipeline import Gateway
 from api.gateway.providers.registry import ProviderRegistry, create_session
 from api.health.routes import router as health_router
 from api.kit.counters import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.kit.crypto import SecretBox
+from api.kit.resp import PipelinedRedis
 from api.metrics import Metrics
-from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from api.middleware import BodySizeLimitMiddleware, ProxyLane, RequestIdMiddleware
 from api.settings import Settings, get_settings, resolve_secret_key
 from api.state import AppState
 from api.tenant.routes import router as admin_router
@@ -58,10 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upstream_session = create_session(settings)
         ledger: Ledger
         drain_task: asyncio.Task[None] | None = None
+        fast_redis = None
         if redis is not None:
-            counters: CounterStore = RedisCounterStore(redis)
+            url = settings.redis_url or ""
+            fast_redis = PipelinedRedis(url) if PipelinedRedis.supports(url) else None
+            redis_counters = RedisCounterStore(redis, fast=fast_redis)
+            counters: CounterStore = redis_counters
             drain = LedgerDrain(redis, sessionmaker, consumer=f"api-{socket.gethostname()}")
-            ledger = RedisLedger(redis, RedisCounterStore(redis), sessionmaker, drain)
+            ledger = RedisLedger(redis, redis_counters, sessionmaker, drain)
             if settings.api_runs_background_jobs:
                 drain_task = asyncio.create_task(drain.run(), name="ledger-drain")
         else:
@@ -115,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await webhook_client.aclose()
             await key_cache.close()
             await upstream_session.close()
+            if fast_redis is not None:
+                await fast_redis.close()
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
@@ -134,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(settings_router)
     app.include_router(alerts_router)
     app.include_router(billing_router)
+    app.add_middleware(ProxyLane, routes={CHAT_PATH: create_chat_completion})
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

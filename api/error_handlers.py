@@ -67,7 +67,7 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
     return InvalidRequest(f"{param}: {message}." if param else f"{message}.", param=param)
 
 
-def _from_http_exception(exc: StarletteHTTPException) -> AppError:
+def from_http_exception(exc: StarletteHTTPException) -> AppError:
     if exc.status_code == 404:
         return NotFound("No such route.")
     if exc.status_code == 405:
@@ -77,6 +77,19 @@ def _from_http_exception(exc: StarletteHTTPException) -> AppError:
     if exc.status_code < 500:
         return InvalidRequest(str(exc.detail))
     return InternalError()
+
+
+def render_exception(path: str, exc: Exception, request_id: str | None) -> JSONResponse:
+    """Any exception a route let through, as the client's family expects it."""
+    if isinstance(exc, AppError):
+        return render_error(path, exc)
+    if isinstance(exc, StarletteHTTPException):
+        return render_error(path, from_http_exception(exc))
+    logger.error("unhandled error on %s", path, exc_info=exc)
+    response = render_error(path, InternalError())
+    if request_id:
+        response.headers["x-request-id"] = response.headers["request-id"] = request_id
+    return response
 
 
 def install(app: FastAPI) -> None:
@@ -90,16 +103,12 @@ def install(app: FastAPI) -> None:
 
     async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return render_error(request.url.path, _from_http_exception(exc))
+        return render_error(request.url.path, from_http_exception(exc))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        response = render_error(request.url.path, InternalError())
+        # ServerErrorMiddleware sits outside the request-id middleware: set the id here.
         request_id = getattr(request.state, "request_id", None)
-        if request_id:
-            # ServerErrorMiddleware sits outside the request-id middleware.
-            response.headers["x-request-id"] = response.headers["request-id"] = request_id
-        return response
+        return render_exception(request.url.path, exc, request_id)
 
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -172,6 +172,7 @@ def setup_gateway(
         "TOLLGATE_OPENAI_BASE_URL": upstream + "/v1",
         "TOLLGATE_PORT": str(port),
         "TOLLGATE_LOG_LEVEL": "warning",
+        "TOLLGATE_API_RUNS_BACKGROUND_JOBS": os.environ.get("BENCH_API_DRAINS", "false"),
     }
     subprocess.run([TOLLGATE, "migrate"], env=env, check=True, capture_output=True)
     process = _start([TOLLGATE, "serve", "--no-migrate"], env)
