@@ -37,8 +37,10 @@ async def parse_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEEvent]:
         buffer += chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
-        while (end := buffer.find(b"\n\n")) >= 0:
-            block, buffer = buffer[:end], buffer[end + 2 :]
+        if b"\n\n" not in buffer:
+            continue
+        *blocks, buffer = buffer.split(b"\n\n")
+        for block in blocks:
             event = _parse_block(block)
             if event is not None:
                 yield event

@@ -1,0 +1,68 @@
+"""`EventStream`: the response that relays a stream to the client, one ASGI send per chunk.
+
+Starlette's StreamingResponse runs every stream inside an anyio task group that listens for
+the client's disconnect; on the relay's hot path that measured a fifth of the CPU per chunk.
+Here a single watcher task waits for the disconnect and cancels the relay: the body generator
+then sees `CancelledError` at its current await (the upstream read), as it would under
+Starlette, and meters what was produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Mapping
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class EventStream(Response):
+    """A `Response` only so FastAPI passes it through untouched; it never buffers a body."""
+
+    def __init__(
+        self, body: AsyncGenerator[bytes, None], headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.stream = body
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = _HEADERS + [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in (headers or {}).items()
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        del scope  # nothing in it changes how a stream is relayed
+        relay = asyncio.current_task()
+        assert relay is not None
+        streaming = True
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if streaming:  # not after the last byte: nothing left to stop
+                gone = True
+                relay.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self.stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            streaming = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            relay.uncancel()  # the client left: that ends this response, not the server's task
+        finally:
+            streaming = False
+            watcher.cancel()
+            await self.stream.aclose()
