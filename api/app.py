@@ -23,7 +23,9 @@ from api.billing.routes import router as billing_router
 from api.db import create_engine, create_sessionmaker
 from api.gateway.budget import Reservations
 from api.gateway.catalog import Catalog
+from api.gateway.dialects.anthropic.routes import router as anthropic_router
 from api.gateway.dialects.openai.routes import router as openai_router
+from api.gateway.dialects.responses.routes import router as responses_router
 from api.gateway.pipeline import Gateway
 from api.gateway.providers.registry import ProviderRegistry, create_session
 from api.health.routes import router as health_router
@@ -127,6 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     error_handlers.install(app)
     app.include_router(openai_router)  # first: the proxy's routes are matched most often
+    app.include_router(anthropic_router)
+    app.include_router(responses_router)
     app.include_router(health_router)
     app.include_router(keys_router)
     app.include_router(usage_router)
