@@ -390,3 +390,78 @@ def test_cell(
     )
     assert metered == expected
     assert not any(e["estimated"] for e in logs)
+
+
+# Beyond the matrix: what agents also do, and streams that die, seen through the SDKs ----------
+
+
+def _fresh_key(gateway: Gateway, **fields: Any) -> str:
+    response = httpx.post(
+        f"{gateway.url}/v1/keys",
+        json={"name": "extra", **fields},
+        headers={"Authorization": f"Bearer {gateway.master}"},
+    )
+    assert response.status_code == 201, response.text
+    secret: str = response.json()["secret"]
+    return secret
+
+
+def test_agents_betas_and_count_tokens_through_the_anthropic_sdk(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    fakes.reset()
+    key = _fresh_key(gateway)
+    with anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0) as client:
+        message = client.beta.messages.create(
+            model="claude-sonnet-4", max_tokens=64, messages=[{"role": "user", "content": PROMPT}],
+            betas=["interleaved-thinking-2025-05-14"],
+        )  # fmt: skip
+        exact = client.messages.count_tokens(
+            model="claude-sonnet-4", messages=[{"role": "user", "content": PROMPT}]
+        )
+        estimated = client.messages.count_tokens(
+            model="gemini-2.5-flash", messages=[{"role": "user", "content": PROMPT}]
+        )
+    assert message.content[0].type == "text"
+    seen = fakes.anthropic.seen
+    assert seen[0].query == {}  # `?beta=true` is Tollgate's, not forwarded
+    assert seen[0].headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    assert exact.input_tokens == 1
+    assert estimated.input_tokens > 1
+    assert [s.path for s in seen] == ["/v1/messages", "/v1/messages/count_tokens"]
+
+
+@pytest.mark.parametrize(("model", "mode"), [("claude-sonnet-4", "midstream_error"),
+                                             ("gemini-2.5-flash", "drop")])  # fmt: skip
+@pytest.mark.parametrize("endpoint", list(CLIENTS))
+def test_a_stream_that_dies_fails_cleanly_in_each_sdk(
+    gateway: Gateway, fakes: Fakes, endpoint: str, model: str, mode: str
+) -> None:
+    fakes.reset()
+    fakes.anthropic.mode = fakes.gemini.mode = mode
+    key = _fresh_key(gateway)
+    said = [{"role": "user", "content": "Hello there, how are you today?"}]
+    if endpoint == "/v1/messages":
+        with anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0) as claude:
+            with (
+                pytest.raises(anthropic.APIStatusError) as failed,
+                claude.messages.stream(model=model, max_tokens=64, messages=said) as events,
+            ):
+                events.get_final_message()
+            assert failed.value.body["error"]["type"] in ("overloaded_error", "api_error")
+    else:
+        with openai.OpenAI(api_key=key, base_url=f"{gateway.url}/v1", max_retries=0) as client:
+            if endpoint == "/v1/chat/completions":
+                with (
+                    pytest.raises(openai.APIError, match=r"\w"),
+                    client.chat.completions.stream(model=model, messages=said) as chunks,
+                ):
+                    chunks.get_final_completion()
+            else:
+                with client.responses.stream(model=model, input=said) as stream:  # type: ignore[arg-type]
+                    kinds = [event.type for event in stream]
+                assert kinds[-1] == "error"
+                assert "response.completed" not in kinds
+    (entry,) = _logs(gateway.url, key, 1)
+    assert entry["status"] in (502, 503)
+    assert entry["output_tokens"] > 0
