@@ -216,6 +216,45 @@ class TestMidStreamFailures:
         assert entry["cost_micros"] > 0
 
 
+class TestAbandonedStreams:
+    @pytest.mark.parametrize(
+        ("endpoint", "model"),
+        [("/v1/messages", "gpt-4o"), ("/v1/messages", "claude-sonnet-4"),
+         ("/v1/responses", "claude-sonnet-4")],
+    )  # fmt: skip
+    async def test_upstream_is_cancelled_and_what_was_relayed_is_billed(
+        self, every_http: httpx.AsyncClient, claude: FakeAnthropic, upstream: FakeUpstream,
+        endpoint: str, model: str,
+    ):  # fmt: skip
+        # 200 ms between chunks: the fakes must see the hang-up before their next write.
+        upstream.mode, upstream.chunk_delay, upstream.words = "generate", 0.2, 30
+        claude.chunk_delay = 0.2
+        fake: FakeAnthropic | FakeUpstream = claude if model.startswith("claude") else upstream
+        _, headers = await _key(every_http)
+        said = " ".join(["word"] * 30)
+        body: dict[str, Any] = {"model": model, "stream": True}
+        if endpoint == "/v1/responses":
+            body["input"] = said
+        else:
+            body.update(messages=[{"role": "user", "content": said}], max_tokens=100)
+        async with every_http.stream("POST", endpoint, json=body, headers=headers) as response:
+            received = 0
+            async for line in response.aiter_lines():
+                received += line.startswith("data: ")
+                if received == 8:
+                    break  # leaving the block closes the connection part way through
+        for _ in range(100):
+            if fake.disconnects:
+                break
+            await asyncio.sleep(0.05)
+        assert fake.disconnects == 1
+        (entry,) = await _logs(every_http, headers, 1)
+        assert (entry["status"], entry["estimated"]) == (499, True)
+        assert 0 < entry["output_tokens"] < 30
+        assert entry["input_tokens"] > 0
+        assert entry["cost_micros"] > 0
+
+
 class TestCountTokens:
     async def test_claude_models_are_counted_by_anthropic_and_not_metered(
         self, every_http: httpx.AsyncClient, claude: FakeAnthropic
