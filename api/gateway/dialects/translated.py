@@ -18,12 +18,12 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from api.errors import (
     AppError,
@@ -37,6 +37,7 @@ from api.gateway import usage as usage_rules
 from api.gateway.pipeline import Call
 from api.gateway.pricing import Usage
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
+from api.gateway.relay import EventStream
 from api.gateway.sse import SSEEvent
 from api.gateway.tokens import count_text
 from api.gateway.translate import (
@@ -242,9 +243,7 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
             decoder = _DECODERS[call.provider.dialect]()
             output = Translating(family.encoder(body, int(time.time())), family.error_tail)
             events = relay_events(call, opened, decoder, output, request)
-            return StreamingResponse(
-                events, media_type="text/event-stream", headers={**STREAM_HEADERS, **headers}
-            )
+            return EventStream(events, headers)
         answer = await call.provider.send(upstream)
         raw = json_answer(answer.body, call.provider.name)
         parsed = upstream_body(_PARSERS[call.provider.dialect], raw, call.provider.name)
@@ -361,7 +360,7 @@ async def relay_events(
     decoder: Decoder,
     output: Output,
     request: ir.ChatRequest,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Relay one upstream stream; whatever ends it is metered, before the final event."""
     relay = _Relay(call, decoder, output, request)
     failure: AppError | None = None  # what broke the stream on our side of it

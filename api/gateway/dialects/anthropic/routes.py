@@ -10,12 +10,12 @@ Errors are Anthropic-shaped (`api/error_handlers.py`), mid-stream ones an `event
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest, UpstreamError
@@ -30,6 +30,7 @@ from api.gateway.pipeline import (
     upstream_body,
 )
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
+from api.gateway.relay import EventStream
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import anthropic, anthropic_stream, ir
 
@@ -104,8 +105,7 @@ async def create_message(request: Request) -> Response:
         if stream:
             opened = await call.provider.open_stream(upstream)
             events = _relay(call, body, opened)
-            headers = {**translated.STREAM_HEADERS, **call.response_headers}
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+            return EventStream(events, call.response_headers)
         answer = await call.provider.send(upstream)
         payload = translated.json_answer(answer.body, call.provider.name)
         usage = anthropic.usage_from(payload.get("usage"))
@@ -142,7 +142,7 @@ def _frame(event: SSEEvent) -> bytes:
     return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
 
 
-def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncIterator[bytes]:
+def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGenerator[bytes, None]:
     # The IR request is only for estimating a cut-off stream's prompt; an unparseable body
     # (the upstream accepted what the translator does not know) estimates from nothing.
     try:
