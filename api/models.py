@@ -10,6 +10,7 @@ from api.billing.models import (
     StripeEvent,
 )
 from api.db import Base
+from api.idempotency.models import IdempotencyRecord
 from api.tenant.models import Tenant
 from api.usage.models import UsageEvent
 
@@ -20,6 +21,7 @@ __all__ = [
     "BillingLine",
     "BillingRecord",
     "BillingRun",
+    "IdempotencyRecord",
     "KeySecret",
     "StripeAccount",
     "StripeEvent",
