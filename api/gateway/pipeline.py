@@ -91,6 +91,9 @@ class Call:
         """Whatever fails inside is metered as a failed request (once) before it propagates."""
         try:
             yield
+        except asyncio.CancelledError:  # shutdown, or a server that cancels on disconnect
+            self.finish_soon(Usage(), status=499)
+            raise
         except AppError as error:
             await self.finish(Usage(), status=error.status_code, error=error)
             raise
@@ -170,11 +173,12 @@ def check_access(principal: Principal, route: Route) -> None:
 
 
 def output_budget(body: dict[str, Any], entry_max: int) -> int:
-    """The client's output cap (`max_completion_tokens`, else `max_tokens`), else the model's."""
+    """The client's output cap (`max_completion_tokens`, else `max_tokens`), else the model's;
+    never more than the model can produce (a client sized for another model asks for more)."""
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
+            return min(value, entry_max)
     return entry_max
 
 
@@ -263,14 +267,19 @@ def record_refusal(
 
 def upstream_body(body: dict[str, Any], call: Call, *, stream: bool) -> dict[str, Any]:
     """Same dialect in and out: forward the client's JSON with only the listed edits: the
-    model name, forced usage reporting, and an output cap clamped to the remaining budget."""
+    model name, forced usage reporting, and an output cap no larger than what was reserved
+    (the remaining budget, or the model's maximum)."""
     out = dict(body)
     out["model"] = call.route.upstream_model
     reservation = call.reservation
-    if reservation is not None and reservation.clamped:
+    if reservation is not None and reservation.max_output_tokens > 0:
+        held = reservation.max_output_tokens
         given = [name for name in ("max_completion_tokens", "max_tokens") if name in body]
-        for name in given or ["max_tokens"]:
-            out[name] = reservation.max_output_tokens
+        for name in given:
+            if not isinstance(body[name], int) or body[name] > held:
+                out[name] = held
+        if reservation.clamped and not given:
+            out["max_tokens"] = held
     if stream:
         options = out.get("stream_options")
         out["stream_options"] = {

@@ -164,6 +164,11 @@ def _family_error(endpoint: str, events: list[tuple[str | None, Any]]) -> dict[s
         error: dict[str, Any] = events[-2][1]["error"]
         assert set(error) == {"message", "type", "code", "param"}
         return error
+    if endpoint == "/v1/responses":  # `error`, then `response.failed`, as the API ends one
+        name, failed = events[-1]
+        assert name == "response.failed"
+        assert failed["response"]["status"] == "failed"
+        events = events[:-1]
     name, data = events[-1]
     assert name == "error"
     if endpoint == "/v1/messages":

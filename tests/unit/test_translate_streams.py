@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
@@ -164,8 +165,23 @@ class TestAnthropicStreams:
             b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
             b'"message":"Overloaded"}}\n\n'
         )
-        final = data_of(encode(responses_stream.StreamEncoder(), events))[-1]
-        assert (final["type"], final["code"]) == ("error", "server_error")
+        responses = data_of(encode(responses_stream.StreamEncoder(), events))
+        error, failed = responses[-2:]
+        assert (error["type"], error["code"]) == ("error", "server_error")
+        assert failed["type"] == "response.failed"
+        assert failed["response"]["status"] == "failed"
+        assert failed["response"]["error"] == {"code": "server_error", "message": "Overloaded"}
+
+    def test_an_error_before_anything_still_opens_the_response(self):
+        """The SDK's accumulator refuses an `error` that comes before `response.created`."""
+        raw = data_of(responses_stream.StreamEncoder().feed(ir.StreamError("overloaded", "busy")))
+        assert [e["type"] for e in raw] == [
+            "response.created", "response.in_progress", "error", "response.failed",
+        ]  # fmt: skip
+        state = ResponseStreamState(input_tools=[], text_format=None)
+        adapter: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
+        for event in raw:
+            state.handle_event(adapter.validate_python(event))
 
     def test_error_from_the_pipeline(self):
         error = ir.StreamError.from_app_error(UpstreamUnavailable("busy"))

@@ -139,6 +139,11 @@ def upstream_request(call: Call, request: ir.ChatRequest, *, stream: bool) -> Up
     """The IR rendered in the provider's dialect, with the gateway's model name and cap."""
     request.model = call.route.upstream_model
     request.stream = stream
+    # Clients size their cap for the model family they speak (Claude Code asks for 32000): no
+    # more than this model produces, and no more than was reserved.
+    cap = call.route.entry.max_output_tokens
+    if request.max_output_tokens is not None:
+        request.max_output_tokens = min(request.max_output_tokens, cap)
     reservation = call.reservation
     if reservation is not None and reservation.clamped:
         request.max_output_tokens = reservation.max_output_tokens

@@ -195,7 +195,7 @@ def _tool_choice(value: Any, request: ir.ChatRequest) -> None:
     choice = obj(value, "tool_choice")
     kind = choice.get("type")
     modes = {"auto": "auto", "any": "required", "none": "none", "tool": "tool"}
-    if kind not in modes:
+    if not isinstance(kind, str) or kind not in modes:
         raise InvalidRequest(
             "`tool_choice.type` must be auto, any, tool or none.", param="tool_choice.type"
         )
@@ -309,6 +309,10 @@ def render_tool_choice(request: ir.ChatRequest) -> dict[str, Any] | None:
     return out
 
 
+# Anthropic's smallest accepted `thinking.budget_tokens`.
+MIN_THINKING_BUDGET = 1024
+
+
 def render_request(
     request: ir.ChatRequest, *, default_max_tokens: int = DEFAULT_MAX_TOKENS
 ) -> dict[str, Any]:
@@ -316,14 +320,15 @@ def render_request(
     if request.reasoning_effort and not request.thinking_budget:
         ir.warn(request, "reasoning_effort dropped")
     messages = []
-    for i, message in enumerate(request.messages):
+    # Merged as IR first, so tool results lead their user turn (Anthropic requires it).
+    for i, message in enumerate(ir.merge_turns(request.messages)):
         blocks = [b for p in message.parts if (b := _render_part(p, f"messages[{i}]"))]
         if blocks:
-            messages.append(ir.Message(message.role, blocks))  # type: ignore[arg-type]  # blocks
+            messages.append({"role": message.role, "content": blocks})
     body: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_output_tokens or default_max_tokens,
-        "messages": [{"role": m.role, "content": m.parts} for m in ir.merge_turns(messages)],
+        "messages": messages,
     }
     if request.system:
         body["system"] = "\n\n".join(request.system)
@@ -336,8 +341,12 @@ def render_request(
     optional = {"top_p": request.top_p, "stop_sequences": request.stop or None}
     body.update({k: v for k, v in optional.items() if v is not None})
     if request.thinking_budget:
-        body["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
-        body["max_tokens"] = max(body["max_tokens"], request.thinking_budget + 1)
+        # Thinking fits inside `max_tokens` (the cap the budget reserved), not the other way.
+        budget = min(request.thinking_budget, body["max_tokens"] - 1)
+        if budget >= MIN_THINKING_BUDGET:
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        else:
+            ir.warn(request, "thinking dropped: max_tokens leaves no room for it")
     if request.stream:
         body["stream"] = True
     if request.source == FAMILY:

@@ -64,6 +64,16 @@ FINISH_IN: dict[str, ir.StopReason] = {
     "content_filter": "content_filter",
     "insufficient_system_resource": "error",
 }
+
+
+def finish_in(finish: Any, called_tools: bool) -> ir.StopReason:
+    """OpenAI answers a call forced by a named `tool_choice` with `finish_reason: "stop"`;
+    whatever the reason says, an answer that calls tools stopped to use them."""
+    if called_tools and finish in (None, "stop"):
+        return "tool_use"
+    return FINISH_IN.get(finish, "other") if isinstance(finish, str) else "end_turn"
+
+
 FINISH_OUT: dict[str, str] = {
     "max_tokens": "length",
     "tool_use": "tool_calls",
@@ -323,7 +333,7 @@ def parse_response(body: dict[str, Any]) -> ir.ChatResponse:
         id=str(body.get("id", "")),
         model=str(body.get("model", "")),
         parts=parts,
-        stop_reason=FINISH_IN.get(finish, "other") if isinstance(finish, str) else "end_turn",
+        stop_reason=finish_in(finish, any(isinstance(p, ir.ToolCall) for p in parts)),
         usage=from_openai(usage) if isinstance(usage, dict) else Usage(),
         created=body["created"] if isinstance(body.get("created"), int) else 0,
     )

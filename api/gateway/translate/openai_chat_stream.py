@@ -13,7 +13,7 @@ from api.gateway.pricing import Usage
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import ir
 from api.gateway.translate.fields import event_json, sse
-from api.gateway.translate.openai_chat import FINISH_IN, FINISH_OUT, render_usage
+from api.gateway.translate.openai_chat import FINISH_OUT, finish_in, render_usage
 from api.gateway.usage import from_openai
 
 
@@ -57,7 +57,12 @@ class StreamDecoder:
         out: list[ir.StreamEvent] = []
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         assert isinstance(delta, dict)
-        for key, kind in (("reasoning_content", "thinking"), ("content", "text")):
+        # A refusal is what the model said instead of an answer: relay it as text.
+        for key, kind in (
+            ("reasoning_content", "thinking"),
+            ("content", "text"),
+            ("refusal", "text"),
+        ):
             piece = delta.get(key)
             if isinstance(piece, str) and piece:
                 index = self._ensure(kind, out)
@@ -118,8 +123,7 @@ class StreamDecoder:
         out: list[ir.StreamEvent] = []
         self._close(out)
         self._ended = True
-        finish = self._finish or "stop"
-        out.append(ir.MessageEnd(FINISH_IN.get(finish, "other"), self.usage))
+        out.append(ir.MessageEnd(finish_in(self._finish or "stop", bool(self._tools)), self.usage))
         return out
 
 

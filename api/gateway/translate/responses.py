@@ -110,9 +110,11 @@ def _content(value: Any, param: str) -> list[ir.Text | ir.Image]:
 
 
 def _reasoning(item: dict[str, Any], param: str) -> ir.Thinking:
-    pieces = [obj(p, f"{param}.content").get("text") for p in item.get("content") or []]
+    content = arr(item.get("content") or [], f"{param}.content")
+    pieces = [obj(p, f"{param}.content").get("text") for p in content]
     if not pieces:
-        pieces = [obj(p, f"{param}.summary").get("text") for p in item.get("summary") or []]
+        summary = arr(item.get("summary") or [], f"{param}.summary")
+        pieces = [obj(p, f"{param}.summary").get("text") for p in summary]
     said = "".join(p for p in pieces if isinstance(p, str))
     return ir.Thinking(said, opt_str(item, "encrypted_content", f"{param}.encrypted_content"))
 

@@ -105,6 +105,7 @@ class StreamEncoder:
         self._envelope: dict[str, Any] = new_envelope("", "", created)
         self._items: dict[int, dict[str, Any]] = {}  # IR block index → output item
         self._texts: dict[int, list[str]] = {}
+        self._started = False
 
     def _emit(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._sequence, **fields}
@@ -114,9 +115,7 @@ class StreamEncoder:
     def feed(self, event: ir.StreamEvent) -> bytes:
         if isinstance(event, ir.MessageStart):
             self._envelope = new_envelope(event.id, event.model, self._created)
-            return self._emit("response.created", response=self._envelope) + self._emit(
-                "response.in_progress", response=self._envelope
-            )
+            return self._begin()
         if isinstance(event, ir.BlockStart):
             return self._start(event)
         item = self._items.get(getattr(event, "index", -1))
@@ -162,9 +161,24 @@ class StreamEncoder:
             )
             return out + self._emit(kind, response=response)
         if isinstance(event, ir.StreamError):
+            # As the API ends a failed stream: the response exists first (the SDKs require
+            # `response.created` before anything), then `error`, then `response.failed`.
             code = ir.ERROR_KINDS.get(event.kind, ir.ERROR_KINDS["api_error"])[1]
-            return self._emit("error", code=code, message=event.message, param=None)
+            out = b"" if self._started else self._begin()
+            out += self._emit("error", code=code, message=event.message, param=None)
+            failed = {
+                **self._envelope,
+                "status": "failed",
+                "error": {"code": code, "message": event.message},
+            }
+            return out + self._emit("response.failed", response=failed)
         return b""
+
+    def _begin(self) -> bytes:
+        self._started = True
+        return self._emit("response.created", response=self._envelope) + self._emit(
+            "response.in_progress", response=self._envelope
+        )
 
     def _start(self, event: ir.BlockStart) -> bytes:
         position = len(self._envelope["output"])

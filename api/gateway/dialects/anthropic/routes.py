@@ -100,6 +100,11 @@ async def create_message(request: Request) -> Response:
         return await translated.respond(call, translated.MESSAGES, body, stream=stream)
     out = upstream_body(body, call, stream=False)
     out.setdefault("max_tokens", translated.output_cap(call))
+    thinking = out.get("thinking")
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    if isinstance(budget, int) and isinstance(thinking, dict) and budget >= out["max_tokens"]:
+        # A cap lowered to the budget must not leave thinking a larger one (Anthropic's 400).
+        out["thinking"] = {**thinking, "budget_tokens": max(out["max_tokens"] - 1, 1)}
     upstream = UpstreamRequest(MESSAGES_PATH, out, stream, forwarded_headers(request))
     async with call.failures_recorded():
         if stream:

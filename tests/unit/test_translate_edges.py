@@ -1,0 +1,108 @@
+"""Edges of translation that real clients reach: forced tool calls, refusals, odd input,
+caps sized for another model, thinking inside a lowered cap, tool results leading a turn."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from api.errors import InvalidRequest
+from api.gateway.sse import SSEEvent
+from api.gateway.translate import anthropic, ir, openai_chat, openai_chat_stream, responses
+
+
+def _chunk(delta: dict[str, object], finish: str | None = None) -> SSEEvent:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return SSEEvent(orjson.dumps({"id": "c", "model": "gpt-4o", "choices": [choice]}))
+
+
+class TestForcedToolCalls:
+    """OpenAI ends a call forced by a named `tool_choice` with `finish_reason: "stop"`."""
+
+    def test_a_plain_answer_that_calls_a_tool_stopped_to_use_it(self):
+        body = {
+            "id": "x", "model": "gpt-4o", "created": 1,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": None,
+                "tool_calls": [{"id": "call_1", "type": "function",
+                                "function": {"name": "get_weather", "arguments": "{}"}}]}}],
+        }  # fmt: skip
+        assert openai_chat.parse_response(body).stop_reason == "tool_use"
+        assert anthropic.render_response(openai_chat.parse_response(body))["stop_reason"] == (
+            "tool_use"
+        )
+
+    def test_a_streamed_one_too(self):
+        decoder = openai_chat_stream.StreamDecoder()
+        call = {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{}"}}
+        events = decoder.feed(_chunk({"role": "assistant", "tool_calls": [call]}))
+        events += decoder.feed(_chunk({}, finish="stop"))
+        events += decoder.feed(SSEEvent(b"[DONE]"))
+        end = events[-1]
+        assert isinstance(end, ir.MessageEnd)
+        assert end.stop_reason == "tool_use"
+
+    def test_text_that_stops_is_still_end_turn(self):
+        decoder = openai_chat_stream.StreamDecoder()
+        events = decoder.feed(_chunk({"content": "hi"}, finish="stop"))
+        events += decoder.feed(SSEEvent(b"[DONE]"))
+        assert isinstance(events[-1], ir.MessageEnd)
+        assert events[-1].stop_reason == "end_turn"
+
+
+def test_a_streamed_refusal_is_relayed_as_text():
+    decoder = openai_chat_stream.StreamDecoder()
+    events = decoder.feed(_chunk({"refusal": "I can't help with that."}))
+    said = "".join(e.text for e in events if isinstance(e, ir.TextDelta))
+    assert said == "I can't help with that."
+
+
+@pytest.mark.parametrize(
+    ("parse", "body", "param"),
+    [
+        (anthropic.parse_request,
+         {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+          "tool_choice": {"type": []}}, "tool_choice.type"),
+        (responses.parse_request,
+         {"model": "m", "input": [{"type": "reasoning", "summary": 5}]}, "input[0].summary"),
+        (responses.parse_request,
+         {"model": "m", "input": [{"type": "reasoning", "content": 5}]}, "input[0].content"),
+    ],
+)  # fmt: skip
+def test_malformed_fields_are_400s_naming_them(parse, body, param):
+    with pytest.raises(InvalidRequest) as caught:
+        parse(body)
+    assert caught.value.param == param
+
+
+class TestAnthropicRendering:
+    def test_tool_results_lead_their_merged_user_turn(self):
+        request = openai_chat.parse_request({
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{}"}}]},
+                {"role": "user", "content": "and quickly"},
+                {"role": "tool", "tool_call_id": "call_1", "content": "21 C"},
+            ],
+        })  # fmt: skip
+        last = anthropic.render_request(request)["messages"][-1]
+        assert last["role"] == "user"
+        assert [block["type"] for block in last["content"]] == ["tool_result", "text"]
+
+    def test_thinking_fits_inside_a_lowered_cap(self):
+        request = anthropic.parse_request({
+            "model": "m", "max_tokens": 8000, "messages": [{"role": "user", "content": "x"}],
+            "thinking": {"type": "enabled", "budget_tokens": 6000},
+        })  # fmt: skip
+        request.max_output_tokens = 3000  # what the remaining budget affords
+        body = anthropic.render_request(request)
+        assert body["max_tokens"] == 3000
+        assert body["thinking"]["budget_tokens"] == 2999
+        request.max_output_tokens = 500  # no room left for Anthropic's minimum thinking budget
+        body = anthropic.render_request(request)
+        assert body["max_tokens"] == 500
+        assert "thinking" not in body
+        assert any("thinking dropped" in w for w in request.warnings)
