@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import gzip
 import importlib.util
-from functools import lru_cache
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,24 @@ _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING = 3, 1, 3
 _IMAGE_TOKENS = 85  # a low-detail image; the real count depends on size and detail
 
 
-@lru_cache(maxsize=1)
+_loaded: Any = None
+_loading = threading.Lock()
+
+
 def _encoding() -> Any:
+    global _loaded
+    if _loaded is None:
+        with _loading:
+            if _loaded is None:
+                _loaded = _build()
+    return _loaded
+
+
+def _build() -> Any:
     """tiktoken's o200k encoder, built from the vocabulary file `bpe-openai` ships.
 
-    Loaded on first use (the hot path, reservations, never needs it; see `prompt_token_bound`).
+    Built once per process, by the app's start-up from a worker thread (the hot path,
+    reservations, never needs it; see `prompt_token_bound`).
     tiktoken's own loader would download the file; here only its regex and special tokens come
     from tiktoken. Its Rust core keeps its own copy of the ranks, so the Python dict is dropped
     once built: about 50 MB resident instead of 130.
@@ -51,6 +64,11 @@ def _encoding() -> Any:
     encoding = tiktoken.Encoding(**constructor)
     encoding._mergeable_ranks = {}  # encode() uses the Rust core's copy only
     return encoding
+
+
+def warm_up() -> None:
+    """Load the vocabulary now (from a worker thread), not on the first count."""
+    _encoding()
 
 
 def count_text(text: str) -> int:
