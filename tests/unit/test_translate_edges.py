@@ -8,7 +8,14 @@ import pytest
 
 from api.errors import InvalidRequest
 from api.gateway.sse import SSEEvent
-from api.gateway.translate import anthropic, ir, openai_chat, openai_chat_stream, responses
+from api.gateway.translate import (
+    anthropic,
+    gemini,
+    ir,
+    openai_chat,
+    openai_chat_stream,
+    responses,
+)
 
 
 def _chunk(delta: dict[str, object], finish: str | None = None) -> SSEEvent:
@@ -106,3 +113,66 @@ class TestAnthropicRendering:
         assert body["max_tokens"] == 500
         assert "thinking" not in body
         assert any("thinking dropped" in w for w in request.warnings)
+
+
+class TestStructuredOutput:
+    SCHEMA = {  # noqa: RUF012 - read only
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+
+    def test_responses_text_format_reaches_a_chat_upstream(self):
+        request = responses.parse_request({
+            "model": "gpt-4o", "input": "Where?",
+            "text": {"format": {"type": "json_schema", "name": "place", "schema": self.SCHEMA,
+                                "strict": True}},
+        })  # fmt: skip
+        body = openai_chat.render_request(request)
+        assert body["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {"name": "place", "schema": self.SCHEMA, "strict": True},
+        }
+        assert request.warnings == []
+
+    def test_chat_response_format_becomes_gemini_json_mode(self):
+        request = openai_chat.parse_request({
+            "model": "m", "messages": [{"role": "user", "content": "Where?"}],
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "place", "schema": self.SCHEMA}},
+        })  # fmt: skip
+        config = gemini.render_request(request)["generationConfig"]
+        assert config["responseMimeType"] == "application/json"
+        assert config["responseSchema"] == {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+        }  # fmt: skip
+        plain = openai_chat.parse_request({
+            "model": "m", "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_object"},
+        })  # fmt: skip
+        assert "responseSchema" not in gemini.render_request(plain)["generationConfig"]
+
+    def test_claude_has_no_json_mode_and_says_so(self):
+        request = openai_chat.parse_request({
+            "model": "m", "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_object"},
+        })  # fmt: skip
+        anthropic.render_request(request)
+        assert any("structured output dropped" in w for w in request.warnings)
+
+    @pytest.mark.parametrize(
+        ("parse", "body", "param"),
+        [
+            (openai_chat.parse_request,
+             {"model": "m", "messages": [{"role": "user", "content": "x"}],
+              "response_format": {"type": "yaml"}}, "response_format.type"),
+            (responses.parse_request,
+             {"model": "m", "input": "x", "text": {"format": {"type": "json_schema"}}},
+             "text.format.name"),
+        ],
+    )  # fmt: skip
+    def test_bad_formats_are_400s(self, parse, body, param):
+        with pytest.raises(InvalidRequest) as caught:
+            parse(body)
+        assert caught.value.param == param

@@ -309,6 +309,13 @@ def render_tool_choice(request: ir.ChatRequest) -> dict[str, Any] | None:
     return out
 
 
+def _warn_dropped(request: ir.ChatRequest) -> None:
+    if request.reasoning_effort and not request.thinking_budget:
+        ir.warn(request, "reasoning_effort dropped")
+    if request.output_format:
+        ir.warn(request, "structured output dropped: Claude has no JSON mode")
+
+
 # Anthropic's smallest accepted `thinking.budget_tokens`.
 MIN_THINKING_BUDGET = 1024
 
@@ -317,8 +324,7 @@ def render_request(
     request: ir.ChatRequest, *, default_max_tokens: int = DEFAULT_MAX_TOKENS
 ) -> dict[str, Any]:
     """`default_max_tokens` fills the required `max_tokens` when the client sent none."""
-    if request.reasoning_effort and not request.thinking_budget:
-        ir.warn(request, "reasoning_effort dropped")
+    _warn_dropped(request)
     messages = []
     # Merged as IR first, so tool results lead their user turn (Anthropic requires it).
     for i, message in enumerate(ir.merge_turns(request.messages)):

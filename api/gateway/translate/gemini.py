@@ -221,6 +221,23 @@ def _result_object(result: ir.ToolResult) -> dict[str, Any]:
     return {"error": said} if result.is_error else {"result": said}
 
 
+def _generation_config(request: ir.ChatRequest) -> dict[str, Any]:
+    generation: dict[str, Any] = {
+        "maxOutputTokens": request.max_output_tokens,
+        "temperature": request.temperature,
+        "topP": request.top_p,
+        "stopSequences": request.stop or None,
+        "thinkingConfig": {"thinkingBudget": request.thinking_budget, "includeThoughts": True}
+        if request.thinking_budget
+        else None,
+    }
+    if request.output_format:  # JSON mode, with the schema when there is one
+        generation["responseMimeType"] = "application/json"
+        if request.output_format["type"] == "json_schema":
+            generation["responseSchema"] = clean_schema(request.output_format["schema"])
+    return {k: v for k, v in generation.items() if v is not None}
+
+
 def render_request(request: ir.ChatRequest) -> dict[str, Any]:
     if request.reasoning_effort:
         ir.warn(request, "reasoning_effort dropped")
@@ -248,17 +265,8 @@ def render_request(request: ir.ChatRequest) -> dict[str, Any]:
         if request.tool_choice.mode == "tool":
             config["allowedFunctionNames"] = [request.tool_choice.name]
         body["toolConfig"] = {"functionCallingConfig": config}
-    generation = {
-        "maxOutputTokens": request.max_output_tokens,
-        "temperature": request.temperature,
-        "topP": request.top_p,
-        "stopSequences": request.stop or None,
-        "thinkingConfig": {"thinkingBudget": request.thinking_budget, "includeThoughts": True}
-        if request.thinking_budget
-        else None,
-    }
-    if any(v is not None for v in generation.values()):
-        body["generationConfig"] = {k: v for k, v in generation.items() if v is not None}
+    if generation := _generation_config(request):
+        body["generationConfig"] = generation
     if request.source == FAMILY:
         body.update({k: v for k, v in request.extras.items() if k not in body})
     return body

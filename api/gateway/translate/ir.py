@@ -106,6 +106,9 @@ class ChatRequest:
     stream: bool = False
     thinking_budget: int | None = None  # tokens; Anthropic budget_tokens, Gemini thinkingBudget
     reasoning_effort: str | None = None  # OpenAI's low / medium / high
+    # Structured output: {"type": "json_object"} or {"type": "json_schema", "name", "schema",
+    # "strict"?} (the Responses API's `text.format` shape; chat nests it under `json_schema`).
+    output_format: dict[str, Any] | None = None
     # Fields this IR has no place for, forwarded only to an upstream of the `source` family.
     extras: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the family the request was parsed from

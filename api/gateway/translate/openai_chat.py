@@ -44,6 +44,7 @@ FAMILY = "openai_chat"
 _CONSUMED = {
     "model",
     "messages",
+    "response_format",
     "tools",
     "tool_choice",
     "parallel_tool_calls",
@@ -223,9 +224,43 @@ def parse_request(body: dict[str, Any]) -> ir.ChatRequest:
     request.stop = stop_list(body.get("stop"), "stop")
     request.stream = bool(opt_bool(body, "stream", "stream"))
     request.reasoning_effort = opt_str(body, "reasoning_effort", "reasoning_effort")
+    request.output_format = parse_response_format(body.get("response_format"))
     request.extras = {k: v for k, v in body.items() if k not in _CONSUMED}
     request.source = FAMILY
     return request
+
+
+def parse_response_format(value: Any) -> dict[str, Any] | None:
+    """Chat's `response_format` as the IR's flat `output_format` (None for plain text)."""
+    if value is None:
+        return None
+    given = obj(value, "response_format")
+    kind = given.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema":
+        raise InvalidRequest(
+            "response_format.type must be text, json_object or json_schema.",
+            param="response_format.type",
+        )
+    spec = obj(given.get("json_schema"), "response_format.json_schema")
+    out: dict[str, Any] = {
+        "type": "json_schema",
+        "name": text(spec.get("name"), "response_format.json_schema.name"),
+        "schema": obj(spec.get("schema", {}), "response_format.json_schema.schema"),
+    }
+    if isinstance(spec.get("strict"), bool):
+        out["strict"] = spec["strict"]
+    return out
+
+
+def render_response_format(output_format: dict[str, Any]) -> dict[str, Any]:
+    if output_format["type"] != "json_schema":
+        return {"type": "json_object"}
+    spec = {k: v for k, v in output_format.items() if k != "type"}
+    return {"type": "json_schema", "json_schema": spec}
 
 
 def render_tool_choice(choice: ir.ToolChoice) -> Any:
@@ -292,6 +327,9 @@ def render_request(
         "top_p": request.top_p,
         "stop": request.stop or None,
         "reasoning_effort": request.reasoning_effort,
+        "response_format": render_response_format(request.output_format)
+        if request.output_format
+        else None,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if request.stream:

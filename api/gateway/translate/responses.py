@@ -42,6 +42,7 @@ from api.gateway.translate.openai_chat import image_from_url, image_to_url
 FAMILY = "responses"
 _CONSUMED = {
     "model",
+    "text",
     "instructions",
     "input",
     "tools",
@@ -184,6 +185,30 @@ def _tools(value: Any, request: ir.ChatRequest) -> None:
         )
 
 
+def _text_format(given: dict[str, Any]) -> dict[str, Any] | None:
+    """`text.format` (what `client.responses.parse(text_format=…)` sends) for the IR."""
+    if given.get("format") is None:
+        return None
+    spec = obj(given["format"], "text.format")
+    kind = spec.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema":
+        raise InvalidRequest(
+            "text.format.type must be text, json_object or json_schema.", param="text.format.type"
+        )
+    out: dict[str, Any] = {
+        "type": "json_schema",
+        "name": text(spec.get("name"), "text.format.name"),
+        "schema": obj(spec.get("schema", {}), "text.format.schema"),
+    }
+    if isinstance(spec.get("strict"), bool):
+        out["strict"] = spec["strict"]
+    return out
+
+
 def parse_request(body: dict[str, Any]) -> ir.ChatRequest:
     for name in _STATELESS:
         if body.get(name) is not None:
@@ -210,6 +235,8 @@ def parse_request(body: dict[str, Any]) -> ir.ChatRequest:
     if body.get("reasoning") is not None:
         reasoning = obj(body["reasoning"], "reasoning")
         request.reasoning_effort = opt_str(reasoning, "effort", "reasoning.effort")
+    if body.get("text") is not None:
+        request.output_format = _text_format(obj(body["text"], "text"))
     request.extras = {k: v for k, v in body.items() if k not in _CONSUMED}
     request.source = FAMILY
     return request
