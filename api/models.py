@@ -11,6 +11,8 @@ from api.billing.models import (
 )
 from api.db import Base
 from api.tenant.models import Tenant
+from api.thread.models import Thread, ThreadMessage
+from api.tool.models import Tool
 from api.usage.models import UsageEvent
 
 __all__ = [
@@ -24,5 +26,8 @@ __all__ = [
     "StripeAccount",
     "StripeEvent",
     "Tenant",
+    "Thread",
+    "ThreadMessage",
+    "Tool",
     "UsageEvent",
 ]

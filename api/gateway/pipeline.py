@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +70,7 @@ class Call:
     reservation: Reservation | None = None
     started: float = field(default_factory=time.perf_counter)
     finished: bool = False
+    tool_calls: int = 0  # tool calls in the answer, for the request log
 
     @property
     def model(self) -> str:
@@ -139,6 +140,7 @@ class Call:
             reasoning_tokens=usage.reasoning_tokens,
             cost_micros=cost,
             latency_ms=latency_ms,
+            tool_calls=self.tool_calls,
             estimated=usage.estimated,
             error_code=error.public_code if error else None,
         )
@@ -185,9 +187,13 @@ async def start_call(
     endpoint: str,
     model: str,
     body: dict[str, Any],
+    *,
+    dialects: Collection[str] = ("openai",),
 ) -> Call:
     """Everything before the provider call; raises before anything is sent upstream.
 
+    `body` is read for the budget (`messages`, `tools`, the output cap); `dialects` are the
+    provider wire formats the calling endpoint can speak (`ProviderRegistry.get`).
     A refusal here (unknown model, access, budget) is still logged, at no cost.
     """
     try:
@@ -198,7 +204,7 @@ async def start_call(
     test = principal.key.test
     try:
         check_access(principal, route)
-        provider = gateway.providers.get(route.provider, test=test)
+        provider = gateway.providers.get(route.provider, test=test, dialects=dialects)
         price = FREE if test else route.entry.price
 
         def demand() -> Demand:
