@@ -168,8 +168,9 @@ class ChainingGemini(FakeGemini):
 @dataclass
 class ToolHooks(LoopbackServer):
     """Tool webhooks at `/tools/{name}`; `behaviour[name]`: "ok", "slow", "500", "invalid",
-    "error" (answers is_error), or "sleep:<seconds>" then ok. Every call's signature is checked
-    against `secrets[name]`; `calls` records (name, body, signature valid, idempotency key)."""
+    "redirect", "huge" (2 MiB), "error" (answers is_error), or "sleep:<seconds>" then ok.
+    Every call's signature is checked against `secrets[name]`; `calls` records (name, body,
+    signature valid, idempotency key)."""
 
     secrets: dict[str, str] = field(default_factory=dict)
     behaviour: dict[str, str] = field(default_factory=dict)
@@ -215,6 +216,10 @@ class ToolHooks(LoopbackServer):
                 return web.Response(status=500, text="boom")
             if how == "invalid":
                 return web.Response(text="{not json", content_type="application/json")
+            if how == "redirect":  # to a place a follower would reach: it must not be followed
+                raise web.HTTPFound(self.url("ok_target"))
+            if how == "huge":
+                return web.json_response({"content": "x" * (2 * 1024 * 1024)})
             if how == "error":
                 return web.json_response({"content": f"{name} is down", "is_error": True})
             return web.json_response(
