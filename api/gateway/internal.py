@@ -9,8 +9,9 @@ round, so one usage event per round.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ from api.auth.service import Principal
 from api.errors import AppError, UpstreamError
 from api.gateway.pipeline import Call, Gateway, start_call
 from api.gateway.pricing import Usage
-from api.gateway.providers.base import UpstreamRequest
+from api.gateway.providers.base import UpstreamRequest, UpstreamStream
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import (
     anthropic,
@@ -174,6 +175,21 @@ class Accumulator:
         )
 
 
+async def _decoded(
+    opened: UpstreamStream, decoder: Decoder, dialect: str
+) -> AsyncGenerator[ir.StreamEvent, None]:
+    """The upstream's events as IR events; an error event inside the stream raises."""
+    async for event in opened.events():
+        if event.data == b"[DONE]" and dialect != "openai":
+            continue
+        for decoded in decoder.feed(event):
+            if isinstance(decoded, ir.StreamError):
+                raise UpstreamError(decoded.message or "The provider's stream failed.")
+            yield decoded
+    for decoded in decoder.close():
+        yield decoded
+
+
 @dataclass(slots=True)
 class StreamResult:
     """Filled in when `stream` ends: the whole answer and its cost."""
@@ -200,37 +216,30 @@ async def stream(
     accumulator = Accumulator()
     status, error = 200, None
     ended = False
+
     try:
-        try:
-            async for event in opened.events():
-                if event.data == b"[DONE]" and call.provider.dialect != "openai":
-                    continue
-                for decoded in decoder.feed(event):
-                    if isinstance(decoded, ir.StreamError):
-                        raise UpstreamError(decoded.message or "The provider's stream failed.")
-                    accumulator.feed(decoded)
-                    ended = ended or isinstance(decoded, ir.MessageEnd)
-                    if not isinstance(decoded, ir.MessageEnd):
-                        yield decoded
-            for decoded in decoder.close():
+        async with contextlib.aclosing(_decoded(opened, decoder, call.provider.dialect)) as events:
+            async for decoded in events:
                 accumulator.feed(decoded)
-                ended = ended or isinstance(decoded, ir.MessageEnd)
-            if not ended:
-                raise UpstreamError(
-                    f"The {call.provider.name} stream ended before it was complete."
-                )
-        except AppError as exc:
-            status, error = exc.status_code, exc
-        except Exception:
-            logger.exception("a %s stream for a thread turn failed", call.provider.name)
-            status, error = 502, UpstreamError("The stream failed.")
-    finally:
+                if isinstance(decoded, ir.MessageEnd):  # held until the call is metered
+                    ended = True
+                else:
+                    yield decoded
+        if not ended:
+            raise UpstreamError(f"The {call.provider.name} stream ended before it was complete.")
+    except AppError as exc:
+        status, error = exc.status_code, exc
+    except Exception:
+        logger.exception("a %s stream for a thread turn failed", call.provider.name)
+        status, error = 502, UpstreamError("The stream failed.")
+    except BaseException:  # the consumer went away: what was produced is billed
         opened.close()
-        usage = accumulator.usage if ended else decoder.usage
-        response = accumulator.response()
-        call.tool_calls = _tool_calls(response.parts)
-        if not call.finished and not ended and error is None:  # the consumer went away
-            call.finish_soon(usage, status=499)
+        call.finish_soon(accumulator.usage if ended else decoder.usage, status=499)
+        raise
+    opened.close()
+    usage = accumulator.usage if ended else decoder.usage
+    response = accumulator.response()
+    call.tool_calls = _tool_calls(response.parts)
     cost = await call.finish(usage, status=status, error=error)
     if error is not None:
         yield ir.StreamError.from_app_error(error)

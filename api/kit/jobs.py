@@ -15,14 +15,15 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 from arq.jobs import Job
 from arq.worker import Function, Worker
 
 logger = logging.getLogger("tollgate.jobs")
 
 JobFunction = Callable[..., Coroutine[Any, Any, Any]]
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.02  # how often an awaited job's result is looked for
+WORKER_POLL_SECONDS = 0.05  # how often the embedded worker looks for jobs (as `tollgate worker`)
 
 
 class JobQueue(Protocol):
@@ -61,8 +62,9 @@ class ArqJobQueue:
         self._pool = pool
 
     @classmethod
-    async def connect(cls, redis_url: str) -> ArqJobQueue:
-        return cls(await create_pool(RedisSettings.from_dsn(redis_url)))
+    def connect(cls, redis_url: str) -> ArqJobQueue:
+        """Connects on first use: an unreachable Redis fails the calls, not the start-up."""
+        return cls(ArqRedis.from_url(redis_url))
 
     async def run(self, name: str, *args: Any, job_id: str, timeout_seconds: float) -> Any:
         job = await self._pool.enqueue_job(name, *args, _job_id=job_id)
@@ -79,31 +81,53 @@ class EmbeddedWorker:
     the API itself enqueues; `tollgate worker` runs the same functions."""
 
     def __init__(self, redis_url: str, functions: list[Function], ctx: dict[str, Any]) -> None:
+        self._pool = ArqRedis.from_url(redis_url)
         self._worker = Worker(
             functions,
-            redis_settings=RedisSettings.from_dsn(redis_url),
+            redis_pool=self._pool,
             handle_signals=False,
-            poll_delay=POLL_SECONDS,
+            poll_delay=WORKER_POLL_SECONDS,
             max_jobs=100,
             ctx=ctx,
             log_results=False,
         )
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._resting = False  # between attempts while Redis is away: safe to cancel
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._worker.main(), name="embedded-arq-worker")
+        self._task = asyncio.create_task(self._run(), name="embedded-arq-worker")
+
+    async def _run(self) -> None:
+        while True:  # Redis can be away for a while; the worker resumes when it is back
+            try:
+                await self._worker.main()
+                return  # stopped by `close`
+            except Exception:
+                if self._stopping:
+                    return
+                logger.exception("the embedded job worker failed; restarting it in 1 s")
+                self._resting = True
+                try:
+                    await asyncio.sleep(1.0)
+                finally:
+                    self._resting = False
 
     async def close(self) -> None:
-        """Stop polling and cancel the jobs in flight (arq runs them again elsewhere once their
-        lease expires). Not `Worker.close()`: it calls a Redis method deprecated in redis 5."""
+        """Cancel the jobs in flight (arq records them and runs them again elsewhere) and stop
+        at the end of the current poll: a poll cancelled mid-command leaks its connection.
+        Not `Worker.close()`: it calls a Redis method deprecated in redis 5."""
         worker = self._worker
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._stopping = True
+        worker.burst, worker.max_burst_jobs = True, 0  # arq's own way out of its poll loop
         for task in worker.tasks.values():
             task.cancel()
+        if self._task is not None:
+            if not self._resting:
+                with contextlib.suppress(Exception):  # TimeoutError included
+                    await asyncio.wait_for(asyncio.shield(self._task), 2.0)
+            self._task.cancel()  # a no-op once it has returned
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
         await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-        pool = worker._pool
-        if pool is not None:
-            await pool.aclose(close_connection_pool=True)
+        await self._pool.aclose(close_connection_pool=True)

@@ -40,7 +40,7 @@ class TurnServices:
         locks: Locks
         worker = None
         if redis is not None and settings.redis_url:
-            jobs = await ArqJobQueue.connect(settings.redis_url)
+            jobs = ArqJobQueue.connect(settings.redis_url)
             locks = RedisLocks(redis)
             if settings.api_runs_background_jobs:
                 worker = EmbeddedWorker(settings.redis_url, [runner.job_function()], ctx)

@@ -50,7 +50,7 @@ async def test_one_run_per_job_id(redis_url: str, kind: str):
     queue: JobQueue
     async with contextlib.AsyncExitStack() as stack:
         if kind == "arq":
-            queue = await ArqJobQueue.connect(redis_url)
+            queue = ArqJobQueue.connect(redis_url)
             await stack.enter_async_context(
                 _arq_worker(redis_url, [func(_slow_echo, name="test.echo")], {})
             )

@@ -261,6 +261,34 @@ class TestTrimming:
 
 
 class TestFailures:
+    async def test_a_stream_that_fails_midway_persists_nothing(
+        self, http: httpx.AsyncClient, hooks: ToolHooks, fakes: Any
+    ):
+        anthropic_fake: ChainingAnthropic = fakes[1]
+        anthropic_fake.mode = "midstream_error"
+        tenant, _, headers, url = await _setup(http, hooks)
+        body = {"model": "claude-sonnet-4", "content": "hi", "stream": True}
+        async with http.stream("POST", url, json=body, headers=headers) as response:
+            assert response.status_code == 200
+            raw = (await response.aread()).decode()
+        assert "event: error" in raw
+        assert "thread.message.completed" not in raw
+        assert (await http.get(url, headers=headers)).json()["data"] == []
+        logs = await logs_when_settled(http, tenant, 1)
+        assert logs[0]["status"] >= 500
+
+    async def test_a_refused_stream_is_an_error_response(
+        self, http: httpx.AsyncClient, hooks: ToolHooks
+    ):
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant, allowed_providers=["openai"])
+        created = await http.post("/v1/threads", json={}, headers=bearer(key["secret"]))
+        url = f"/v1/threads/{created.json()['id']}/messages"
+        body = {"model": "claude-sonnet-4", "content": "hi", "stream": True}
+        response = await http.post(url, json=body, headers=bearer(key["secret"]))
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "provider_not_allowed"
+
     async def test_a_failed_model_call_persists_nothing(
         self, http: httpx.AsyncClient, hooks: ToolHooks, openai_fake: ChainingUpstream
     ):
