@@ -23,8 +23,17 @@ from api.billing.routes import router as billing_router
 from api.db import create_engine, create_sessionmaker
 from api.gateway.budget import Reservations
 from api.gateway.catalog import Catalog
+from api.gateway.dialects.anthropic.routes import (
+    COUNT_TOKENS_PATH,
+    MESSAGES_PATH,
+    count_tokens,
+    create_message,
+)
+from api.gateway.dialects.anthropic.routes import router as anthropic_router
 from api.gateway.dialects.openai.routes import CHAT_PATH, create_chat_completion
 from api.gateway.dialects.openai.routes import router as openai_router
+from api.gateway.dialects.responses.routes import RESPONSES_PATH, create_response
+from api.gateway.dialects.responses.routes import router as responses_router
 from api.gateway.pipeline import Gateway
 from api.gateway.providers.registry import ProviderRegistry, create_session
 from api.health.routes import router as health_router
@@ -143,6 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     error_handlers.install(app)
     app.include_router(openai_router)  # first: the proxy's routes are matched most often
+    app.include_router(anthropic_router)
+    app.include_router(responses_router)
     app.include_router(health_router)
     app.include_router(keys_router)
     app.include_router(usage_router)
@@ -152,7 +163,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(billing_router)
     app.include_router(threads_router)
     app.include_router(tools_router)
-    app.add_middleware(ProxyLane, routes={CHAT_PATH: create_chat_completion})
+    proxy_routes = {
+        CHAT_PATH: create_chat_completion,
+        MESSAGES_PATH: create_message,
+        COUNT_TOKENS_PATH: count_tokens,
+        RESPONSES_PATH: create_response,
+    }
+    app.add_middleware(ProxyLane, routes=proxy_routes)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

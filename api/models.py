@@ -10,6 +10,7 @@ from api.billing.models import (
     StripeEvent,
 )
 from api.db import Base
+from api.idempotency.models import IdempotencyRecord
 from api.tenant.models import Tenant
 from api.thread.models import Thread, ThreadMessage
 from api.tool.models import Tool
@@ -22,6 +23,7 @@ __all__ = [
     "BillingLine",
     "BillingRecord",
     "BillingRun",
+    "IdempotencyRecord",
     "KeySecret",
     "StripeAccount",
     "StripeEvent",

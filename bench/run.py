@@ -2,7 +2,8 @@
 
 Starts throwaway PostgreSQL and Redis, a fake upstream, the floor (a bare aiohttp pass-through
 proxy) and Tollgate on PostgreSQL + Redis with auth, access control, the spend cap, rpm/tpm
-and metering on; drives each with wrk at 1, 16 and 64 connections, non-streaming and
+and metering on, plus `tollgate worker` draining the usage ledger (as docker-compose runs it);
+drives each with wrk at 1, 16 and 64 connections, non-streaming and
 streaming, plus a paced 500 requests/s over 16 connections; prints a table and writes
 bench/results/<time>.json.
 
@@ -42,6 +43,7 @@ STREAM_BODY = json.dumps(
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
 )
 CHUNKS = 50
+WORKER_PID: list[int] = []
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")
@@ -177,6 +179,10 @@ def setup_gateway(
     subprocess.run([TOLLGATE, "migrate"], env=env, check=True, capture_output=True)
     process = _start([TOLLGATE, "serve", "--no-migrate"], env)
     stack.callback(process.terminate)
+    # As in docker-compose: the worker drains the usage ledger, the API only appends to it.
+    worker = _start([TOLLGATE, "worker"], env)
+    stack.callback(worker.terminate)
+    WORKER_PID.append(worker.pid)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/healthz")
     tenant = httpx.post(
@@ -247,6 +253,10 @@ def main() -> None:
             ),
             "gateway": measure("gateway", gateway + path, gateway_pid, script, key, args),
         }
+        served = sum(
+            row["requests"] for name, row in report["gateway"].items() if isinstance(row, dict)
+        )
+        report["worker_cpu_ms_per_request"] = cpu_seconds(WORKER_PID[0]) * 1000 / served
     print_table(report)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
@@ -278,6 +288,11 @@ def print_table(report: dict[str, Any]) -> None:
     for target in ("direct", "floor", "gateway"):
         row = report[target]
         print(f"TTFB {target}: p50 {row['ttfb_p50_ms']:.2f} ms, p99 {row['ttfb_p99_ms']:.2f} ms")
+    rss = max(row.get("rss_mb", 0) for row in report["gateway"].values() if isinstance(row, dict))
+    print(
+        f"gateway RSS max {rss:.0f} MB; worker (ledger drain) CPU per gateway request "
+        f"{report['worker_cpu_ms_per_request']:.3f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ from api.migrate import upgrade_head
 from api.models import Base
 from api.settings import Settings
 from tests.factories.tenants import ADMIN_TOKEN
+from tests.fakes import anthropic_upstream, gemini_upstream
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.server import serve_in_thread
 from tests.fakes.upstream import FakeUpstream
 from tools import testenv
@@ -169,4 +172,57 @@ def gateway_url(gateway_settings: Settings) -> Iterator[str]:
 @pytest.fixture
 async def http(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic_server() -> Iterator[FakeAnthropic]:
+    server = FakeAnthropic()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gemini_server() -> Iterator[FakeGemini]:
+    server = FakeGemini()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def claude(fake_anthropic_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
+    fake_anthropic_server.reset()
+    yield fake_anthropic_server
+    fake_anthropic_server.reset()
+
+
+@pytest.fixture
+def gemini(fake_gemini_server: FakeGemini) -> Iterator[FakeGemini]:
+    fake_gemini_server.reset()
+    yield fake_gemini_server
+    fake_gemini_server.reset()
+
+
+@pytest.fixture
+def every_provider_url(
+    gateway_settings: Settings, claude: FakeAnthropic, gemini: FakeGemini
+) -> Iterator[str]:
+    """Tollgate with all four providers configured, each pointed at its fake."""
+    settings = gateway_settings.model_copy(
+        update={
+            "anthropic_api_key": SecretStr(anthropic_upstream.API_KEY),
+            "anthropic_base_url": claude.base_url,
+            "gemini_api_key": SecretStr(gemini_upstream.API_KEY),
+            "gemini_base_url": gemini.base_url,
+        }
+    )
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture
+async def every_http(every_provider_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=every_provider_url, timeout=30) as client:
         yield client

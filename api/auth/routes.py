@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import service as key_service
@@ -12,6 +13,7 @@ from api.auth.models import ApiKey
 from api.auth.schemas import KeyCreate, KeyRead, KeyRotate, KeyUpdate
 from api.db import after_commit
 from api.deps import DbSession, MasterPrincipal, Pepper, Principal
+from api.idempotency import service as idempotency
 from api.kit.ids import parse_id
 from api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_body
 
@@ -20,10 +22,33 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 @router.post("", status_code=201, response_model=KeyRead, response_model_exclude_unset=True)
 async def create_key(
-    data: KeyCreate, session: DbSession, principal: MasterPrincipal, pepper: Pepper
-) -> KeyRead:
+    request: Request,
+    data: KeyCreate,
+    session: DbSession,
+    principal: MasterPrincipal,
+    pepper: Pepper,
+) -> KeyRead | JSONResponse:
+    """A retry with the same `Idempotency-Key` gets the first answer (the same secret), not a
+    second key."""
+    box = request.state.secret_box
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None:
+        body_hash = idempotency.request_hash(await request.body())
+        replay = await idempotency.claim(
+            session, principal.tenant_id, "POST /v1/keys", idempotency_key, body_hash, box
+        )
+        if replay is not None:
+            return JSONResponse(
+                replay.body, replay.status_code, headers={"idempotent-replayed": "true"}
+            )
     key, secret = await key_service.create_key(session, pepper, principal.tenant_id, data)
-    return await key_service.render_key(None, key, secret=secret)
+    created = await key_service.render_key(None, key, secret=secret)
+    if idempotency_key is not None:
+        body = created.model_dump(mode="json", exclude_unset=True)
+        await idempotency.remember(
+            session, principal.tenant_id, "POST /v1/keys", idempotency_key, 201, body, box
+        )
+    return created
 
 
 @router.get("")

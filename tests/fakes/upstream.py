@@ -5,6 +5,9 @@ starve it. Tests steer it through plain attributes and read back what it saw.
 
     /openai/v1/chat/completions   OpenAI    (base URL http://127.0.0.1:PORT/openai/v1)
     /deepseek/chat/completions    DeepSeek  (base URL http://127.0.0.1:PORT/deepseek)
+
+With tools offered it answers the recorded parallel tool calls (both flavors), unless the last
+turn is a tool result: then the recorded text answer, as a model finishing a tool round-trip.
 """
 
 from __future__ import annotations
@@ -60,6 +63,12 @@ _ERRORS = {
     "429": "09_error_429_rate_limit_tokens",
     "500": "11_error_500_server_error",
 }
+
+
+def _calls_tools(body: dict[str, Any]) -> bool:
+    """Tools offered and the last turn is not a tool result: answer with the recorded calls."""
+    messages = body.get("messages") or [{}]
+    return bool(body.get("tools")) and messages[-1].get("role") != "tool"
 
 
 @dataclass
@@ -177,11 +186,11 @@ class FakeUpstream:
             return await self._stream(request, body, flavor)
         if self.mode == "generate":
             return await self._generated_completion(body)
-        if flavor == "deepseek":
+        if _calls_tools(body):
+            name = "openai-chat/03_response_nonstream_parallel_tool_calls.json"
+        elif flavor == "deepseek":
             name = "deepseek/02_response_chat_cache_hit.json" if body["model"] == "deepseek-chat" \
                 else "deepseek/01_response_reasoner_nonstream.json"  # fmt: skip
-        elif body.get("tools"):
-            name = "openai-chat/03_response_nonstream_parallel_tool_calls.json"
         else:
             name = "openai-chat/02_response_nonstream_usage_cached_reasoning.json"
         payload = fixture(name)
@@ -195,10 +204,10 @@ class FakeUpstream:
         await response.prepare(request)
         if self.mode == "generate":
             return await self._generate(response, body)
-        if flavor == "deepseek":
-            events = sse_events("deepseek/03_stream_reasoner.sse")
-        elif body.get("tools"):
+        if _calls_tools(body):
             events = sse_events("openai-chat/06_stream_parallel_tool_calls_split_args.sse")
+        elif flavor == "deepseek":
+            events = sse_events("deepseek/03_stream_reasoner.sse")
         else:
             events = sse_events("openai-chat/04_stream_text_include_usage.sse")
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True

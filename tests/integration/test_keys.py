@@ -105,6 +105,57 @@ class TestCreateKey:
         assert response.json()["error"]["param"] == "max_spend_usd"
 
 
+class TestIdempotentCreate:
+    async def test_a_retry_gets_the_same_key_and_secret(self, client: httpx.AsyncClient):
+        tenant = await create_tenant(client)
+        headers = {**tenant.headers, "Idempotency-Key": "create-alice-1"}
+        first = await client.post("/v1/keys", json={"name": "alice"}, headers=headers)
+        again = await client.post("/v1/keys", json={"name": "alice"}, headers=headers)
+        assert (first.status_code, again.status_code) == (201, 201)
+        assert again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        assert "idempotent-replayed" not in first.headers
+        listed = (await client.get("/v1/keys", headers=tenant.headers)).json()["data"]
+        assert sorted(k["name"] for k in listed) == ["alice", "master"]
+        # The replayed secret is the real one.
+        own = await client.get("/v1/keys/self", headers=bearer(again.json()["secret"]))
+        assert own.json()["id"] == first.json()["id"]
+
+    async def test_the_same_key_with_another_body_is_refused(self, client: httpx.AsyncClient):
+        tenant = await create_tenant(client)
+        headers = {**tenant.headers, "Idempotency-Key": "k-1"}
+        assert (
+            await client.post("/v1/keys", json={"name": "a"}, headers=headers)
+        ).status_code == 201
+        other = await client.post("/v1/keys", json={"name": "b"}, headers=headers)
+        assert other.status_code == 400
+        assert other.json()["error"]["param"] == "Idempotency-Key"
+        too_long = {**tenant.headers, "Idempotency-Key": "x" * 256}
+        refused = await client.post("/v1/keys", json={"name": "c"}, headers=too_long)
+        assert refused.status_code == 400
+
+    async def test_concurrent_retries_create_one_key(self, client: httpx.AsyncClient):
+        tenant = await create_tenant(client)
+        headers = {**tenant.headers, "Idempotency-Key": "burst"}
+        answers = await asyncio.gather(
+            *(client.post("/v1/keys", json={"name": "bob"}, headers=headers) for _ in range(10))
+        )
+        assert {a.status_code for a in answers} == {201}
+        assert len({a.json()["id"] for a in answers}) == 1
+        listed = (await client.get("/v1/keys", headers=tenant.headers)).json()["data"]
+        assert [k["name"] for k in listed].count("bob") == 1
+
+    async def test_keys_are_per_tenant(self, client: httpx.AsyncClient):
+        alpha, beta = await create_tenant(client, "alpha"), await create_tenant(client, "beta")
+        made = [
+            await client.post(
+                "/v1/keys", json={"name": "u"}, headers={**t.headers, "Idempotency-Key": "same"}
+            )
+            for t in (alpha, beta)
+        ]
+        assert made[0].json()["id"] != made[1].json()["id"]
+
+
 class TestAuthentication:
     async def test_missing_key(self, client: httpx.AsyncClient):
         response = await client.get("/v1/keys/self")

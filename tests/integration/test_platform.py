@@ -69,13 +69,15 @@ class TestDiscovery:
     async def test_openapi_and_llms_txt(self, client: httpx.AsyncClient):
         spec = (await client.get("/openapi.json")).json()
         for path in ("/v1/keys", "/v1/chat/completions", "/v1/usage", "/v1/settings",
-                     "/v1/billing/sync"):  # fmt: skip
+                     "/v1/billing/sync", "/v1/messages", "/v1/messages/count_tokens",
+                     "/v1/responses"):  # fmt: skip
             assert path in spec["paths"], path
         llms = await client.get("/llms.txt")
         assert llms.status_code == 200
         assert llms.headers["content-type"].startswith("text/markdown")
         for path in ("/v1/chat/completions", "/v1/keys", "/v1/usage", "/v1/settings",
-                     "/v1/billing/sync"):  # fmt: skip
+                     "/v1/billing/sync", "/v1/messages", "/v1/messages/count_tokens",
+                     "/v1/responses"):  # fmt: skip
             assert path in llms.text
 
 

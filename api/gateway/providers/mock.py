@@ -1,7 +1,8 @@
 """The built-in `mock` provider that answers every `qlk_test_` key (SPEC §4).
 
 Deterministic text derived from the last user message, usage counted with the o200k vocabulary
-(so it looks like a real provider's), tool calls when tools are offered, streaming in real
+(so it looks like a real provider's), tool calls when tools are offered (text once the last
+turn is a tool result), streaming in real
 OpenAI chunk shapes. It never touches the network and costs nothing.
 """
 
@@ -80,7 +81,13 @@ class MockReply:
         digest = hashlib.sha256(said.encode()).hexdigest()[:8]
         self.id = f"chatcmpl-mock{digest}"
         self.created = int(time.time())
-        self.tool = _chosen_tool(body)
+        # A turn that answers a tool call gets text, as a real model would (no endless calls).
+        answered = (
+            bool(messages)
+            and isinstance(messages[-1], dict)
+            and (messages[-1].get("role") == "tool")
+        )
+        self.tool = None if answered else _chosen_tool(body)
         words = f"This is a mock response from Tollgate ({digest}). You said: {said[:200]}".split(
             " "
         )

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from api.deps import GatewayDep, GatewayPrincipal, gateway_principal
 from api.errors import AppError, InvalidRequest, UpstreamError, openai_body
 from api.gateway import usage as usage_rules
+from api.gateway.dialects import translated
 from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
 from api.gateway.pricing import Usage
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
@@ -80,7 +81,11 @@ async def create_chat_completion(request: Request) -> Response:
     except AppError as error:  # a bad body is still a request of this key's: log it, at no cost
         record_refusal(gateway, principal, request_id, CHAT_PATH, "", "", error)
         raise
-    call = await start_call(gateway, principal, request_id, CHAT_PATH, body["model"], body)
+    call = await start_call(
+        gateway, principal, request_id, CHAT_PATH, body["model"], body, dialects=translated.DIALECTS
+    )
+    if call.provider.dialect != "openai":  # Claude, Gemini: through the IR
+        return await translated.respond(call, translated.CHAT, body, stream=stream)
     upstream = UpstreamRequest(
         path="/chat/completions", body=upstream_body(body, call, stream=stream), stream=stream
     )

@@ -2,7 +2,7 @@
 webhook tools with their sealed signing secrets.
 
 Revision ID: 266e39f56a9d
-Revises: 5a3c9e71b2d4
+Revises: 3f6b2d8c1a90
 Create Date: 2026-11-22 03:27:16.756320
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "266e39f56a9d"
-down_revision: str | None = "5a3c9e71b2d4"
+down_revision: str | None = "3f6b2d8c1a90"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,181 @@
+"""Anthropic Messages endpoints: `POST /v1/messages` and `POST /v1/messages/count_tokens`
+(SPEC §5.2), for the Anthropic SDK (base URL without `/v1`) and coding agents.
+
+A Claude model gets the client's body as sent (unknown fields, `cache_control`, `thinking`
+blocks with their signatures included) with only the gateway's edits: the model name and the
+output cap (`max_tokens`, clamped to the budget or supplied when missing). `anthropic-beta` and
+`anthropic-version` pass through. Other models are translated (`dialects/translated.py`).
+Errors are Anthropic-shaped (`api/error_handlers.py`), mid-stream ones an `event: error`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.deps import gateway_principal
+from api.errors import AppError, InvalidRequest, UpstreamError
+from api.gateway.dialects import translated
+from api.gateway.dialects.openai.routes import read_json_object
+from api.gateway.pipeline import (
+    Call,
+    Gateway,
+    check_access,
+    record_refusal,
+    start_call,
+    upstream_body,
+)
+from api.gateway.providers.base import UpstreamRequest, UpstreamStream
+from api.gateway.relay import EventStream
+from api.gateway.sse import SSEEvent
+from api.gateway.translate import anthropic, anthropic_stream, ir
+
+router = APIRouter(tags=["gateway"])
+
+MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+ESTIMATE_HEADER = "x-tollgate-token-count"
+_FORWARDED_HEADERS = ("anthropic-beta", "anthropic-version")
+
+
+def forwarded_headers(request: Request) -> dict[str, str]:
+    """The client's Anthropic headers, for an Anthropic upstream."""
+    return {name: value for name in _FORWARDED_HEADERS if (value := request.headers.get(name))}
+
+
+def budget_view(body: dict[str, Any]) -> dict[str, Any]:
+    """What the reservation reads (`messages`, `tools`, `max_tokens`), the system prompt
+    counted with the messages."""
+    messages = body.get("messages")
+    return {
+        "messages": [body.get("system"), *(messages if isinstance(messages, list) else [])],
+        "tools": body.get("tools"),
+        "max_tokens": body.get("max_tokens"),
+    }
+
+
+def _check_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: a model name is required.", param="model")
+    return model
+
+
+def _check_body(body: dict[str, Any]) -> bool:
+    _check_model(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest(
+            "messages: a non-empty list of messages is required.", param="messages"
+        )
+    value = body.get("max_tokens")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise InvalidRequest("max_tokens: must be a positive integer.", param="max_tokens")
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("stream: must be a boolean.", param="stream")
+    return bool(stream)
+
+
+@router.post(MESSAGES_PATH)
+async def create_message(request: Request) -> Response:
+    principal = await gateway_principal(request)
+    gateway: Gateway = request.state.gateway
+    request_id = request.state.request_id
+    try:
+        body = await read_json_object(request)
+        stream = _check_body(body)
+    except AppError as error:  # a bad body is still a request of this key's: log it, at no cost
+        record_refusal(gateway, principal, request_id, MESSAGES_PATH, "", "", error)
+        raise
+    call = await start_call(
+        gateway, principal, request_id, MESSAGES_PATH, body["model"], budget_view(body),
+        dialects=translated.DIALECTS,
+    )  # fmt: skip
+    if call.provider.dialect != "anthropic":
+        return await translated.respond(call, translated.MESSAGES, body, stream=stream)
+    out = upstream_body(body, call, stream=False)
+    out.setdefault("max_tokens", translated.output_cap(call))
+    upstream = UpstreamRequest(MESSAGES_PATH, out, stream, forwarded_headers(request))
+    async with call.failures_recorded():
+        if stream:
+            opened = await call.provider.open_stream(upstream)
+            events = _relay(call, body, opened)
+            return EventStream(events, call.response_headers)
+        answer = await call.provider.send(upstream)
+        payload = translated.json_answer(answer.body, call.provider.name)
+        usage = anthropic.usage_from(payload.get("usage"))
+        await call.finish(usage)
+    payload["provider"] = call.provider.name
+    return Response(
+        orjson.dumps(payload), media_type="application/json", headers=call.response_headers
+    )
+
+
+class _Verbatim:
+    """Upstream Anthropic events relayed as they came (pings and unknown types included)."""
+
+    def __init__(self) -> None:
+        self._encoder = anthropic_stream.StreamEncoder()
+
+    def content(self, event: SSEEvent | None, _items: Sequence[ir.StreamEvent]) -> bytes:
+        return _frame(event) if event is not None else b""
+
+    def end(
+        self,
+        event: SSEEvent | None,
+        _items: Sequence[ir.StreamEvent],
+        terminal: ir.MessageEnd | ir.StreamError,
+    ) -> bytes:
+        if event is not None:  # message_stop or the provider's own error event
+            return _frame(event)
+        return self._encoder.feed(terminal)
+
+
+def _frame(event: SSEEvent) -> bytes:
+    head = b"event: " + event.event + b"\n" if event.event else b""
+    lines = event.data.split(b"\n")
+    return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+
+
+def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGenerator[bytes, None]:
+    # The IR request is only for estimating a cut-off stream's prompt; an unparseable body
+    # (the upstream accepted what the translator does not know) estimates from nothing.
+    try:
+        request = anthropic.parse_request(body)
+    except AppError:
+        request = ir.ChatRequest(model=call.model, messages=[])
+    decoder = anthropic_stream.StreamDecoder()
+    return translated.relay_events(call, stream, decoder, _Verbatim(), request)
+
+
+@router.post(COUNT_TOKENS_PATH)
+async def count_tokens(request: Request) -> Response:
+    """Exact for Claude models (the upstream counts); an o200k estimate for the others,
+    marked `x-tollgate-token-count: estimated`. Not a model call: nothing is metered."""
+    principal = await gateway_principal(request)
+    gateway: Gateway = request.state.gateway
+    body = await read_json_object(request)
+    route = gateway.catalog.resolve(_check_model(body))
+    check_access(principal, route)
+    test = principal.key.test
+    provider = gateway.providers.get(route.provider, test=test, dialects=translated.DIALECTS)
+    if provider.dialect == "anthropic":
+        out = {**body, "model": route.upstream_model}
+        upstream = UpstreamRequest(COUNT_TOKENS_PATH, out, False, forwarded_headers(request))
+        answer = await provider.send(upstream)
+        payload = translated.json_answer(answer.body, provider.name)
+        if not isinstance(payload.get("input_tokens"), int):
+            raise UpstreamError(f"The {provider.name} provider sent a malformed token count.")
+        return Response(
+            orjson.dumps(payload), media_type="application/json", headers={ESTIMATE_HEADER: "exact"}
+        )
+    parsed = anthropic.parse_request(body)
+    counted = {"input_tokens": translated.prompt_estimate(parsed)}
+    return Response(
+        orjson.dumps(counted), media_type="application/json", headers={ESTIMATE_HEADER: "estimated"}
+    )

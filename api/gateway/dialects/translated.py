@@ -1,0 +1,388 @@
+"""The relay between a client family and a provider of another wire format (SPEC §5.2).
+
+The client's body is parsed into the IR (`api.gateway.translate`), rendered for the provider's
+dialect (Chat Completions for OpenAI, DeepSeek and the mock; Anthropic Messages; Gemini), and
+the answer is parsed back and rendered in the client's family. Streams go event by event:
+upstream SSE → `StreamDecoder` → IR events → the client family's `StreamEncoder`.
+
+Metering uses the IR's normalised usage (input ⊇ cache reads and writes, output ⊇ reasoning),
+so Anthropic's and Gemini's accounting is billed like everyone else's. A stream's final event
+(`[DONE]`, `message_stop`, `response.completed`) is held until `Call.finish` has made the usage
+event durable; a stream that breaks off ends with an error in the client's family and is
+metered for what was produced (`relay_events`, shared with the same-family Anthropic relay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from fastapi.responses import Response
+
+from api.errors import (
+    AppError,
+    RateLimited,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from api.gateway import usage as usage_rules
+from api.gateway.pipeline import Call
+from api.gateway.pricing import Usage
+from api.gateway.providers.base import UpstreamRequest, UpstreamStream
+from api.gateway.relay import EventStream
+from api.gateway.sse import SSEEvent
+from api.gateway.tokens import count_text
+from api.gateway.translate import (
+    anthropic,
+    anthropic_stream,
+    gemini,
+    gemini_stream,
+    ir,
+    openai_chat,
+    openai_chat_stream,
+    responses,
+    responses_stream,
+)
+from api.gateway.translate.fields import upstream_body
+
+logger = logging.getLogger("tollgate.gateway")
+
+# Every provider dialect an endpoint reaches through this module (`ProviderRegistry.get`).
+DIALECTS = ("openai", "anthropic", "gemini")
+WARNING_HEADER = "X-Tollgate-Warning"
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_DONE = b"data: [DONE]\n\n"
+_UNSAFE_HEADER_CHARS = re.compile(r"[^\x20-\x7e]")
+
+
+class Encoder(Protocol):
+    def feed(self, event: ir.StreamEvent) -> bytes: ...
+
+
+class Decoder(Protocol):
+    usage: Usage
+
+    def feed(self, event: SSEEvent) -> list[ir.StreamEvent]: ...
+
+    def close(self) -> list[ir.StreamEvent]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A client API family: how its requests are read and its answers written."""
+
+    name: str
+    parse_request: Callable[[dict[str, Any]], ir.ChatRequest]
+    render_response: Callable[[ir.ChatResponse], dict[str, Any]]
+    encoder: Callable[[dict[str, Any], int], Encoder]  # (client body, created) → encoder
+    error_tail: bytes = b""  # what follows an error event (chat: `[DONE]`)
+
+
+def _chat_encoder(body: dict[str, Any], created: int) -> Encoder:
+    options = body.get("stream_options")
+    wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+    return openai_chat_stream.StreamEncoder(include_usage=wants_usage, created=created)
+
+
+CHAT = Family(
+    "openai_chat",
+    openai_chat.parse_request,
+    openai_chat.render_response,
+    _chat_encoder,
+    error_tail=_DONE,
+)
+MESSAGES = Family(
+    "anthropic",
+    anthropic.parse_request,
+    anthropic.render_response,
+    lambda _body, _created: anthropic_stream.StreamEncoder(),
+)
+RESPONSES = Family(
+    "responses",
+    responses.parse_request,
+    responses.render_response,
+    lambda _body, created: responses_stream.StreamEncoder(created=created),
+)
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], ir.ChatResponse]] = {
+    "openai": openai_chat.parse_response,
+    "anthropic": anthropic.parse_response,
+    "gemini": gemini.parse_response,
+}
+_DECODERS: dict[str, Callable[[], Decoder]] = {
+    "openai": openai_chat_stream.StreamDecoder,
+    "anthropic": anthropic_stream.StreamDecoder,
+    "gemini": gemini_stream.StreamDecoder,
+}
+# Upstream OpenAI-compatible hosts that read `max_tokens` rather than `max_completion_tokens`.
+_MAX_TOKENS_HOSTS = {"deepseek"}
+
+
+def output_cap(call: Call) -> int:
+    """The output tokens the reservation holds: the client's cap, the clamped one, or the
+    model's maximum (what a provider that requires a cap is sent when the client gave none)."""
+    reservation = call.reservation
+    if reservation is not None and reservation.max_output_tokens > 0:
+        return reservation.max_output_tokens
+    return call.route.entry.max_output_tokens
+
+
+def upstream_request(call: Call, request: ir.ChatRequest, *, stream: bool) -> UpstreamRequest:
+    """The IR rendered in the provider's dialect, with the gateway's model name and cap."""
+    request.model = call.route.upstream_model
+    request.stream = stream
+    reservation = call.reservation
+    if reservation is not None and reservation.clamped:
+        request.max_output_tokens = reservation.max_output_tokens
+    dialect = call.provider.dialect
+    if dialect == "anthropic":
+        body = anthropic.render_request(request, default_max_tokens=output_cap(call))
+        return UpstreamRequest(path="/v1/messages", body=body, stream=stream)
+    if dialect == "gemini":
+        path = gemini.request_path(request.model, stream=stream)
+        return UpstreamRequest(path=path, body=gemini.render_request(request), stream=stream)
+    field = "max_tokens" if call.provider.name in _MAX_TOKENS_HOSTS else "max_completion_tokens"
+    body = openai_chat.render_request(request, max_tokens_field=field)
+    return UpstreamRequest(path="/chat/completions", body=body, stream=stream)
+
+
+def warning_headers(request: ir.ChatRequest) -> dict[str, str]:
+    """What translation dropped (built-in tools, unsupported options), for the client to see."""
+    if not request.warnings:
+        return {}
+    said = "; ".join(request.warnings)
+    return {WARNING_HEADER: _UNSAFE_HEADER_CHARS.sub("?", said)[:1000]}
+
+
+def prompt_estimate(request: ir.ChatRequest) -> int:
+    """The prompt's size counted as OpenAI would (an estimate for other tokenizers)."""
+    try:
+        chat = openai_chat.render_request(request)
+    except AppError:
+        return 0
+    return usage_rules.prompt_tokens(chat)
+
+
+def estimated_usage(reported: Usage, request: ir.ChatRequest, produced: list[str]) -> Usage:
+    """What a stream cut off (or an answer without usage) consumed: the provider's counts so far
+    where it sent them, else the prompt and the output relayed, counted."""
+    output = max(reported.output_tokens, count_text("".join(produced)))
+    return Usage(
+        input_tokens=reported.input_tokens or prompt_estimate(request),
+        cached_input_tokens=reported.cached_input_tokens,
+        output_tokens=output,
+        reasoning_tokens=reported.reasoning_tokens,
+        estimated=True,
+        cache_write_input_tokens=reported.cache_write_input_tokens,
+    )
+
+
+def _produced(event: ir.StreamEvent) -> str:
+    if isinstance(event, ir.TextDelta | ir.ThinkingDelta):
+        return event.text
+    if isinstance(event, ir.ToolArgsDelta):
+        return event.arguments
+    if isinstance(event, ir.BlockStart):
+        return event.name
+    return ""
+
+
+def _response_text(response: ir.ChatResponse) -> list[str]:
+    out: list[str] = []
+    for part in response.parts:
+        if isinstance(part, ir.Text | ir.Thinking):
+            out.append(part.text)
+        elif isinstance(part, ir.ToolCall):
+            out += [part.name, part.arguments]
+    return out
+
+
+def stream_failure(error: ir.StreamError) -> AppError:
+    """An error event from upstream, as the error it is metered with."""
+    message = error.message or None
+    if error.kind == "overloaded":
+        return UpstreamUnavailable(message)
+    if error.kind == "rate_limit":
+        return RateLimited(message)
+    if error.kind == "timeout":
+        return UpstreamTimeout(message)
+    if error.kind == "invalid_request":
+        return UpstreamClientError(message, status=400)
+    return UpstreamError(message)
+
+
+def json_answer(raw: bytes, provider: str) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise UpstreamError(f"The {provider} provider answered with something other than JSON.")
+    return payload
+
+
+# Requests ---------------------------------------------------------------------------------
+
+
+async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: bool) -> Response:
+    """Answer `body` (in `family`'s shape) from `call.provider`, whatever its dialect."""
+    async with call.failures_recorded():
+        request = family.parse_request(body)
+        upstream = upstream_request(call, request, stream=stream)
+        headers = {**call.response_headers, **warning_headers(request)}
+        if stream:
+            opened = await call.provider.open_stream(upstream)
+            decoder = _DECODERS[call.provider.dialect]()
+            output = Translating(family.encoder(body, int(time.time())), family.error_tail)
+            events = relay_events(call, opened, decoder, output, request)
+            return EventStream(events, headers)
+        answer = await call.provider.send(upstream)
+        raw = json_answer(answer.body, call.provider.name)
+        parsed = upstream_body(_PARSERS[call.provider.dialect], raw, call.provider.name)
+        usage = parsed.usage
+        if usage.input_tokens == 0 and usage.output_tokens == 0:  # a host that reports none
+            usage = estimated_usage(usage, request, _response_text(parsed))
+        await call.finish(usage)
+    parsed.created = parsed.created or int(time.time())
+    payload = family.render_response(parsed)
+    payload["provider"] = call.provider.name
+    return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
+
+
+# Streams ----------------------------------------------------------------------------------
+
+Terminal = ir.MessageEnd | ir.StreamError
+
+
+class Output(Protocol):
+    """How a relayed stream is written for the client. `event` is the upstream event the IR
+    events came from (None for what the gateway adds); `items` precede any terminal event."""
+
+    def content(self, event: SSEEvent | None, items: Sequence[ir.StreamEvent]) -> bytes: ...
+
+    def end(
+        self, event: SSEEvent | None, items: Sequence[ir.StreamEvent], terminal: Terminal
+    ) -> bytes:
+        """The final bytes (held until the call is metered): an end or an error."""
+        ...
+
+
+class Translating:
+    """IR events through the client family's encoder."""
+
+    def __init__(self, encoder: Encoder, error_tail: bytes) -> None:
+        self._encoder = encoder
+        self._tail = error_tail
+
+    def content(self, _event: SSEEvent | None, items: Sequence[ir.StreamEvent]) -> bytes:
+        return b"".join(self._encoder.feed(item) for item in items)
+
+    def end(
+        self, _event: SSEEvent | None, items: Sequence[ir.StreamEvent], terminal: Terminal
+    ) -> bytes:
+        out = b"".join(self._encoder.feed(item) for item in items) + self._encoder.feed(terminal)
+        return out + self._tail if isinstance(terminal, ir.StreamError) else out
+
+
+class _Relay:
+    """One stream's state: what was produced (for estimates), and how it ended."""
+
+    def __init__(
+        self, call: Call, decoder: Decoder, output: Output, request: ir.ChatRequest
+    ) -> None:
+        self.call = call
+        self.decoder = decoder
+        self.output = output
+        self.request = request
+        self.produced: list[str] = []
+        self.terminal: Terminal | None = None
+        self.event: SSEEvent | None = None  # the upstream event that carried the terminal
+        self.before: list[ir.StreamEvent] = []  # its IR events ahead of the terminal
+        self.first = True
+
+    def feed(self, event: SSEEvent) -> bytes:
+        if self.first:
+            self.first = False
+            call = self.call
+            elapsed = time.perf_counter() - call.started
+            call.gateway.metrics.ttfb.labels(call.endpoint, call.provider.name).observe(elapsed)
+        return self._take(event, self.decoder.feed(event))
+
+    def close(self) -> bytes:
+        """The body ended: a decoder may owe its end (Gemini streams have no end marker)."""
+        return self._take(None, self.decoder.close())
+
+    def _take(self, event: SSEEvent | None, items: list[ir.StreamEvent]) -> bytes:
+        before: list[ir.StreamEvent] = []
+        for item in items:
+            if isinstance(item, ir.MessageEnd | ir.StreamError):
+                self.terminal, self.event, self.before = item, event, before
+                return b""
+            self.produced.append(_produced(item))
+            before.append(item)
+        return self.output.content(event, before)
+
+    def usage_so_far(self) -> Usage:
+        return estimated_usage(self.decoder.usage, self.request, self.produced)
+
+    async def finish(self, failure: AppError | None) -> bytes:
+        """Meter the call, then return the final bytes."""
+        terminal = self.terminal
+        if failure is None and terminal is None:
+            provider = self.call.provider.name
+            failure = UpstreamError(f"The {provider} stream ended before it was complete.")
+        if failure is not None:
+            terminal, self.event, self.before = ir.StreamError.from_app_error(failure), None, []
+        assert terminal is not None
+        if isinstance(terminal, ir.MessageEnd):
+            usage = terminal.usage
+            if usage.input_tokens == 0 and usage.output_tokens == 0:  # a host that reports none
+                usage = estimated_usage(usage, self.request, self.produced)
+                terminal = ir.MessageEnd(terminal.stop_reason, usage, terminal.stop_sequence)
+            await self.call.finish(usage)
+        else:
+            error = failure or stream_failure(terminal)
+            await self.call.finish(self.usage_so_far(), status=error.status_code, error=error)
+        return self.output.end(self.event, self.before, terminal)
+
+
+async def relay_events(
+    call: Call,
+    stream: UpstreamStream,
+    decoder: Decoder,
+    output: Output,
+    request: ir.ChatRequest,
+) -> AsyncGenerator[bytes, None]:
+    """Relay one upstream stream; whatever ends it is metered, before the final event."""
+    relay = _Relay(call, decoder, output, request)
+    failure: AppError | None = None  # what broke the stream on our side of it
+    try:
+        async for event in stream.events():
+            chunk = relay.feed(event)
+            if chunk:
+                yield chunk
+            if relay.terminal is not None:
+                break
+        else:
+            chunk = relay.close()
+            if chunk:
+                yield chunk
+    except (asyncio.CancelledError, GeneratorExit):
+        # The client went away: upstream is cancelled, the output so far is billed.
+        stream.close()
+        call.finish_soon(relay.usage_so_far(), status=499)
+        raise
+    except Exception as exc:
+        failure = exc if isinstance(exc, AppError) else UpstreamError("The stream failed.")
+        if not isinstance(exc, AppError):
+            logger.exception("relaying a %s stream failed", call.provider.name)
+    stream.close()
+    yield await relay.finish(failure)
