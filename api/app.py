@@ -47,6 +47,9 @@ from api.settings import Settings, get_settings, resolve_secret_key
 from api.state import AppState
 from api.tenant.routes import router as admin_router
 from api.tenant.routes import settings_router
+from api.thread.context import TurnServices
+from api.thread.routes import router as threads_router
+from api.tool.routes import router as tools_router
 from api.usage.ledger import DatabaseLedger, Ledger, LedgerDrain, RedisLedger
 from api.usage.routes import router as usage_router
 
@@ -108,6 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             budget=budget,
             metrics=metrics,
         )
+        turn_services = await TurnServices.start(
+            settings, sessionmaker, redis, gateway, webhook_client, secret_box
+        )
         try:
             yield AppState(
                 settings=settings,
@@ -118,9 +124,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 gateway=gateway,
                 key_cache=key_cache,
                 secret_box=secret_box,
+                turns=turn_services.context,
             )
         finally:
             await warm_tokenizer
+            await turn_services.close()  # before the gateway: its calls are metered there
             await gateway.close()  # every accepted request's usage event is written first
             await ledger.close()
             if drain_task is not None:
@@ -158,6 +166,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(settings_router)
     app.include_router(alerts_router)
     app.include_router(billing_router)
+    app.include_router(threads_router)
+    app.include_router(tools_router)
     proxy_routes = {
         CHAT_PATH: create_chat_completion,
         MESSAGES_PATH: create_message,

@@ -111,7 +111,7 @@ def serve(host: str | None, port: int | None, no_migrate: bool) -> None:
 @main.command()
 @_one_line_errors
 def worker() -> None:
-    """Run the background worker (arq): usage-ledger drain, alert resends. Needs Redis."""
+    """Run the background worker (arq): tool calls, ledger drain, alert resends. Needs Redis."""
     from arq.connections import RedisSettings
     from arq.worker import run_worker
 

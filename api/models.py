@@ -12,6 +12,8 @@ from api.billing.models import (
 from api.db import Base
 from api.idempotency.models import IdempotencyRecord
 from api.tenant.models import Tenant
+from api.thread.models import Thread, ThreadMessage
+from api.tool.models import Tool
 from api.usage.models import UsageEvent
 
 __all__ = [
@@ -26,5 +28,8 @@ __all__ = [
     "StripeAccount",
     "StripeEvent",
     "Tenant",
+    "Thread",
+    "ThreadMessage",
+    "Tool",
     "UsageEvent",
 ]

@@ -11,6 +11,7 @@ from api.auth.cache import KeyCache
 from api.gateway.pipeline import Gateway
 from api.kit.crypto import SecretBox
 from api.settings import Settings
+from api.thread.turns import TurnContext
 
 
 class AppState(TypedDict):
@@ -22,3 +23,4 @@ class AppState(TypedDict):
     gateway: Gateway
     key_cache: KeyCache
     secret_box: SecretBox
+    turns: TurnContext

@@ -21,6 +21,7 @@ from api.alert.service import AlertNotifier
 from api.db import create_engine, create_sessionmaker
 from api.kit.crypto import SecretBox
 from api.settings import get_settings, resolve_secret_key
+from api.tool import runner as tool_runner
 from api.usage.ledger import LedgerDrain
 from workers.jobs.alerts import resend_alerts
 from workers.jobs.billing import billing_month_end
@@ -46,6 +47,12 @@ async def startup(ctx: dict[str, Any]) -> None:
             allow_private_webhooks=settings.allow_private_webhooks,
         ),
         drain=drain,
+        tool_runner=tool_runner.ToolRunner(
+            sessionmaker,
+            webhooks,
+            SecretBox(resolve_secret_key(settings)),
+            allow_private_webhooks=settings.allow_private_webhooks,
+        ),
         drain_task=asyncio.create_task(drain.run(), name="ledger-drain"),
     )
 
@@ -62,7 +69,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = []
+    functions: ClassVar[list[Any]] = [tool_runner.job_function()]
     cron_jobs: ClassVar[list[CronJob]] = [
         cron(resend_alerts, second=0, unique=True, timeout=300),
         # Shortly after each month ends: invoice the month through each tenant's Stripe account.

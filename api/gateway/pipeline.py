@@ -70,6 +70,7 @@ class Call:
     reservation: Reservation | None = None
     started: float = field(default_factory=time.perf_counter)
     finished: bool = False
+    tool_calls: int = 0  # tool calls in the answer, for the request log
 
     @property
     def model(self) -> str:
@@ -142,6 +143,7 @@ class Call:
             reasoning_tokens=usage.reasoning_tokens,
             cost_micros=cost,
             latency_ms=latency_ms,
+            tool_calls=self.tool_calls,
             estimated=usage.estimated,
             error_code=error.public_code if error else None,
         )

@@ -69,3 +69,38 @@ async def post_signed(
             if received > MAX_RESPONSE_BYTES:
                 break
         return response.status_code
+
+
+class ResponseTooLarge(Exception):
+    """The receiver's answer exceeded the size cap; the rest was not read."""
+
+
+async def call_signed(
+    client: httpx.AsyncClient,
+    url: str,
+    secret: str,
+    body: bytes,
+    *,
+    timeout_seconds: float,
+    idempotency_key: str,
+    max_response_bytes: int,
+) -> tuple[int, bytes]:
+    """One signed POST whose answer matters (tool calls): its status and body, read up to
+    `max_response_bytes` (beyond that `ResponseTooLarge`). Redirects are not followed."""
+    headers = {
+        "Content-Type": "application/json",
+        "Idempotency-Key": idempotency_key,
+        SIGNATURE_HEADER: signature(secret, body),
+    }
+    async with client.stream(
+        "POST", url, content=body, headers=headers, timeout=timeout_seconds,
+        follow_redirects=False,
+    ) as response:  # fmt: skip
+        chunks: list[bytes] = []
+        received = 0
+        async for chunk in response.aiter_bytes():
+            received += len(chunk)
+            if received > max_response_bytes:
+                raise ResponseTooLarge()
+            chunks.append(chunk)
+        return response.status_code, b"".join(chunks)

@@ -1,0 +1,248 @@
+"""Calling any model from an IR request, through the proxy pipeline, for Tollgate's own features
+(thread turns and their tool loops).
+
+Each call is an ordinary proxied request: `start_call` (access control, budget reservation),
+the provider in its own wire format (rendered with the family translator, parsed back to IR),
+and `Call.finish` (metering, settlement, one durable usage event). A tool loop makes one call per
+round, so one usage event per round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from api.auth.service import Principal
+from api.errors import AppError, UpstreamError
+from api.gateway.pipeline import Call, Gateway, start_call
+from api.gateway.pricing import Usage
+from api.gateway.providers.base import UpstreamRequest, UpstreamStream
+from api.gateway.sse import SSEEvent
+from api.gateway.translate import (
+    anthropic,
+    anthropic_stream,
+    gemini,
+    gemini_stream,
+    ir,
+    openai_chat,
+    openai_chat_stream,
+)
+from api.gateway.translate.fields import upstream_body
+
+logger = logging.getLogger("tollgate.gateway")
+
+DIALECTS = ("openai", "anthropic", "gemini")
+_MAX_TOKENS_HOSTS = {"deepseek"}  # OpenAI-compatible hosts that read `max_tokens`
+
+
+class Decoder(Protocol):
+    usage: Usage
+
+    def feed(self, event: SSEEvent) -> list[ir.StreamEvent]: ...
+
+    def close(self) -> list[ir.StreamEvent]: ...
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], ir.ChatResponse]] = {
+    "openai": openai_chat.parse_response,
+    "anthropic": anthropic.parse_response,
+    "gemini": gemini.parse_response,
+}
+_DECODERS: dict[str, Callable[[], Decoder]] = {
+    "openai": openai_chat_stream.StreamDecoder,
+    "anthropic": anthropic_stream.StreamDecoder,
+    "gemini": gemini_stream.StreamDecoder,
+}
+
+
+@dataclass(slots=True)
+class Completion:
+    response: ir.ChatResponse
+    cost_micros: int
+    provider: str
+    model: str  # the catalog id the request resolved to
+
+
+def _reservation_body(request: ir.ChatRequest) -> dict[str, Any]:
+    """What the budget reads (`messages`, `tools`, the output cap), in the Chat shape."""
+    return openai_chat.render_request(request)
+
+
+def _upstream_request(call: Call, request: ir.ChatRequest, *, stream: bool) -> UpstreamRequest:
+    request.model = call.route.upstream_model
+    request.stream = stream
+    reservation = call.reservation
+    if reservation is not None and reservation.clamped:
+        request.max_output_tokens = reservation.max_output_tokens
+    dialect = call.provider.dialect
+    if dialect == "anthropic":
+        cap = request.max_output_tokens or call.route.entry.max_output_tokens
+        body = anthropic.render_request(request, default_max_tokens=cap)
+        return UpstreamRequest(path="/v1/messages", body=body, stream=stream)
+    if dialect == "gemini":
+        path = gemini.request_path(request.model, stream=stream)
+        return UpstreamRequest(path=path, body=gemini.render_request(request), stream=stream)
+    name = "max_tokens" if call.provider.name in _MAX_TOKENS_HOSTS else "max_completion_tokens"
+    body = openai_chat.render_request(request, max_tokens_field=name)
+    return UpstreamRequest(path="/chat/completions", body=body, stream=stream)
+
+
+def _tool_calls(parts: list[ir.Part]) -> int:
+    return sum(isinstance(p, ir.ToolCall) for p in parts)
+
+
+async def _start(
+    gateway: Gateway, principal: Principal, request_id: str, endpoint: str, request: ir.ChatRequest
+) -> Call:
+    body = _reservation_body(request)
+    return await start_call(
+        gateway, principal, request_id, endpoint, request.model, body, dialects=DIALECTS
+    )
+
+
+async def complete(
+    gateway: Gateway,
+    principal: Principal,
+    request_id: str,
+    endpoint: str,
+    request: ir.ChatRequest,
+) -> Completion:
+    """One non-streaming model call; any failure is metered (cost 0) and raised."""
+    call = await _start(gateway, principal, request_id, endpoint, request)
+    catalog_id = call.model
+    async with call.failures_recorded():
+        upstream = _upstream_request(call, request, stream=False)
+        answer = await call.provider.send(upstream)
+        try:
+            payload = orjson.loads(answer.body)
+        except orjson.JSONDecodeError:
+            payload = None
+        name = call.provider.name
+        response = upstream_body(_PARSERS[call.provider.dialect], payload, name)
+        call.tool_calls = _tool_calls(response.parts)
+        cost = await call.finish(response.usage)
+    return Completion(response, cost, call.provider.name, catalog_id)
+
+
+@dataclass(slots=True)
+class Accumulator:
+    """IR stream events → the answer they add up to."""
+
+    id: str = ""
+    model: str = ""
+    stop_reason: ir.StopReason = "end_turn"
+    stop_sequence: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    _parts: dict[int, ir.Part] = field(default_factory=dict)
+
+    def feed(self, event: ir.StreamEvent) -> None:
+        if isinstance(event, ir.MessageStart):
+            self.id, self.model = event.id, event.model
+        elif isinstance(event, ir.BlockStart):
+            self._parts[event.index] = (
+                ir.Text("")
+                if event.kind == "text"
+                else ir.Thinking("")
+                if event.kind == "thinking"
+                else ir.ToolCall(event.id, event.name, "", event.signature)
+            )
+        elif isinstance(event, ir.TextDelta | ir.ThinkingDelta | ir.ToolArgsDelta):
+            self._delta(event)
+        elif isinstance(event, ir.MessageEnd):
+            self.stop_reason, self.stop_sequence = event.stop_reason, event.stop_sequence
+            self.usage = event.usage
+
+    def _delta(self, event: ir.TextDelta | ir.ThinkingDelta | ir.ToolArgsDelta) -> None:
+        part = self._parts.get(event.index)
+        if isinstance(event, ir.TextDelta) and isinstance(part, ir.Text):
+            part.text += event.text
+        elif isinstance(event, ir.ThinkingDelta) and isinstance(part, ir.Thinking):
+            part.text += event.text
+            if event.signature:
+                part.signature = (part.signature or "") + event.signature
+        elif isinstance(event, ir.ToolArgsDelta) and isinstance(part, ir.ToolCall):
+            part.arguments += event.arguments
+
+    def response(self) -> ir.ChatResponse:
+        parts = [self._parts[i] for i in sorted(self._parts)]
+        return ir.ChatResponse(
+            self.id, self.model, parts, self.stop_reason, self.usage, self.stop_sequence
+        )
+
+
+async def _decoded(
+    opened: UpstreamStream, decoder: Decoder, dialect: str
+) -> AsyncGenerator[ir.StreamEvent, None]:
+    """The upstream's events as IR events; an error event inside the stream raises."""
+    async for event in opened.events():
+        if event.data == b"[DONE]" and dialect != "openai":
+            continue
+        for decoded in decoder.feed(event):
+            if isinstance(decoded, ir.StreamError):
+                raise UpstreamError(decoded.message or "The provider's stream failed.")
+            yield decoded
+    for decoded in decoder.close():
+        yield decoded
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """Filled in when `stream` ends: the whole answer and its cost."""
+
+    completion: Completion | None = None
+
+
+async def stream(
+    gateway: Gateway,
+    principal: Principal,
+    request_id: str,
+    endpoint: str,
+    request: ir.ChatRequest,
+    result: StreamResult,
+) -> AsyncIterator[ir.StreamEvent]:
+    """One streaming model call, as IR events. The call is metered before the last event is
+    yielded (or when the consumer stops early: what was produced is billed). A failure after
+    the first event ends the stream with an `ir.StreamError`; before it, it raises."""
+    call = await _start(gateway, principal, request_id, endpoint, request)
+    async with call.failures_recorded():
+        upstream = _upstream_request(call, request, stream=True)
+        opened = await call.provider.open_stream(upstream)
+    decoder = _DECODERS[call.provider.dialect]()
+    accumulator = Accumulator()
+    status, error = 200, None
+    ended = False
+
+    try:
+        async with contextlib.aclosing(_decoded(opened, decoder, call.provider.dialect)) as events:
+            async for decoded in events:
+                accumulator.feed(decoded)
+                if isinstance(decoded, ir.MessageEnd):  # held until the call is metered
+                    ended = True
+                else:
+                    yield decoded
+        if not ended:
+            raise UpstreamError(f"The {call.provider.name} stream ended before it was complete.")
+    except AppError as exc:
+        status, error = exc.status_code, exc
+    except Exception:
+        logger.exception("a %s stream for a thread turn failed", call.provider.name)
+        status, error = 502, UpstreamError("The stream failed.")
+    except BaseException:  # the consumer went away: what was produced is billed
+        opened.close()
+        call.finish_soon(accumulator.usage if ended else decoder.usage, status=499)
+        raise
+    opened.close()
+    usage = accumulator.usage if ended else decoder.usage
+    response = accumulator.response()
+    call.tool_calls = _tool_calls(response.parts)
+    cost = await call.finish(usage, status=status, error=error)
+    if error is not None:
+        yield ir.StreamError.from_app_error(error)
+        return
+    result.completion = Completion(response, cost, call.provider.name, call.model)
+    yield ir.MessageEnd(response.stop_reason, response.usage, response.stop_sequence)

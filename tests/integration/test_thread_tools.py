@@ -1,0 +1,314 @@
+"""Thread turns against each provider's fake: tool loops through webhooks (signed, run by the
+job queue's worker), webhook failures, history trimming, streaming."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from api.settings import Settings
+from tests.conftest import app_client
+from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
+from tests.factories.usage import logs_when_settled
+from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
+from tests.fakes.gemini_upstream import API_KEY as GEMINI_KEY
+from tests.fakes.tool_models import ChainingAnthropic, ChainingGemini, ChainingUpstream, ToolHooks
+
+CITY = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+    "required": ["city", "unit"],
+}
+MODELS = ["gpt-4o-mini", "deepseek-chat", "claude-sonnet-4", "gemini-2.5-flash"]
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[tuple[ChainingUpstream, ChainingAnthropic, ChainingGemini, ToolHooks]]:
+    openai, anthropic, gemini, hooks = (
+        ChainingUpstream(), ChainingAnthropic(), ChainingGemini(), ToolHooks()
+    )  # fmt: skip
+    openai.start()
+    anthropic.start()
+    gemini.start()
+    hooks.start()
+    yield openai, anthropic, gemini, hooks
+    for server in (openai, anthropic, gemini, hooks):
+        server.stop()
+
+
+@pytest.fixture
+def hooks(fakes: Any) -> ToolHooks:
+    for server in fakes:
+        server.reset()
+    tool_hooks: ToolHooks = fakes[3]
+    return tool_hooks
+
+
+@pytest.fixture
+def openai_fake(fakes: Any, hooks: ToolHooks) -> ChainingUpstream:
+    fake: ChainingUpstream = fakes[0]
+    return fake
+
+
+@pytest.fixture
+async def http(
+    settings: Settings, fakes: Any, hooks: ToolHooks
+) -> AsyncIterator[httpx.AsyncClient]:
+    openai, anthropic, gemini, _ = fakes
+    configured = settings.model_copy(
+        update={
+            "openai_api_key": SecretStr("sk-openai"),
+            "openai_base_url": openai.openai_base_url,
+            "deepseek_api_key": SecretStr("sk-deepseek"),
+            "deepseek_base_url": openai.deepseek_base_url,
+            "anthropic_api_key": SecretStr(ANTHROPIC_KEY),
+            "anthropic_base_url": anthropic.base_url,
+            "gemini_api_key": SecretStr(GEMINI_KEY),
+            "gemini_base_url": gemini.base_url,
+            "allow_private_webhooks": True,  # the receivers listen on loopback
+            "models": {"gpt-4.1-nano": {"provider": "openai", "input": 100_000, "output": 400_000,
+                                        "context_window": 600, "max_output_tokens": 100}},
+        }
+    )  # fmt: skip
+    async with app_client(configured) as client:
+        yield client
+
+
+async def _register(
+    http: httpx.AsyncClient, tenant: TenantFixture, hooks: ToolHooks, name: str,
+    schema: dict[str, Any], **fields: Any,
+) -> dict[str, Any]:  # fmt: skip
+    response = await http.post(
+        "/v1/tools",
+        json={"name": name, "description": f"The {name} tool", "input_schema": schema,
+              "webhook_url": hooks.url(name), **fields},
+        headers=tenant.headers,
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    tool: dict[str, Any] = response.json()
+    hooks.secrets[name] = tool["signing_secret"]
+    return tool
+
+
+async def _setup(http: httpx.AsyncClient, hooks: ToolHooks, **tool_fields: Any):
+    tenant = await create_tenant(http)
+    await _register(http, tenant, hooks, "lookup_city", CITY, **tool_fields)
+    await _register(http, tenant, hooks, "get_weather", WEATHER, **tool_fields)
+    key = await create_key(http, tenant)
+    headers = bearer(key["secret"])
+    created = await http.post("/v1/threads", json={"system": "Use tools."}, headers=headers)
+    return tenant, key, headers, f"/v1/threads/{created.json()['id']}/messages"
+
+
+class TestToolLoop:
+    @pytest.mark.parametrize("model", MODELS)
+    async def test_two_round_tool_loop_with_each_provider(
+        self, http: httpx.AsyncClient, hooks: ToolHooks, model: str
+    ):
+        tenant, key, headers, url = await _setup(http, hooks)
+        body = {"model": model, "content": "Weather where I live?",
+                "tools": ["lookup_city", "get_weather"]}  # fmt: skip
+        response = await http.post(url, json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["stop_reason"] == "end_turn"
+        assert answer["content"][0]["text"].startswith("Done: ")
+        assert "lookup_city=" in answer["content"][0]["text"]
+        assert "get_weather=" in answer["content"][0]["text"]
+        # Both webhooks were called, once each, signed, with the call's id as idempotency key.
+        assert [c[0] for c in hooks.calls] == ["lookup_city", "get_weather"]
+        for _name, call, valid, idempotency_key in hooks.calls:
+            assert valid
+            assert idempotency_key == call["tool_call_id"]
+            assert call["key_id"] == key["id"]
+            assert call["thread_id"] in url
+        assert hooks.calls[1][1]["input"] == {"city": "example", "unit": "c"}
+        listed = (await http.get(url, headers=headers)).json()["data"]
+        assert [m["role"] for m in listed] == [
+            "user", "assistant", "tool", "assistant", "tool", "assistant"
+        ]  # fmt: skip
+        first_call = listed[1]["content"][-1]
+        assert first_call["type"] == "tool_use"
+        assert first_call["name"] == "lookup_city"
+        result = listed[2]["content"][0]
+        assert result["tool_use_id"] == first_call["id"]
+        assert result["is_error"] is False
+        assert result["attempts"] == 1
+        assert result["latency_ms"] >= 0
+        assert {m["turn_id"] for m in listed} == {answer["turn_id"]}
+        # One usage event per model call, the tool calls counted in the request log.
+        logs = await logs_when_settled(http, tenant, 3)
+        assert sorted(entry["tool_calls"] for entry in logs) == [0, 1, 1]
+        assert {entry["status"] for entry in logs} == {200}
+        assert answer["usage"]["input_tokens"] == sum(e["input_tokens"] for e in logs)
+        # The next turn sees the whole exchange (the tools declared again: kept structured).
+        again = await http.post(url, json={**body, "content": "thanks"}, headers=headers)
+        assert again.status_code == 200, again.text
+
+    async def test_parallel_tool_calls_run_concurrently(
+        self, http: httpx.AsyncClient, hooks: ToolHooks, openai_fake: ChainingUpstream
+    ):
+        openai_fake.parallel = True
+        hooks.behaviour.update({"lookup_city": "sleep:0.5", "get_weather": "sleep:0.5"})
+        _, _, headers, url = await _setup(http, hooks)
+        body = {"model": "gpt-4o-mini", "content": "both", "tools": ["lookup_city", "get_weather"]}
+        response = await http.post(url, json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert hooks.most_active == 2
+        roles = [m["role"] for m in (await http.get(url, headers=headers)).json()["data"]]
+        assert roles == ["user", "assistant", "tool", "assistant"]
+
+    @pytest.mark.parametrize("behaviour", ["slow", "500", "invalid", "redirect", "huge", "error"])
+    async def test_failing_webhook_becomes_an_error_result(
+        self, http: httpx.AsyncClient, hooks: ToolHooks, behaviour: str
+    ):
+        hooks.behaviour["lookup_city"] = behaviour
+        _, _, headers, url = await _setup(http, hooks, timeout_ms=300)
+        body = {"model": "claude-sonnet-4", "content": "go", "tools": ["lookup_city"]}
+        response = await http.post(url, json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        listed = (await http.get(url, headers=headers)).json()["data"]
+        result = listed[2]["content"][0]
+        assert result["is_error"] is True
+        expected_attempts = 3 if behaviour in ("slow", "500") else 1
+        assert result["attempts"] == expected_attempts
+        assert len(hooks.calls) == expected_attempts
+        assert listed[-1]["role"] == "assistant"
+        assert response.json()["stop_reason"] == "end_turn"
+
+    async def test_round_limit_ends_the_loop(self, http: httpx.AsyncClient, hooks: ToolHooks):
+        _, _, headers, url = await _setup(http, hooks)
+        body = {"model": "claude-sonnet-4", "content": "go", "max_tool_rounds": 1,
+                "tools": ["lookup_city", "get_weather"]}  # fmt: skip
+        response = await http.post(url, json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        listed = (await http.get(url, headers=headers)).json()["data"]
+        assert [m["role"] for m in listed] == ["user", "assistant", "tool", "assistant"]
+        assert len(hooks.calls) == 1
+
+    async def test_streamed_tool_loop(self, http: httpx.AsyncClient, hooks: ToolHooks):
+        _, _, headers, _ = await _setup(http, hooks)
+        for model in ("gpt-4o-mini", "claude-sonnet-4", "gemini-2.5-flash"):
+            hooks.calls.clear()
+            created = await http.post("/v1/threads", json={}, headers=headers)
+            url = f"/v1/threads/{created.json()['id']}/messages"
+            body = {"model": model, "content": "go", "stream": True,
+                    "tools": ["lookup_city", "get_weather"]}  # fmt: skip
+            async with http.stream("POST", url, json=body, headers=headers) as response:
+                assert response.status_code == 200
+                raw = (await response.aread()).decode()
+            events = [
+                line[len("event: ") :] for line in raw.splitlines() if line.startswith("event: ")
+            ]
+            assert events.count("message_start") == 3, raw
+            assert events.count("message_stop") == 3
+            assert events.count("thread.tool_result") == 2
+            assert events[-1] == "thread.message.completed"
+            final = json.loads(raw.strip().splitlines()[-1][len("data: ") :])
+            assert final["message"]["content"][0]["text"].startswith("Done: ")
+            assert len(hooks.calls) == 2
+            assert all(valid for _, _, valid, _ in hooks.calls)
+
+
+class TestTrimming:
+    async def test_a_thread_longer_than_the_window_is_trimmed_to_fit(
+        self, http: httpx.AsyncClient, hooks: ToolHooks, openai_fake: ChainingUpstream
+    ):
+        openai_fake.context_window = 600  # the catalog says gpt-4.1-nano has 600 (see fixture)
+        openai_fake.mode = "generate"
+        openai_fake.words = 20
+        tenant = await create_tenant(http)
+        headers = bearer((await create_key(http, tenant))["secret"])
+        created = await http.post("/v1/threads", json={"system": "Be brief."}, headers=headers)
+        url = f"/v1/threads/{created.json()['id']}/messages"
+        said = " ".join(["lorem"] * 60)
+        for turn in range(12):
+            response = await http.post(
+                url, json={"model": "gpt-4.1-nano", "content": f"{turn} {said}", "max_tokens": 50},
+                headers=headers,
+            )  # fmt: skip
+            assert response.status_code == 200, response.text
+        assert all(count + 50 <= 600 for count in openai_fake.prompt_tokens)
+        sent = openai_fake.seen[-1].body["messages"]
+        assert sent[0] == {"role": "system", "content": "Be brief."}
+        assert sent[-1]["content"].startswith("11 ")
+        assert len(sent) < 2 * 12  # older turns were dropped, whole
+        assert [m["role"] for m in sent[1:]] == ["user", "assistant"] * ((len(sent) - 2) // 2) + [
+            "user"
+        ]
+        listed = (await http.get(url + "?limit=100", headers=headers)).json()["data"]
+        assert len(listed) == 24  # the stored thread keeps everything
+
+    async def test_a_message_that_cannot_fit_is_refused(
+        self, http: httpx.AsyncClient, hooks: ToolHooks
+    ):
+        tenant = await create_tenant(http)
+        headers = bearer((await create_key(http, tenant))["secret"])
+        created = await http.post("/v1/threads", json={}, headers=headers)
+        url = f"/v1/threads/{created.json()['id']}/messages"
+        response = await http.post(
+            url, json={"model": "gpt-4.1-nano", "content": "word " * 700}, headers=headers
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == "content"
+        assert (await http.get(url, headers=headers)).json()["data"] == []
+
+
+class TestFailures:
+    async def test_a_stream_that_fails_midway_persists_nothing(
+        self, http: httpx.AsyncClient, hooks: ToolHooks, fakes: Any
+    ):
+        anthropic_fake: ChainingAnthropic = fakes[1]
+        anthropic_fake.mode = "midstream_error"
+        tenant, _, headers, url = await _setup(http, hooks)
+        body = {"model": "claude-sonnet-4", "content": "hi", "stream": True}
+        async with http.stream("POST", url, json=body, headers=headers) as response:
+            assert response.status_code == 200
+            raw = (await response.aread()).decode()
+        assert "event: error" in raw
+        assert "thread.message.completed" not in raw
+        assert (await http.get(url, headers=headers)).json()["data"] == []
+        logs = await logs_when_settled(http, tenant, 1)
+        assert logs[0]["status"] >= 500
+
+    async def test_a_refused_stream_is_an_error_response(
+        self, http: httpx.AsyncClient, hooks: ToolHooks
+    ):
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant, allowed_providers=["openai"])
+        created = await http.post("/v1/threads", json={}, headers=bearer(key["secret"]))
+        url = f"/v1/threads/{created.json()['id']}/messages"
+        body = {"model": "claude-sonnet-4", "content": "hi", "stream": True}
+        response = await http.post(url, json=body, headers=bearer(key["secret"]))
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "provider_not_allowed"
+
+    async def test_a_failed_model_call_persists_nothing(
+        self, http: httpx.AsyncClient, hooks: ToolHooks, openai_fake: ChainingUpstream
+    ):
+        tenant, _, headers, url = await _setup(http, hooks)
+        openai_fake.mode = "500"
+        keyed = {**headers, "Idempotency-Key": "k1"}
+        response = await http.post(
+            url, json={"model": "gpt-4o-mini", "content": "hi"}, headers=keyed
+        )
+        assert response.status_code == 502
+        assert (await http.get(url, headers=headers)).json()["data"] == []
+        logs = await logs_when_settled(http, tenant, 1)
+        assert logs[0]["status"] == 502
+        openai_fake.mode = "ok"
+        retried = await http.post(
+            url, json={"model": "gpt-4o-mini", "content": "hi"}, headers=keyed
+        )
+        assert retried.status_code == 200, retried.text
+        replayed = await http.post(
+            url, json={"model": "gpt-4o-mini", "content": "hi"}, headers=keyed
+        )
+        assert replayed.json() == retried.json()
+        assert len((await http.get(url, headers=headers)).json()["data"]) == 2
