@@ -37,13 +37,18 @@ class ModelEntry:
     created: int = 1_700_000_000
 
 
+def _search(provider: str) -> int:
+    """Micro-USD per server-side web search: Anthropic bills $10 per 1,000."""
+    return 10_000 if provider == "anthropic" else 0
+
+
 def _m(
     model_id: str, provider: str, prices: tuple[float, float, float], display: str,
     context: int, max_output: int, tier: str, cache_write: float | None = None,
 ) -> ModelEntry:  # fmt: skip
     micros = [round(p * 1_000_000) for p in prices]
     write = None if cache_write is None else round(cache_write * 1_000_000)
-    price = Price(micros[0], micros[1], micros[2], cache_write=write)
+    price = Price(micros[0], micros[1], micros[2], cache_write=write, web_search=_search(provider))
     return ModelEntry(model_id, provider, price, display, context, max_output, tier)
 
 
@@ -157,7 +162,11 @@ def _apply_override(model_id: str, base: ModelEntry | None, fields: dict[str, An
     return replace(
         template,
         provider=provider,
-        price=Price(**prices, cache_write=cache_write),
+        price=Price(
+            **prices,
+            cache_write=cache_write,
+            web_search=price_base.web_search if base else _search(provider),
+        ),
         display_name=str(fields.get("display_name", template.display_name)),
         context_window=int(fields.get("context_window", template.context_window)),
         max_output_tokens=int(fields.get("max_output_tokens", template.max_output_tokens)),

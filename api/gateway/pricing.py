@@ -1,12 +1,14 @@
 """Prices and cost: integer micro-USD per million tokens in, integer micro-USD per request out.
 
 cost = ceil((uncached_input * input + cached_input * cached_input_price
-             + cache_write_input * cache_write_price + output * output) / 1e6)
+             + cache_write_input * cache_write_price + output * output) / 1e6
+             + web_search_requests * web_search)
 
 Cached input (cache reads) and cache-write input are subsets of input (every provider's usage is
 normalised to that before billing); reasoning tokens are part of output and billed at the output
-price (SPEC §7). Only Anthropic charges extra to write the cache (1.25x input for 5-minute
-writes); a price without `cache_write` bills writes as plain input.
+price (SPEC §7). Only Anthropic charges extra to write the cache: 1.25x input for 5-minute
+writes (`cache_write`; a price without it bills writes as plain input) and 2x input for 1-hour
+writes; and per request for its server-side web search (`web_search`, micro-USD per search).
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ class Price:
     cached_input: int
     output: int
     cache_write: int | None = None  # None: cache writes cost plain input
+    web_search: int = 0  # micro-USD per server-side web search (Anthropic's `web_search` tool)
 
     @property
     def cache_write_input(self) -> int:
         return self.input if self.cache_write is None else self.cache_write
+
+    @property
+    def cache_write_1h_input(self) -> int:
+        """Anthropic's 1-hour cache writes: twice the input price."""
+        return 2 * self.input
 
     def as_json(self) -> dict[str, int]:
         return {"input": self.input, "cached_input": self.cached_input, "output": self.output}
@@ -49,6 +57,8 @@ class Usage:
     reasoning_tokens: int = 0
     estimated: bool = False
     cache_write_input_tokens: int = 0  # last: callers build Usage positionally
+    cache_write_1h_input_tokens: int = 0  # the part of cache writes kept for an hour
+    web_search_requests: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -58,10 +68,13 @@ class Usage:
 def cost_micros(usage: Usage, price: Price) -> int:
     cached = min(usage.cached_input_tokens, usage.input_tokens)
     written = min(usage.cache_write_input_tokens, usage.input_tokens - cached)
+    hour = min(usage.cache_write_1h_input_tokens, written)
     numerator = (
         (usage.input_tokens - cached - written) * price.input
         + cached * price.cached_input
-        + written * price.cache_write_input
+        + (written - hour) * price.cache_write_input
+        + hour * price.cache_write_1h_input
         + usage.output_tokens * price.output
+        + usage.web_search_requests * price.web_search * TOKENS_PER_PRICE_UNIT
     )
     return -(-numerator // TOKENS_PER_PRICE_UNIT)  # ceiling division in integers

@@ -3,10 +3,15 @@ caps sized for another model, thinking inside a lowered cap, tool results leadin
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
+
 import orjson
 import pytest
 
 from api.errors import InvalidRequest
+from api.gateway.catalog import Catalog
+from api.gateway.pricing import Usage, cost_micros
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import (
     anthropic,
@@ -176,3 +181,34 @@ class TestStructuredOutput:
         with pytest.raises(InvalidRequest) as caught:
             parse(body)
         assert caught.value.param == param
+
+
+class TestAnthropicExtras:
+    """What Anthropic bills beyond tokens: 1-hour cache writes (2x input) and web searches."""
+
+    def test_one_hour_cache_writes_and_web_searches_are_billed(self):
+        raw = {
+            "input_tokens": 100, "cache_read_input_tokens": 1000,
+            "cache_creation_input_tokens": 3000,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 2000,
+            },
+            "output_tokens": 50, "server_tool_use": {"web_search_requests": 3},
+        }  # fmt: skip
+        usage = anthropic.usage_from(raw)
+        assert (usage.input_tokens, usage.cache_write_1h_input_tokens) == (4100, 2000)
+        assert usage.web_search_requests == 3
+        sonnet = Catalog.build().resolve("claude-sonnet-4").entry.price
+        # $3 input, $0.30 read, $3.75 5-minute write, $6 1-hour write, $15 output per million
+        # tokens, $10 per 1,000 searches; written out independently of pricing.py.
+        expected_usd = (
+            Decimal(100) * 3 + Decimal(1000) * Decimal("0.30") + Decimal(1000) * Decimal("3.75")
+            + Decimal(2000) * 6 + Decimal(50) * 15
+        ) / 10**6 + Decimal(3) * Decimal("0.01")  # fmt: skip
+        assert cost_micros(usage, sonnet) == math.ceil(expected_usd * 10**6)
+        assert anthropic.usage_from(anthropic.render_usage(usage)) == usage
+
+    def test_other_providers_charge_nothing_per_search(self):
+        gpt = Catalog.build().resolve("gpt-4o").entry.price
+        assert gpt.web_search == 0
+        assert cost_micros(Usage(web_search_requests=5), gpt) == 0

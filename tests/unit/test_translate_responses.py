@@ -131,7 +131,9 @@ class TestAnthropicResponses:
         usage = anthropic.parse_response(body).usage
         assert usage == Usage(3100, 1000, 50, cache_write_input_tokens=2000)
         sonnet = Catalog.build().resolve("claude-sonnet-4").entry.price
-        assert sonnet == Price(3_000_000, 300_000, 15_000_000, cache_write=3_750_000)
+        assert sonnet == Price(
+            3_000_000, 300_000, 15_000_000, cache_write=3_750_000, web_search=10_000
+        )
         # 100 x 3 + 1000 x 0.30 + 2000 x 3.75 + 50 x 15 = 8850 micro-USD
         assert cost_micros(usage, sonnet) == 8850
         # A price without a cache-write entry bills writes as plain input.
@@ -258,7 +260,9 @@ class TestCacheWritePrices:
             "claude-3-5-haiku-20241022": {"cache_write": 1_200_000},
         })  # fmt: skip
         sonnet = catalog.resolve("claude-sonnet-4").entry.price
-        assert sonnet == Price(2_000_000, 300_000, 15_000_000, cache_write=3_750_000)
+        assert sonnet == Price(
+            2_000_000, 300_000, 15_000_000, cache_write=3_750_000, web_search=10_000
+        )
         haiku = catalog.resolve("claude-3-5-haiku-20241022").entry.price
         assert haiku.cache_write_input == 1_200_000
         assert catalog.resolve("gpt-4o").entry.price.cache_write_input == 2_500_000

@@ -92,22 +92,37 @@ def usage_from(raw: Any) -> Usage:
         return value if isinstance(value, int) and value > 0 else 0
 
     read, write = n("cache_read_input_tokens"), n("cache_creation_input_tokens")
+    creation = u.get("cache_creation") if isinstance(u.get("cache_creation"), dict) else {}
+    hour = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, dict) else None
+    tools = u.get("server_tool_use") if isinstance(u.get("server_tool_use"), dict) else {}
+    searches = tools.get("web_search_requests") if isinstance(tools, dict) else None
     return Usage(
         input_tokens=n("input_tokens") + read + write,
         cached_input_tokens=read,
         cache_write_input_tokens=write,
         output_tokens=n("output_tokens"),
+        cache_write_1h_input_tokens=min(hour, write) if isinstance(hour, int) and hour > 0 else 0,
+        web_search_requests=searches if isinstance(searches, int) and searches > 0 else 0,
     )
 
 
-def render_usage(usage: Usage) -> dict[str, int]:
+def render_usage(usage: Usage) -> dict[str, Any]:
     cached, written = usage.cached_input_tokens, usage.cache_write_input_tokens
-    return {
+    out: dict[str, Any] = {
         "input_tokens": max(usage.input_tokens - cached - written, 0),
         "cache_creation_input_tokens": written,
         "cache_read_input_tokens": cached,
         "output_tokens": usage.output_tokens,
     }
+    if usage.cache_write_1h_input_tokens:
+        hour = usage.cache_write_1h_input_tokens
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": written - hour,
+            "ephemeral_1h_input_tokens": hour,
+        }
+    if usage.web_search_requests:
+        out["server_tool_use"] = {"web_search_requests": usage.web_search_requests}
+    return out
 
 
 # Requests ---------------------------------------------------------------------------------
