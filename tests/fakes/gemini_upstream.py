@@ -93,7 +93,10 @@ class FakeGemini(LoopbackServer):
         chunks = self._chunks(model, body)
         self.reported.append(chunks[-1]["usageMetadata"])
         if action == "generateContent":
-            return web.json_response(_merge(chunks))
+            merged = _merge(chunks)
+            if mode == "unreadable":  # billed, but with a part no client format has
+                merged["candidates"][0]["content"]["parts"] = [{"mysteryPart": {"x": 1}}]
+            return web.json_response(merged)
         if request.query.get("alt") != "sse":
             return web.json_response(chunks)  # one JSON array, as Gemini sends without alt=sse
         return await self._stream(request, chunks, mode)

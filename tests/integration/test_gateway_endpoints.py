@@ -135,6 +135,23 @@ class TestAnthropicPassthrough:
             assert names[-1] == "message_stop"
 
 
+class TestUnreadableAnswers:
+    async def test_an_answer_that_cannot_be_read_is_a_502_still_billed(
+        self, every_http: httpx.AsyncClient, gemini: FakeGemini
+    ):
+        _, headers = await _key(every_http)
+        gemini.mode = "unreadable"
+        body = {"model": "gemini-2.5-flash", "messages": HELLO, "max_tokens": 200}
+        response = await every_http.post("/v1/chat/completions", json=body, headers=headers)
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "upstream_error"
+        (entry,) = await _logs(every_http, headers, 1)
+        raw = gemini.reported[-1]
+        output = raw["candidatesTokenCount"] + THOUGHTS
+        assert (entry["status"], entry["output_tokens"]) == (502, output)
+        assert entry["cost_micros"] == _price(raw["promptTokenCount"], 0, 0, output, FLASH)
+
+
 class TestGeminiThinking:
     @pytest.mark.parametrize("endpoint", ["/v1/chat/completions", "/v1/responses", "/v1/messages"])
     @pytest.mark.parametrize("stream", [False, True])

@@ -117,6 +117,18 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ir.ChatResponse]] = {
     "anthropic": anthropic.parse_response,
     "gemini": gemini.parse_response,
 }
+
+
+def reported_usage(dialect: str, raw: dict[str, Any]) -> Usage:
+    """The usage block of an answer whose content could not be read, in any dialect."""
+    if dialect == "anthropic":
+        return anthropic.usage_from(raw.get("usage"))
+    if dialect == "gemini":
+        return gemini.usage_from(raw.get("usageMetadata"))
+    reported = raw.get("usage")
+    return usage_rules.from_openai(reported) if isinstance(reported, dict) else Usage()
+
+
 _DECODERS: dict[str, Callable[[], Decoder]] = {
     "openai": openai_chat_stream.StreamDecoder,
     "anthropic": anthropic_stream.StreamDecoder,
@@ -251,7 +263,12 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
             return EventStream(events, headers)
         answer = await call.provider.send(upstream)
         raw = json_answer(answer.body, call.provider.name)
-        parsed = upstream_body(_PARSERS[call.provider.dialect], raw, call.provider.name)
+        try:
+            parsed = upstream_body(_PARSERS[call.provider.dialect], raw, call.provider.name)
+        except AppError as error:  # an answer we cannot read was still billed upstream
+            usage = reported_usage(call.provider.dialect, raw)
+            await call.finish(usage, status=error.status_code, error=error)
+            raise
         usage = parsed.usage
         if usage.input_tokens == 0 and usage.output_tokens == 0:  # a host that reports none
             usage = estimated_usage(usage, request, _response_text(parsed))
