@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,12 +37,16 @@ from api.gateway.dialects.responses.routes import RESPONSES_PATH, create_respons
 from api.gateway.dialects.responses.routes import router as responses_router
 from api.gateway.pipeline import Gateway
 from api.gateway.providers.registry import ProviderRegistry, create_session
+from api.gateway.resilience import RetryPolicy
+from api.gateway.routing import Router, TenantRouting, pool_accounts
 from api.health.routes import router as health_router
 from api.kit.counters import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.kit.crypto import SecretBox
 from api.kit.resp import PipelinedRedis
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, ProxyLane, RequestIdMiddleware
+from api.provider import service as provider_service
+from api.provider.routes import router as providers_router
 from api.settings import Settings, get_settings, resolve_secret_key
 from api.state import AppState
 from api.tenant.routes import router as admin_router
@@ -97,12 +102,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         key_cache = KeyCache(redis)
         key_cache.start()
+        registry = ProviderRegistry(settings, upstream_session)
+        base_urls = {name: config.base_url for name, config in settings.providers.items()}
+
+        async def load_tenant(tenant_id: uuid.UUID) -> TenantRouting:
+            async with sessionmaker() as session:
+                return await provider_service.tenant_routing(
+                    session, secret_box, registry.build, base_urls, tenant_id
+                )
+
+        router = Router(
+            pool_accounts(
+                registry.pools, lambda a: registry.build(a.provider, a.base_url, a.api_key)
+            ),
+            loader=load_tenant,
+            tenant_ttl=settings.byok_cache_seconds,
+            capacity_wait=settings.capacity_wait_seconds,
+            queue_size=settings.capacity_queue_size,
+            sticky_seconds=settings.sticky_session_seconds,
+        )
         gateway = Gateway(
             catalog=catalog,
-            providers=ProviderRegistry(settings, upstream_session),
+            providers=registry,
             ledger=ledger,
             budget=budget,
             metrics=metrics,
+            router=router,
+            retry=RetryPolicy(
+                max_attempts=settings.retry_max_attempts,
+                base_delay=settings.retry_base_delay_seconds,
+                max_delay=settings.retry_max_delay_seconds,
+                max_total=settings.retry_max_total_seconds,
+                cooldown=settings.cooldown_seconds,
+            ),
         )
         try:
             yield AppState(
@@ -153,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(settings_router)
     app.include_router(alerts_router)
     app.include_router(billing_router)
+    app.include_router(providers_router)
     proxy_routes = {
         CHAT_PATH: create_chat_completion,
         MESSAGES_PATH: create_message,

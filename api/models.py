@@ -10,6 +10,7 @@ from api.billing.models import (
     StripeEvent,
 )
 from api.db import Base
+from api.provider.models import ProviderCredential
 from api.tenant.models import Tenant
 from api.usage.models import UsageEvent
 
@@ -21,6 +22,7 @@ __all__ = [
     "BillingRecord",
     "BillingRun",
     "KeySecret",
+    "ProviderCredential",
     "StripeAccount",
     "StripeEvent",
     "Tenant",

@@ -15,6 +15,7 @@ import orjson
 
 from api.errors import (
     AppError,
+    QuotaExhausted,
     RateLimited,
     UpstreamClientError,
     UpstreamError,
@@ -75,6 +76,8 @@ def error_from_status(
         )  # fmt: skip
     if status in (401, 403):
         return UpstreamError(f"The {provider} provider refused the gateway's credentials.")
+    if status == 429 and "insufficient_quota" in (code, kind):
+        return QuotaExhausted(message or f"The {provider} account has no quota left.")
     if status == 429:
         retry_after = headers.get("retry-after")
         return RateLimited(

@@ -19,6 +19,7 @@ from fastapi.responses import Response
 
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest, UpstreamError
+from api.gateway import resilience
 from api.gateway.dialects import translated
 from api.gateway.dialects.openai.routes import read_json_object
 from api.gateway.pipeline import (
@@ -94,13 +95,23 @@ async def create_message(request: Request) -> Response:
         raise
     call = await start_call(
         gateway, principal, request_id, MESSAGES_PATH, body["model"], budget_view(body),
-        dialects=translated.DIALECTS,
+        dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
     )  # fmt: skip
+    headers = forwarded_headers(request)
+    if call.trace is None:
+        return await _answer(call, body, stream, headers)
+    return await resilience.serve(call, lambda: _answer(call, body, stream, headers))
+
+
+async def _answer(
+    call: Call, body: dict[str, Any], stream: bool, headers: dict[str, str]
+) -> Response:
+    """The answer from `call.provider` (run again by a cross-provider failover)."""
     if call.provider.dialect != "anthropic":
         return await translated.respond(call, translated.MESSAGES, body, stream=stream)
     out = upstream_body(body, call, stream=False)
     out.setdefault("max_tokens", translated.output_cap(call))
-    upstream = UpstreamRequest(MESSAGES_PATH, out, stream, forwarded_headers(request))
+    upstream = UpstreamRequest(MESSAGES_PATH, out, stream, headers)
     async with call.failures_recorded():
         if stream:
             opened = await call.provider.open_stream(upstream)

@@ -19,6 +19,7 @@ from fastapi.responses import Response
 
 from api.deps import GatewayDep, GatewayPrincipal, gateway_principal
 from api.errors import AppError, InvalidRequest, UpstreamError, openai_body
+from api.gateway import resilience
 from api.gateway import usage as usage_rules
 from api.gateway.dialects import translated
 from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
@@ -82,8 +83,16 @@ async def create_chat_completion(request: Request) -> Response:
         record_refusal(gateway, principal, request_id, CHAT_PATH, "", "", error)
         raise
     call = await start_call(
-        gateway, principal, request_id, CHAT_PATH, body["model"], body, dialects=translated.DIALECTS
-    )
+        gateway, principal, request_id, CHAT_PATH, body["model"], body,
+        dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
+    )  # fmt: skip
+    if call.trace is None:
+        return await _answer(call, body, stream)
+    return await resilience.serve(call, lambda: _answer(call, body, stream))
+
+
+async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
+    """The answer from `call.provider` (run again by a cross-provider failover)."""
     if call.provider.dialect != "openai":  # Claude, Gemini: through the IR
         return await translated.respond(call, translated.CHAT, body, stream=stream)
     upstream = UpstreamRequest(
