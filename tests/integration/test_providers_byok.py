@@ -1,0 +1,114 @@
+"""Tenants' own provider keys (BYOK, SPEC §5.9): validated on save, sealed at rest, preferred
+over the operator's account, and only the tenant's."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.kit.crypto import SecretBox
+from tests.conftest import SECRET_KEY
+from tests.factories.chat import HELLO
+from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
+from tests.fakes.upstream import FakeUpstream
+
+OWN_KEY = "sk-tenant-own-key-1234"
+
+
+async def _chat(http: httpx.AsyncClient, secret: str) -> httpx.Response:
+    return await http.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": HELLO},
+        headers=bearer(secret),
+    )
+
+
+async def _store(
+    http: httpx.AsyncClient, tenant: TenantFixture, upstream: FakeUpstream, key: str = OWN_KEY,
+    **fields: object,
+) -> httpx.Response:  # fmt: skip
+    body = {"api_key": key, "base_url": upstream.openai_base_url, "enabled": True, **fields}
+    return await http.put("/v1/providers/openai", json=body, headers=tenant.headers)
+
+
+class TestByok:
+    async def test_a_tenants_requests_use_its_own_key_and_no_one_elses(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        own, other = await create_tenant(http, "own"), await create_tenant(http, "other")
+        stored = await _store(http, own, upstream)
+        assert stored.status_code == 200, stored.text
+        shown = stored.json()
+        assert shown["name"] == "openai"
+        assert shown["key_last4"] == "1234"
+        assert shown["enabled"] is True
+        assert shown["validated_at"]
+        assert OWN_KEY not in stored.text
+        mine, theirs = await create_key(http, own), await create_key(http, other)
+        assert (await _chat(http, mine["secret"])).status_code == 200
+        assert (await _chat(http, theirs["secret"])).status_code == 200
+        assert upstream.keys_seen()[-2:] == [OWN_KEY, "sk-operator-openai"]
+        listed = (await http.get("/v1/providers", headers=own.headers)).json()
+        assert [p["name"] for p in listed["data"]] == ["openai"]
+        assert OWN_KEY not in str(listed)
+        assert (await http.get("/v1/providers", headers=other.headers)).json()["data"] == []
+        assert (await http.get("/v1/providers/openai", headers=other.headers)).status_code == 404
+
+    async def test_the_stored_key_is_sealed(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream, engine: AsyncEngine
+    ):
+        tenant = await create_tenant(http)
+        assert (await _store(http, tenant, upstream)).status_code == 200
+        async with engine.connect() as connection:
+            sealed = (
+                await connection.execute(text("SELECT api_key FROM provider_credentials"))
+            ).scalar_one()
+        assert OWN_KEY not in sealed
+        assert SecretBox(SECRET_KEY).open(sealed) == OWN_KEY
+        with pytest.raises(ValueError, match="cannot be decrypted"):
+            SecretBox("another-secret-key-" + "x" * 32).open(sealed)
+
+    async def test_a_wrong_key_is_rejected_with_the_upstreams_message(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        tenant = await create_tenant(http)
+        upstream.rejected_keys.add("sk-wrong-key-0000")
+        response = await _store(http, tenant, upstream, key="sk-wrong-key-0000")
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["param"] == "api_key"
+        assert "Incorrect API key provided" in error["message"]
+        assert (await http.get("/v1/providers", headers=tenant.headers)).json()["data"] == []
+
+    async def test_disabled_or_deleted_keys_fall_back_to_the_operator(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant)
+        await _store(http, tenant, upstream)
+        await _chat(http, key["secret"])
+        assert (await _store(http, tenant, upstream, enabled=False)).json()["enabled"] is False
+        await _chat(http, key["secret"])
+        await _store(http, tenant, upstream)
+        await _chat(http, key["secret"])
+        deleted = await http.delete("/v1/providers/openai", headers=tenant.headers)
+        assert deleted.json() == {"object": "provider", "name": "openai", "deleted": True}
+        await _chat(http, key["secret"])
+        assert upstream.keys_seen() == [OWN_KEY, "sk-operator-openai", OWN_KEY,
+                                        "sk-operator-openai"]  # fmt: skip
+        again = await http.delete("/v1/providers/openai", headers=tenant.headers)
+        assert again.status_code == 404
+
+    async def test_master_key_only_and_known_providers_only(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        tenant = await create_tenant(http)
+        user = await create_key(http, tenant)
+        body = {"api_key": OWN_KEY, "enabled": True}
+        denied = await http.put("/v1/providers/openai", json=body, headers=bearer(user["secret"]))
+        assert denied.status_code == 403
+        unknown = await http.put("/v1/providers/mistral", json=body, headers=tenant.headers)
+        assert unknown.status_code in (400, 404)
+        assert not upstream.seen
