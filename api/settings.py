@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -122,6 +122,19 @@ class Settings(BaseSettings):
     # With Redis, the API process also runs what `tollgate worker` runs continuously (the usage
     # ledger drain, the alert resend sweep). Turn it off where workers run (docker-compose does).
     api_runs_background_jobs: bool = True
+
+    @field_validator("upstreams")
+    @classmethod
+    def _known_providers(
+        cls, value: dict[str, list[UpstreamAccount]]
+    ) -> dict[str, list[UpstreamAccount]]:
+        unknown = set(value) - set(PROVIDER_NAMES)
+        if unknown:
+            raise ValueError(
+                f"upstreams: unknown provider {sorted(unknown)[0]!r}; "
+                f"use one of {', '.join(PROVIDER_NAMES)}"
+            )
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -259,7 +259,8 @@ class Router:
         # scaled by health (Efraimidis-Spirakis keys, one draw per account).
         keyed = []
         for account in ready:
-            weight = account.weight * account.health.score
+            score = account.health.score
+            weight = account.weight * score * score  # a failing account gets next to nothing
             draw = random.random() ** (1.0 / weight) if weight > 0 else 0.0
             keyed.append((draw, account))
         keyed.sort(key=lambda item: item[0], reverse=True)

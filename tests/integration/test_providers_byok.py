@@ -112,3 +112,32 @@ class TestByok:
         unknown = await http.put("/v1/providers/mistral", json=body, headers=tenant.headers)
         assert unknown.status_code in (400, 404)
         assert not upstream.seen
+
+
+class TestByokOnlyProvider:
+    async def test_a_provider_the_operator_lacks_is_served_with_the_tenants_key(
+        self, settings, upstream: FakeUpstream
+    ):
+        from tests.conftest import app_client
+
+        bare = settings.model_copy(update={"allow_private_webhooks": True})
+        async with app_client(bare) as http:
+            tenant = await create_tenant(http)
+            key = await create_key(http, tenant)
+            body = {"model": "deepseek-chat", "messages": HELLO}
+            refused = await http.post("/v1/chat/completions", json=body,
+                                      headers=bearer(key["secret"]))  # fmt: skip
+            assert refused.json()["error"]["code"] == "provider_not_configured"
+            stored = await http.put(
+                "/v1/providers/deepseek",
+                json={"api_key": OWN_KEY, "base_url": upstream.deepseek_base_url},
+                headers=tenant.headers,
+            )
+            assert stored.status_code == 200, stored.text
+            models = (await http.get("/v1/models", headers=bearer(key["secret"]))).json()
+            assert "deepseek-chat" in [m["id"] for m in models["data"]]
+            answer = await http.post("/v1/chat/completions", json=body,
+                                     headers=bearer(key["secret"]))  # fmt: skip
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["provider"] == "deepseek"
+            assert upstream.keys_seen() == [OWN_KEY]

@@ -439,3 +439,63 @@ class TestCrossProviderFailover:
             # The original model's hold was released: only what Gemini produced is spent.
             assert log["cost_micros"] > 0
             assert got["spend_micros"] == log["cost_micros"]
+
+
+class TestProviderSignals:
+    async def test_gemini_retry_info_cools_the_account_down(
+        self, every_settings: Settings, gemini: FakeGemini
+    ):
+        async with serve(every_settings) as http:
+            _, headers = await user(http)
+            gemini.mode = "429"  # RESOURCE_EXHAUSTED with RetryInfo retryDelay "27s"
+            first = await chat(http, headers, model="gemini-2.5-flash")
+            assert first.status_code == 429
+            assert first.headers["retry-after"] == "27"
+            second = await chat(http, headers, model="gemini-2.5-flash")
+            assert second.status_code == 503
+            assert second.json()["error"]["code"] == "capacity_queue_full"
+            assert 25 <= int(second.headers["retry-after"]) <= 27
+            assert len(gemini.seen) == 1  # not asked again while it said to wait
+
+    async def test_a_gemini_rate_limit_fails_over_to_an_economy_model(
+        self, every_settings: Settings, upstream: FakeUpstream, gemini: FakeGemini
+    ):
+        async with serve(every_settings) as http:
+            _, headers = await user(http, failover={"enabled": True})
+            gemini.mode = "429"
+            response = await chat(http, headers, model="gemini-2.5-flash", stream=True)
+            assert response.status_code == 200
+            assert response.headers["x-gateway-failover-to"] == "openai/gpt-4o-mini"
+            assert upstream.seen[-1].body["model"] == "gpt-4o-mini"
+            assert data_events(response)[-1] == "[DONE]"
+
+    async def test_anthropic_overloaded_529_fails_over(
+        self, every_settings: Settings, upstream: FakeUpstream, claude: FakeAnthropic
+    ):
+        async with serve(every_settings) as http:
+            _, headers = await user(http, failover={"enabled": True})
+            claude.mode = "529"
+            response = await chat(http, headers, model="claude-sonnet-4", endpoint="/v1/messages")
+            assert response.status_code == 200, response.text
+            assert response.headers["x-gateway-failover-from"] == (
+                "anthropic/claude-sonnet-4-20250514"
+            )
+            assert response.headers["x-gateway-failover-to"] == "openai/o3-mini"
+            body = response.json()
+            assert body["type"] == "message"
+            assert body["provider"] == "openai"
+            assert len(claude.seen) == 4  # every attempt on its one account first
+
+    async def test_an_account_over_its_rpm_is_left_alone(
+        self, settings: Settings, upstream: FakeUpstream
+    ):
+        pool = pool_settings(settings, upstream, *KEYS[:2])
+        limited = pool.upstreams["openai"][0].model_copy(update={"rpm": 2})
+        pool = pool.model_copy(
+            update={"upstreams": {"openai": [limited, pool.upstreams["openai"][1]]}}
+        )
+        async with serve(pool) as http:
+            _, headers = await user(http)
+            answers = [await chat(http, headers) for _ in range(12)]
+            assert all(a.status_code == 200 for a in answers)
+            assert upstream.keys_seen().count(KEYS[0]) <= 2 + 2  # a minute may turn mid-test

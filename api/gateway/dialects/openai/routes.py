@@ -198,12 +198,15 @@ def _frame(data: bytes) -> bytes:
 @router.get("/v1/models")
 async def list_models(principal: GatewayPrincipal, gateway: GatewayDep) -> dict[str, Any]:
     key = principal.key
+    available = gateway.providers.available()
+    if gateway.router is not None:  # and the providers the tenant brought its own key for
+        available |= set((await gateway.router.tenant(key.tenant_id)).accounts)
     entries = [
         entry
         for entry in gateway.catalog.entries.values()
         if (key.allowed_providers is None or entry.provider in key.allowed_providers)
         and (key.allowed_models is None or entry.id in key.allowed_models)
-        and (key.test or entry.provider in gateway.providers.available())
+        and (key.test or entry.provider in available)
     ]
     data = [
         {
