@@ -120,7 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             capacity_wait=settings.capacity_wait_seconds,
             queue_size=settings.capacity_queue_size,
             sticky_seconds=settings.sticky_session_seconds,
+            redis=redis,
         )
+        router.start()
         gateway = Gateway(
             catalog=catalog,
             providers=registry,
@@ -161,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await notifier.close()
             await webhook_client.aclose()
             await key_cache.close()
+            await router.close()
             await upstream_session.close()
             if fast_redis is not None:
                 await fast_redis.close()

@@ -178,6 +178,12 @@ class Call:
         )  # fmt: skip
         if error is not None and status >= 500:
             metrics.upstream_errors.labels(self.provider.name, error.public_code).inc()
+        if trace is not None and len(trace.attempts) > 1:
+            for attempt in trace.attempts[:-1]:
+                metrics.upstream_retries.labels(attempt.provider, attempt.reason or "").inc()
+            if trace.failover_from is not None:
+                origin = trace.failover_from.partition("/")[0]
+                metrics.failovers.labels(origin, self.provider.name).inc()
         if self.reservation is None:
             await gateway.ledger.commit(event, [])
             return cost

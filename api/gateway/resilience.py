@@ -71,6 +71,7 @@ DIALECT_OF = {
 }
 _QUOTA_COOLDOWN_SECONDS = 300.0
 _SESSION_HEADERS = ("x-session-id", "session_id", "session-id")
+_RAW_SESSION_HEADERS = frozenset(name.encode() for name in _SESSION_HEADERS)
 _SESSION_FIELDS = ("session_id", "conversation_id", "prompt_cache_key")
 
 
@@ -88,7 +89,7 @@ class RetryPolicy:
         return random.uniform(0, cap)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Attempt:
     provider: str
     model: str
@@ -138,10 +139,17 @@ class Trace:
 def session_key(headers: Any, body: dict[str, Any]) -> str | None:
     """`x-session-id` / `session_id` header, or `session_id` / `conversation_id` /
     `prompt_cache_key` (also inside `metadata`) in the body."""
-    for name in _SESSION_HEADERS:
-        value = headers.get(name)
-        if value:
-            return str(value)[:200]
+    raw = getattr(headers, "raw", None)
+    if raw is not None:  # Starlette's headers: one pass over the list instead of three lookups
+        for name, value in raw:
+            if name in _RAW_SESSION_HEADERS and value:
+                text: str = value.decode("latin-1")
+                return text[:200]
+    else:
+        for name in _SESSION_HEADERS:
+            value = headers.get(name)
+            if value:
+                return str(value)[:200]
     for source in (body, body.get("metadata")):
         if isinstance(source, dict):
             for name in _SESSION_FIELDS:
@@ -270,14 +278,25 @@ class PooledProvider:
 
     async def _run(self, operation: Callable[[Provider], Awaitable[T]]) -> T:
         router, policy, trace = self._router, self._policy, self._trace
-        state = _Attempts(deadline=time.monotonic() + policy.max_total)
+        deadline = time.monotonic() + policy.max_total
+        state: _Attempts | None = None  # made at the first failure: the happy path needs none
         while True:
-            account = await self._next_account(state)
+            if state is None:
+                ready, _ = router.choose(self.name, trace.tenant, session=trace.session)
+                if ready:
+                    account = ready[0]
+                else:
+                    state = _Attempts(deadline=deadline)
+                    account = await self._next_account(state)
+            else:
+                account = await self._next_account(state)
             account.counted()
             began = time.perf_counter()
             try:
                 result = await operation(account.provider)
             except AppError as error:
+                if state is None:
+                    state = _Attempts(deadline=deadline)
                 self._failed(state, account, error, time.perf_counter() - began)
                 continue
             elapsed = time.perf_counter() - began
@@ -309,6 +328,8 @@ class PooledProvider:
                 )
             except CapacityQueueFull as full:
                 raise self._final(last or full) from None
+        if not state.failed:
+            return ready[0]
         fresh = [account for account in ready if account.name not in state.failed]
         if fresh or last is None:
             return fresh[0] if fresh else ready[0]

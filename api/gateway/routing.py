@@ -17,6 +17,8 @@ weight x health, round-robin, or best recent p50 latency).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import random
 import time
@@ -26,10 +28,16 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from statistics import median
 
+from redis.asyncio import Redis
+
 from api.errors import CapacityQueueFull
 from api.gateway.providers.base import Provider
 from api.settings import AccountSettings
 
+logger = logging.getLogger("tollgate.gateway")
+
+# A tenant's keys or routing settings changed: every API process reloads them.
+CHANNEL = "tollgate:tenant-routing-changed"
 STRATEGIES = ("default", "cost", "latency", "round_robin", "weighted")
 _WINDOW = 32  # recent calls an account's health looks at
 _MAX_SESSIONS = 100_000
@@ -38,11 +46,20 @@ _MAX_SESSIONS = 100_000
 class Health:
     """One account's recent history, in this process."""
 
-    __slots__ = ("cooldown_until", "latencies", "outcomes", "requests", "tokens", "window")
+    __slots__ = (
+        "cooldown_until",
+        "failures",
+        "latencies",
+        "outcomes",
+        "requests",
+        "tokens",
+        "window",
+    )
 
     def __init__(self) -> None:
         self.cooldown_until = 0.0
         self.outcomes: deque[bool] = deque(maxlen=_WINDOW)
+        self.failures = 0  # how many of `outcomes` are failures
         self.latencies: deque[float] = deque(maxlen=_WINDOW)
         self.window = 0  # the minute the rpm/tpm counts are for
         self.requests = 0
@@ -54,21 +71,29 @@ class Health:
     def cool(self, seconds: float, now: float) -> None:
         self.cooldown_until = max(self.cooldown_until, now + seconds)
 
+    def _outcome(self, ok: bool) -> None:
+        outcomes = self.outcomes
+        if len(outcomes) == _WINDOW and not outcomes[0]:
+            self.failures -= 1  # the oldest, about to drop out of the window
+        outcomes.append(ok)
+        if not ok:
+            self.failures += 1
+
     def succeeded(self, seconds: float) -> None:
-        self.outcomes.append(True)
+        self._outcome(True)
         self.latencies.append(seconds)
 
     def failed(self) -> None:
-        self.outcomes.append(False)
+        self._outcome(False)
 
     @property
     def score(self) -> float:
         """The share of recent calls that succeeded (1.0 for an account not yet used), with a
         floor so an account that recovers gets traffic to prove it."""
-        outcomes = self.outcomes
-        if not outcomes:
+        if not self.failures:
             return 1.0
-        return max(sum(outcomes) / len(outcomes), 0.05)
+        total = len(self.outcomes)
+        return max((total - self.failures) / total, 0.05)
 
     @property
     def p50(self) -> float:
@@ -142,6 +167,7 @@ class Router:
         capacity_wait: float = 5.0,
         queue_size: int = 200,
         sticky_seconds: float = 3600.0,
+        redis: Redis | None = None,
     ) -> None:
         self.pools = {name: list(accounts) for name, accounts in pools.items() if accounts}
         self._loader = loader
@@ -155,6 +181,8 @@ class Router:
         self._sticky: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._sticky_seconds = sticky_seconds
         self._turn: dict[str, int] = {}
+        self._redis = redis
+        self._listener: asyncio.Task[None] | None = None
 
     # Tenants ---------------------------------------------------------------------------------
 
@@ -191,6 +219,40 @@ class Router:
         """The tenant saved a key or its settings: read them again on its next request."""
         self._tenants.pop(tenant_id, None)
 
+    async def announce(self, tenant_id: uuid.UUID) -> None:
+        """`tenant_changed` here and in every other API process (through Redis, if any)."""
+        self.tenant_changed(tenant_id)
+        if self._redis is not None:
+            try:
+                await self._redis.publish(CHANNEL, tenant_id.hex)
+            except Exception:  # other processes still reload within the cache's TTL
+                logger.exception("could not announce a routing change of tenant %s", tenant_id)
+
+    def start(self) -> None:
+        if self._redis is not None:
+            self._listener = asyncio.create_task(self._listen(self._redis), name="routing")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def _listen(self, redis: Redis) -> None:
+        while True:
+            try:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self.tenant_changed(uuid.UUID(message["data"].decode()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("routing-change listener failed; reloading every tenant")
+                self._tenants.clear()
+                await asyncio.sleep(1)
+
     def configured(self, provider: str, tenant: TenantRouting) -> bool:
         return provider in tenant.accounts or provider in self.pools
 
@@ -214,22 +276,13 @@ class Router:
         ones cooling down recovers (0 when there is none at all)."""
         accounts = self.accounts(provider, tenant)
         now = time.monotonic()
-        ready: list[Account] = []
-        recovers = math.inf
-        for account in accounts:
-            if account.name in exclude or (
-                capability is not None and capability not in account.capabilities
-            ):
-                continue
-            until = account.health.cooldown_until
-            if until <= now:
-                until = account.over_rate(now)
-            if until > now:
-                recovers = min(recovers, until)
-                continue
-            ready.append(account)
+        if len(accounts) == 1 and not exclude and capability is None:  # the common case
+            only = accounts[0]
+            if only.health.cooldown_until <= now and only.rpm is None and only.tpm is None:
+                return accounts, 0.0
+        ready, recovers = _ready(accounts, now, exclude, capability)
         if not ready:
-            return [], (0.0 if recovers == math.inf else recovers)
+            return [], recovers
         if len(ready) > 1:
             ready = self._order(provider, ready, tenant)
         own = tenant.accounts.get(provider)
@@ -255,16 +308,25 @@ class Router:
         if strategy == "latency":
             # Unmeasured accounts first (p50 0): they have to be measured to be compared.
             return sorted(ready, key=lambda a: a.health.p50 / a.health.score)
-        # default, weighted, cost (one provider: one price): weighted random, the weight
-        # scaled by health (Efraimidis-Spirakis keys, one draw per account).
-        keyed = []
+        # default, weighted, cost (one provider: one price): one weighted draw picks the
+        # first account, its weight scaled by health; the others follow as configured.
+        weights = []
+        total = 0.0
         for account in ready:
             score = account.health.score
             weight = account.weight * score * score  # a failing account gets next to nothing
-            draw = random.random() ** (1.0 / weight) if weight > 0 else 0.0
-            keyed.append((draw, account))
-        keyed.sort(key=lambda item: item[0], reverse=True)
-        return [account for _, account in keyed]
+            weights.append(weight)
+            total += weight
+        if total <= 0:
+            return ready
+        draw = random.random() * total  # load sharing, not a secret
+        index = 0
+        while index < len(weights) - 1:
+            draw -= weights[index]
+            if draw < 0:
+                break
+            index += 1
+        return [ready[index], *ready[:index], *ready[index + 1 :]]
 
     def stick(self, session: str | None, account: Account) -> None:
         if session is None:
@@ -295,6 +357,28 @@ class Router:
             await asyncio.sleep(max(delay, 0.0))
         finally:
             self.waiting -= 1
+
+
+def _ready(
+    accounts: list[Account], now: float, exclude: Collection[str], capability: str | None
+) -> tuple[list[Account], float]:
+    """The accounts that may take a call now; else when the first of the others recovers
+    (0 when none will: all excluded or lacking the capability)."""
+    ready: list[Account] = []
+    recovers = math.inf
+    for account in accounts:
+        if account.name in exclude or (
+            capability is not None and capability not in account.capabilities
+        ):
+            continue
+        until = account.health.cooldown_until
+        if until <= now:
+            until = account.over_rate(now)
+        if until > now:
+            recovers = min(recovers, until)
+            continue
+        ready.append(account)
+    return ready, (0.0 if recovers == math.inf else recovers)
 
 
 def pool_accounts(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, Request
 
 from api.db import after_commit
@@ -19,13 +21,13 @@ from api.provider.schemas import (
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
 
 
-def _invalidate(request: Request, session: DbSession, tenant_id: object) -> None:
-    gateway = request.state.gateway
-    if gateway.router is None:
+def _invalidate(request: Request, session: DbSession, tenant_id: uuid.UUID) -> None:
+    router = request.state.gateway.router
+    if router is None:
         return
 
     async def hook() -> None:
-        gateway.router.tenant_changed(tenant_id)
+        await router.announce(tenant_id)
 
     after_commit(session, hook)
 

@@ -54,7 +54,7 @@ async def update_settings(
     if router is not None and data.model_fields_set & {"failover", "routing"}:
 
         async def routing_changed() -> None:
-            router.tenant_changed(tenant.id)
+            await router.announce(tenant.id)
 
         after_commit(session, routing_changed)
     return tenant_service.render_settings(tenant)

@@ -141,3 +141,36 @@ class TestByokOnlyProvider:
             assert answer.status_code == 200, answer.text
             assert answer.json()["provider"] == "deepseek"
             assert upstream.keys_seen() == [OWN_KEY]
+
+
+class TestAcrossProcesses:
+    async def test_a_saved_key_reaches_every_api_process_at_once(
+        self, gateway_settings, upstream: FakeUpstream
+    ):
+        import asyncio
+
+        from api.app import create_app
+        from tests.fakes.server import serve_in_thread
+
+        if gateway_settings.redis_url is None:
+            pytest.skip("processes share changes through Redis")
+        with (
+            serve_in_thread(create_app(gateway_settings)) as one,
+            serve_in_thread(create_app(gateway_settings)) as two,
+        ):
+            async with (
+                httpx.AsyncClient(base_url=one) as first,
+                httpx.AsyncClient(base_url=two) as second,
+            ):
+                tenant = await create_tenant(first)
+                key = await create_key(first, tenant)
+                await _chat(second, key["secret"])  # process two caches "no key of its own"
+                assert (await _store(first, tenant, upstream)).status_code == 200
+                for _ in range(50):
+                    await _chat(second, key["secret"])
+                    if upstream.keys_seen()[-1] == OWN_KEY:
+                        break
+                    await asyncio.sleep(0.02)
+                assert upstream.keys_seen()[0] == "sk-operator-openai"
+                assert upstream.keys_seen()[-1] == OWN_KEY
+                assert len(upstream.seen) < 10  # well before the 30 s cache would expire

@@ -398,6 +398,15 @@ class TestCrossProviderFailover:
                 "anthropic/claude-sonnet-4-20250514"
             )
             assert response.json()["type"] == "message"
+            metrics = (await http.get("/metrics")).text
+            assert (
+                'tollgate_failovers_total{from_provider="openai",to_provider="anthropic"} 1.0'
+                in (metrics)
+            )
+            assert (
+                'tollgate_upstream_retries_total{code="upstream_unavailable",provider="gemini"}'
+                in (metrics)
+            )
 
     async def test_client_errors_do_not_fail_over(
         self, every_settings: Settings, upstream: FakeUpstream, gemini: FakeGemini

@@ -155,6 +155,22 @@ class TestRetryDecisions:
             429, "insufficient_quota", False
         )  # fmt: skip
 
+    def test_a_usage_limit_reset_time_stands_in_for_retry_after(self):
+        from api.gateway.providers.base import go_duration_seconds
+
+        assert go_duration_seconds("6m0s") == 360
+        assert go_duration_seconds("2.174s") == pytest.approx(2.174)
+        assert go_duration_seconds("120ms") == pytest.approx(0.12)
+        headers = {
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "6m0s",
+            "x-ratelimit-remaining-requests": "3",
+            "x-ratelimit-reset-requests": "1s",
+        }
+        error = error_from_status("openai", 429, b"{}", headers)
+        assert error.headers["retry-after"] == "360"
+        assert classify(error, RetryPolicy()).cooldown == 360
+
     def test_backoff_is_exponential_with_full_jitter_and_capped(self):
         policy = RetryPolicy(base_delay=0.1, max_delay=1.0)
         for retry, cap in ((0, 0.1), (1, 0.2), (2, 0.4), (5, 1.0), (30, 1.0)):
