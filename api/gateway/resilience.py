@@ -115,6 +115,9 @@ class Trace:
     failover_from: str | None = None  # "provider/model" the request was for, after a failover
     tried_models: set[str] = field(default_factory=set)
     alternates: list[ModelEntry] | None = None  # computed at the first failure
+    # Set by `serve`: only a caller that will run the answer again can fail over (any other
+    # caller of `Call.failures_recorded` gets its failures metered as before).
+    serving: bool = False
 
     @property
     def retries(self) -> int:
@@ -413,7 +416,12 @@ def will_fail_over(call: Call, error: AppError) -> bool:
     """Whether `serve` will answer this failure from another provider (so the call is not
     finished with it)."""
     trace = call.trace
-    if trace is None or not trace.tenant.failover or not _failover_worthy(error):
+    if (
+        trace is None
+        or not trace.serving
+        or not trace.tenant.failover
+        or not _failover_worthy(error)
+    ):
         return False
     if trace.alternates is None:
         gateway = call.gateway
@@ -426,6 +434,8 @@ def will_fail_over(call: Call, error: AppError) -> bool:
 async def serve(call: Call, answer: Callable[[], Awaitable[Response]]) -> Response:
     """Run the route's `answer`; on a failure `will_fail_over` accepted, switch the call to
     the next equivalent model and run it again."""
+    if call.trace is not None:
+        call.trace.serving = True
     while True:
         try:
             return await answer()
