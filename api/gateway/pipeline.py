@@ -258,6 +258,8 @@ async def start_call(
             tenant = await router.tenant(principal.key.tenant_id)
             if not router.configured(route.provider, tenant):
                 gateway.providers.get(route.provider, test=False, dialects=dialects)  # raises
+            if session is not None:  # one tenant's session ids are not another's
+                session = f"{principal.key.tenant_id.hex}:{session}"
             trace = Trace(tenant, session, dialects)
             provider = PooledProvider(router, gateway.retry, route.provider, route.entry.id, trace)
         price = FREE if test else route.entry.price

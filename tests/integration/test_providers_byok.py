@@ -174,3 +174,31 @@ class TestAcrossProcesses:
                 assert upstream.keys_seen()[0] == "sk-operator-openai"
                 assert upstream.keys_seen()[-1] == OWN_KEY
                 assert len(upstream.seen) < 10  # well before the 30 s cache would expire
+
+
+class TestByokAnthropic:
+    async def test_messages_and_count_tokens_use_the_tenants_key(
+        self, every_http: httpx.AsyncClient, claude
+    ):
+        tenant = await create_tenant(every_http)
+        key = await create_key(every_http, tenant)
+        body = {"api_key": "sk-ant-tenant-own", "base_url": claude.base_url}
+        claude.api_key = "sk-ant-tenant-own"  # from now on only the tenant's key is accepted
+        wrong = await every_http.put(
+            "/v1/providers/anthropic", json={**body, "api_key": "sk-ant-wrong-key"},
+            headers=tenant.headers,
+        )  # fmt: skip
+        assert wrong.status_code == 400
+        assert "invalid x-api-key" in wrong.json()["error"]["message"]
+        stored = await every_http.put("/v1/providers/anthropic", json=body, headers=tenant.headers)
+        assert stored.status_code == 200, stored.text
+        ask = {"model": "claude-sonnet-4", "max_tokens": 20, "messages": HELLO}
+        answer = await every_http.post("/v1/messages", json=ask, headers=bearer(key["secret"]))
+        assert answer.status_code == 200, answer.text
+        count = {"model": "claude-sonnet-4", "messages": HELLO}
+        counted = await every_http.post(
+            "/v1/messages/count_tokens", json=count, headers=bearer(key["secret"])
+        )
+        assert counted.status_code == 200, counted.text
+        assert counted.headers["x-tollgate-token-count"] == "exact"
+        assert {s.headers.get("x-api-key") for s in claude.seen} == {"sk-ant-tenant-own"}

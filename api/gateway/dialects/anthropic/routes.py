@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.auth.service import Principal
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest, UpstreamError
 from api.gateway import resilience
@@ -30,7 +31,7 @@ from api.gateway.pipeline import (
     start_call,
     upstream_body,
 )
-from api.gateway.providers.base import UpstreamRequest, UpstreamStream
+from api.gateway.providers.base import Provider, UpstreamRequest, UpstreamStream
 from api.gateway.relay import EventStream
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import anthropic, anthropic_stream, ir
@@ -164,6 +165,19 @@ def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGen
     return translated.relay_events(call, stream, decoder, _Verbatim(), request)
 
 
+async def _counting_provider(
+    gateway: Gateway, principal: Principal, provider: str, test: bool
+) -> Provider:
+    """Who counts: the first ready account (the tenant's own key first), else the registry's."""
+    router = gateway.router
+    if router is not None and not test:
+        tenant = await router.tenant(principal.key.tenant_id)
+        ready, _ = router.choose(provider, tenant)
+        if ready and ready[0].provider.dialect in translated.DIALECTS:
+            return ready[0].provider
+    return gateway.providers.get(provider, test=test, dialects=translated.DIALECTS)
+
+
 @router.post(COUNT_TOKENS_PATH)
 async def count_tokens(request: Request) -> Response:
     """Exact for Claude models (the upstream counts); an o200k estimate for the others,
@@ -174,7 +188,7 @@ async def count_tokens(request: Request) -> Response:
     route = gateway.catalog.resolve(_check_model(body))
     check_access(principal, route)
     test = principal.key.test
-    provider = gateway.providers.get(route.provider, test=test, dialects=translated.DIALECTS)
+    provider = await _counting_provider(gateway, principal, route.provider, test)
     if provider.dialect == "anthropic":
         out = {**body, "model": route.upstream_model}
         upstream = UpstreamRequest(COUNT_TOKENS_PATH, out, False, forwarded_headers(request))
