@@ -32,7 +32,13 @@ from api.gateway.catalog import Catalog, ModelEntry, Route
 from api.gateway.pricing import FREE, Price, Usage, cost_micros
 from api.gateway.providers.base import Provider
 from api.gateway.providers.registry import ProviderRegistry
-from api.gateway.resilience import PooledProvider, RetryPolicy, Trace, will_fail_over
+from api.gateway.resilience import (
+    PooledProvider,
+    RetryPolicy,
+    Trace,
+    required_capability,
+    will_fail_over,
+)
 from api.gateway.routing import Router
 from api.metrics import Metrics
 from api.usage.ledger import Ledger, UsageRecord
@@ -260,7 +266,7 @@ async def start_call(
                 gateway.providers.get(route.provider, test=False, dialects=dialects)  # raises
             if session is not None:  # one tenant's session ids are not another's
                 session = f"{principal.key.tenant_id.hex}:{session}"
-            trace = Trace(tenant, session, dialects)
+            trace = Trace(tenant, session, dialects, capability=required_capability(body))
             provider = PooledProvider(router, gateway.retry, route.provider, route.entry.id, trace)
         price = FREE if test else route.entry.price
 

@@ -115,6 +115,9 @@ class Trace:
     failover_from: str | None = None  # "provider/model" the request was for, after a failover
     tried_models: set[str] = field(default_factory=set)
     alternates: list[ModelEntry] | None = None  # computed at the first failure
+    # What the request needs of an account ("audio"); only accounts declaring it serve it,
+    # when any account of the provider declares it.
+    capability: str | None = None
     # Set by `serve`: only a caller that will run the answer again can fail over (any other
     # caller of `Call.failures_recorded` gets its failures metered as before).
     serving: bool = False
@@ -159,6 +162,14 @@ def session_key(headers: Any, body: dict[str, Any]) -> str | None:
                 value = source.get(name)
                 if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
                     return str(value)[:200]
+    return None
+
+
+def required_capability(body: dict[str, Any]) -> str | None:
+    """What a request needs beyond text: `"audio"` for Chat Completions audio output."""
+    modalities = body.get("modalities")
+    if isinstance(modalities, list) and "audio" in modalities:
+        return "audio"
     return None
 
 
@@ -285,7 +296,9 @@ class PooledProvider:
         state: _Attempts | None = None  # made at the first failure: the happy path needs none
         while True:
             if state is None:
-                ready, _ = router.choose(self.name, trace.tenant, session=trace.session)
+                ready, _ = router.choose(
+                    self.name, trace.tenant, session=trace.session, capability=trace.capability
+                )
                 if ready:
                     account = ready[0]
                 else:
@@ -318,7 +331,7 @@ class PooledProvider:
         while True:
             ready, recovers = router.choose(
                 self.name, self._trace.tenant, session=self._trace.session,
-                exclude=state.done_with,
+                exclude=state.done_with, capability=self._trace.capability,
             )  # fmt: skip
             if ready:
                 break

@@ -276,6 +276,8 @@ class Router:
         ones cooling down recovers (0 when there is none at all)."""
         accounts = self.accounts(provider, tenant)
         now = time.monotonic()
+        if capability is not None and not any(capability in a.capabilities for a in accounts):
+            capability = None  # no account claims it: the provider's accounts are all alike
         if len(accounts) == 1 and not exclude and capability is None:  # the common case
             only = accounts[0]
             if only.health.cooldown_until <= now and only.rpm is None and only.tpm is None:

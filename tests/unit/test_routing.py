@@ -23,7 +23,7 @@ from api.errors import (
 )
 from api.gateway.providers.base import error_from_status
 from api.gateway.providers.mock import MockProvider
-from api.gateway.resilience import RetryPolicy, classify, session_key
+from api.gateway.resilience import RetryPolicy, classify, required_capability, session_key
 from api.gateway.routing import Account, Router, TenantRouting
 from api.settings import Settings
 
@@ -88,6 +88,17 @@ class TestChoose:
         assert router.configured("openai", mine)
         assert not router.configured("gemini", mine)
         assert router.configured("gemini", TenantRouting(accounts={"gemini": own}))
+
+    def test_a_capability_narrows_the_choice_when_an_account_declares_it(self):
+        plain, audio = _pool("plain", "audio")
+        audio.capabilities = frozenset({"audio"})
+        router = _router([plain, audio])
+        tenant = TenantRouting()
+        assert all(router.choose("openai", tenant, capability="audio")[0] == [audio]
+                   for _ in range(20))  # fmt: skip
+        assert len(router.choose("openai", tenant, capability="vision")[0]) == 2  # none claim it
+        assert required_capability({"modalities": ["text", "audio"]}) == "audio"
+        assert required_capability({"modalities": ["text"]}) is None
 
     def test_rpm_is_counted_per_account(self):
         a, b = _pool("a", "b")
