@@ -121,6 +121,9 @@ class Call:
         except Exception:
             await self.finish(Usage(), status=500, error=InternalError())
             raise
+        except asyncio.CancelledError:  # e.g. while waiting to retry: the client is gone
+            self.finish_soon(Usage(), status=499)
+            raise
 
     async def finish(
         self, usage: Usage, *, status: int = 200, error: AppError | None = None

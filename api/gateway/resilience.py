@@ -455,7 +455,11 @@ async def serve(call: Call, answer: Callable[[], Awaitable[Response]]) -> Respon
         except AppError as error:
             if call.finished or not will_fail_over(call, error):
                 raise
-            switched = await _switch(call, error)
+            try:
+                switched = await _switch(call, error)
+            except BaseException:
+                call.finish_soon(_no_usage(), status=499)
+                raise
             if not switched:
                 await call.finish(_no_usage(), status=error.status_code, error=error)
                 raise
@@ -484,6 +488,9 @@ async def _switch(call: Call, error: AppError) -> bool:
         except AppError as refused:
             logger.info("no failover to %s: %s", candidate.id, refused.public_code)
             continue
+        except Exception:  # the limits cannot be checked: no failover, the call still ends
+            logger.exception("reserving for a failover to %s failed", candidate.id)
+            return False
         logger.info(
             "failing over from %s to %s/%s after %s",
             trace.failover_from, candidate.provider, candidate.id, error.public_code,
