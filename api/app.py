@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,12 +38,16 @@ from api.gateway.dialects.responses.routes import RESPONSES_PATH, create_respons
 from api.gateway.dialects.responses.routes import router as responses_router
 from api.gateway.pipeline import Gateway
 from api.gateway.providers.registry import ProviderRegistry, create_session
+from api.gateway.resilience import RetryPolicy
+from api.gateway.routing import Router, TenantRouting, pool_accounts
 from api.health.routes import router as health_router
 from api.kit.counters import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.kit.crypto import SecretBox
 from api.kit.resp import PipelinedRedis
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, ProxyLane, RequestIdMiddleware
+from api.provider import service as provider_service
+from api.provider.routes import router as providers_router
 from api.settings import Settings, get_settings, resolve_secret_key
 from api.state import AppState
 from api.tenant.routes import router as admin_router
@@ -104,12 +109,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The o200k vocabulary takes ~0.7 s to load: off the event loop, before a cut-off
         # stream or a test key first needs it.
         warm_tokenizer = asyncio.get_running_loop().run_in_executor(None, tokens.warm_up)
+        registry = ProviderRegistry(settings, upstream_session)
+        base_urls = {name: config.base_url for name, config in settings.providers.items()}
+
+        async def load_tenant(tenant_id: uuid.UUID) -> TenantRouting:
+            async with sessionmaker() as session:
+                return await provider_service.tenant_routing(
+                    session, secret_box, registry.build, base_urls, tenant_id
+                )
+
+        router = Router(
+            pool_accounts(
+                registry.pools, lambda a: registry.build(a.provider, a.base_url, a.api_key)
+            ),
+            loader=load_tenant,
+            tenant_ttl=settings.byok_cache_seconds,
+            capacity_wait=settings.capacity_wait_seconds,
+            queue_size=settings.capacity_queue_size,
+            sticky_seconds=settings.sticky_session_seconds,
+            redis=redis,
+        )
+        router.start()
         gateway = Gateway(
             catalog=catalog,
-            providers=ProviderRegistry(settings, upstream_session),
+            providers=registry,
             ledger=ledger,
             budget=budget,
             metrics=metrics,
+            router=router,
+            retry=RetryPolicy(
+                max_attempts=settings.retry_max_attempts,
+                base_delay=settings.retry_base_delay_seconds,
+                max_delay=settings.retry_max_delay_seconds,
+                max_total=settings.retry_max_total_seconds,
+                cooldown=settings.cooldown_seconds,
+            ),
         )
         turn_services = await TurnServices.start(
             settings, sessionmaker, redis, gateway, webhook_client, secret_box
@@ -142,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await notifier.close()
             await webhook_client.aclose()
             await key_cache.close()
+            await router.close()
             await upstream_session.close()
             if fast_redis is not None:
                 await fast_redis.close()
@@ -168,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(billing_router)
     app.include_router(threads_router)
     app.include_router(tools_router)
+    app.include_router(providers_router)
     proxy_routes = {
         CHAT_PATH: create_chat_completion,
         MESSAGES_PATH: create_message,

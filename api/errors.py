@@ -20,8 +20,10 @@
     ├── Conflict                  409 conflict
     ├── RequestTooLarge           413 request_too_large
     ├── RateLimited               429 rate_limited
+    │   └── QuotaExhausted        429 insufficient_quota (an upstream account out of credit)
     ├── InternalError             500 internal_error
     ├── LimitsUnavailable         503 limits_unavailable (the counter store is unreachable)
+    ├── CapacityQueueFull         503 capacity_queue_full (every upstream account cooling down)
     ├── UpstreamError             502 upstream_error
     ├── UpstreamUnavailable       503 upstream_unavailable
     └── UpstreamTimeout           504 upstream_timeout
@@ -159,6 +161,14 @@ class RateLimited(AppError):
     default_message = "Rate limit reached."
 
 
+class QuotaExhausted(RateLimited):
+    """An upstream account has no quota or credit left (OpenAI `insufficient_quota`): never
+    retried on that account, and not worth a client's retry either."""
+
+    code = "insufficient_quota"
+    default_message = "The provider account has no quota left."
+
+
 class InternalError(AppError):
     code = "internal_error"
     default_message = "The server had an error while processing the request."
@@ -199,6 +209,11 @@ class UpstreamClientError(AppError):
 class LimitsUnavailable(AppError):
     code = "limits_unavailable"
     default_message = "This key's limits cannot be checked right now; try again shortly."
+
+
+class CapacityQueueFull(AppError):
+    code = "capacity_queue_full"
+    default_message = "Every upstream account for this model is cooling down; try again shortly."
 
 
 class UpstreamError(AppError):
@@ -244,9 +259,11 @@ ERROR_TABLE: dict[type[AppError], ErrorRow] = {
     Conflict: ErrorRow(409, "invalid_request_error", "invalid_request_error", True),
     RequestTooLarge: ErrorRow(413, "invalid_request_error", "request_too_large", False),
     RateLimited: ErrorRow(429, "rate_limit_error", "rate_limit_error", True),
+    QuotaExhausted: ErrorRow(429, "insufficient_quota", "rate_limit_error", False),
     InternalError: ErrorRow(500, "server_error", "api_error", True),
     UpstreamClientError: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
     LimitsUnavailable: ErrorRow(503, "server_error", "overloaded_error", True),
+    CapacityQueueFull: ErrorRow(503, "server_error", "overloaded_error", True),
     UpstreamError: ErrorRow(502, "server_error", "api_error", True),
     UpstreamUnavailable: ErrorRow(503, "server_error", "overloaded_error", True),
     UpstreamTimeout: ErrorRow(504, "timeout_error", "timeout_error", True),

@@ -28,6 +28,14 @@ class Metrics:
             "tollgate_upstream_errors", "Failed upstream calls.",
             ["provider", "code"], registry=self.registry,
         )  # fmt: skip
+        self.upstream_retries = Counter(
+            "tollgate_upstream_retries", "Upstream attempts that failed and were tried again.",
+            ["provider", "code"], registry=self.registry,
+        )  # fmt: skip
+        self.failovers = Counter(
+            "tollgate_failovers", "Requests answered by another provider than the one asked.",
+            ["from_provider", "to_provider"], registry=self.registry,
+        )  # fmt: skip
         self.tokens = Counter(
             "tollgate_tokens", "Metered tokens.",
             ["provider", "model", "kind"], registry=self.registry,

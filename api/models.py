@@ -11,6 +11,7 @@ from api.billing.models import (
 )
 from api.db import Base
 from api.idempotency.models import IdempotencyRecord
+from api.provider.models import ProviderCredential
 from api.tenant.models import Tenant
 from api.thread.models import Thread, ThreadMessage
 from api.tool.models import Tool
@@ -25,6 +26,7 @@ __all__ = [
     "BillingRun",
     "IdempotencyRecord",
     "KeySecret",
+    "ProviderCredential",
     "StripeAccount",
     "StripeEvent",
     "Tenant",

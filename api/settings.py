@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +30,32 @@ class ProviderSettings:
     name: str
     api_key: str | None
     base_url: str
+
+
+class UpstreamAccount(BaseModel):
+    """One account of the operator's pool: `[[upstreams.openai]]` in the TOML config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_key: SecretStr
+    name: str | None = None  # shown in usage events and traces; never the key
+    base_url: str | None = None  # the provider's TOLLGATE_*_BASE_URL when unset
+    weight: int = Field(default=1, ge=0, le=1000)
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute this account may take
+    tpm: int | None = Field(default=None, ge=1)  # tokens per minute (counted as answers settle)
+    capabilities: list[str] = Field(default_factory=list)  # e.g. "audio", "responses"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSettings:
+    provider: str
+    name: str
+    api_key: str
+    base_url: str
+    weight: int = 1
+    rpm: int | None = None
+    tpm: int | None = None
+    capabilities: frozenset[str] = frozenset()
 
 
 class Settings(BaseSettings):
@@ -68,6 +94,24 @@ class Settings(BaseSettings):
     upstream_total_timeout_seconds: float = Field(default=900.0, gt=0)
     upstream_max_connections: int = Field(default=512, ge=1)
 
+    # Upstream pools (TOML `[[upstreams.<provider>]]`), beside the TOLLGATE_*_API_KEY account.
+    upstreams: dict[str, list[UpstreamAccount]] = Field(default_factory=dict)
+    # Retries (429, 5xx, 529, timeouts, connection errors): attempts per request over every
+    # account, exponential backoff with full jitter, and a bound on the time spent retrying.
+    retry_max_attempts: int = Field(default=4, ge=1, le=20)
+    retry_base_delay_seconds: float = Field(default=0.25, ge=0)
+    retry_max_delay_seconds: float = Field(default=8.0, ge=0)
+    retry_max_total_seconds: float = Field(default=20.0, ge=0)
+    # An account that answered 429 without a retry hint cools down this long.
+    cooldown_seconds: float = Field(default=20.0, ge=0)
+    # When every eligible account cools down: how long a request may wait, and how many may.
+    capacity_wait_seconds: float = Field(default=5.0, ge=0)
+    capacity_queue_size: int = Field(default=200, ge=0)
+    # Sticky sessions: how long a session remembers its account.
+    sticky_session_seconds: float = Field(default=3600.0, gt=0)
+    # Tenants' own provider keys (BYOK) are cached in memory this long per process.
+    byok_cache_seconds: float = Field(default=30.0, ge=0)
+
     # The model catalog from TOML: [models."<id>"] provider/input/cached_input/output/…
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -78,6 +122,19 @@ class Settings(BaseSettings):
     # With Redis, the API process also runs what `tollgate worker` runs continuously (the usage
     # ledger drain, the alert resend sweep). Turn it off where workers run (docker-compose does).
     api_runs_background_jobs: bool = True
+
+    @field_validator("upstreams")
+    @classmethod
+    def _known_providers(
+        cls, value: dict[str, list[UpstreamAccount]]
+    ) -> dict[str, list[UpstreamAccount]]:
+        unknown = set(value) - set(PROVIDER_NAMES)
+        if unknown:
+            raise ValueError(
+                f"upstreams: unknown provider {sorted(unknown)[0]!r}; "
+                f"use one of {', '.join(PROVIDER_NAMES)}"
+            )
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -99,6 +156,33 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'tollgate.db').resolve()}"
+
+    @property
+    def upstream_pools(self) -> dict[str, list[AccountSettings]]:
+        """Every operator account per provider: the environment's first, then the TOML pool."""
+        providers = self.providers
+        pools: dict[str, list[AccountSettings]] = {}
+        for name in PROVIDER_NAMES:
+            single = providers[name]
+            accounts = []
+            if single.api_key:
+                accounts.append(AccountSettings(name, f"{name}-default", single.api_key,
+                                                single.base_url))  # fmt: skip
+            for index, item in enumerate(self.upstreams.get(name, [])):
+                accounts.append(
+                    AccountSettings(
+                        provider=name,
+                        name=item.name or f"{name}-{index + 1}",
+                        api_key=item.api_key.get_secret_value(),
+                        base_url=(item.base_url or single.base_url).rstrip("/"),
+                        weight=item.weight,
+                        rpm=item.rpm,
+                        tpm=item.tpm,
+                        capabilities=frozenset(item.capabilities),
+                    )
+                )
+            pools[name] = accounts
+        return pools
 
     @property
     def providers(self) -> dict[str, ProviderSettings]:

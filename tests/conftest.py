@@ -157,6 +157,11 @@ def gateway_settings(settings: Settings, upstream: FakeUpstream) -> Settings:
             "deepseek_api_key": SecretStr("sk-operator-deepseek"),
             "deepseek_base_url": upstream.deepseek_base_url,
             "upstream_read_timeout_seconds": 2.0,
+            # Retries stay fast: millisecond backoff, at most a second spent retrying.
+            "retry_base_delay_seconds": 0.01,
+            "retry_max_delay_seconds": 0.05,
+            "retry_max_total_seconds": 1.0,
+            "capacity_wait_seconds": 0.5,
             "allow_private_webhooks": True,  # the test webhook receiver listens on loopback
         }
     )

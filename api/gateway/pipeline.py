@@ -28,10 +28,18 @@ from api.errors import (
 )
 from api.gateway import usage as usage_rules
 from api.gateway.budget import BudgetGuard, Demand, Reservation
-from api.gateway.catalog import Catalog, Route
+from api.gateway.catalog import Catalog, ModelEntry, Route
 from api.gateway.pricing import FREE, Price, Usage, cost_micros
 from api.gateway.providers.base import Provider
 from api.gateway.providers.registry import ProviderRegistry
+from api.gateway.resilience import (
+    PooledProvider,
+    RetryPolicy,
+    Trace,
+    required_capability,
+    will_fail_over,
+)
+from api.gateway.routing import Router
 from api.metrics import Metrics
 from api.usage.ledger import Ledger, UsageRecord
 
@@ -50,6 +58,10 @@ class Gateway:
     ledger: Ledger
     budget: BudgetGuard
     metrics: Metrics
+    # Upstream accounts, their health and the tenants' own keys; None: one account per provider
+    # from the registry, no retries (what a bare `Gateway` in a test gets).
+    router: Router | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Settlements of requests whose client went away; awaited at shutdown.
     settling: set[asyncio.Task[int]] = field(default_factory=set)
 
@@ -71,6 +83,12 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     finished: bool = False
     tool_calls: int = 0  # tool calls in the answer, for the request log
+    # The attempts across accounts and providers (None for test keys and a bare Gateway).
+    trace: Trace | None = None
+    # Holds of models this call failed over from, released when it settles.
+    earlier_reservations: list[Reservation] = field(default_factory=list)
+    # What the reservation was computed from (the budget view of the body), for a failover's.
+    budget_body: dict[str, Any] | None = None
 
     @property
     def model(self) -> str:
@@ -80,11 +98,15 @@ class Call:
     def response_headers(self) -> dict[str, str]:
         """Headers a successful answer carries: rate-limit windows, a clamped `max_tokens`."""
         reservation = self.reservation
+        trace = self.trace
+        extra = trace.headers(self.provider.name, self.model) if trace is not None else None
         if reservation is None:
-            return {}
+            return extra or {}
         headers = dict(reservation.rate_headers)
         if reservation.clamped:
             headers[CLAMP_HEADER] = str(reservation.max_output_tokens)
+        if extra:
+            headers.update(extra)
         return headers
 
     @asynccontextmanager
@@ -92,10 +114,12 @@ class Call:
         """Whatever fails inside is metered as a failed request (once) before it propagates."""
         try:
             yield
-        except asyncio.CancelledError:  # shutdown, or a server that cancels on disconnect
+        except asyncio.CancelledError:  # shutdown, waiting to retry, a server that cancels
             self.finish_soon(Usage(), status=499)
             raise
         except AppError as error:
+            if self.trace is not None and will_fail_over(self, error):
+                raise  # `resilience.serve` answers it from another provider, or finishes it
             await self.finish(Usage(), status=error.status_code, error=error)
             raise
         except Exception:
@@ -129,6 +153,7 @@ class Call:
         cost = cost_micros(usage, self.price)
         latency_ms = int((time.perf_counter() - self.started) * 1000)
         key = self.principal.key
+        trace = self.trace
         event = UsageRecord(
             request_id=self.request_id,
             tenant_id=key.tenant_id,
@@ -147,6 +172,15 @@ class Call:
             estimated=usage.estimated,
             error_code=error.public_code if error else None,
         )
+        if trace is not None:
+            event.attempts = len(trace.attempts) or 1
+            event.account = trace.account
+            event.failover_from = trace.failover_from
+            event.trace = trace.summary()
+            if tokens := usage.input_tokens + usage.output_tokens:
+                provider = self.provider
+                if isinstance(provider, PooledProvider) and provider.account is not None:
+                    provider.account.add_tokens(tokens)
         metrics = gateway.metrics
         metrics.request_done(
             self.endpoint, self.provider.name, self.model, status,
@@ -155,13 +189,30 @@ class Call:
         )  # fmt: skip
         if error is not None and status >= 500:
             metrics.upstream_errors.labels(self.provider.name, error.public_code).inc()
+        if trace is not None and len(trace.attempts) > 1:
+            for attempt in trace.attempts[:-1]:
+                metrics.upstream_retries.labels(attempt.provider, attempt.reason or "").inc()
+            if trace.failover_from is not None:
+                origin = trace.failover_from.partition("/")[0]
+                metrics.failovers.labels(origin, self.provider.name).inc()
         if self.reservation is None:
             await gateway.ledger.commit(event, [])
             return cost
         settling = gateway.budget.settlement(self.reservation, usage, cost, status < 400)
+        for earlier in self.earlier_reservations:  # failed over from: released to nothing
+            released = gateway.budget.settlement(earlier, Usage(), 0, False)
+            settling.held += released.held
+            settling.settlements += released.settlements
         after = await gateway.ledger.commit(event, settling.settlements)
         gateway.budget.settled(settling, after)
         return cost
+
+
+def access_allowed(principal: Principal, provider: str, model: str) -> bool:
+    key = principal.key
+    return (key.allowed_providers is None or provider in key.allowed_providers) and (
+        key.allowed_models is None or model in key.allowed_models
+    )
 
 
 def check_access(principal: Principal, route: Route) -> None:
@@ -193,11 +244,13 @@ async def start_call(
     body: dict[str, Any],
     *,
     dialects: Collection[str] = ("openai",),
+    session: str | None = None,
 ) -> Call:
     """Everything before the provider call; raises before anything is sent upstream.
 
     `body` is read for the budget (`messages`, `tools`, the output cap); `dialects` are the
-    provider wire formats the calling endpoint can speak (`ProviderRegistry.get`).
+    provider wire formats the calling endpoint can speak (`ProviderRegistry.get`); `session`
+    keeps a conversation on one upstream account (`resilience.session_key`).
     A refusal here (unknown model, access, budget) is still logged, at no cost.
     """
     try:
@@ -206,9 +259,21 @@ async def start_call(
         record_refusal(gateway, principal, request_id, endpoint, model[:200], "", error)
         raise
     test = principal.key.test
+    trace: Trace | None = None
     try:
         check_access(principal, route)
-        provider = gateway.providers.get(route.provider, test=test, dialects=dialects)
+        provider: Provider
+        router = gateway.router
+        if router is None or test:
+            provider = gateway.providers.get(route.provider, test=test, dialects=dialects)
+        else:
+            tenant = await router.tenant(principal.key.tenant_id)
+            if not router.configured(route.provider, tenant):
+                gateway.providers.get(route.provider, test=False, dialects=dialects)  # raises
+            if session is not None:  # one tenant's session ids are not another's
+                session = f"{principal.key.tenant_id.hex}:{session}"
+            trace = Trace(tenant, session, dialects, capability=required_capability(body))
+            provider = PooledProvider(router, gateway.retry, route.provider, route.entry.id, trace)
         price = FREE if test else route.entry.price
 
         def demand() -> Demand:
@@ -243,7 +308,37 @@ async def start_call(
         provider=provider,
         price=price,
         reservation=reservation,
+        trace=trace,
+        budget_body=body if trace is not None else None,
     )
+
+
+async def reroute(call: Call, entry: ModelEntry) -> None:
+    """Fail `call` over to `entry` (a model of another provider): reserve its worst case, then
+    switch. The earlier hold stays until the call settles (see `api/gateway/resilience.py`)."""
+    gateway, trace, principal = call.gateway, call.trace, call.principal
+    assert trace is not None
+    assert gateway.router is not None
+    earlier = call.reservation
+    body = call.budget_body or {}
+    previous = call.route
+
+    def demand() -> Demand:
+        return Demand(
+            input_tokens=usage_rules.prompt_bound(body),
+            max_output_tokens=output_budget(body, entry.max_output_tokens),
+            price=entry.price,
+        )
+
+    reservation = await gateway.budget.reserve(principal.key, principal.tenant_limits, demand)
+    if earlier is not None:
+        call.earlier_reservations.append(earlier)
+    if trace.failover_from is None:
+        trace.failover_from = f"{previous.provider}/{previous.entry.id}"
+    call.route = Route(entry=entry, provider=entry.provider, upstream_model=entry.id)
+    call.price = entry.price
+    call.reservation = reservation
+    call.provider = PooledProvider(gateway.router, gateway.retry, entry.provider, entry.id, trace)
 
 
 def record_refusal(

@@ -50,6 +50,13 @@ async def update_settings(
             await state.gateway.budget.limits_changed(tenant.id, "tenant")
 
         after_commit(session, hook)
+    router = request.state.gateway.router
+    if router is not None and data.model_fields_set & {"failover", "routing"}:
+
+        async def routing_changed() -> None:
+            await router.announce(tenant.id)
+
+        after_commit(session, routing_changed)
     return tenant_service.render_settings(tenant)
 
 

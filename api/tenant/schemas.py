@@ -29,6 +29,23 @@ class AlertSettings(BaseModel):
     webhook_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
 
+class FailoverSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Cross-provider failover: an equivalent model (same tier) on another provider answers
+    # when every account of the requested one failed. Off by default.
+    enabled: bool = False
+
+
+class RoutingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # How upstream accounts (and failover models) are ordered: "default" (weighted by weight
+    # and health), "weighted" (the same), "cost" (cheapest equivalent first), "latency" (best
+    # recent p50 first), "round_robin".
+    strategy: Literal["default", "cost", "latency", "round_robin", "weighted"] = "default"
+
+
 class SettingsUpdate(BaseModel):
     """`PUT /v1/settings` is a partial update: only the groups given change."""
 
@@ -36,6 +53,8 @@ class SettingsUpdate(BaseModel):
 
     limits: list[LimitIn] | None = Field(default=None, max_length=20)
     alerts: AlertSettings | None = None
+    failover: FailoverSettings | None = None
+    routing: RoutingSettings | None = None
 
 
 class AlertSettingsRead(BaseModel):
@@ -47,6 +66,8 @@ class SettingsRead(BaseModel):
     object: Literal["settings"] = "settings"
     limits: list[LimitRead]
     alerts: AlertSettingsRead
+    failover: FailoverSettings
+    routing: RoutingSettings
 
 
 class WebhookSecretRead(BaseModel):

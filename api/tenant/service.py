@@ -12,7 +12,13 @@ from api.errors import NotFound
 from api.kit.crypto import SecretBox
 from api.kit.webhooks import check_url
 from api.tenant.models import Tenant
-from api.tenant.schemas import AlertSettingsRead, SettingsRead, SettingsUpdate
+from api.tenant.schemas import (
+    AlertSettingsRead,
+    FailoverSettings,
+    RoutingSettings,
+    SettingsRead,
+    SettingsUpdate,
+)
 
 
 async def create_tenant(session: AsyncSession, pepper: bytes, name: str) -> tuple[Tenant, str]:
@@ -45,6 +51,13 @@ async def update_settings(
         if url is not None:
             await check_url(url, allow_private=allow_private, param="alerts.webhook_url")
         tenant.settings = {**tenant.settings, "alerts": {"webhook_url": url}}
+    for group in ("failover", "routing"):
+        if group in data.model_fields_set:
+            value = getattr(data, group)
+            dumped = value.model_dump() if value is not None else None
+            tenant.settings = {k: v for k, v in tenant.settings.items() if k != group}
+            if dumped is not None:
+                tenant.settings = {**tenant.settings, group: dumped}
     await session.flush()
     return tenant, limits_changed
 
@@ -66,4 +79,6 @@ def render_settings(tenant: Tenant) -> SettingsRead:
         alerts=AlertSettingsRead(
             webhook_url=alerts.get("webhook_url"), signing_secret_set=bool(tenant.webhook_secret)
         ),
+        failover=FailoverSettings(**(tenant.settings.get("failover") or {})),
+        routing=RoutingSettings(**(tenant.settings.get("routing") or {})),
     )

@@ -68,6 +68,12 @@ class UsageRecord:
     tool_calls: int = 0
     estimated: bool = False
     error_code: str | None = None
+    # Resilience: attempts made, the upstream account that answered, the "provider/model" a
+    # cross-provider failover came from, and every attempt as JSON when there was more than one.
+    attempts: int | None = None
+    account: str | None = None
+    failover_from: str | None = None
+    trace: str | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     created_at: datetime = field(default_factory=utcnow)
 

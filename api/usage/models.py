@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, false
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db import Base, UTCDateTime
@@ -38,4 +38,10 @@ class UsageEvent(Base):
     # True when Tollgate counted the tokens (a stream cut off before the provider reported usage).
     estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Upstream attempts (retries and failovers included), the account that answered, the
+    # "provider/model" a cross-provider failover came from, and the attempts as JSON.
+    attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    account: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    failover_from: Mapped[str | None] = mapped_column(String(240), nullable=True)
+    trace: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

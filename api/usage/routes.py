@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
@@ -169,6 +170,10 @@ async def list_logs(
             "tool_calls": event.tool_calls,
             "estimated": event.estimated,
             "error_code": event.error_code,
+            "attempts": event.attempts,
+            "account": event.account,
+            "failover_from": event.failover_from,
+            "trace": orjson.loads(event.trace) if event.trace else None,
             "created_at": isoformat(event.created_at),
         }
         for event in page.items

@@ -175,11 +175,12 @@ class TestErrors:
     def test_upstream_rate_limit_and_midstream_failure(
         self, gateway_url: str, secrets: dict[str, str], upstream: FakeUpstream
     ):
-        upstream.mode = "429"
         with _client(gateway_url, secrets["live"], max_retries=0) as client:
-            with pytest.raises(openai.RateLimitError):
-                client.chat.completions.create(model="gpt-4o", messages=HELLO)
             upstream.mode = "drop"
             stream = client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True)
             with pytest.raises(openai.APIError):
                 list(stream)
+            # Last: a 429 cools the gateway's only account down for the `retry-after` it sent.
+            upstream.mode = "429"
+            with pytest.raises(openai.RateLimitError):
+                client.chat.completions.create(model="gpt-4o", messages=HELLO)

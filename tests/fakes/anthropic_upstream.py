@@ -102,15 +102,25 @@ class FakeAnthropic(LoopbackServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        app.router.add_get("/v1/models", self._models)
 
     def reset(self) -> None:
         self.mode = "ok"
+        self.api_key = API_KEY
         self.seen.clear()
         self.reported.clear()
         self._cached.clear()
         self.disconnects = 0
 
     # handlers ------------------------------------------------------------------------------
+    async def _models(self, request: web.Request) -> web.Response:
+        """The check a tenant's own key gets on save."""
+        if request.headers.get("x-api-key") != self.api_key:
+            status, headers, payload = http_fixture(_ERRORS["401"])
+            return web.Response(status=status, body=payload, headers=headers)
+        return web.json_response({"data": [{"type": "model", "id": "claude-sonnet-4-20250514"}],
+                                  "has_more": False})  # fmt: skip
+
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await request.json()

@@ -62,6 +62,7 @@ _ERRORS = {
     "401": "08_error_401_invalid_api_key",
     "429": "09_error_429_rate_limit_tokens",
     "500": "11_error_500_server_error",
+    "quota": "10_error_429_insufficient_quota",
 }
 
 
@@ -95,6 +96,13 @@ class FakeUpstream:
     # A webhook receiver on the same server: POST /hooks records (headers, raw body).
     hooks: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     hook_failures: int = 0  # answer this many deliveries with 500 first
+    # Per account (the bearer key): a mode that wins over `mode`; and modes to use, one per
+    # request, before either ("fail N times then succeed"), optionally per key as well.
+    key_modes: dict[str, str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    key_failures: dict[str, list[str]] = field(default_factory=dict)
+    # Keys `GET /models` (the check a BYOK key gets on save) refuses with a 401.
+    rejected_keys: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -117,6 +125,14 @@ class FakeUpstream:
         self.disconnects = 0
         self.hooks.clear()
         self.hook_failures = 0
+        self.key_modes.clear()
+        self.failures.clear()
+        self.key_failures.clear()
+        self.rejected_keys.clear()
+
+    def keys_seen(self) -> list[str]:
+        """The bearer key of every request seen, in order: which account served each."""
+        return [s.headers.get("Authorization", "").removeprefix("Bearer ") for s in self.seen]
 
     # lifecycle -----------------------------------------------------------------------------
     def start(self) -> FakeUpstream:
@@ -139,6 +155,8 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_post("/openai/v1/chat/completions", self._chat)
         app.router.add_post("/deepseek/chat/completions", self._chat)
+        app.router.add_get("/openai/v1/models", self._models)
+        app.router.add_get("/deepseek/models", self._models)
         app.router.add_post("/hooks", self._hook)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
@@ -162,29 +180,45 @@ class FakeUpstream:
         self.hooks.append((dict(request.headers), body))
         return web.Response(status=204)
 
+    async def _models(self, request: web.Request) -> web.Response:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if key in self.rejected_keys:
+            status, headers, payload = http_fixture(f"openai-chat/{_ERRORS['401']}.http")
+            return web.Response(status=status, body=payload, headers=headers)
+        return web.json_response({"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]})
+
+    def _mode_for(self, key: str) -> str:
+        queued = self.key_failures.get(key)
+        if queued:
+            return queued.pop(0)
+        if self.failures:
+            return self.failures.pop(0)
+        return self.key_modes.get(key, self.mode)
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.seen.append(Seen(request.path, body, dict(request.headers)))
         flavor = "deepseek" if request.path.startswith("/deepseek") else "openai"
-        if self.mode in ("400", "401", "429", "500"):
-            status, headers, payload = http_fixture(f"openai-chat/{_ERRORS[self.mode]}.http")
+        mode = self._mode_for(request.headers.get("Authorization", "").removeprefix("Bearer "))
+        if mode in ("400", "401", "429", "500", "quota"):
+            status, headers, payload = http_fixture(f"openai-chat/{_ERRORS[mode]}.http")
             return web.Response(status=status, body=payload, headers=headers)
-        if self.mode.startswith("status_"):  # any status, in OpenAI's error shape
-            status = int(self.mode.split("_")[1])
-            code = "x" * 100 if self.mode.endswith("_longcode") else f"c{status}"
+        if mode.startswith("status_"):  # any status, in OpenAI's error shape
+            status = int(mode.split("_")[1])
+            code = "x" * 100 if mode.endswith("_longcode") else f"c{status}"
             error = {"error": {"message": f"status {status}", "type": "x", "code": code}}
             return web.json_response(error, status=status)
-        if self.mode == "html":  # a proxy's error page, sent with 200
+        if mode == "html":  # a proxy's error page, sent with 200
             return web.Response(body=b"<html>oops</html>", content_type="text/html")
-        if self.mode == "503":
+        if mode == "503":
             return web.json_response(
                 {"error": {"message": "overloaded", "type": "server_error"}}, status=503
             )
-        if self.mode == "stall":
+        if mode == "stall":
             await asyncio.sleep(self.stall_seconds)
         if body.get("stream"):
-            return await self._stream(request, body, flavor)
-        if self.mode == "generate":
+            return await self._stream(request, body, flavor, mode)
+        if mode == "generate":
             return await self._generated_completion(body)
         if _calls_tools(body):
             name = "openai-chat/03_response_nonstream_parallel_tool_calls.json"
@@ -198,11 +232,15 @@ class FakeUpstream:
         return web.Response(body=payload, content_type="application/json")
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], flavor: str
+        self, request: web.Request, body: dict[str, Any], flavor: str, mode: str
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        if self.mode == "generate":
+        if mode == "drop0":  # the connection dies before the first event
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        if mode == "generate":
             return await self._generate(response, body)
         if _calls_tools(body):
             events = sse_events("openai-chat/06_stream_parallel_tool_calls_split_args.sse")
@@ -217,7 +255,7 @@ class FakeUpstream:
                     continue  # OpenAI sends the usage chunk only when asked
                 if b'"usage":{' in event:
                     self.reported.append(json.loads(event[len(b"data: ") :])["usage"])
-                if self.mode == "drop" and index == 2:
+                if mode == "drop" and index == 2:
                     assert request.transport is not None
                     request.transport.close()  # the connection dies mid-stream
                     return response

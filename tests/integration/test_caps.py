@@ -238,6 +238,8 @@ class TestSettingsApi:
             "object": "settings",
             "limits": [],
             "alerts": {"webhook_url": None, "signing_secret_set": False},
+            "failover": {"enabled": False},
+            "routing": {"strategy": "default"},
         }
         limit = {"metric": "tokens", "period": "day", "max": 1000}
         await http.put("/v1/settings", json={"limits": [limit]}, headers=alpha.headers)
@@ -247,7 +249,8 @@ class TestSettingsApi:
         bad = [
             ({"limits": [{"metric": "tokens", "period": "week", "max": 1}]}, "limits[0].period"),
             ({"limits": [limit, limit]}, "limits[1]"),
-            ({"failover": {"enabled": True}}, "failover"),
+            ({"routing": {"strategy": "fastest"}}, "routing.strategy"),
+            ({"failover": {"enabled": True, "to": "x"}}, "failover.to"),
         ]
         for body, param in bad:
             response = await http.put("/v1/settings", json=body, headers=alpha.headers)

@@ -254,9 +254,9 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
     async with call.failures_recorded():
         request = family.parse_request(body)
         upstream = upstream_request(call, request, stream=stream)
-        headers = {**call.response_headers, **warning_headers(request)}
         if stream:
             opened = await call.provider.open_stream(upstream)
+            headers = {**call.response_headers, **warning_headers(request)}
             decoder = _DECODERS[call.provider.dialect]()
             output = Translating(family.encoder(body, int(time.time())), family.error_tail)
             events = relay_events(call, opened, decoder, output, request)
@@ -273,6 +273,7 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
         if usage.input_tokens == 0 and usage.output_tokens == 0:  # a host that reports none
             usage = estimated_usage(usage, request, _response_text(parsed))
         await call.finish(usage)
+    headers = {**call.response_headers, **warning_headers(request)}
     parsed.created = parsed.created or int(time.time())
     payload = family.render_response(parsed)
     payload["provider"] = call.provider.name

@@ -7,6 +7,8 @@ decides) and never matches on message text, only on status and documented error 
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,6 +17,7 @@ import orjson
 
 from api.errors import (
     AppError,
+    QuotaExhausted,
     RateLimited,
     UpstreamClientError,
     UpstreamError,
@@ -75,8 +78,10 @@ def error_from_status(
         )  # fmt: skip
     if status in (401, 403):
         return UpstreamError(f"The {provider} provider refused the gateway's credentials.")
+    if status == 429 and "insufficient_quota" in (code, kind):
+        return QuotaExhausted(message or f"The {provider} account has no quota left.")
     if status == 429:
-        retry_after = headers.get("retry-after")
+        retry_after = headers.get("retry-after") or reset_hint(headers)
         return RateLimited(
             message or f"The {provider} provider is rate limiting requests.",
             headers={"retry-after": retry_after} if retry_after else None,
@@ -86,6 +91,30 @@ def error_from_status(
     if status in (408, 504):
         return UpstreamTimeout(f"The {provider} provider timed out ({status}).")
     return UpstreamError(f"The {provider} provider returned an error ({status}).")
+
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def go_duration_seconds(value: str) -> float | None:
+    """OpenAI's `x-ratelimit-reset-*` values: Go durations such as `120ms`, `2.174s`, `6m0s`."""
+    parts = _GO_DURATION.findall(value)
+    if not parts:
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def reset_hint(headers: Mapping[str, str]) -> str | None:
+    """A 429 without `retry-after`: when the exhausted window (`x-ratelimit-remaining-* = 0`)
+    resets, in whole seconds, as a usage limit's reset time."""
+    waits = []
+    for kind in ("requests", "tokens"):
+        if headers.get(f"x-ratelimit-remaining-{kind}") == "0":
+            seconds = go_duration_seconds(headers.get(f"x-ratelimit-reset-{kind}", ""))
+            if seconds is not None:
+                waits.append(seconds)
+    return str(max(1, math.ceil(max(waits)))) if waits else None
 
 
 def _describe(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:

@@ -12,7 +12,7 @@ from api.gateway.providers.base import Provider
 from api.gateway.providers.gemini import GeminiProvider
 from api.gateway.providers.mock import MockProvider
 from api.gateway.providers.openai_compat import OpenAICompatProvider
-from api.settings import Settings
+from api.settings import AccountSettings, Settings
 
 # Providers speaking Chat Completions; the others have their own adapter and `dialect`.
 OPENAI_COMPATIBLE = ("openai", "deepseek")
@@ -39,20 +39,34 @@ class ProviderRegistry:
             connect=settings.upstream_connect_timeout_seconds,
             sock_read=settings.upstream_read_timeout_seconds,
         )
+        self._session = session
+        self._timeout = timeout
+        self._stream_timeout = stream_timeout
         self._providers: dict[str, Provider] = {}
-        for name, config in settings.providers.items():
-            if not config.api_key:
-                continue
-            if name in OPENAI_COMPATIBLE:
-                self._providers[name] = OpenAICompatProvider(
-                    name, config.base_url, config.api_key, session, timeout, stream_timeout
-                )
-            elif name in NATIVE:
-                self._providers[name] = NATIVE[name](
-                    name, config.base_url, config.api_key, session, timeout, stream_timeout
-                )
-        self._configured = {name for name, c in settings.providers.items() if c.api_key}
+        self.pools: dict[str, list[AccountSettings]] = settings.upstream_pools
+        for name, accounts in self.pools.items():
+            if accounts:  # the first account answers where no pool is consulted (count_tokens)
+                built = self.build(name, accounts[0].base_url, accounts[0].api_key)
+                if built is not None:
+                    self._providers[name] = built
+        self._configured = {name for name, accounts in self.pools.items() if accounts}
         self.mock = MockProvider()
+
+    def build(self, name: str, base_url: str, api_key: str) -> Provider | None:
+        """An adapter for one account of provider `name` (an operator's or a tenant's key)."""
+        if name in OPENAI_COMPATIBLE:
+            return OpenAICompatProvider(
+                name, base_url, api_key, self._session, self._timeout, self._stream_timeout
+            )
+        if name in NATIVE:
+            return NATIVE[name](
+                name, base_url, api_key, self._session, self._timeout, self._stream_timeout
+            )
+        return None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self._session
 
     def get(self, name: str, *, test: bool, dialects: Collection[str] = ("openai",)) -> Provider:
         """The provider for `name`, if it speaks one of `dialects` (the wire formats the calling

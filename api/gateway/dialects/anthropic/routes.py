@@ -17,8 +17,10 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.auth.service import Principal
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest, UpstreamError
+from api.gateway import resilience
 from api.gateway.dialects import translated
 from api.gateway.dialects.openai.routes import read_json_object
 from api.gateway.pipeline import (
@@ -29,7 +31,7 @@ from api.gateway.pipeline import (
     start_call,
     upstream_body,
 )
-from api.gateway.providers.base import UpstreamRequest, UpstreamStream
+from api.gateway.providers.base import Provider, UpstreamRequest, UpstreamStream
 from api.gateway.relay import EventStream
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import anthropic, anthropic_stream, ir
@@ -94,8 +96,18 @@ async def create_message(request: Request) -> Response:
         raise
     call = await start_call(
         gateway, principal, request_id, MESSAGES_PATH, body["model"], budget_view(body),
-        dialects=translated.DIALECTS,
+        dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
     )  # fmt: skip
+    headers = forwarded_headers(request)
+    if call.trace is None:
+        return await _answer(call, body, stream, headers)
+    return await resilience.serve(call, lambda: _answer(call, body, stream, headers))
+
+
+async def _answer(
+    call: Call, body: dict[str, Any], stream: bool, headers: dict[str, str]
+) -> Response:
+    """The answer from `call.provider` (run again by a cross-provider failover)."""
     if call.provider.dialect != "anthropic":
         return await translated.respond(call, translated.MESSAGES, body, stream=stream)
     out = upstream_body(body, call, stream=False)
@@ -105,7 +117,7 @@ async def create_message(request: Request) -> Response:
     if isinstance(budget, int) and isinstance(thinking, dict) and budget >= out["max_tokens"]:
         # A cap lowered to the budget must not leave thinking a larger one (Anthropic's 400).
         out["thinking"] = {**thinking, "budget_tokens": max(out["max_tokens"] - 1, 1)}
-    upstream = UpstreamRequest(MESSAGES_PATH, out, stream, forwarded_headers(request))
+    upstream = UpstreamRequest(MESSAGES_PATH, out, stream, headers)
     async with call.failures_recorded():
         if stream:
             opened = await call.provider.open_stream(upstream)
@@ -158,6 +170,19 @@ def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGen
     return translated.relay_events(call, stream, decoder, _Verbatim(), request)
 
 
+async def _counting_provider(
+    gateway: Gateway, principal: Principal, provider: str, test: bool
+) -> Provider:
+    """Who counts: the first ready account (the tenant's own key first), else the registry's."""
+    router = gateway.router
+    if router is not None and not test:
+        tenant = await router.tenant(principal.key.tenant_id)
+        ready, _ = router.choose(provider, tenant)
+        if ready and ready[0].provider.dialect in translated.DIALECTS:
+            return ready[0].provider
+    return gateway.providers.get(provider, test=test, dialects=translated.DIALECTS)
+
+
 @router.post(COUNT_TOKENS_PATH)
 async def count_tokens(request: Request) -> Response:
     """Exact for Claude models (the upstream counts); an o200k estimate for the others,
@@ -168,7 +193,7 @@ async def count_tokens(request: Request) -> Response:
     route = gateway.catalog.resolve(_check_model(body))
     check_access(principal, route)
     test = principal.key.test
-    provider = gateway.providers.get(route.provider, test=test, dialects=translated.DIALECTS)
+    provider = await _counting_provider(gateway, principal, route.provider, test)
     if provider.dialect == "anthropic":
         out = {**body, "model": route.upstream_model}
         upstream = UpstreamRequest(COUNT_TOKENS_PATH, out, False, forwarded_headers(request))

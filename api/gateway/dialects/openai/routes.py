@@ -19,6 +19,7 @@ from fastapi.responses import Response
 
 from api.deps import GatewayDep, GatewayPrincipal, gateway_principal
 from api.errors import AppError, InvalidRequest, UpstreamError, openai_body
+from api.gateway import resilience
 from api.gateway import usage as usage_rules
 from api.gateway.dialects import translated
 from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
@@ -82,8 +83,16 @@ async def create_chat_completion(request: Request) -> Response:
         record_refusal(gateway, principal, request_id, CHAT_PATH, "", "", error)
         raise
     call = await start_call(
-        gateway, principal, request_id, CHAT_PATH, body["model"], body, dialects=translated.DIALECTS
-    )
+        gateway, principal, request_id, CHAT_PATH, body["model"], body,
+        dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
+    )  # fmt: skip
+    if call.trace is None:
+        return await _answer(call, body, stream)
+    return await resilience.serve(call, lambda: _answer(call, body, stream))
+
+
+async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
+    """The answer from `call.provider` (run again by a cross-provider failover)."""
     if call.provider.dialect != "openai":  # Claude, Gemini: through the IR
         return await translated.respond(call, translated.CHAT, body, stream=stream)
     upstream = UpstreamRequest(
@@ -189,12 +198,15 @@ def _frame(data: bytes) -> bytes:
 @router.get("/v1/models")
 async def list_models(principal: GatewayPrincipal, gateway: GatewayDep) -> dict[str, Any]:
     key = principal.key
+    available = gateway.providers.available()
+    if gateway.router is not None:  # and the providers the tenant brought its own key for
+        available |= set((await gateway.router.tenant(key.tenant_id)).accounts)
     entries = [
         entry
         for entry in gateway.catalog.entries.values()
         if (key.allowed_providers is None or entry.provider in key.allowed_providers)
         and (key.allowed_models is None or entry.id in key.allowed_models)
-        and (key.test or entry.provider in gateway.providers.available())
+        and (key.test or entry.provider in available)
     ]
     data = [
         {

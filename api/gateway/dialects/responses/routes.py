@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest
+from api.gateway import resilience
 from api.gateway.dialects import translated
 from api.gateway.dialects.openai.routes import read_json_object
 from api.gateway.pipeline import Gateway, record_refusal, start_call
@@ -74,6 +75,10 @@ async def create_response(request: Request) -> Response:
         raise
     call = await start_call(
         gateway, principal, request_id, RESPONSES_PATH, body["model"], budget_view(body),
-        dialects=translated.DIALECTS,
+        dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
     )  # fmt: skip
-    return await translated.respond(call, translated.RESPONSES, body, stream=stream)
+    if call.trace is None:
+        return await translated.respond(call, translated.RESPONSES, body, stream=stream)
+    return await resilience.serve(
+        call, lambda: translated.respond(call, translated.RESPONSES, body, stream=stream)
+    )

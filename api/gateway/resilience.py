@@ -1,0 +1,499 @@
+"""The attempt loop: retries, account failover and cross-provider failover (SPEC §5.2, §6).
+
+`PooledProvider` is what `Call.provider` is for a real key: it speaks the `Provider` protocol,
+so every route's `provider.send` / `provider.open_stream` goes through it unchanged, and tries
+the provider's accounts (`api/gateway/routing.py`) in turn:
+
+- retried: 429 (after its `retry-after` / Gemini RetryInfo, else a backoff), 5xx, 503/529
+  overloaded, timeouts, connection errors and streams that break before their first event;
+  exponential backoff with full jitter, at most `retry_max_attempts` attempts and
+  `retry_max_total_seconds` of waiting; a retry moves to another ready account first.
+- never retried: other 4xx (the client's), and `insufficient_quota` on the same account (it
+  moves to another account, if any).
+- 429 and quota errors cool the account down; every failure lowers its health score.
+
+A stream is opened and its first event read before `open_stream` returns, so a stream that
+fails before its first byte reaches the client is retried like a refused request; after that
+the relay ends it with a well-formed error in the client's family.
+
+When every account of the provider failed, `serve` fails the request over to an equivalent
+model (same catalog tier) on another provider, if the tenant enabled it
+(`PUT /v1/settings {"failover": {"enabled": true}}`). The route's own answer function runs again
+with the new model: translation makes the switch invisible to the client. The cap still holds:
+the new model is reserved for its own worst case before the switch, and the original hold is
+kept until the request settles (both are settled together, the first to zero), so a failover
+never spends beyond what the limits allow; if the new reservation does not fit, there is no
+failover and the original error stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+from api.errors import (
+    AppError,
+    CapacityQueueFull,
+    QuotaExhausted,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from api.gateway.providers.base import Provider, UpstreamRequest, UpstreamResponse
+from api.gateway.routing import Account, Router, TenantRouting
+from api.gateway.sse import SSEEvent
+
+if TYPE_CHECKING:
+    from fastapi.responses import Response
+
+    from api.gateway.catalog import Catalog, ModelEntry
+    from api.gateway.pipeline import Call
+
+logger = logging.getLogger("tollgate.gateway")
+T = TypeVar("T")
+
+RETRIES_HEADER = "X-Gateway-Retries"
+FAILOVER_FROM_HEADER = "X-Gateway-Failover-From"
+FAILOVER_TO_HEADER = "X-Gateway-Failover-To"
+DIALECT_OF = {
+    "openai": "openai",
+    "deepseek": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gemini",
+}
+_QUOTA_COOLDOWN_SECONDS = 300.0
+_SESSION_HEADERS = ("x-session-id", "session_id", "session-id")
+_RAW_SESSION_HEADERS = frozenset(name.encode() for name in _SESSION_HEADERS)
+_SESSION_FIELDS = ("session_id", "conversation_id", "prompt_cache_key")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    max_total: float = 20.0
+    cooldown: float = 20.0
+
+    def backoff(self, retry: int) -> float:
+        """Full jitter: uniform in [0, min(max, base x 2^retry)] (retry counts from 0)."""
+        cap = min(self.max_delay, self.base_delay * (2**retry))
+        return random.uniform(0, cap)
+
+
+@dataclass(slots=True)
+class Attempt:
+    provider: str
+    model: str
+    account: str
+    status: int  # 200, or the status of the error it ended with
+    reason: str | None  # the error code that moved the request on
+    ms: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"provider": self.provider, "model": self.model, "account": self.account,
+                "status": self.status, "reason": self.reason, "ms": self.ms}  # fmt: skip
+
+
+@dataclass(slots=True)
+class Trace:
+    """Every attempt of one request, for its headers and its usage event."""
+
+    tenant: TenantRouting
+    session: str | None
+    dialects: Collection[str]
+    attempts: list[Attempt] = field(default_factory=list)
+    account: str | None = None  # the account that answered
+    failover_from: str | None = None  # "provider/model" the request was for, after a failover
+    tried_models: set[str] = field(default_factory=set)
+    alternates: list[ModelEntry] | None = None  # computed at the first failure
+    # What the request needs of an account ("audio"); only accounts declaring it serve it,
+    # when any account of the provider declares it.
+    capability: str | None = None
+    # Set by `serve`: only a caller that will run the answer again can fail over (any other
+    # caller of `Call.failures_recorded` gets its failures metered as before).
+    serving: bool = False
+
+    @property
+    def retries(self) -> int:
+        return max(len(self.attempts) - 1, 0)
+
+    def headers(self, provider: str, model: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if len(self.attempts) > 1:
+            out[RETRIES_HEADER] = str(self.retries)
+        if self.failover_from is not None:
+            out[FAILOVER_FROM_HEADER] = self.failover_from
+            out[FAILOVER_TO_HEADER] = f"{provider}/{model}"
+        return out
+
+    def summary(self) -> str | None:
+        """The attempts as the usage event stores them (JSON), when there was more than one."""
+        if len(self.attempts) < 2:
+            return None
+        return orjson.dumps([a.as_json() for a in self.attempts[-20:]]).decode()
+
+
+def session_key(headers: Any, body: dict[str, Any]) -> str | None:
+    """`x-session-id` / `session_id` header, or `session_id` / `conversation_id` /
+    `prompt_cache_key` (also inside `metadata`) in the body."""
+    raw = getattr(headers, "raw", None)
+    if raw is not None:  # Starlette's headers: one pass over the list instead of three lookups
+        for name, value in raw:
+            if name in _RAW_SESSION_HEADERS and value:
+                text: str = value.decode("latin-1")
+                return text[:200]
+    else:
+        for name in _SESSION_HEADERS:
+            value = headers.get(name)
+            if value:
+                return str(value)[:200]
+    for source in (body, body.get("metadata")):
+        if isinstance(source, dict):
+            for name in _SESSION_FIELDS:
+                value = source.get(name)
+                if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+                    return str(value)[:200]
+    return None
+
+
+def required_capability(body: dict[str, Any]) -> str | None:
+    """What a request needs beyond text: `"audio"` for Chat Completions audio output."""
+    modalities = body.get("modalities")
+    if isinstance(modalities, list) and "audio" in modalities:
+        return "audio"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    retry: bool  # worth another attempt (on this account after a wait, or on another)
+    same_account: bool  # may the same account be tried again
+    penalize: bool  # counts against the account's health
+    cooldown: float | None  # cool the account down this long
+
+
+def retry_after_seconds(error: AppError) -> float | None:
+    value = error.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+def classify(error: AppError, policy: RetryPolicy) -> Decision:
+    if isinstance(error, QuotaExhausted):
+        return Decision(True, False, True, _QUOTA_COOLDOWN_SECONDS)
+    if isinstance(error, RateLimited):
+        hint = retry_after_seconds(error)
+        return Decision(True, True, True, policy.cooldown if hint is None else hint)
+    if isinstance(error, UpstreamError | UpstreamUnavailable | UpstreamTimeout):
+        return Decision(True, True, True, None)
+    return Decision(False, False, False, None)  # the client's 4xx, bad input
+
+
+def _failover_worthy(error: AppError) -> bool:
+    return isinstance(
+        error,
+        (RateLimited | UpstreamError | UpstreamUnavailable | UpstreamTimeout, CapacityQueueFull),
+    )
+
+
+class PrimedStream:
+    """An opened upstream stream whose first event has already been read."""
+
+    def __init__(self, stream: Any, iterator: AsyncIterator[SSEEvent], first: SSEEvent) -> None:
+        self._stream = stream
+        self._iterator = iterator
+        self._first = first
+
+    async def events(self) -> AsyncIterator[SSEEvent]:
+        yield self._first
+        async for event in self._iterator:
+            yield event
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _first_event_error(provider: str, event: SSEEvent) -> AppError | None:
+    """An error as the very first event: the stream failed before it began."""
+    if event.event == b"error" or event.data.startswith(b'{"error"'):
+        kind = b"overloaded" in event.data or b"UNAVAILABLE" in event.data
+        if kind:
+            return UpstreamUnavailable(f"The {provider} provider is overloaded.")
+        if b"rate_limit" in event.data:
+            return RateLimited(f"The {provider} provider is rate limiting requests.")
+        return UpstreamError(f"The {provider} stream failed before it began.")
+    return None
+
+
+async def _open_primed(provider: Provider, request: UpstreamRequest) -> PrimedStream:
+    stream = await provider.open_stream(request)
+    iterator = stream.events().__aiter__()
+    try:
+        first = await iterator.__anext__()
+    except StopAsyncIteration:
+        stream.close()
+        raise UpstreamError(f"The {provider.name} stream ended before it began.") from None
+    except BaseException:
+        stream.close()
+        raise
+    failure = _first_event_error(provider.name, first)
+    if failure is not None:
+        stream.close()
+        raise failure
+    return PrimedStream(stream, iterator, first)
+
+
+@dataclass(slots=True)
+class _Attempts:
+    deadline: float
+    count: int = 0
+    last: AppError | None = None
+    failed: set[str] = field(default_factory=set)  # accounts that failed this request
+    done_with: set[str] = field(default_factory=set)  # accounts not to try again (quota)
+
+
+class PooledProvider:
+    """The `Provider` of a call: tries the accounts of one provider (see the module doc)."""
+
+    def __init__(
+        self,
+        router: Router,
+        policy: RetryPolicy,
+        name: str,
+        model: str,
+        trace: Trace,
+    ) -> None:
+        self._router = router
+        self._policy = policy
+        self.name = name
+        self.dialect = DIALECT_OF[name]
+        self._model = model
+        self._trace = trace
+        self.account: Account | None = None
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        return await self._run(lambda provider: provider.send(request))
+
+    async def open_stream(self, request: UpstreamRequest) -> PrimedStream:
+        return await self._run(lambda provider: _open_primed(provider, request))
+
+    async def _run(self, operation: Callable[[Provider], Awaitable[T]]) -> T:
+        router, policy, trace = self._router, self._policy, self._trace
+        deadline = time.monotonic() + policy.max_total
+        state: _Attempts | None = None  # made at the first failure: the happy path needs none
+        while True:
+            if state is None:
+                ready, _ = router.choose(
+                    self.name, trace.tenant, session=trace.session, capability=trace.capability
+                )
+                if ready:
+                    account = ready[0]
+                else:
+                    state = _Attempts(deadline=deadline)
+                    account = await self._next_account(state)
+            else:
+                account = await self._next_account(state)
+            account.counted()
+            began = time.perf_counter()
+            try:
+                result = await operation(account.provider)
+            except AppError as error:
+                if state is None:
+                    state = _Attempts(deadline=deadline)
+                self._failed(state, account, error, time.perf_counter() - began)
+                continue
+            elapsed = time.perf_counter() - began
+            account.health.succeeded(elapsed)
+            trace.attempts.append(
+                Attempt(self.name, self._model, account.name, 200, None, int(elapsed * 1000))
+            )
+            trace.account = account.name
+            self.account = account
+            router.stick(trace.session, account)
+            return result
+
+    async def _next_account(self, state: _Attempts) -> Account:
+        """The account for the next attempt, after any wait for one (backoff, cooldown)."""
+        router, last = self._router, state.last
+        while True:
+            ready, recovers = router.choose(
+                self.name, self._trace.tenant, session=self._trace.session,
+                exclude=state.done_with, capability=self._trace.capability,
+            )  # fmt: skip
+            if ready:
+                break
+            remaining = state.deadline - time.monotonic()
+            if last is not None and (recovers == 0.0 or recovers - time.monotonic() > remaining):
+                raise self._final(last)
+            try:
+                await router.wait_for_capacity(
+                    recovers, remaining if last is not None else router.capacity_wait
+                )
+            except CapacityQueueFull as full:
+                raise self._final(last or full) from None
+        if not state.failed:
+            return ready[0]
+        fresh = [account for account in ready if account.name not in state.failed]
+        if fresh or last is None:
+            return fresh[0] if fresh else ready[0]
+        # Only accounts that failed already: back off first. (A retry hint was honoured as
+        # the account's cooldown: it was not ready until then.)
+        delay = self._policy.backoff(state.count - 1)
+        if time.monotonic() + delay > state.deadline:
+            raise self._final(last)
+        await asyncio.sleep(delay)
+        return ready[0]
+
+    def _failed(self, state: _Attempts, account: Account, error: AppError, took: float) -> None:
+        """Record a failed attempt; raise when it is the last one."""
+        state.count += 1
+        decision = classify(error, self._policy)
+        self._trace.attempts.append(
+            Attempt(self.name, self._model, account.name, error.status_code,
+                    error.public_code, int(took * 1000))
+        )  # fmt: skip
+        if decision.penalize:
+            account.health.failed()
+        if decision.cooldown:
+            account.health.cool(decision.cooldown, time.monotonic())
+        if not decision.retry:
+            self._trace.account = account.name
+            raise self._final(error) from None
+        state.last = error
+        state.failed.add(account.name)
+        if not decision.same_account:
+            state.done_with.add(account.name)
+        if state.count >= self._policy.max_attempts:  # waits are bounded in _next_account
+            raise self._final(error) from None
+        logger.info("%s account %s failed (%s); retrying", self.name, account.name,
+                    error.public_code)  # fmt: skip
+
+    def _final(self, error: AppError) -> AppError:
+        """The error the client gets, carrying the attempt count."""
+        if len(self._trace.attempts) > 1:
+            error.headers = {**error.headers, RETRIES_HEADER: str(self._trace.retries)}
+        return error
+
+
+# Cross-provider failover ------------------------------------------------------------------
+
+
+def alternates(catalog: Catalog, router: Router, call: Call, trace: Trace) -> list[ModelEntry]:
+    """Equivalent models (same tier) on other providers this key may use, best first:
+    cheapest for the `cost` and `default` strategies, fastest recent p50 for `latency`."""
+    from api.gateway.pipeline import access_allowed
+
+    entry = call.route.entry
+    seen_providers = {entry.provider}
+    found: list[ModelEntry] = []
+    for candidate in catalog.entries.values():
+        if candidate.tier != entry.tier or candidate.provider in seen_providers:
+            continue
+        if DIALECT_OF.get(candidate.provider) not in trace.dialects:
+            continue
+        if not router.configured(candidate.provider, trace.tenant):
+            continue
+        if not access_allowed(call.principal, candidate.provider, candidate.id):
+            continue
+        found.append(candidate)
+    if trace.tenant.strategy == "latency":
+
+        def p50(model: ModelEntry) -> float:
+            accounts = router.accounts(model.provider, trace.tenant)
+            return min((a.health.p50 for a in accounts), default=0.0)
+
+        found.sort(key=p50)
+    else:
+        found.sort(key=lambda m: m.price.input + m.price.output)
+    out: list[ModelEntry] = []
+    for candidate in found:  # one model per provider: the best of each
+        if candidate.provider not in {m.provider for m in out}:
+            out.append(candidate)
+    return out
+
+
+def will_fail_over(call: Call, error: AppError) -> bool:
+    """Whether `serve` will answer this failure from another provider (so the call is not
+    finished with it)."""
+    trace = call.trace
+    if (
+        trace is None
+        or not trace.serving
+        or not trace.tenant.failover
+        or not _failover_worthy(error)
+    ):
+        return False
+    if trace.alternates is None:
+        gateway = call.gateway
+        if gateway.router is None:
+            return False
+        trace.alternates = alternates(gateway.catalog, gateway.router, call, trace)
+    return any(m.id not in trace.tried_models for m in trace.alternates)
+
+
+async def serve(call: Call, answer: Callable[[], Awaitable[Response]]) -> Response:
+    """Run the route's `answer`; on a failure `will_fail_over` accepted, switch the call to
+    the next equivalent model and run it again."""
+    if call.trace is not None:
+        call.trace.serving = True
+    while True:
+        try:
+            return await answer()
+        except AppError as error:
+            if call.finished or not will_fail_over(call, error):
+                raise
+            try:
+                switched = await _switch(call, error)
+            except BaseException:
+                call.finish_soon(_no_usage(), status=499)
+                raise
+            if not switched:
+                await call.finish(_no_usage(), status=error.status_code, error=error)
+                raise
+
+
+def _no_usage() -> Any:
+    from api.gateway.pricing import Usage
+
+    return Usage()
+
+
+async def _switch(call: Call, error: AppError) -> bool:
+    """Point the call at the next alternate model; False when none could be reserved."""
+    from api.gateway.pipeline import reroute
+
+    trace = call.trace
+    assert trace is not None
+    assert trace.alternates is not None
+    trace.tried_models.add(call.route.entry.id)
+    for candidate in trace.alternates:
+        if candidate.id in trace.tried_models:
+            continue
+        trace.tried_models.add(candidate.id)
+        try:
+            await reroute(call, candidate)
+        except AppError as refused:
+            logger.info("no failover to %s: %s", candidate.id, refused.public_code)
+            continue
+        except Exception:  # the limits cannot be checked: no failover, the call still ends
+            logger.exception("reserving for a failover to %s failed", candidate.id)
+            return False
+        logger.info(
+            "failing over from %s to %s/%s after %s",
+            trace.failover_from, candidate.provider, candidate.id, error.public_code,
+        )  # fmt: skip
+        return True
+    return False

@@ -1,0 +1,155 @@
+"""Tenants' own provider keys (BYOK, SPEC §5.9): validated upstream on save, sealed at rest,
+and loaded (with the tenant's routing settings) into the gateway's in-memory `TenantRouting`."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+
+import aiohttp
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.errors import InvalidRequest, NotFound
+from api.gateway.providers.base import Provider
+from api.gateway.routing import Account, TenantRouting
+from api.kit.crypto import SecretBox
+from api.kit.time import utcnow
+from api.provider.models import ProviderCredential
+from api.provider.repository import ProviderCredentialRepository
+from api.provider.schemas import ProviderPut, ProviderRead
+from api.tenant.models import Tenant
+
+logger = logging.getLogger("tollgate.provider")
+
+_VALIDATE_TIMEOUT = aiohttp.ClientTimeout(total=15)
+
+
+def _check_request(provider: str, base_url: str, api_key: str) -> tuple[str, dict[str, str]]:
+    """The cheapest authenticated call each provider has: list its models."""
+    if provider == "anthropic":
+        headers = {"x-api-key": api_key, "anthropic-version": "2023-06-01"}
+        return f"{base_url}/v1/models", headers
+    if provider == "gemini":
+        return f"{base_url}/v1beta/models", {"x-goog-api-key": api_key}
+    return f"{base_url}/models", {"Authorization": f"Bearer {api_key}"}
+
+
+def _upstream_message(body: bytes) -> str | None:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message[:500] if isinstance(message, str) else None
+
+
+async def validate_key(
+    http: aiohttp.ClientSession, provider: str, base_url: str, api_key: str
+) -> None:
+    """Raise `400 invalid_request` (param `api_key`) with the upstream's own message when the
+    provider does not accept the key."""
+    url, headers = _check_request(provider, base_url.rstrip("/"), api_key)
+    try:
+        async with http.get(url, headers=headers, timeout=_VALIDATE_TIMEOUT) as response:
+            if response.status < 400:
+                return
+            body = await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning("validating a %s key failed: %r", provider, exc)
+        raise InvalidRequest(
+            f"The {provider} provider could not be reached to check this key.", param="api_key"
+        ) from None
+    said = _upstream_message(body) or f"HTTP {status}"
+    raise InvalidRequest(f"The {provider} provider rejected this key: {said}", param="api_key")
+
+
+def render(credential: ProviderCredential) -> ProviderRead:
+    return ProviderRead(
+        name=credential.provider, enabled=credential.enabled, key_last4=credential.key_last4,
+        base_url=credential.base_url, validated_at=credential.validated_at,
+        created_at=credential.created_at, updated_at=credential.updated_at,
+    )  # fmt: skip
+
+
+async def put(
+    session: AsyncSession,
+    box: SecretBox,
+    http: aiohttp.ClientSession,
+    tenant_id: uuid.UUID,
+    provider: str,
+    data: ProviderPut,
+    default_base_url: str,
+) -> ProviderCredential:
+    repository = ProviderCredentialRepository(session, tenant_id)
+    base_url = data.base_url.rstrip("/") if data.base_url else None
+    if data.enabled:  # a disabled key is stored as given; it is checked when enabled
+        await validate_key(http, provider, base_url or default_base_url, data.api_key)
+    credential = await repository.by_provider(provider)
+    if credential is None:
+        credential = ProviderCredential(id=uuid.uuid4(), tenant_id=tenant_id, provider=provider)
+        repository.add(credential)
+    credential.api_key = box.seal(data.api_key)
+    credential.key_last4 = data.api_key[-4:]
+    credential.base_url = base_url
+    credential.enabled = data.enabled
+    credential.validated_at = utcnow() if data.enabled else None
+    await session.flush()
+    await session.refresh(credential)
+    return credential
+
+
+async def list_all(session: AsyncSession, tenant_id: uuid.UUID) -> list[ProviderCredential]:
+    return await ProviderCredentialRepository(session, tenant_id).all()
+
+
+async def get(session: AsyncSession, tenant_id: uuid.UUID, provider: str) -> ProviderCredential:
+    credential = await ProviderCredentialRepository(session, tenant_id).by_provider(provider)
+    if credential is None:
+        raise NotFound(f"No {provider} key is stored for this tenant.")
+    return credential
+
+
+async def delete(session: AsyncSession, tenant_id: uuid.UUID, provider: str) -> None:
+    repository = ProviderCredentialRepository(session, tenant_id)
+    credential = await repository.by_provider(provider)
+    if credential is None:
+        raise NotFound(f"No {provider} key is stored for this tenant.")
+    await repository.delete(credential)
+
+
+async def tenant_routing(
+    session: AsyncSession,
+    box: SecretBox,
+    build: Callable[[str, str, str], Provider | None],
+    default_base_urls: dict[str, str],
+    tenant_id: uuid.UUID,
+) -> TenantRouting:
+    """What the gateway keeps in memory for a tenant: its enabled keys as accounts, and its
+    `failover` and `routing` settings."""
+    routing = TenantRouting()
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is not None:
+        settings = tenant.settings or {}
+        routing.failover = bool((settings.get("failover") or {}).get("enabled", False))
+        routing.strategy = str((settings.get("routing") or {}).get("strategy", "default"))
+    for credential in await ProviderCredentialRepository(session, tenant_id).all():
+        if not credential.enabled or credential.provider not in default_base_urls:
+            continue
+        try:
+            api_key = box.open(credential.api_key)
+        except ValueError:
+            logger.error("the stored %s key of tenant %s cannot be decrypted",
+                         credential.provider, tenant_id)  # fmt: skip
+            continue
+        base_url = credential.base_url or default_base_urls[credential.provider]
+        provider = build(credential.provider, base_url, api_key)
+        if provider is not None:
+            name = f"byok:{credential.provider}"
+            routing.accounts[credential.provider] = Account(
+                f"{name}:{tenant_id.hex[:8]}", provider, byok=True
+            )
+    return routing
