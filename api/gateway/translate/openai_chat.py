@@ -234,7 +234,14 @@ def parse_response_format(value: Any) -> dict[str, Any] | None:
     """Chat's `response_format` as the IR's flat `output_format` (None for plain text)."""
     if value is None:
         return None
-    given = obj(value, "response_format")
+    return parse_output_format(obj(value, "response_format"), "response_format", nested=True)
+
+
+def parse_output_format(
+    given: dict[str, Any], param: str, *, nested: bool
+) -> dict[str, Any] | None:
+    """A structured-output spec: chat nests the schema under `json_schema` (`nested`), the
+    Responses API's `text.format` carries it flat."""
     kind = given.get("type")
     if kind == "text":
         return None
@@ -242,14 +249,14 @@ def parse_response_format(value: Any) -> dict[str, Any] | None:
         return {"type": "json_object"}
     if kind != "json_schema":
         raise InvalidRequest(
-            "response_format.type must be text, json_object or json_schema.",
-            param="response_format.type",
+            f"{param}.type must be text, json_object or json_schema.", param=f"{param}.type"
         )
-    spec = obj(given.get("json_schema"), "response_format.json_schema")
+    where = f"{param}.json_schema" if nested else param
+    spec = obj(given.get("json_schema"), where) if nested else given
     out: dict[str, Any] = {
         "type": "json_schema",
-        "name": text(spec.get("name"), "response_format.json_schema.name"),
-        "schema": obj(spec.get("schema", {}), "response_format.json_schema.schema"),
+        "name": text(spec.get("name"), f"{where}.name"),
+        "schema": obj(spec.get("schema", {}), f"{where}.schema"),
     }
     if isinstance(spec.get("strict"), bool):
         out["strict"] = spec["strict"]

@@ -37,7 +37,7 @@ from api.gateway.translate.fields import (
     required,
     text,
 )
-from api.gateway.translate.openai_chat import image_from_url, image_to_url
+from api.gateway.translate.openai_chat import image_from_url, image_to_url, parse_output_format
 
 FAMILY = "responses"
 _CONSUMED = {
@@ -189,24 +189,7 @@ def _text_format(given: dict[str, Any]) -> dict[str, Any] | None:
     """`text.format` (what `client.responses.parse(text_format=…)` sends) for the IR."""
     if given.get("format") is None:
         return None
-    spec = obj(given["format"], "text.format")
-    kind = spec.get("type")
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return {"type": "json_object"}
-    if kind != "json_schema":
-        raise InvalidRequest(
-            "text.format.type must be text, json_object or json_schema.", param="text.format.type"
-        )
-    out: dict[str, Any] = {
-        "type": "json_schema",
-        "name": text(spec.get("name"), "text.format.name"),
-        "schema": obj(spec.get("schema", {}), "text.format.schema"),
-    }
-    if isinstance(spec.get("strict"), bool):
-        out["strict"] = spec["strict"]
-    return out
+    return parse_output_format(obj(given["format"], "text.format"), "text.format", nested=False)
 
 
 def parse_request(body: dict[str, Any]) -> ir.ChatRequest:
