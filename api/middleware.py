@@ -4,7 +4,7 @@ proxy lane that serves the hottest routes without FastAPI's routing and dependen
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -20,7 +20,7 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
 def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex}"
+    return f"req_{secrets.token_hex(16)}"
 
 
 class RequestIdMiddleware:
@@ -85,24 +85,52 @@ Handler = Callable[[Request], Awaitable[Response]]
 class ProxyLane:
     """Serves `POST <path>` for the proxy's routes straight from their handler functions.
 
-    It sits inside the request-id and body-size middleware and in front of FastAPI's own
-    stack: exception middleware, exit stacks, routing and the request/response wrappers
-    measured more CPU per proxied request than auth, caps and metering together. The routes stay
+    `TollgateApp` calls it before FastAPI's own stack: the application's middleware,
+    exception handling, routing and the request/response wrappers measured more CPU per
+    proxied request than auth, caps and metering together. So the lane does the two things
+    the middleware would (request ids, the body-size limit) itself. The routes stay
     registered with FastAPI too (OpenAPI, other methods); errors render exactly as there.
     """
 
-    def __init__(self, app: ASGIApp, routes: Mapping[str, Handler]) -> None:
-        self.app = app
+    def __init__(self, routes: Mapping[str, Handler], max_bytes: int) -> None:
         self.routes = dict(routes)
+        self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        try:
-            response = await handler(request)
-        except Exception as exc:
-            response = render_exception(scope["path"], exc, scope["state"].get("request_id"))
+    def handler(self, scope: Scope) -> Handler | None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        return self.routes.get(scope["path"])
+
+    async def serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        given = declared = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value
+        request_id = given if given and _SANE_REQUEST_ID.match(given) else new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        limit = self.max_bytes
+        response: Response
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            error = RequestTooLarge(f"The request body exceeds {limit} bytes.")
+            response = render_error(scope["path"], error)
+        else:
+            received = 0
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise HTTPException(413)  # rendered as the client's family's 413
+                return message
+
+            try:
+                response = await handler(Request(scope, limited_receive))
+            except Exception as exc:
+                response = render_exception(scope["path"], exc, None)
+        ids = request_id.encode("latin-1")
+        response.raw_headers += [(b"x-request-id", ids), (b"request-id", ids)]
         await response(scope, receive, send)

@@ -17,12 +17,14 @@ of the usage already recorded (after flushing this process's pending events).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -130,11 +132,11 @@ def rate_headers(
     holds: list[HoldRequest],
     rooms: list[int],
     held: bool,
-    now: datetime,
+    clock: float,
 ) -> dict[str, str]:
-    """OpenAI's `x-ratelimit-*` headers for the key's rpm/tpm windows."""
+    """OpenAI's `x-ratelimit-*` headers for the key's rpm/tpm windows (`clock`: epoch seconds)."""
     headers: dict[str, str] = {}
-    reset = f"{60 - now.second}s"
+    reset = f"{_seconds_left_in_minute(clock)}s"
     for limit, hold, room in zip(limits, holds, rooms, strict=True):
         if limit.period != "minute":
             continue
@@ -157,6 +159,34 @@ class Scoped:
     def counter(self, at: datetime) -> str:
         stem = counter_names(self.owner_id, at, self.scope)[self.limit.period]
         return f"{stem}:{self.limit.metric}"
+
+
+_MAX_PLANS = 50_000
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A key's limits (its own, its rate windows, its tenant's) and their counters' names,
+    which change only when the minute does."""
+
+    key: ApiKey
+    tenant_limits: Sequence[dict[str, Any]]
+    scoped: list[Scoped]
+    limits: list[limit_rules.Limit]
+    rated: bool = False
+    minute: int = -1
+    counters: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rated = any(limit.period == "minute" for limit in self.limits)
+
+    def names(self, clock: float) -> list[str]:
+        minute = int(clock // 60)
+        if minute != self.minute:
+            at = datetime.fromtimestamp(minute * 60, UTC)
+            self.counters = [item.counter(at) for item in self.scoped]
+            self.minute = minute
+        return self.counters
 
 
 def worst_case(limit: limit_rules.Limit, demand: Demand, output_tokens: int) -> int:
@@ -204,10 +234,16 @@ class Reservations:
         self._counters = counters
         self._flush_ledger = flush_ledger
         self._on_crossing = on_crossing
+        self._plans: dict[int, _Plan] = {}
+        # Hold ids: unique across processes and restarts, cheaper than a uuid per request.
+        self._hold_ids = map(f"{secrets.token_hex(8)}{{:x}}".format, itertools.count())
 
-    async def reserve(
-        self, key: ApiKey, tenant_limits: Sequence[dict[str, Any]], demand: Callable[[], Demand]
-    ) -> Reservation:
+    def _plan(self, key: ApiKey, tenant_limits: Sequence[dict[str, Any]]) -> _Plan:
+        """The limits that apply to `key`, parsed once per cached key object (a change to a
+        key or its tenant's limits replaces the object, see `api/auth/cache.py`)."""
+        plan = self._plans.get(id(key))
+        if plan is not None and plan.key is key and plan.tenant_limits is tenant_limits:
+            return plan
         scoped = [
             Scoped(limit_rules.Limit.from_json(item), "key", key.id) for item in key.limits
         ] + [Scoped(limit, "key", key.id) for limit in rate_limits(key)]
@@ -215,13 +251,23 @@ class Reservations:
             Scoped(limit_rules.Limit.from_json(item), "tenant", key.tenant_id)
             for item in tenant_limits
         ]
-        reservation = Reservation(hold_id=uuid.uuid4().hex, tenant_id=key.tenant_id)
-        if not scoped:
+        plan = _Plan(key, tenant_limits, scoped, [item.limit for item in scoped])
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        self._plans[id(key)] = plan
+        return plan
+
+    async def reserve(
+        self, key: ApiKey, tenant_limits: Sequence[dict[str, Any]], demand: Callable[[], Demand]
+    ) -> Reservation:
+        plan = self._plan(key, tenant_limits)
+        reservation = Reservation(hold_id=next(self._hold_ids), tenant_id=key.tenant_id)
+        if not plan.scoped:
             return reservation
-        limits = [item.limit for item in scoped]
+        scoped, limits = plan.scoped, plan.limits
         need = demand()
-        now = utcnow()
-        names = [item.counter(now) for item in scoped]
+        clock = time.time()
+        names = plan.names(clock)
         output = need.max_output_tokens
         rooms = [0] * len(limits)
         for _ in range(_ATTEMPTS + len(limits)):
@@ -229,15 +275,16 @@ class Reservations:
                 HoldRequest(name, limit.max, worst_case(limit, need, output))
                 for limit, name in zip(limits, names, strict=True)
             ]
-            expiry_ms = int((time.time() + HOLD_SECONDS) * 1000)
+            expiry_ms = int((clock + HOLD_SECONDS) * 1000)
             try:
                 held, rooms = await self._counters.reserve(
                     reservation.hold_id, holds, expiry_ms, TTL_SECONDS["total"]
                 )
             except Unseeded as missing:
-                await self._seed(scoped[missing.index], names[missing.index], now)
+                await self._seed(scoped[missing.index], names[missing.index], utcnow())
                 continue
-            reservation.rate_headers = rate_headers(limits, holds, rooms, held, now)
+            if plan.rated:
+                reservation.rate_headers = rate_headers(limits, holds, rooms, held, clock)
             if held:
                 reservation.held = [
                     (limit, hold.counter, hold.amount)
@@ -248,7 +295,7 @@ class Reservations:
                 return reservation
             for limit, hold, room in zip(limits, holds, rooms, strict=True):
                 if limit.period == "minute" and hold.amount > room:  # a full window: wait, 429
-                    raise _rate_limited(limit, now, reservation.rate_headers)
+                    raise _rate_limited(limit, clock, reservation.rate_headers)
             fits = min(
                 affordable_output(limit, room, need)
                 for limit, room in zip(limits, rooms, strict=True)
@@ -339,11 +386,15 @@ class Reservations:
             logger.exception("could not reset the counters of %s %s", scope, owner_id)
 
 
-def _rate_limited(limit: limit_rules.Limit, now: datetime, headers: dict[str, str]) -> RateLimited:
+def _seconds_left_in_minute(clock: float) -> int:
+    return 60 - int(clock % 60)
+
+
+def _rate_limited(limit: limit_rules.Limit, clock: float, headers: dict[str, str]) -> RateLimited:
     per_minute = "requests per minute" if limit.metric == "requests" else "tokens per minute"
     return RateLimited(
         f"Rate limit of {limit.max} {per_minute} reached for this key.",
-        headers={**headers, "retry-after": str(60 - now.second)},
+        headers={**headers, "retry-after": str(_seconds_left_in_minute(clock))},
     )
 
 
