@@ -38,7 +38,7 @@ from api.gateway.dialects.openai.routes import router as openai_router
 from api.gateway.dialects.responses.routes import RESPONSES_PATH, create_response
 from api.gateway.dialects.responses.routes import router as responses_router
 from api.gateway.pipeline import Gateway
-from api.gateway.providers.registry import ProviderRegistry, create_session
+from api.gateway.providers.registry import ProviderRegistry, create_client
 from api.gateway.resilience import RetryPolicy
 from api.gateway.routing import Router, TenantRouting, pool_accounts
 from api.health.routes import router as health_router
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.resolved_database_url)
         sessionmaker = create_sessionmaker(engine)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-        upstream_session = create_session(settings)
+        upstream = create_client(settings)
         ledger: Ledger
         drain_task: asyncio.Task[None] | None = None
         fast_redis = None
@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The o200k vocabulary takes ~0.7 s to load: off the event loop, before a cut-off
         # stream or a test key first needs it.
         warm_tokenizer = asyncio.get_running_loop().run_in_executor(None, tokens.warm_up)
-        registry = ProviderRegistry(settings, upstream_session)
+        registry = ProviderRegistry(settings, upstream)
         base_urls = {name: config.base_url for name, config in settings.providers.items()}
 
         async def load_tenant(tenant_id: uuid.UUID) -> TenantRouting:
@@ -192,7 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await webhook_client.aclose()
             await key_cache.close()
             await router.close()
-            await upstream_session.close()
+            await upstream.close()
             if fast_redis is not None:
                 await fast_redis.close()
             if redis is not None:

@@ -47,7 +47,7 @@ async def put_provider(
         )
     gateway = request.state.gateway
     credential = await service.put(
-        session, request.state.secret_box, gateway.providers.session, principal.tenant_id,
+        session, request.state.secret_box, gateway.providers.client, principal.tenant_id,
         name, data, settings.providers[name].base_url,
     )  # fmt: skip
     _invalidate(request, session, principal.tenant_id)

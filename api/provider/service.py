@@ -7,7 +7,6 @@ import logging
 import uuid
 from collections.abc import Callable
 
-import aiohttp
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +14,7 @@ from api.errors import InvalidRequest, NotFound
 from api.gateway.providers.base import Provider
 from api.gateway.routing import Account, TenantRouting
 from api.kit.crypto import SecretBox
+from api.kit.http1 import HTTPClient, HTTPClientError, Timeouts
 from api.kit.time import utcnow
 from api.provider.models import ProviderCredential
 from api.provider.repository import ProviderCredentialRepository
@@ -23,7 +23,7 @@ from api.tenant.models import Tenant
 
 logger = logging.getLogger("tollgate.provider")
 
-_VALIDATE_TIMEOUT = aiohttp.ClientTimeout(total=15)
+_VALIDATE_TIMEOUTS = Timeouts(connect=15, read=15, total=15)
 
 
 def _check_request(provider: str, base_url: str, api_key: str) -> tuple[str, dict[str, str]]:
@@ -46,19 +46,20 @@ def _upstream_message(body: bytes) -> str | None:
     return message[:500] if isinstance(message, str) else None
 
 
-async def validate_key(
-    http: aiohttp.ClientSession, provider: str, base_url: str, api_key: str
-) -> None:
+async def validate_key(http: HTTPClient, provider: str, base_url: str, api_key: str) -> None:
     """Raise `400 invalid_request` (param `api_key`) with the upstream's own message when the
     provider does not accept the key."""
     url, headers = _check_request(provider, base_url.rstrip("/"), api_key)
     try:
-        async with http.get(url, headers=headers, timeout=_VALIDATE_TIMEOUT) as response:
-            if response.status < 400:
-                return
+        response = await http.request("GET", url, headers=headers, timeouts=_VALIDATE_TIMEOUTS)
+        try:
             body = await response.read()
-            status = response.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        finally:
+            response.release()
+        status = response.status
+        if status < 400:
+            return
+    except (HTTPClientError, TimeoutError, ValueError) as exc:
         logger.warning("validating a %s key failed: %r", provider, exc)
         raise InvalidRequest(
             f"The {provider} provider could not be reached to check this key.", param="api_key"
@@ -78,7 +79,7 @@ def render(credential: ProviderCredential) -> ProviderRead:
 async def put(
     session: AsyncSession,
     box: SecretBox,
-    http: aiohttp.ClientSession,
+    http: HTTPClient,
     tenant_id: uuid.UUID,
     provider: str,
     data: ProviderPut,

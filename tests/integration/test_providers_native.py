@@ -8,7 +8,6 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import aiohttp
 import anthropic as anthropic_sdk
 import httpx
 import pytest
@@ -34,6 +33,7 @@ from api.gateway.translate import (
     openai_chat_stream,
 )
 from api.gateway.translate.fields import upstream_body
+from api.kit.http1 import HTTPClient, Timeouts
 from api.settings import Settings
 from tests.fakes import anthropic_upstream, gemini_upstream
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -214,9 +214,10 @@ class TestFakeGemini:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
+async def session() -> AsyncIterator[HTTPClient]:
+    client = HTTPClient()
+    yield client
+    await client.close()
 
 
 async def call(provider: Any, request: UpstreamRequest) -> None:
@@ -231,16 +232,16 @@ async def drain(stream: Any, decoder: Any) -> None:
         decoder.feed(event)
 
 
-def _timeouts() -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
-    return aiohttp.ClientTimeout(total=10), aiohttp.ClientTimeout(total=None, sock_read=10)
+def _timeouts() -> tuple[Timeouts, Timeouts]:
+    return Timeouts(connect=10, read=10, total=10), Timeouts(connect=10, read=10)
 
 
-def claude(fake: FakeAnthropic, session: aiohttp.ClientSession, key: str = "") -> AnthropicProvider:
+def claude(fake: FakeAnthropic, session: HTTPClient, key: str = "") -> AnthropicProvider:
     return AnthropicProvider("anthropic", fake.base_url, key or anthropic_upstream.API_KEY,
                              session, *_timeouts())  # fmt: skip
 
 
-def google(fake: FakeGemini, session: aiohttp.ClientSession, key: str = "") -> GeminiProvider:
+def google(fake: FakeGemini, session: HTTPClient, key: str = "") -> GeminiProvider:
     return GeminiProvider("gemini", fake.base_url, key or gemini_upstream.API_KEY, session,
                           *_timeouts())  # fmt: skip
 

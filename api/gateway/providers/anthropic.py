@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import aiohttp
 import orjson
 
 from api.errors import AppError, UpstreamUnavailable
 from api.gateway.providers.base import error_from_status
-from api.gateway.providers.native import NativeHTTPProvider
+from api.gateway.providers.native import HTTPProvider
+from api.kit.http1 import HTTPClient, Timeouts
 
 API_VERSION = "2023-06-01"
 MESSAGES_PATH = "/v1/messages"
@@ -36,7 +36,7 @@ def _error_type(body: bytes) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-class AnthropicProvider(NativeHTTPProvider):
+class AnthropicProvider(HTTPProvider):
     dialect = "anthropic"
 
     def __init__(
@@ -44,12 +44,12 @@ class AnthropicProvider(NativeHTTPProvider):
         name: str,
         base_url: str,
         api_key: str,
-        session: aiohttp.ClientSession,
-        timeout: aiohttp.ClientTimeout,
-        stream_timeout: aiohttp.ClientTimeout,
+        client: HTTPClient,
+        timeouts: Timeouts,
+        stream_timeouts: Timeouts,
     ) -> None:
         headers = {"x-api-key": api_key, "anthropic-version": API_VERSION}
-        super().__init__(name, base_url, headers, session, timeout, stream_timeout)
+        super().__init__(name, base_url, headers, client, timeouts, stream_timeouts)
 
     def error(self, status: int, body: bytes, headers: Mapping[str, str]) -> AppError:
         if _error_type(body) == "overloaded_error":  # documented as 529, seen in 5xx bodies too

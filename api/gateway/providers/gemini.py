@@ -19,12 +19,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from api.errors import AppError, RateLimited, UpstreamClientError, UpstreamError
 from api.gateway.providers.base import UpstreamRequest, error_from_status
-from api.gateway.providers.native import NativeHTTPProvider
+from api.gateway.providers.native import HTTPProvider
+from api.kit.http1 import HTTPClient, Timeouts
 
 _CREDENTIAL_REASONS = {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_EXPIRED"}
 
@@ -59,7 +59,7 @@ def retry_delay_seconds(error: dict[str, Any]) -> int | None:
     return None
 
 
-class GeminiProvider(NativeHTTPProvider):
+class GeminiProvider(HTTPProvider):
     dialect = "gemini"
 
     def __init__(
@@ -67,12 +67,12 @@ class GeminiProvider(NativeHTTPProvider):
         name: str,
         base_url: str,
         api_key: str,
-        session: aiohttp.ClientSession,
-        timeout: aiohttp.ClientTimeout,
-        stream_timeout: aiohttp.ClientTimeout,
+        client: HTTPClient,
+        timeouts: Timeouts,
+        stream_timeouts: Timeouts,
     ) -> None:
         headers = {"x-goog-api-key": api_key}
-        super().__init__(name, base_url, headers, session, timeout, stream_timeout)
+        super().__init__(name, base_url, headers, client, timeouts, stream_timeouts)
 
     def url(self, request: UpstreamRequest) -> str:
         url = super().url(request)

@@ -1,24 +1,46 @@
-"""The HTTP plumbing the native-format providers (Anthropic, Gemini) share: one POST on the
-shared aiohttp session, timeouts and broken connections mapped to the error tree, SSE streams
-opened only after the status is checked. Each provider supplies its auth headers, URL and error
-mapping; none of them retries."""
+"""The HTTP plumbing every provider adapter shares: one POST on the process's `HTTPClient`,
+timeouts and broken connections mapped to the error tree, SSE streams opened only after the
+status is checked. Each adapter supplies its auth headers, URL and error mapping; none of them
+retries (`api/gateway/resilience.py` does)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
-import aiohttp
 import orjson
 
 from api.errors import AppError, UpstreamError, UpstreamTimeout
-from api.gateway.providers.base import UpstreamRequest, UpstreamResponse
-from api.gateway.providers.openai_compat import OpenAICompatStream
+from api.gateway.providers.base import UpstreamRequest, UpstreamResponse, error_from_status
+from api.gateway.sse import SSEEvent, parse_sse
+from api.kit.http1 import HTTPClient, HTTPClientError, Response, Timeouts
 
 logger = logging.getLogger("tollgate.upstream")
 
 
-class NativeHTTPProvider:
+class SSEStream:
+    """An upstream's event stream; `close()` drops the connection, which cancels generation
+    upstream."""
+
+    def __init__(self, response: Response, provider: str) -> None:
+        self._response = response
+        self._provider = provider
+
+    async def events(self) -> AsyncIterator[SSEEvent]:
+        try:
+            async for event in parse_sse(self._response.chunks()):
+                yield event
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"The {self._provider} provider stopped sending.") from exc
+        except HTTPClientError as exc:
+            logger.warning("the %s stream broke off: %r", self._provider, exc)
+            raise UpstreamError(f"The {self._provider} stream broke off.") from exc
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class HTTPProvider:
     name: str
     dialect: str
 
@@ -27,38 +49,40 @@ class NativeHTTPProvider:
         name: str,
         base_url: str,
         headers: dict[str, str],
-        session: aiohttp.ClientSession,
-        timeout: aiohttp.ClientTimeout,
-        stream_timeout: aiohttp.ClientTimeout,
+        client: HTTPClient,
+        timeouts: Timeouts,
+        stream_timeouts: Timeouts,
     ) -> None:
         self.name = name
         self._base_url = base_url.rstrip("/")
         self._headers = {**headers, "Content-Type": "application/json"}
-        self._session = session
-        self._timeout = timeout
-        self._stream_timeout = stream_timeout
+        self._stream_headers = {**self._headers, "Accept": "text/event-stream"}
+        self._client = client
+        self._timeouts = timeouts
+        self._stream_timeouts = stream_timeouts
 
     def url(self, request: UpstreamRequest) -> str:
         return self._base_url + request.path
 
     def error(self, status: int, body: bytes, headers: Mapping[str, str]) -> AppError:
-        raise NotImplementedError
+        return error_from_status(self.name, status, body, headers)
 
-    async def _post(self, request: UpstreamRequest) -> aiohttp.ClientResponse:
-        headers = {**self._headers, **request.headers}
-        if request.stream:
-            headers["Accept"] = "text/event-stream"
+    async def _post(self, request: UpstreamRequest) -> Response:
+        headers = self._stream_headers if request.stream else self._headers
+        if request.headers:
+            headers = {**headers, **request.headers}
         try:
-            return await self._session.post(
+            return await self._client.request(
+                "POST",
                 self.url(request),
-                data=orjson.dumps(request.body),
                 headers=headers,
-                timeout=self._stream_timeout if request.stream else self._timeout,
+                body=orjson.dumps(request.body),
+                timeouts=self._stream_timeouts if request.stream else self._timeouts,
             )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"The {self.name} provider did not answer in time.") from exc
-        except aiohttp.ClientError as exc:
-            logger.warning("could not reach %s: %r", self.name, exc)
+        except HTTPClientError as exc:
+            logger.warning("could not reach %s: %r", self.name, exc)  # hosts stay out of replies
             raise UpstreamError(f"Could not reach the {self.name} provider.") from exc
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
@@ -67,23 +91,23 @@ class NativeHTTPProvider:
             body = await response.read()
         except TimeoutError as exc:
             raise UpstreamTimeout(f"The {self.name} provider did not answer in time.") from exc
-        except aiohttp.ClientError as exc:
+        except HTTPClientError as exc:
             logger.warning("the %s response broke off: %r", self.name, exc)
             raise UpstreamError(f"The {self.name} response broke off.") from exc
         finally:
             response.release()
         if response.status >= 400:
             raise self.error(response.status, body, response.headers)
-        return UpstreamResponse(status=response.status, body=body, headers=dict(response.headers))
+        return UpstreamResponse(status=response.status, body=body, headers=response.headers)
 
-    async def open_stream(self, request: UpstreamRequest) -> OpenAICompatStream:
+    async def open_stream(self, request: UpstreamRequest) -> SSEStream:
         response = await self._post(request)
         if response.status >= 400:
             try:
                 body = await response.read()
-            except aiohttp.ClientError:
+            except (HTTPClientError, TimeoutError):
                 body = b""
             finally:
                 response.release()
             raise self.error(response.status, body, response.headers)
-        return OpenAICompatStream(response, self.name)
+        return SSEStream(response, self.name)

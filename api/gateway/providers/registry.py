@@ -1,10 +1,8 @@
-"""Providers by name, sharing one long-lived aiohttp session built in the app's lifespan."""
+"""Providers by name, sharing one long-lived `HTTPClient` built in the app's lifespan."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-
-import aiohttp
 
 from api.errors import InvalidRequest, ProviderNotConfigured
 from api.gateway.providers.anthropic import AnthropicProvider
@@ -12,6 +10,7 @@ from api.gateway.providers.base import Provider
 from api.gateway.providers.gemini import GeminiProvider
 from api.gateway.providers.mock import MockProvider
 from api.gateway.providers.openai_compat import OpenAICompatProvider
+from api.kit.http1 import HTTPClient, Timeouts
 from api.settings import AccountSettings, Settings
 
 # Providers speaking Chat Completions; the others have their own adapter and `dialect`.
@@ -19,29 +18,17 @@ OPENAI_COMPATIBLE = ("openai", "deepseek")
 NATIVE = {"anthropic": AnthropicProvider, "gemini": GeminiProvider}
 
 
-def create_session(settings: Settings) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        limit=settings.upstream_max_connections, keepalive_timeout=60, ttl_dns_cache=300
-    )
-    # Compression would cost CPU on every chunk for bytes that stay on a fast link.
-    return aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
+def create_client(settings: Settings) -> HTTPClient:
+    return HTTPClient(max_connections=settings.upstream_max_connections, keepalive_seconds=60)
 
 
 class ProviderRegistry:
-    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
-        timeout = aiohttp.ClientTimeout(
-            total=settings.upstream_total_timeout_seconds,
-            connect=settings.upstream_connect_timeout_seconds,
-            sock_read=settings.upstream_read_timeout_seconds,
-        )
-        stream_timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=settings.upstream_connect_timeout_seconds,
-            sock_read=settings.upstream_read_timeout_seconds,
-        )
-        self._session = session
-        self._timeout = timeout
-        self._stream_timeout = stream_timeout
+    def __init__(self, settings: Settings, client: HTTPClient) -> None:
+        connect = settings.upstream_connect_timeout_seconds
+        read = settings.upstream_read_timeout_seconds
+        self._client = client
+        self._timeouts = Timeouts(connect, read, settings.upstream_total_timeout_seconds)
+        self._stream_timeouts = Timeouts(connect, read, total=None)
         self._providers: dict[str, Provider] = {}
         self.pools: dict[str, list[AccountSettings]] = settings.upstream_pools
         for name, accounts in self.pools.items():
@@ -56,17 +43,17 @@ class ProviderRegistry:
         """An adapter for one account of provider `name` (an operator's or a tenant's key)."""
         if name in OPENAI_COMPATIBLE:
             return OpenAICompatProvider(
-                name, base_url, api_key, self._session, self._timeout, self._stream_timeout
+                name, base_url, api_key, self._client, self._timeouts, self._stream_timeouts
             )
         if name in NATIVE:
             return NATIVE[name](
-                name, base_url, api_key, self._session, self._timeout, self._stream_timeout
+                name, base_url, api_key, self._client, self._timeouts, self._stream_timeouts
             )
         return None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        return self._session
+    def client(self) -> HTTPClient:
+        return self._client
 
     def get(self, name: str, *, test: bool, dialects: Collection[str] = ("openai",)) -> Provider:
         """The provider for `name`, if it speaks one of `dialects` (the wire formats the calling

@@ -1,0 +1,538 @@
+"""`HTTPClient`: a lean HTTP/1.1 client for the proxy's upstream calls.
+
+Measured on the proxy's hot path, aiohttp's client cost about as much CPU per request as
+everything else the gateway does (auth, caps, metering, the ledger) together: a request object,
+a response object, a payload registry, a timer rescheduled on every read, several tasks. An
+upstream call needs much less: one write of the request, httptools (the parser uvicorn uses) in
+`data_received`, and a future for the head. So this client is an asyncio `Protocol` per
+connection, pooled per origin with keep-alive.
+
+What it does: `http`/`https` (TLS with the system's trust store), keep-alive pools with an
+idle expiry, a limit on open connections, request bodies given as bytes, bodies read whole or
+relayed as they arrive (reading pauses while the reader is behind), `gzip`/`deflate` answers,
+a connect timeout, a read timeout (between bytes) and a total one. A request that finds its
+pooled connection closed by the server before any byte of the answer (the server's keep-alive
+timer ran out) goes once more on a new connection, as browsers do. What it leaves out: proxies,
+redirects, cookies, HTTP/2; upstream APIs need none of them.
+
+Errors: `TimeoutError` for any timeout, `HTTPClientError` for everything else (refused or
+broken connections, an answer that is not HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httptools
+
+_BUFFER_HIGH = 256 * 1024  # unread answer bytes at which reading pauses
+
+
+class HTTPClientError(Exception):
+    """The upstream could not be reached, or its answer broke off or was not HTTP."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float | None = None
+    read: float | None = None  # the longest wait for the next byte of the answer
+    total: float | None = None  # from sending to the end of the answer (for a whole read)
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+class Response:
+    """An answer: status and headers at once, the body read whole or as it arrives.
+
+    Header names are lower-case; repeated headers are joined with ", ". `release()` gives the
+    connection back for reuse if the body was read to its end, else closes it; `close()` always
+    closes it (which is how an upstream generation is cancelled)."""
+
+    def __init__(self, connection: _Connection, timeouts: Timeouts) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self._connection: _Connection | None = connection
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._complete = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._decoder: zlib._Decompress | None = None
+        self._timeouts = timeouts
+        self._deadline = (
+            connection.loop.time() + timeouts.total if timeouts.total is not None else None
+        )
+        self._timer: asyncio.TimerHandle | None = None
+
+    # What the connection tells the response.
+
+    def _feed(self, data: bytes) -> None:
+        if self._decoder is not None:
+            data = self._decoder.decompress(data)
+            if not data:
+                return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        connection = self._connection
+        if self._buffered > _BUFFER_HIGH and connection is not None:
+            connection.pause_reading()
+        self._wake()
+
+    def _finish(self) -> None:
+        if self._decoder is not None:
+            tail = self._decoder.flush()
+            if tail:
+                self._chunks.append(tail)
+        self._complete = True
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        if not self._complete and self._error is None:
+            self._error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # What the caller does.
+
+    async def read(self) -> bytes:
+        """The whole body (within the total timeout)."""
+        parts = [chunk async for chunk in self.chunks()]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, each piece as soon as it is in."""
+        chunks = self._chunks
+        while True:
+            while chunks:
+                chunk = chunks.popleft()
+                self._buffered -= len(chunk)
+                connection = self._connection
+                paused = connection is not None and connection.reading_paused
+                if paused and self._buffered <= _BUFFER_HIGH // 4:
+                    connection.resume_reading()  # type: ignore[union-attr]
+                yield chunk
+            if self._error is not None:
+                raise self._error
+            if self._complete:
+                return
+            await self._wait()
+
+    async def _wait(self) -> None:
+        connection = self._connection
+        assert connection is not None
+        loop = connection.loop
+        self._waiter = waiter = loop.create_future()
+        timer = self._arm(loop)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        if self._error is not None and not self._chunks:
+            raise self._error
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle | None:
+        """A timer for the wait about to start: the read timeout or the total deadline."""
+        read = self._timeouts.read
+        at = loop.time() + read if read is not None else None
+        if self._deadline is not None and (at is None or self._deadline < at):
+            at = self._deadline
+        if at is None:
+            return None
+        return loop.call_at(at, self._fail, TimeoutError("The upstream stopped answering."))
+
+    def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.done(self, reusable=self._complete and self._error is None)
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.done(self, reusable=False)
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; httptools calls the `on_*` methods while parsing."""
+
+    def __init__(self, pool: _Pool, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response: Response | None = None
+        self.head: asyncio.Future[None] | None = None
+        self.received = False  # any byte of the current answer
+        self.reusable = False
+        self.until_close = False  # an answer without a length, ended by closing
+        self.closed = False
+        self.reading_paused = False
+        self.idle_since = 0.0
+        self.uses = 0
+        self._names: list[bytes] = []
+        self._values: list[bytes] = []
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        if self.response is None:  # nothing was asked: a server talking out of turn
+            self.close()
+            return
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._broken(HTTPClientError(f"The upstream's answer is not valid HTTP: {exc}"))
+
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close; connection_lost reports it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        response = self.response
+        if response is not None and not response._complete:
+            if self.until_close and response.status:  # its end is the connection's
+                response._finish()
+            else:
+                reason = f": {exc}" if exc is not None else ""
+                self._broken(HTTPClientError(f"The upstream closed the connection{reason}."))
+        self.pool.forget(self)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._names.append(name)
+        self._values.append(value)
+
+    def on_headers_complete(self) -> None:
+        response = self.response
+        if response is None:
+            return
+        response.status = self.parser.get_status_code()
+        headers = response.headers
+        for raw, value in zip(self._names, self._values, strict=True):
+            name = raw.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {text}" if name in headers else text
+        self._names.clear()
+        self._values.clear()
+        self.reusable = self.parser.should_keep_alive()
+        self.until_close = (
+            "content-length" not in headers
+            and "chunked" not in headers.get("transfer-encoding", "")
+            and response.status not in (204, 304)
+        )
+        encoding = headers.get("content-encoding", "identity").lower()
+        if encoding in ("gzip", "deflate"):
+            response._decoder = zlib.decompressobj(wbits=47)  # gzip or zlib, by the header
+        elif encoding != "identity":
+            self._broken(HTTPClientError(f"The upstream answered in unsupported {encoding!r}."))
+            return
+        head = self.head
+        if head is not None and not head.done():
+            head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        response = self.response
+        if response is not None:
+            response._feed(body)
+
+    def on_message_complete(self) -> None:
+        response = self.response
+        if response is not None:
+            response._finish()
+
+    # The pool's side
+
+    def send(self, request: bytes, response: Response) -> asyncio.Future[None]:
+        self.response = response
+        self.received = False
+        self.uses += 1
+        self.head = self.loop.create_future()
+        assert self.transport is not None
+        self.transport.write(request)
+        return self.head
+
+    def done(self, response: Response, *, reusable: bool) -> None:
+        if self.response is not response:
+            return
+        self.response = None
+        self.head = None
+        if reusable and self.reusable and not self.closed:
+            self.resume_reading()
+            self.idle_since = self.loop.time()
+            self.pool.put(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+            self.pool.forget(self)
+
+    def _broken(self, error: BaseException) -> None:
+        self.reusable = False
+        head = self.head
+        if head is not None and not head.done():
+            head.set_exception(error)
+        elif self.response is not None:
+            self.response._fail(error)
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+
+class _Pool:
+    """The idle connections to one origin."""
+
+    def __init__(self, client: HTTPClient, origin: _Origin) -> None:
+        self.client = client
+        self.origin = origin
+        self.idle: collections.deque[_Connection] = collections.deque()
+        self.open: set[_Connection] = set()
+
+    def put(self, connection: _Connection) -> None:
+        self.idle.append(connection)
+        self.client.slot_freed()
+
+    def forget(self, connection: _Connection) -> None:
+        if connection in self.open:
+            self.open.discard(connection)
+            self.client.slot_freed(closed=True)
+
+    def take_idle(self, now: float, keepalive: float) -> _Connection | None:
+        idle = self.idle
+        while idle:
+            connection = idle.pop()  # the most recently used: the least likely to be stale
+            if not connection.closed and now - connection.idle_since < keepalive:
+                return connection
+            connection.close()
+        return None
+
+
+class HTTPClient:
+    """Pooled keep-alive HTTP/1.1 connections, at most `max_connections` open at once."""
+
+    def __init__(self, *, max_connections: int = 512, keepalive_seconds: float = 60.0) -> None:
+        self._max = max_connections
+        self._keepalive = keepalive_seconds
+        self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._open = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._origins: dict[str, tuple[_Origin, str]] = {}
+        self._ssl: ssl.SSLContext | None = None
+        self._closed = False
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+        timeouts: Timeouts = Timeouts(),
+    ) -> Response:
+        """Send the request and return once the answer's head is in."""
+        if self._closed:
+            raise HTTPClientError("The client is closed.")
+        origin, target = self._split(url)
+        head = _head(method, target, origin, headers, len(body))
+        request = head + body if len(body) < 65536 else b""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total if timeouts.total is not None else None
+        pool = self._pool(origin)
+        for _ in range(2):
+            connection = await self._acquire(pool, loop, timeouts)
+            reused = connection.uses > 0
+            response = Response(connection, timeouts)
+            if request:
+                waiter = connection.send(request, response)
+            else:  # a large body: no copy of it
+                waiter = connection.send(head, response)
+                assert connection.transport is not None
+                connection.transport.write(body)
+            try:
+                await _within(waiter, deadline, timeouts.read, loop)
+            except HTTPClientError:
+                stale = reused and not connection.received
+                response.close()
+                if stale:
+                    continue  # the server closed it while it sat idle: once more, anew
+                raise
+            except BaseException:
+                response.close()
+                raise
+            return response
+        raise HTTPClientError("The upstream closed the connection.")
+
+    async def close(self) -> None:
+        self._closed = True
+        for pool in self._pools.values():
+            for connection in list(pool.open):
+                connection.close()
+        self._pools.clear()
+
+    # Connections
+
+    def _split(self, url: str) -> tuple[_Origin, str]:
+        known = self._origins.get(url)
+        if known is not None:
+            return known
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise HTTPClientError(f"Not an http(s) URL: {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        found = (_Origin(parts.scheme, parts.hostname, port), target)
+        if len(self._origins) < 10_000:  # a URL per model at most, in practice
+            self._origins[url] = found
+        return found
+
+    def _pool(self, origin: _Origin) -> _Pool:
+        key = (origin.scheme, origin.host, origin.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(self, origin)
+        return pool
+
+    async def _acquire(
+        self, pool: _Pool, loop: asyncio.AbstractEventLoop, timeouts: Timeouts
+    ) -> _Connection:
+        while True:
+            connection = pool.take_idle(loop.time(), self._keepalive)
+            if connection is not None:
+                return connection
+            if self._open < self._max:
+                break
+            if not self._evict_idle():
+                waiter = loop.create_future()
+                self._waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+        connection = _Connection(pool, loop)
+        pool.open.add(connection)
+        self._open += 1
+        origin = pool.origin
+        tls = origin.scheme == "https"
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: connection,
+                    origin.host,
+                    origin.port,
+                    ssl=self._tls() if tls else None,
+                    server_hostname=origin.host if tls else None,
+                ),
+                timeouts.connect,
+            )
+        except TimeoutError:
+            connection.close()
+            raise
+        except (OSError, ssl.SSLError) as exc:
+            connection.close()
+            raise HTTPClientError(f"Could not connect: {exc}") from exc
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _evict_idle(self) -> bool:
+        """Close one idle connection (to any origin) to make room for a new one."""
+        for pool in self._pools.values():
+            if pool.idle:
+                pool.idle.popleft().close()
+                return True
+        return False
+
+    def slot_freed(self, *, closed: bool = False) -> None:
+        """A connection went idle or closed: a request waiting for room may go on."""
+        if closed:
+            self._open -= 1
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+
+def _head(
+    method: str, target: str, origin: _Origin, headers: Mapping[str, str], length: int
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
+    for name, value in headers.items():
+        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+            raise ValueError(f"The header {name!r} has a line break in it.")
+        lines.append(f"{name}: {value}\r\n")
+    # Compressed answers cost CPU on every read for bytes that are small or streamed anyway.
+    lines.append(f"Accept-Encoding: identity\r\nContent-Length: {length}\r\n\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+async def _within(
+    waiter: asyncio.Future[None],
+    deadline: float | None,
+    read: float | None,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Wait for the answer's head, no longer than the read timeout or the total deadline."""
+    at = loop.time() + read if read is not None else None
+    if deadline is not None and (at is None or deadline < at):
+        at = deadline
+    if at is None:
+        await waiter
+        return
+    timer = loop.call_at(at, _expire, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("The upstream did not answer in time."))
