@@ -104,6 +104,8 @@ def serve(host: str | None, port: int | None, no_migrate: bool) -> None:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
+        # uvicorn formats each access line's arguments even when the level drops the line.
+        access_log=settings.log_level in ("debug", "trace", "info"),
         proxy_headers=False,
     )
 

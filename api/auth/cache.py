@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,7 +33,7 @@ _EVERYTHING = "*"
 class CachedKey:
     key: ApiKey
     secret_expires_at: datetime | None
-    tenant_limits: list[dict[str, Any]]
+    tenant_limits: tuple[dict[str, Any], ...]
     deadline: float
 
 
@@ -71,7 +72,7 @@ class KeyCache:
         secret_hash: str,
         key: ApiKey,
         secret_expires_at: datetime | None,
-        tenant_limits: list[dict[str, Any]],
+        tenant_limits: Sequence[dict[str, Any]],
         generation: int,
     ) -> None:
         """Cache a lookup, unless a key changed since `generation` was read before it."""
@@ -81,7 +82,9 @@ class KeyCache:
             self._by_hash.clear()
             self._hashes_by_key.clear()
         deadline = time.monotonic() + self._ttl
-        self._by_hash[secret_hash] = CachedKey(key, secret_expires_at, tenant_limits, deadline)
+        self._by_hash[secret_hash] = CachedKey(
+            key, secret_expires_at, tuple(tenant_limits), deadline
+        )
         self._hashes_by_key.setdefault(key.id, set()).add(secret_hash)
 
     def drop(self, key_id: uuid.UUID) -> None:

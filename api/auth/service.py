@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,7 +43,7 @@ class Principal:
 
 
 def _admit(
-    key: ApiKey, secret_expires_at: datetime | None, tenant_limits: list[dict[str, Any]]
+    key: ApiKey, secret_expires_at: datetime | None, tenant_limits: Sequence[dict[str, Any]]
 ) -> Principal:
     """Key status first (SPEC §5.2): revoked, expired or rotated out → 401; suspended → 402."""
     now = utcnow()
@@ -53,7 +54,9 @@ def _admit(
         raise PaymentRequired()
     if status != "active":
         raise AuthenticationFailed()
-    return Principal(tenant_id=key.tenant_id, key=key, tenant_limits=tuple(tenant_limits))
+    # The cached tuple itself, not a copy: the budget keeps per-key work keyed on it.
+    limits = tenant_limits if isinstance(tenant_limits, tuple) else tuple(tenant_limits)
+    return Principal(tenant_id=key.tenant_id, key=key, tenant_limits=limits)
 
 
 async def _lookup(

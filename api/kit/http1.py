@@ -167,11 +167,13 @@ class Response:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.done(self, reusable=self._complete and self._error is None)
+            self._fail(HTTPClientError("The response was closed."))  # wakes a waiting reader
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.done(self, reusable=False)
+            self._fail(HTTPClientError("The response was closed."))  # wakes a waiting reader
 
 
 class _Connection(asyncio.Protocol):
@@ -283,6 +285,8 @@ class _Connection(asyncio.Protocol):
         self.response = response
         self.received = False
         self.uses += 1
+        self._names.clear()  # a chunked answer's trailers are not the next answer's headers
+        self._values.clear()
         self.head = self.loop.create_future()
         assert self.transport is not None
         self.transport.write(request)
@@ -350,14 +354,20 @@ class _Pool:
 class HTTPClient:
     """Pooled keep-alive HTTP/1.1 connections, at most `max_connections` open at once."""
 
-    def __init__(self, *, max_connections: int = 512, keepalive_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 512,
+        keepalive_seconds: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._max = max_connections
         self._keepalive = keepalive_seconds
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._origins: dict[str, tuple[_Origin, str]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # None: the system's trust store, made on first use
         self._closed = False
 
     async def request(
@@ -408,6 +418,10 @@ class HTTPClient:
             for connection in list(pool.open):
                 connection.close()
         self._pools.clear()
+        while self._waiters:  # requests waiting for room: they raise instead
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
     # Connections
 
@@ -446,9 +460,15 @@ class HTTPClient:
                 self._waiters.append(waiter)
                 try:
                     await waiter
+                except BaseException:
+                    if waiter.done() and not waiter.cancelled():
+                        self.slot_freed()  # woken, then cancelled: the next in line goes on
+                    raise
                 finally:
                     if waiter in self._waiters:
                         self._waiters.remove(waiter)
+                if self._closed:
+                    raise HTTPClientError("The client is closed.")
         connection = _Connection(pool, loop)
         pool.open.add(connection)
         self._open += 1

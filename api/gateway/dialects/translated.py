@@ -37,7 +37,7 @@ from api.gateway import usage as usage_rules
 from api.gateway.pipeline import Call
 from api.gateway.pricing import Usage
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
-from api.gateway.relay import EventStream
+from api.gateway.relay import EventStream, JSONBody
 from api.gateway.sse import SSEEvent
 from api.gateway.tokens import count_text
 from api.gateway.translate import (
@@ -277,7 +277,7 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
     parsed.created = parsed.created or int(time.time())
     payload = family.render_response(parsed)
     payload["provider"] = call.provider.name
-    return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
+    return JSONBody(orjson.dumps(payload), headers)
 
 
 # Streams ----------------------------------------------------------------------------------

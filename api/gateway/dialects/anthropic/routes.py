@@ -32,7 +32,7 @@ from api.gateway.pipeline import (
     upstream_body,
 )
 from api.gateway.providers.base import Provider, UpstreamRequest, UpstreamStream
-from api.gateway.relay import EventStream
+from api.gateway.relay import EventStream, JSONBody
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import anthropic, anthropic_stream, ir
 
@@ -128,9 +128,7 @@ async def _answer(
         usage = anthropic.usage_from(payload.get("usage"))
         await call.finish(usage)
     payload["provider"] = call.provider.name
-    return Response(
-        orjson.dumps(payload), media_type="application/json", headers=call.response_headers
-    )
+    return JSONBody(orjson.dumps(payload), call.response_headers)
 
 
 class _Verbatim:
@@ -201,11 +199,7 @@ async def count_tokens(request: Request) -> Response:
         payload = translated.json_answer(answer.body, provider.name)
         if not isinstance(payload.get("input_tokens"), int):
             raise UpstreamError(f"The {provider.name} provider sent a malformed token count.")
-        return Response(
-            orjson.dumps(payload), media_type="application/json", headers={ESTIMATE_HEADER: "exact"}
-        )
+        return JSONBody(orjson.dumps(payload), {ESTIMATE_HEADER: "exact"})
     parsed = anthropic.parse_request(body)
     counted = {"input_tokens": translated.prompt_estimate(parsed)}
-    return Response(
-        orjson.dumps(counted), media_type="application/json", headers={ESTIMATE_HEADER: "estimated"}
-    )
+    return JSONBody(orjson.dumps(counted), {ESTIMATE_HEADER: "estimated"})

@@ -25,7 +25,7 @@ from api.gateway.dialects import translated
 from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
 from api.gateway.pricing import Usage
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
-from api.gateway.relay import EventStream
+from api.gateway.relay import EventStream, JSONBody
 
 router = APIRouter(tags=["gateway"])
 logger = logging.getLogger("tollgate.gateway")
@@ -111,9 +111,7 @@ async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
         )
         await call.finish(usage)
     payload["provider"] = call.provider.name
-    return Response(
-        orjson.dumps(payload), media_type="application/json", headers=call.response_headers
-    )
+    return JSONBody(orjson.dumps(payload), call.response_headers)
 
 
 def _json_object(raw: bytes, provider: str) -> dict[str, Any]:
