@@ -60,4 +60,7 @@ class ThreadMessage(IdMixin, Base):
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # On the keyed message only: sha256 (hex) of the request the key was first used with, so a
+    # retry with another body is refused rather than replayed. NULL on rows from before it.
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,7 +1,8 @@
 """A thread turn (SPEC §5.4): the new user message in, the assistant's answer out.
 
 Under the thread's lock (so concurrent turns run one after the other, each on the history the
-previous one left): replay a turn already answered under the same `Idempotency-Key`; load and
+previous one left): replay a turn already answered under the same `Idempotency-Key` (or refuse
+it with a 400 when the key came with another request body, Stripe's contract); load and
 trim the history; call the model through the proxy pipeline (`api.gateway.internal`: access
 control, caps, metering, one usage event per call); while it calls registered tools, run them
 through the job queue (`api.tool.runner`, concurrently within a round) and call it again, up to
@@ -24,6 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth.service import Principal
@@ -71,6 +73,7 @@ class Turn:
     data: MessageCreate
     idempotency_key: str | None
     request_id: str
+    request_hash: str
     system: str | None
     tools: list[Tool]
     entry: ModelEntry
@@ -124,9 +127,19 @@ async def prepare(
     max_output = data.max_tokens or min(entry.max_output_tokens, DEFAULT_MAX_OUTPUT_TOKENS)
     return Turn(
         principal=principal, thread_id=thread.id, data=data, idempotency_key=idempotency_key,
-        request_id=request_id, system=thread.system, tools=tools, entry=entry,
-        max_output=max_output, user_blocks=user_blocks,
+        request_id=request_id, request_hash=request_hash(data), system=thread.system,
+        tools=tools, entry=entry, max_output=max_output, user_blocks=user_blocks,
     )  # fmt: skip
+
+
+def request_hash(data: MessageCreate) -> str:
+    """sha256 of the validated request, as canonical JSON: every field of `MessageCreate`
+    (defaults filled in, so an omitted field and its default are the same request), keys
+    sorted, no whitespace. So a retry that differs only in JSON spacing or key order is the
+    same request; one that differs in anything the turn depends on (model, content, max_tokens,
+    temperature, tools, max_tool_rounds, stream) is another."""
+    canonical = orjson.dumps(data.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _lock_name(turn: Turn) -> str:
@@ -142,6 +155,7 @@ async def _load(ctx: TurnContext, turn: Turn) -> MessageRead | None:
         if turn.idempotency_key is not None:
             done = await messages.turn_for_key(turn.thread_id, turn.idempotency_key)
             if done:
+                _check_same_request(turn, done)
                 return _answer(done)
         rows = await messages.history(turn.thread_id)
     user = convert.blocks_to_ir("user", turn.user_blocks)
@@ -155,6 +169,17 @@ async def _load(ctx: TurnContext, turn: Turn) -> MessageRead | None:
         )
     turn.history = history.trimmed(rows, {t.name for t in turn.tools}, budget)
     return None
+
+
+def _check_same_request(turn: Turn, rows: list[ThreadMessage]) -> None:
+    """A stored turn is replayed only to the request that made it: the same key with another
+    body is a 400. Rows from before `request_hash` existed (NULL) are replayed as they were."""
+    keyed = next((row for row in rows if row.idempotency_key == turn.idempotency_key), rows[0])
+    if keyed.request_hash is not None and keyed.request_hash != turn.request_hash:
+        raise InvalidRequest(
+            "This Idempotency-Key was already used with a different request body.",
+            param="Idempotency-Key",
+        )
 
 
 def _answer(rows: list[ThreadMessage]) -> MessageRead:
@@ -324,6 +349,7 @@ async def _persist(ctx: TurnContext, turn: Turn) -> MessageRead:
                     seq=thread.message_count + index, turn_id=turn.turn_id,
                     request_id=turn.request_id, created_at=now,
                     idempotency_key=turn.idempotency_key if index == 0 else None,
+                    request_hash=turn.request_hash if index == 0 and turn.idempotency_key else None,
                     **pending,
                 )
             )  # fmt: skip

@@ -4,15 +4,20 @@ turns answered by the built-in mock provider (test keys), on both databases."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.settings import Settings
 from tests.conftest import app_client
 from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
+from tests.factories.usage import logs_when_settled
+from tests.fakes.upstream import FakeUpstream
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
@@ -41,6 +46,13 @@ async def _thread(
 async def hooks_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """Webhooks on loopback allowed, as the tests' receivers listen there."""
     async with app_client(settings.model_copy(update={"allow_private_webhooks": True})) as http:
+        yield http
+
+
+@pytest.fixture
+async def upstream_client(gateway_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Live keys' turns go to the fake OpenAI/DeepSeek upstream, which counts the calls."""
+    async with app_client(gateway_settings) as http:
         yield http
 
 
@@ -281,3 +293,142 @@ class TestTurnsWithTheMock:
             assert user["turn_id"] == assistant["turn_id"]
             assert user["content"][0]["text"] in assistant["content"][0]["text"]
         assert sorted(m["content"][0]["text"] for m in listed[::2]) == said
+
+
+class TestIdempotencyKeyMismatch:
+    """Stripe's contract, as `POST /v1/keys` has it: the same key with another body is a 400."""
+
+    @staticmethod
+    async def _setup(http: httpx.AsyncClient) -> tuple[TenantFixture, dict[str, str], str]:
+        tenant = await create_tenant(http)
+        headers = bearer((await create_key(http, tenant))["secret"])
+        thread = await _thread(http, headers)
+        return tenant, headers, f"/v1/threads/{thread['id']}/messages"
+
+    @staticmethod
+    def _assert_refused(response: httpx.Response) -> None:
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"].startswith("application/json")
+        error = response.json()["error"]
+        assert error["code"] == "invalid_request"
+        assert error["param"] == "Idempotency-Key"
+        assert "different request body" in error["message"]
+
+    async def _assert_one_turn(
+        self, http: httpx.AsyncClient, tenant: TenantFixture, headers: dict[str, str], url: str
+    ) -> None:
+        listed = (await http.get(url, headers=headers)).json()["data"]
+        assert [m["role"] for m in listed] == ["user", "assistant"]
+        thread = (await http.get(url.removesuffix("/messages"), headers=headers)).json()
+        assert thread["message_count"] == 2
+        assert len(await logs_when_settled(http, tenant, 1)) == 1  # no second usage event
+
+    async def test_another_content_is_refused_without_a_call(
+        self, upstream_client: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        http = upstream_client
+        tenant, headers, url = await self._setup(http)
+        keyed = {**headers, "Idempotency-Key": "turn-1"}
+        first = await http.post(url, json={"model": "gpt-4o-mini", "content": "one"}, headers=keyed)
+        assert first.status_code == 200, first.text
+        assert len(upstream.seen) == 1
+        replay = await http.post(
+            url, json={"model": "gpt-4o-mini", "content": "one"}, headers=keyed
+        )
+        assert replay.status_code == 200, replay.text
+        assert replay.json() == first.json()
+        other = await http.post(url, json={"model": "gpt-4o-mini", "content": "two"}, headers=keyed)
+        self._assert_refused(other)
+        assert len(upstream.seen) == 1
+        await self._assert_one_turn(http, tenant, headers, url)
+
+    async def test_another_model_is_refused(
+        self, upstream_client: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        http = upstream_client
+        tenant, headers, url = await self._setup(http)
+        keyed = {**headers, "Idempotency-Key": "turn-1"}
+        first = await http.post(url, json={"model": "gpt-4o-mini", "content": "hi"}, headers=keyed)
+        assert first.status_code == 200, first.text
+        other = await http.post(
+            url, json={"model": "deepseek-chat", "content": "hi"}, headers=keyed
+        )
+        self._assert_refused(other)
+        assert len(upstream.seen) == 1
+        await self._assert_one_turn(http, tenant, headers, url)
+
+    async def test_the_turn_that_waited_on_the_lock_is_checked_too(
+        self, upstream_client: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        http = upstream_client
+        tenant, headers, url = await self._setup(http)
+        keyed = {**headers, "Idempotency-Key": "turn-1"}
+        responses = await asyncio.gather(
+            *(
+                http.post(url, json={"model": "gpt-4o-mini", "content": said}, headers=keyed)
+                for said in ("one", "two")
+            )
+        )
+        assert sorted(r.status_code for r in responses) == [200, 400], [r.text for r in responses]
+        self._assert_refused(next(r for r in responses if r.status_code == 400))
+        assert len(upstream.seen) == 1
+        await self._assert_one_turn(http, tenant, headers, url)
+
+    async def test_the_same_request_spelt_differently_replays(
+        self, upstream_client: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        http = upstream_client
+        tenant, headers, url = await self._setup(http)
+        keyed = {**headers, "Idempotency-Key": "turn-1", "Content-Type": "application/json"}
+        compact = '{"model":"gpt-4o-mini","content":"hi","temperature":1}'
+        # Other spacing and key order, a float spelt otherwise, a default written out.
+        spelt = json.dumps(
+            {"max_tool_rounds": 8, "temperature": 1.0, "content": "hi", "model": "gpt-4o-mini"},
+            indent=4,
+        )
+        first = await http.post(url, content=compact, headers=keyed)
+        assert first.status_code == 200, first.text
+        again = await http.post(url, content=spelt, headers=keyed)
+        assert again.status_code == 200, again.text
+        assert again.json() == first.json()
+        assert len(upstream.seen) == 1
+        await self._assert_one_turn(http, tenant, headers, url)
+
+    async def test_a_stream_with_a_reused_key_is_a_json_400(
+        self, upstream_client: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        http = upstream_client
+        tenant, headers, url = await self._setup(http)
+        keyed = {**headers, "Idempotency-Key": "turn-1"}
+        body = {"model": "gpt-4o-mini", "content": "one", "stream": True}
+        first = await http.post(url, json=body, headers=keyed)
+        assert first.status_code == 200, first.text
+        assert first.headers["content-type"].startswith("text/event-stream")
+        assert "thread.message.completed" in first.text
+        replay = await http.post(url, json=body, headers=keyed)
+        assert replay.status_code == 200, replay.text
+        assert "thread.message.completed" in replay.text
+        other = await http.post(url, json={**body, "content": "two"}, headers=keyed)
+        self._assert_refused(other)
+        assert len(upstream.seen) == 1
+        await self._assert_one_turn(http, tenant, headers, url)
+
+    async def test_a_turn_stored_before_the_hash_replays_as_before(
+        self, client: httpx.AsyncClient, engine: AsyncEngine
+    ):
+        tenant = await create_tenant(client)
+        headers = bearer((await create_key(client, tenant, test=True))["secret"])
+        thread = await _thread(client, headers)
+        url = f"/v1/threads/{thread['id']}/messages"
+        keyed = {**headers, "Idempotency-Key": "turn-1"}
+        first = await client.post(
+            url, json={"model": "gpt-4o-mini", "content": "one"}, headers=keyed
+        )
+        assert first.status_code == 200, first.text
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("UPDATE thread_messages SET request_hash = NULL"))
+        again = await client.post(
+            url, json={"model": "gpt-4o-mini", "content": "two"}, headers=keyed
+        )
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == first.json()["id"]
