@@ -4,8 +4,9 @@ Starts throwaway PostgreSQL and Redis, a fake upstream, the floor (a bare aiohtt
 proxy) and Tollgate on PostgreSQL + Redis with auth, access control, the spend cap, rpm/tpm
 and metering on, plus `tollgate worker` draining the usage ledger (as docker-compose runs it);
 drives each with wrk at 1, 16 and 64 connections, non-streaming and
-streaming, plus a paced 500 requests/s over 16 connections; prints a table and writes
-bench/results/<time>.json.
+streaming, plus 500 requests/s over 16 connections paced two ways: by wrk (bursts of 16) and
+evenly (`bench/paced.py`, latency from each request's scheduled time); prints a table and
+writes bench/results/<time>.json.
 
 CPU per request = the target process's CPU seconds (from /proc) / requests served, measured in
 the same run as the latencies; the machine is shared, so read ratios beside the raw numbers.
@@ -33,7 +34,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.testenv import free_port, services  # noqa: E402 - after the path is set
+from bench.paced import paced  # noqa: E402 - after the path is set
+from tools.testenv import free_port, services  # noqa: E402
 
 PYTHON = sys.executable
 TOLLGATE = str(Path(sys.executable).with_name("tollgate"))
@@ -41,6 +43,14 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]})
 STREAM_BODY = json.dumps(
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+)
+MESSAGES_BODY = json.dumps(
+    {
+        "model": "claude-sonnet-4",
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": True,
+    }
 )
 CHUNKS = 50
 WORKER_PID: list[int] = []
@@ -144,9 +154,24 @@ def measure(
                 f"  {name:8} {'stream' if streaming else 'plain '} c={connections:<3} {row}",
                 flush=True,
             )
-    paced = run_wrk(url, script, 16, args.duration, BODY, key, pace_ms=32)
-    results["paced_500rps_c16"] = paced
-    print(f"  {name:8} paced 500/s c=16 {paced}", flush=True)
+    # Anthropic's format relayed natively (`POST /v1/messages`, as coding agents call it).
+    messages_url = url.rsplit("/v1/", 1)[0] + "/v1/messages"
+    for connections in (1, 16):
+        before = cpu_seconds(pid) if pid else 0.0
+        row = run_wrk(messages_url, script, connections, args.duration, MESSAGES_BODY, key)
+        if pid:
+            cpu = cpu_seconds(pid) - before
+            row["cpu_ms_per_request"] = cpu * 1000 / max(row["requests"], 1)
+            row["cpu_us_per_chunk"] = cpu * 1e6 / max(row["requests"] * (CHUNKS + 5), 1)
+        results[f"messages_stream_c{connections}"] = row
+        print(f"  {name:8} messages c={connections:<3} {row}", flush=True)
+    # wrk's pacing keeps its connections in step: 500/s arrives as bursts of 16 every 32 ms.
+    bursts = run_wrk(url, script, 16, args.duration, BODY, key, pace_ms=32)
+    results["paced_500rps_c16"] = bursts
+    print(f"  {name:8} wrk-paced 500/s c=16 {bursts}", flush=True)
+    even = paced(url, BODY, key, rate=500, connections=16, seconds=args.duration)
+    results["even_500rps_c16"] = even
+    print(f"  {name:8} evenly paced 500/s c=16 {even}", flush=True)
     results.update(asyncio.run(ttfb(url, key, 200)))
     return results
 
@@ -172,6 +197,8 @@ def setup_gateway(
         "TOLLGATE_ADMIN_TOKEN": "bench-admin",
         "TOLLGATE_OPENAI_API_KEY": "sk-bench",
         "TOLLGATE_OPENAI_BASE_URL": upstream + "/v1",
+        "TOLLGATE_ANTHROPIC_API_KEY": "sk-ant-bench",
+        "TOLLGATE_ANTHROPIC_BASE_URL": upstream,
         "TOLLGATE_PORT": str(port),
         "TOLLGATE_LOG_LEVEL": "warning",
         "TOLLGATE_API_RUNS_BACKGROUND_JOBS": os.environ.get("BENCH_API_DRAINS", "false"),
@@ -195,7 +222,7 @@ def setup_gateway(
         json={
             "name": "bench-user",
             "max_spend_usd": 1_000_000,
-            "allowed_providers": ["openai"],
+            "allowed_providers": ["openai", "anthropic"],
             "rpm": 10_000_000,
             "tpm": 10_000_000_000,
         },
@@ -273,7 +300,10 @@ def print_table(report: dict[str, Any]) -> None:
     for run in [
         *(f"plain_c{c}" for c in (1, 16, 64)),
         *(f"stream_c{c}" for c in (1, 16, 64)),
+        "messages_stream_c1",
+        "messages_stream_c16",
         "paced_500rps_c16",
+        "even_500rps_c16",
     ]:
         direct = report["direct"][run]
         for target in ("direct", "floor", "gateway"):

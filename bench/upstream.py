@@ -1,5 +1,6 @@
 """The benchmark's fake upstream: a raw ASGI app (uvicorn + uvloop + httptools) that answers
-`POST /v1/chat/completions` with a fixed completion, or a fixed stream of N chunks."""
+`POST /v1/chat/completions` with a fixed completion, or a fixed stream of N chunks, and
+`POST /v1/messages` (streamed) with N text deltas in Anthropic's event format."""
 
 from __future__ import annotations
 
@@ -30,7 +31,32 @@ def _chunk(delta: dict[str, Any], finish: str | None = None, usage: bool = False
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+def _event(kind: str, data: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+
+def anthropic_stream(chunks: int) -> list[bytes]:
+    """As Anthropic streams a text answer: each delta is one event (fixtures/anthropic/03)."""
+    message = {
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-sonnet-4",
+        "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 1, "cache_creation_input_tokens": 0,
+                  "cache_read_input_tokens": 0},
+    }  # fmt: skip
+    deltas = [{"type": "text_delta", "text": f" tok{i}"} for i in range(chunks)]
+    return [
+        _event("message_start", {"message": message}),
+        _event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        *(_event("content_block_delta", {"index": 0, "delta": delta}) for delta in deltas),
+        _event("content_block_stop", {"index": 0}),
+        _event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                 "usage": {"output_tokens": chunks}}),
+        _event("message_stop", {}),
+    ]  # fmt: skip
+
+
 def make_app(chunks: int) -> Any:
+    claude = anthropic_stream(chunks)
     stream = [_chunk({"role": "assistant", "content": ""})]
     stream += [_chunk({"content": f" tok{i}"}) for i in range(chunks)]
     stream += [_chunk({}, "stop"), _chunk({}, usage=True), b"data: [DONE]\n\n"]
@@ -47,7 +73,7 @@ def make_app(chunks: int) -> Any:
         if b'"stream":true' in body or b'"stream": true' in body:
             headers = [(b"content-type", b"text/event-stream")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            for event in stream:
+            for event in claude if scope["path"].endswith("/messages") else stream:
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
             return

@@ -7,18 +7,24 @@ event) and yields each event as soon as its terminating blank line is in.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, once per event
 class SSEEvent:
     data: bytes
     event: bytes | None = None
+    # The event as it came (LF line ends), for relaying it unchanged without framing it again.
+    raw: bytes = field(default=b"", compare=False, repr=False)
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:
     if block.startswith(b"data: ") and b"\n" not in block:  # the common one-line event
-        return SSEEvent(block[6:])
+        return SSEEvent(block[6:], None, block)
+    if block.startswith(b"event: "):  # Anthropic's: one event line, one data line
+        end = block.find(b"\n")
+        if end > 0 and block.startswith(b"data: ", end + 1) and block.find(b"\n", end + 1) < 0:
+            return SSEEvent(block[end + 7 :], block[7:end].strip(), block)
     data: list[bytes] = []
     event: bytes | None = None
     for line in block.split(b"\n"):
@@ -28,7 +34,7 @@ def _parse_block(block: bytes) -> SSEEvent | None:
         elif line.startswith(b"event:"):
             event = line[6:].strip()
         # ":" comments (keep-alives) and unknown fields are ignored, as the SSE spec says.
-    return SSEEvent(b"\n".join(data), event) if data else None
+    return SSEEvent(b"\n".join(data), event, block) if data else None
 
 
 async def parse_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEEvent]:

@@ -152,6 +152,8 @@ class _Verbatim:
 
 
 def _frame(event: SSEEvent) -> bytes:
+    if event.raw:
+        return event.raw + b"\n\n"
     head = b"event: " + event.event + b"\n" if event.event else b""
     lines = event.data.split(b"\n")
     return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
