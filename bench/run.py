@@ -172,7 +172,7 @@ def measure(
     even = paced(url, BODY, key, rate=500, connections=16, seconds=args.duration)
     results["even_500rps_c16"] = even
     print(f"  {name:8} evenly paced 500/s c=16 {even}", flush=True)
-    results.update(asyncio.run(ttfb(url, key, 200)))
+    results.update(asyncio.run(ttfb(url, key, 500)))
     return results
 
 
