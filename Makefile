@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate test test-unit test-int lint fmt typecheck bench up clean
+.PHONY: install run migrate test test-unit test-int lint fmt typecheck bench bench-usage up clean
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -46,6 +46,9 @@ test-int: install
 # Needs wrk (apt-get install wrk) and the PostgreSQL and Redis servers tools/testenv.py starts.
 bench: install
 	$(BIN)/python bench/run.py
+
+bench-usage: install
+	$(BIN)/python bench/usage.py
 
 up:
 	docker compose up --build

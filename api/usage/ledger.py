@@ -33,10 +33,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.db import insert_ignoring_conflicts
 from api.kit.counters import CounterStore, RedisCounterStore, Settlement
 from api.kit.time import utcnow
-from api.usage.models import UsageEvent
+from api.usage.rollups import insert_events
 
 logger = logging.getLogger("tollgate.usage")
 
@@ -179,7 +178,7 @@ async def write_rows(
     while True:
         try:
             async with sessionmaker() as session, session.begin():
-                await session.execute(insert_ignoring_conflicts(session, UsageEvent), rows)
+                await insert_events(session, rows)
             return []
         except (OperationalError, InterfaceError):  # restarting, failing over: keep trying
             logger.exception("writing %d usage events failed; retrying", len(rows))

@@ -7,11 +7,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.models import ApiKey
 from api.kit.repository import TenantRepository
+from api.usage import rollups
 from api.usage.models import UsageEvent
 
 
@@ -33,46 +34,45 @@ class UsageFilter:
 async def key_totals(
     session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID, since: datetime | None
 ) -> KeyTotals:
-    where = (UsageEvent.tenant_id == tenant_id, UsageEvent.key_id == key_id)
-    return await _totals(session, since, *where)
+    return await _totals(session, since, tenant_id=tenant_id, key_id=key_id)
 
 
 async def key_totals_unscoped(
     session: AsyncSession, key_id: uuid.UUID, since: datetime | None
 ) -> KeyTotals:
     """For the cap's counters, which know the key, not the caller."""
-    return await _totals(session, since, UsageEvent.key_id == key_id)
+    return await _totals(session, since, key_id=key_id)
 
 
 async def tenant_totals(
     session: AsyncSession, tenant_id: uuid.UUID, since: datetime | None
 ) -> KeyTotals:
-    return await _totals(session, since, UsageEvent.tenant_id == tenant_id)
-
-
-# A request counts against `requests` limits when it succeeded or was billed for tokens.
-_REACHED_THE_MODEL = or_(
-    UsageEvent.status < 400, UsageEvent.input_tokens + UsageEvent.output_tokens > 0
-)
+    return await _totals(session, since, tenant_id=tenant_id)
 
 
 async def _totals(
-    session: AsyncSession, since: datetime | None, *where: ColumnElement[bool]
+    session: AsyncSession,
+    since: datetime | None,
+    *,
+    tenant_id: uuid.UUID | None = None,
+    key_id: uuid.UUID | None = None,
 ) -> KeyTotals:
-    """What the matching events used since `since` (all time when None).
+    """What the matching events used since `since` (all time when None), from the rollups.
 
     Tokens and cost count whatever was billed, cut-off streams included (failures cost 0);
-    `requests` counts the requests that reached the model.
+    `requests` counts the requests that reached the model (they succeeded, or were billed).
     """
-    statement = select(
-        func.coalesce(func.sum(case((_REACHED_THE_MODEL, 1), else_=0)), 0),
-        func.coalesce(func.sum(UsageEvent.input_tokens + UsageEvent.output_tokens), 0),
-        func.coalesce(func.sum(UsageEvent.cost_micros), 0),
-    ).where(*where)
-    if since is not None:
-        statement = statement.where(UsageEvent.created_at >= since)
-    requests, tokens, cost = (await session.execute(statement)).one()
-    return KeyTotals(requests=int(requests), tokens=int(tokens), cost_micros=int(cost))
+    statement = rollups.summed(_dialect(session), since, None, tenant_id=tenant_id, key_id=key_id)
+    row = (await session.execute(statement)).one()._mapping
+    return KeyTotals(
+        requests=int(row["reached"]),
+        tokens=int(row["input_tokens"]) + int(row["output_tokens"]),
+        cost_micros=int(row["cost_micros"]),
+    )
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
 
 
 EXPORT_COLUMNS = (
@@ -83,14 +83,7 @@ EXPORT_COLUMNS = (
 SUM_COLUMNS = (
     "requests", "failed", "input_tokens", "cached_input_tokens", "output_tokens", "cost_micros",
 )  # fmt: skip
-_SUMS = (
-    func.count(UsageEvent.id).label("requests"),
-    func.coalesce(func.sum(case((UsageEvent.status >= 400, 1), else_=0)), 0).label("failed"),
-    func.coalesce(func.sum(UsageEvent.input_tokens), 0).label("input_tokens"),
-    func.coalesce(func.sum(UsageEvent.cached_input_tokens), 0).label("cached_input_tokens"),
-    func.coalesce(func.sum(UsageEvent.output_tokens), 0).label("output_tokens"),
-    func.coalesce(func.sum(UsageEvent.cost_micros), 0).label("cost_micros"),
-)
+_GROUPS = {"key": "key_id", "model": "model", "day": "day"}
 
 
 class UsageRepository(TenantRepository[UsageEvent]):
@@ -109,17 +102,22 @@ class UsageRepository(TenantRepository[UsageEvent]):
         return statement
 
     async def grouped(self, where: UsageFilter, group: str) -> list[dict[str, Any]]:
-        column: ColumnElement[Any]
+        """SUM_COLUMNS per key (with its name), model or UTC day, from the rollups."""
+        column = _GROUPS[group]
+        sums = rollups.summed(
+            _dialect(self.session), where.start, where.end, tenant_id=self.tenant_id,
+            key_id=where.key_id, model=where.model, by=[column],
+        ).subquery()  # fmt: skip
+        values = [sums.c[name] for name in SUM_COLUMNS]
+        statement: Select[Any]
         if group == "key":
-            statement = (
-                select(UsageEvent.key_id, ApiKey.name.label("key_name"), *_SUMS)
-                .join(ApiKey, ApiKey.id == UsageEvent.key_id)
-                .group_by(UsageEvent.key_id, ApiKey.name)
+            statement = select(sums.c.key_id, ApiKey.name.label("key_name"), *values).join(
+                ApiKey, ApiKey.id == sums.c.key_id
             )
         else:
-            column = UsageEvent.model.expression if group == "model" else self._day()
-            statement = select(column.label(group), *_SUMS).group_by(column).order_by(column)
-        rows = (await self.session.execute(self._where(statement, where))).all()
+            statement = select(sums.c[column].label(group), *values)
+        statement = statement.where(sums.c.requests > 0).order_by(sums.c[column])
+        rows = (await self.session.execute(statement)).all()
         # PostgreSQL sums BIGINT into NUMERIC; the API speaks integers.
         return [
             {k: int(v) if isinstance(v, Decimal) else v for k, v in row._mapping.items()}
@@ -127,24 +125,12 @@ class UsageRepository(TenantRepository[UsageEvent]):
         ]
 
     async def spend_by_key(self, start: datetime, end: datetime) -> dict[uuid.UUID, int]:
-        """Each key's billed spend in [start, end), from the ledger (keys that spent > 0)."""
-        total = func.sum(UsageEvent.cost_micros)
-        statement = (
-            select(UsageEvent.key_id, total)
-            .where(
-                UsageEvent.tenant_id == self.tenant_id,
-                UsageEvent.created_at >= start,
-                UsageEvent.created_at < end,
-            )
-            .group_by(UsageEvent.key_id)
-            .having(total > 0)
-        )
+        """Each key's billed spend in [start, end), from the rollups (keys that spent > 0)."""
+        sums = rollups.summed(
+            _dialect(self.session), start, end, tenant_id=self.tenant_id, by=["key_id"]
+        ).subquery()
+        statement = select(sums.c.key_id, sums.c.cost_micros).where(sums.c.cost_micros > 0)
         return {key_id: int(spend) for key_id, spend in (await self.session.execute(statement))}
-
-    def _day(self) -> ColumnElement[Any]:
-        if self.session.get_bind().dialect.name == "postgresql":
-            return func.to_char(func.timezone("UTC", UsageEvent.created_at), "YYYY-MM-DD")
-        return func.strftime("%Y-%m-%d", UsageEvent.created_at)
 
     async def stream_export(self, where: UsageFilter) -> AsyncIterator[tuple[Any, ...]]:
         """Rows in EXPORT_COLUMNS order, fetched a thousand at a time (server-side cursor)."""

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.billing.stripe_gateway import HTTPXClient
 from api.db import create_sessionmaker
-from api.usage.models import UsageEvent
+from api.usage.rollups import insert_events
 from tests.factories.tenants import TenantFixture
 
 SECRET_KEY = "sk_test_tollgatebilling0001"
@@ -63,24 +63,25 @@ async def add_spend(
     engine: AsyncEngine, tenant_id: str, key_id: str, micros: list[int], at: datetime
 ) -> None:
     """Ledger rows as the gateway writes them, one per request."""
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "request_id": f"req_{uuid.uuid4().hex}",
+            "tenant_id": uuid.UUID(tenant_id),
+            "key_id": uuid.UUID(key_id),
+            "endpoint": "/v1/chat/completions",
+            "model": "gpt-4o-mini",
+            "provider": "openai",
+            "status": 200,
+            "input_tokens": 10,
+            "output_tokens": 10,
+            "cost_micros": cost,
+            "created_at": at,
+        }
+        for cost in micros
+    ]
     async with create_sessionmaker(engine)() as session, session.begin():
-        for cost in micros:
-            session.add(
-                UsageEvent(
-                    id=uuid.uuid4(),
-                    request_id=f"req_{uuid.uuid4().hex}",
-                    tenant_id=uuid.UUID(tenant_id),
-                    key_id=uuid.UUID(key_id),
-                    endpoint="/v1/chat/completions",
-                    model="gpt-4o-mini",
-                    provider="openai",
-                    status=200,
-                    input_tokens=10,
-                    output_tokens=10,
-                    cost_micros=cost,
-                    created_at=at,
-                )
-            )
+        await insert_events(session, rows)
 
 
 def month_moment(period: str, day: int = 15) -> datetime:

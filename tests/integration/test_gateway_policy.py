@@ -7,10 +7,10 @@ import uuid
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.kit.time import utcnow
-from api.usage.models import UsageEvent
+from api.usage.rollups import insert_events
 from tests.factories.chat import HELLO, WEATHER_TOOL
 from tests.factories.tenants import bearer, create_key, create_tenant
 from tests.factories.usage import logs_when_settled, usage_when_settled
@@ -140,15 +140,15 @@ class TestBudget:
         key = await create_key(
             http, tenant, limits=[{"metric": "spend_usd", "period": "day", "max": 1}]
         )
-        async with engine.begin() as connection:
-            await connection.execute(
-                UsageEvent.__table__.insert(),
-                {
+        async with AsyncSession(engine) as session, session.begin():
+            await insert_events(
+                session,
+                [{
                     "id": uuid.uuid4(), "request_id": "req_x", "tenant_id": uuid.UUID(tenant.id),
                     "key_id": uuid.UUID(key["id"]), "endpoint": "/v1/chat/completions",
                     "model": "gpt-4o", "provider": "openai", "status": 200,
                     "cost_micros": 1_000_000, "created_at": utcnow(),
-                },
+                }],
             )  # fmt: skip
         response = await _chat(http, key["secret"])
         assert response.status_code == 402

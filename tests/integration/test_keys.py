@@ -7,11 +7,11 @@ import uuid
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.auth.secrets import LIVE_PREFIX, TEST_PREFIX
 from api.kit.time import utcnow
-from api.usage.models import UsageEvent
+from api.usage.rollups import insert_events
 from tests.factories.tenants import bearer, create_key, create_tenant
 
 
@@ -269,9 +269,9 @@ class TestKeyUsage:
                 "created_at": at,
             }
 
-        async with engine.begin() as connection:
-            await connection.execute(
-                UsageEvent.__table__.insert(),
+        async with AsyncSession(engine) as session, session.begin():
+            await insert_events(
+                session,
                 [
                     event(1_250_000, now),
                     event(750_001, now),

@@ -10,10 +10,10 @@ import uuid
 from datetime import timedelta
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.kit.time import utcnow
-from api.usage.models import UsageEvent
+from api.usage.rollups import insert_events
 from tests.factories.chat import HELLO
 from tests.factories.tenants import bearer, create_key, create_tenant
 from tests.factories.usage import expected_cost_micros, usage_when_settled
@@ -154,10 +154,10 @@ class TestExport:
             "model": "gpt-4o-mini", "provider": "openai", "status": 200, "input_tokens": 100,
             "output_tokens": 50, "cost_micros": 45,
         }  # fmt: skip
-        async with engine.begin() as connection:
+        async with AsyncSession(engine) as session, session.begin():
             for offset in range(0, rows, 10_000):
-                await connection.execute(
-                    UsageEvent.__table__.insert(),
+                await insert_events(
+                    session,
                     [
                         {
                             **template,
