@@ -48,12 +48,12 @@ class UsageEvent(Base):
 
 
 class UsageRollup(Base):
-    """The request log summed per key, model and UTC hour (`span` "h") or UTC day ("d").
+    """The request log summed per key, model and UTC hour (`span` "h"), day ("d") or month ("m").
 
     Usage reports, spend and the caps' starting counts read these instead of scanning the log
-    (SPEC §8: usage queries over 10 million rows in ≤ 100 ms): a query's whole days come from
-    daily rows, its whole hours from hourly rows, and only its ragged edges from the log
-    (`api/usage/rollups.py`). They are kept in the transaction that inserts the events they sum,
+    (SPEC §8: usage queries over 10 million rows in ≤ 100 ms): a query's whole months, days and
+    hours come from these rows, only its ragged edges from the log (`api/usage/rollups.py`).
+    They are kept in the transaction that inserts the events they sum,
     counting only the events that insert actually added, so a replayed write changes nothing.
     """
 

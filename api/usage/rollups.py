@@ -1,14 +1,15 @@
-"""Hourly and daily rollups of the request log: kept as events are inserted, read by queries.
+"""Hourly, daily and monthly rollups of the request log: kept as events are inserted, read
+by queries.
 
 Writing: `insert_events` is the one way usage events reach the database. In one transaction it
 inserts them (ignoring ids already present) and adds the ones actually inserted to their
-hourly and daily `usage_rollups` rows, so the rollups always sum exactly the log.
+hourly, daily and monthly `usage_rollups` rows, so the rollups always sum exactly the log.
 
-Reading: `pieces(start, end)` cuts a time range into the log's ragged edges (before the first
-whole hour, after the last), whole hours up to the first and from the last whole day, and
-whole days between; `summed(...)` selects the same sums from each piece and adds them up. A
-month's report over millions of events then reads a few thousand rollup rows and at most two
-hours of the log.
+Reading: `pieces(start, end)` covers a time range with signed pieces: whole months, days and
+hours from the rollups, the ragged edges from the log, and where a unit is mostly inside the
+range, the whole unit minus its outside part. `summed(...)` selects the same sums from each
+piece, negated where the sign says so, and adds them up. This month's report over millions of
+events then reads one row per key and model.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def _rollup_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         hour = at.replace(minute=0, second=0, microsecond=0)
         status = event["status"]
         tokens = (event.get("input_tokens") or 0) + (event.get("output_tokens") or 0)
-        for span, bucket in (("h", hour), ("d", hour.replace(hour=0))):
+        day = hour.replace(hour=0)
+        for span, bucket in (("h", hour), ("d", day), ("m", day.replace(day=1))):
             key = (event["key_id"], span, bucket, event["model"])
             row = sums.get(key)
             if row is None:
@@ -96,49 +98,97 @@ async def _add(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Piece:
-    source: str  # "log", "h" (hourly rollups) or "d" (daily rollups)
+    source: str  # "log", or the rollups of a span: "h" (hours), "d" (days), "m" (months)
     start: datetime
     end: datetime | None  # None: open-ended
+    sign: int = 1  # -1: a part of a larger piece that lies outside the range, taken back out
 
 
-def _ceil(at: datetime, step: timedelta) -> datetime:
-    floor = _floor(at, step)
-    return floor if floor == at else floor + step
+SPANS = ("m", "d", "h")  # coarsest first
 
 
-def _floor(at: datetime, step: timedelta) -> datetime:
-    at = at.astimezone(UTC)
-    if step == DAY:
-        return at.replace(hour=0, minute=0, second=0, microsecond=0)
-    return at.replace(minute=0, second=0, microsecond=0)
+def _floor(at: datetime, span: str) -> datetime:
+    at = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if span == "h":
+        return at
+    return at.replace(hour=0) if span == "d" else at.replace(day=1, hour=0)
 
 
-def pieces(start: datetime | None, end: datetime | None) -> list[Piece]:
-    """[start, end) as log edges, whole hours and whole days (None: unbounded). Open-ended
-    ranges read the current day from its daily row, which is as current as the log."""
+def _next(floor: datetime, span: str) -> datetime:
+    if span == "h":
+        return floor + HOUR
+    if span == "d":
+        return floor + DAY
+    return (floor + timedelta(days=32)).replace(day=1)
+
+
+def _ceil(at: datetime, span: str) -> datetime:
+    floor = _floor(at, span)
+    return floor if floor == at else _next(floor, span)
+
+
+def pieces(
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    coarsest: str = "m",
+    now: datetime | None = None,
+) -> list[Piece]:
+    """[start, end) as signed pieces whose sums add up to the range's: whole months, days and
+    hours from the rollups, at most a few ragged edges from the log. A unit mostly inside the
+    range is read whole and its outside part subtracted (at the next finer span), so an edge
+    never costs more than half a unit of the finer rows. Nothing is recorded after `now`: a
+    range reaching past it is open-ended. `coarsest`: "d" when grouping by day."""
     start = start or _EPOCH
-    first_hour = _ceil(start, HOUR)
-    last_hour = _floor(end, HOUR) if end is not None else None
-    if end is not None and last_hour is not None and first_hour >= last_hour:
-        return [Piece("log", start, end)]
-    out = [Piece("log", start, first_hour)] if start < first_hour else []
-    first_day = _ceil(first_hour, DAY)
-    if first_hour < first_day and (last_hour is None or first_day <= last_hour):
-        out.append(Piece("h", first_hour, first_day))
-    if end is None or last_hour is None:
-        out.append(Piece("d", first_day, None))
-        return out
-    last_day = _floor(last_hour, DAY)
-    if first_day > last_hour:  # within one day: whole hours only
-        out.append(Piece("h", first_hour, last_hour))
-    else:
-        if first_day < last_day:
-            out.append(Piece("d", first_day, last_day))
-        if last_day < last_hour:
-            out.append(Piece("h", max(last_day, first_hour), last_hour))
-    if last_hour < end:
-        out.append(Piece("log", last_hour, end))
-    return out
+    if end is not None and end > (now or datetime.now(UTC)):
+        end = None
+    if end is not None and start >= end:
+        return [Piece("log", start, end)]  # empty: selects nothing
+    return _cover(start, end, SPANS[SPANS.index(coarsest) :], 1)
+
+
+def _cover(a: datetime, b: datetime | None, spans: tuple[str, ...], sign: int) -> list[Piece]:
+    if b is not None and a >= b:
+        return []
+    if not spans:
+        return [Piece("log", a, b, sign)]
+    span, finer = spans[0], spans[1:]
+    first = _ceil(a, span)
+    if b is None:
+        return [*_left(a, first, span, finer, sign), Piece(span, first, None, sign)]
+    last = _floor(b, span)
+    if first <= last:
+        whole = [Piece(span, first, last, sign)] if first < last else []
+        return [*_left(a, first, span, finer, sign), *whole, *_right(last, b, span, finer, sign)]
+    # Inside one unit [last, first): read it whole if the range is most of it.
+    if (b - a) * 2 > first - last:
+        outside = [*_cover(last, a, finer, -sign), *_cover(b, first, finer, -sign)]
+        return [Piece(span, last, first, sign), *outside]
+    return _cover(a, b, finer, sign)
+
+
+def _left(
+    a: datetime, first: datetime, span: str, finer: tuple[str, ...], sign: int
+) -> list[Piece]:
+    """[a, first): the end of the unit `a` falls in."""
+    if a == first:
+        return []
+    floor = _floor(a, span)
+    if (first - a) * 2 > first - floor:
+        return [Piece(span, floor, first, sign), *_cover(floor, a, finer, -sign)]
+    return _cover(a, first, finer, sign)
+
+
+def _right(
+    last: datetime, b: datetime, span: str, finer: tuple[str, ...], sign: int
+) -> list[Piece]:
+    """[last, b): the start of the unit `b` falls in."""
+    if last == b:
+        return []
+    after = _next(last, span)
+    if (b - last) * 2 > after - last:
+        return [Piece(span, last, after, sign), *_cover(b, after, finer, -sign)]
+    return _cover(last, b, finer, sign)
 
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -150,16 +200,21 @@ _REACHED_THE_MODEL = or_(
 Day = Callable[[Any], ColumnElement[Any]]
 
 
+def _signed(value: ColumnElement[Any], piece: Piece) -> ColumnElement[Any]:
+    return value if piece.sign > 0 else -value
+
+
 def _log_select(
     dims: Sequence[str], day: Day, piece: Piece, where: list[ColumnElement[bool]]
 ) -> Select[Any]:
     columns = [_dimension(UsageEvent, name, day).label(name) for name in dims]
-    sums = [
-        func.count(UsageEvent.id).label("requests"),
-        func.sum(case((UsageEvent.status >= 400, 1), else_=0)).label("failed"),
-        func.sum(case((_REACHED_THE_MODEL, 1), else_=0)).label("reached"),
-        *(func.sum(getattr(UsageEvent, name)).label(name) for name in _ADDED),
+    values = [
+        func.count(UsageEvent.id),
+        func.sum(case((UsageEvent.status >= 400, 1), else_=0)),
+        func.sum(case((_REACHED_THE_MODEL, 1), else_=0)),
+        *(func.sum(getattr(UsageEvent, name)) for name in _ADDED),
     ]
+    sums = [_signed(value, piece).label(name) for value, name in zip(values, SUMS, strict=True)]
     statement = select(*columns, *sums).where(*where, UsageEvent.created_at >= piece.start)
     if piece.end is not None:
         statement = statement.where(UsageEvent.created_at < piece.end)
@@ -170,7 +225,7 @@ def _rollup_select(
     dims: Sequence[str], day: Day, piece: Piece, where: list[ColumnElement[bool]]
 ) -> Select[Any]:
     columns = [_dimension(UsageRollup, name, day).label(name) for name in dims]
-    sums = [func.sum(getattr(UsageRollup, name)).label(name) for name in SUMS]
+    sums = [_signed(func.sum(getattr(UsageRollup, name)), piece).label(name) for name in SUMS]
     statement = select(*columns, *sums).where(
         *where, UsageRollup.span == piece.source, UsageRollup.bucket >= piece.start
     )
@@ -200,7 +255,7 @@ def summed(
     SUMS over [start, end), from the rollups and the log's edges."""
     day = _day_function(dialect)
     parts: list[Select[Any]] = []
-    for piece in pieces(start, end):
+    for piece in pieces(start, end, coarsest="d" if "day" in by else "m"):
         source: Any = UsageEvent if piece.source == "log" else UsageRollup
         where = []
         if tenant_id is not None:

@@ -1,4 +1,4 @@
-"""Hourly and daily rollups of the request log, filled from the events already recorded.
+"""Hourly, daily and monthly rollups of the request log, filled from the events recorded.
 
 Revision ID: 6d2a7c4e9b13
 Revises: b7c3e9a1d5f2
@@ -26,10 +26,12 @@ _BUCKETS = {
     "postgresql": {
         "h": "date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
         "d": "date_trunc('day', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+        "m": "date_trunc('month', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
     },
     "sqlite": {  # naive UTC, in SQLAlchemy's text format
         "h": "strftime('%Y-%m-%d %H:00:00.000000', created_at)",
         "d": "strftime('%Y-%m-%d 00:00:00.000000', created_at)",
+        "m": "strftime('%Y-%m-01 00:00:00.000000', created_at)",
     },
 }
 

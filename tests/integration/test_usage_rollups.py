@@ -185,7 +185,8 @@ def _naive_rollups(events: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], di
     out: dict[tuple[Any, ...], dict[str, int]] = defaultdict(_zero)
     for event in events:
         hour = event["created_at"].astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        for span, bucket in (("h", hour), ("d", hour.replace(hour=0))):
+        day = hour.replace(hour=0)
+        for span, bucket in (("h", hour), ("d", day), ("m", day.replace(day=1))):
             _add(out[(event["key_id"], span, bucket, event["model"])], event)
     return dict(out)
 
