@@ -59,24 +59,36 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            error = RequestTooLarge(f"The request body exceeds {self.max_bytes} bytes.")
-            response = render_error(scope["path"], error)
+        if declared is not None and _too_large(declared.encode(), self.max_bytes):
+            response = _too_large_response(scope["path"], self.max_bytes)
             await response(scope, receive, send)
             return
-        received = 0
+        await self.app(scope, limited(receive, self.max_bytes), send)
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # FastAPI re-raises HTTPException from body reading; the handler renders it.
-                    raise HTTPException(413)
-            return message
 
-        await self.app(scope, limited_receive, send)
+def _too_large(declared: bytes, max_bytes: int) -> bool:
+    return not declared.isdigit() or int(declared) > max_bytes
+
+
+def _too_large_response(path: str, max_bytes: int) -> Response:
+    return render_error(path, RequestTooLarge(f"The request body exceeds {max_bytes} bytes."))
+
+
+def limited(receive: Receive, max_bytes: int) -> Receive:
+    """`receive` that raises a 413 once the body read so far is over `max_bytes` (the route
+    renders it as the client's family's error)."""
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise HTTPException(413)
+        return message
+
+    return limited_receive
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -110,25 +122,12 @@ class ProxyLane:
                 declared = value
         request_id = given if given and _SANE_REQUEST_ID.match(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        limit = self.max_bytes
         response: Response
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            error = RequestTooLarge(f"The request body exceeds {limit} bytes.")
-            response = render_error(scope["path"], error)
+        if declared is not None and _too_large(declared, self.max_bytes):
+            response = _too_large_response(scope["path"], self.max_bytes)
         else:
-            received = 0
-
-            async def limited_receive() -> Message:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        raise HTTPException(413)  # rendered as the client's family's 413
-                return message
-
             try:
-                response = await handler(Request(scope, limited_receive))
+                response = await handler(Request(scope, limited(receive, self.max_bytes)))
             except Exception as exc:
                 response = render_exception(scope["path"], exc, None)
         ids = request_id.encode("latin-1")

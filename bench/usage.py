@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.migrate import alembic_config  # noqa: E402 - after the path is set
+from bench.run import wait_http  # noqa: E402
 from tools.testenv import free_port, services  # noqa: E402
 
 TOLLGATE = str(Path(sys.executable).with_name("tollgate"))
@@ -68,17 +69,6 @@ def _timed(client: httpx.Client, path: str, headers: dict[str, str], runs: int) 
     }
 
 
-def _wait(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -110,7 +100,7 @@ def main() -> None:
         )
         stack.callback(server.terminate)
         base = f"http://127.0.0.1:{port}"
-        _wait(base + "/healthz")
+        wait_http(base + "/healthz", 60)
         client = stack.enter_context(httpx.Client(base_url=base, timeout=60))
         tenant = client.post(
             "/admin/tenants",
