@@ -38,7 +38,14 @@ class Price:
         return 2 * self.input
 
     def as_json(self) -> dict[str, int]:
-        return {"input": self.input, "cached_input": self.cached_input, "output": self.output}
+        """Per million tokens, except `web_search`: micro-USD per search (0: none billed)."""
+        return {
+            "input": self.input,
+            "cached_input": self.cached_input,
+            "output": self.output,
+            "cache_write": self.cache_write_input,
+            "web_search": self.web_search,
+        }
 
 
 FREE = Price(0, 0, 0)

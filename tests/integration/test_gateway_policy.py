@@ -208,6 +208,8 @@ class TestModels:
             "input": 2_500_000,
             "cached_input": 1_250_000,
             "output": 10_000_000,
+            "cache_write": 2_500_000,  # OpenAI bills cache writes as plain input
+            "web_search": 0,
         }
         assert (gpt["object"], gpt["type"], gpt["owned_by"]) == ("model", "model", "openai")
         assert body["first_id"] == body["data"][0]["id"]

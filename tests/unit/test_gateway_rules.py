@@ -43,6 +43,15 @@ class TestCatalog:
         explicit = self.catalog.resolve("deepseek/deepseek-chat")
         assert (explicit.provider, explicit.upstream_model) == ("deepseek", "deepseek-chat")
 
+    def test_listed_prices_include_cache_writes_and_searches(self):
+        claude = self.catalog.resolve("claude-sonnet-4").entry.price.as_json()
+        assert claude == {
+            "input": 3_000_000, "cached_input": 300_000, "output": 15_000_000,
+            "cache_write": 3_750_000, "web_search": 10_000,  # $10 per 1,000 searches
+        }  # fmt: skip
+        gpt = self.catalog.resolve("gpt-4o").entry.price.as_json()
+        assert (gpt["cache_write"], gpt["web_search"]) == (gpt["input"], 0)
+
     @pytest.mark.parametrize("model", ["gpt-9", "nope/gpt-4o", "gemini/gpt-4o", ""])
     def test_unknown(self, model: str):
         with pytest.raises(InvalidModel):
