@@ -124,36 +124,6 @@ class UsageRepository(TenantRepository[UsageEvent]):
             for row in rows
         ]
 
-    async def report(
-        self, where: UsageFilter, group: str
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """`grouped(where, "key")` and `grouped(where, group)` from one read of the rollups
-        (summed per key and `group`, then added up here), for `GET /v1/usage`."""
-        if group == "key":
-            rows = await self.grouped(where, "key")
-            return rows, rows
-        column = _GROUPS[group]
-        sums = rollups.summed(
-            _dialect(self.session), where.start, where.end, tenant_id=self.tenant_id,
-            key_id=where.key_id, model=where.model, by=["key_id", column],
-        ).subquery()  # fmt: skip
-        statement = (
-            select(sums.c.key_id, ApiKey.name, sums.c[column], *(sums.c[n] for n in SUM_COLUMNS))
-            .join(ApiKey, ApiKey.id == sums.c.key_id)
-            .where(sums.c.requests > 0)
-        )
-        keys: dict[uuid.UUID, dict[str, Any]] = {}
-        groups: dict[Any, dict[str, Any]] = {}
-        for key_id, name, value, *amounts in await self.session.execute(statement):
-            one_key = keys.setdefault(
-                key_id, {"key_id": key_id, "key_name": name, **dict.fromkeys(SUM_COLUMNS, 0)}
-            )
-            one_group = groups.setdefault(value, {group: value, **dict.fromkeys(SUM_COLUMNS, 0)})
-            for target in (one_key, one_group):
-                for column_name, amount in zip(SUM_COLUMNS, amounts, strict=True):
-                    target[column_name] += int(amount)
-        return [keys[k] for k in sorted(keys)], [groups[g] for g in sorted(groups)]
-
     async def spend_by_key(self, start: datetime, end: datetime) -> dict[uuid.UUID, int]:
         """Each key's billed spend in [start, end), from the rollups (keys that spent > 0)."""
         sums = rollups.summed(
