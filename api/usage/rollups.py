@@ -312,11 +312,17 @@ def summed(
     combined = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
     keys = [combined.c[name] for name in by]
     totals = [func.coalesce(func.sum(combined.c[name]), 0).label(name) for name in SUMS]
-    statement = select(*keys, *totals)
+    labels = [
+        func.to_char(key, "YYYY-MM-DD").label("day")  # formatted once per day, not per row
+        if key.name == "day" and dialect == "postgresql"
+        else key
+        for key in keys
+    ]
+    statement = select(*labels, *totals)
     return statement.group_by(*keys) if keys else statement
 
 
 def _day_function(dialect: str) -> Day:
     if dialect == "postgresql":
-        return lambda at: func.to_char(func.timezone("UTC", at), "YYYY-MM-DD")
+        return lambda at: func.date_trunc("day", func.timezone("UTC", at))
     return lambda at: func.strftime("%Y-%m-%d", at)
