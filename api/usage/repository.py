@@ -62,17 +62,13 @@ async def _totals(
     Tokens and cost count whatever was billed, cut-off streams included (failures cost 0);
     `requests` counts the requests that reached the model (they succeeded, or were billed).
     """
-    statement = rollups.summed(_dialect(session), since, None, tenant_id=tenant_id, key_id=key_id)
+    statement = rollups.summed(session, since, None, tenant_id=tenant_id, key_id=key_id)
     row = (await session.execute(statement)).one()._mapping
     return KeyTotals(
         requests=int(row["reached"]),
         tokens=int(row["input_tokens"]) + int(row["output_tokens"]),
         cost_micros=int(row["cost_micros"]),
     )
-
-
-def _dialect(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
 
 
 EXPORT_COLUMNS = (
@@ -105,7 +101,7 @@ class UsageRepository(TenantRepository[UsageEvent]):
         """SUM_COLUMNS per key (with its name), model or UTC day, from the rollups."""
         column = _GROUPS[group]
         sums = rollups.summed(
-            _dialect(self.session), where.start, where.end, tenant_id=self.tenant_id,
+            self.session, where.start, where.end, tenant_id=self.tenant_id,
             key_id=where.key_id, model=where.model, by=[column],
         ).subquery()  # fmt: skip
         values = [sums.c[name] for name in SUM_COLUMNS]
@@ -127,7 +123,7 @@ class UsageRepository(TenantRepository[UsageEvent]):
     async def spend_by_key(self, start: datetime, end: datetime) -> dict[uuid.UUID, int]:
         """Each key's billed spend in [start, end), from the rollups (keys that spent > 0)."""
         sums = rollups.summed(
-            _dialect(self.session), start, end, tenant_id=self.tenant_id, by=["key_id"]
+            self.session, start, end, tenant_id=self.tenant_id, by=["key_id"]
         ).subquery()
         statement = select(sums.c.key_id, sums.c.cost_micros).where(sums.c.cost_micros > 0)
         return {key_id: int(spend) for key_id, spend in (await self.session.execute(statement))}

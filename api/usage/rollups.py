@@ -285,7 +285,7 @@ def _dimension(model: Any, name: str, day: Day) -> ColumnElement[Any]:
 
 
 def summed(
-    dialect: str,
+    session: AsyncSession,
     start: datetime | None,
     end: datetime | None,
     *,
@@ -296,6 +296,7 @@ def summed(
 ) -> Select[Any]:
     """One row per value of the `by` columns ("key_id", "model", "day"), with every sum in
     SUMS over [start, end), from the rollups and the log's edges."""
+    dialect = _dialect(session)
     day = _day_function(dialect)
     parts: list[Select[Any]] = []
     for piece in pieces(start, end, coarsest="d" if "day" in by else "m"):
