@@ -4,10 +4,9 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Subquery, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.models import ApiKey
@@ -62,8 +61,8 @@ async def _totals(
     Tokens and cost count whatever was billed, cut-off streams included (failures cost 0);
     `requests` counts the requests that reached the model (they succeeded, or were billed).
     """
-    statement = rollups.summed(session, since, None, tenant_id=tenant_id, key_id=key_id)
-    row = (await session.execute(statement)).one()._mapping
+    statement, params = rollups.summed(session, since, None, tenant_id=tenant_id, key_id=key_id)
+    row = (await session.execute(statement, params)).one()._mapping
     return KeyTotals(
         requests=int(row["reached"]),
         tokens=int(row["input_tokens"]) + int(row["output_tokens"]),
@@ -80,6 +79,34 @@ SUM_COLUMNS = (
     "requests", "failed", "input_tokens", "cached_input_tokens", "output_tokens", "cost_micros",
 )  # fmt: skip
 _GROUPS = {"key": "key_id", "model": "model", "day": "day"}
+
+
+def _by_key(sums: Subquery) -> Select[Any]:
+    """Each key's sums with its name, for the keys that made requests."""
+    values = [sums.c[name] for name in SUM_COLUMNS]
+    return (
+        select(sums.c.key_id, ApiKey.name.label("key_name"), *values)
+        .join(ApiKey, ApiKey.id == sums.c.key_id)
+        .where(sums.c.requests > 0)
+        .order_by(sums.c.key_id)
+    )
+
+
+def _by(group: str) -> rollups.Then:
+    def report(sums: Subquery) -> Select[Any]:
+        values = [sums.c[name] for name in SUM_COLUMNS]
+        column = sums.c[_GROUPS[group]]
+        return select(column.label(group), *values).where(sums.c.requests > 0).order_by(column)
+
+    return report
+
+
+def _spend(sums: Subquery) -> Select[Any]:
+    return select(sums.c.key_id, sums.c.cost_micros).where(sums.c.cost_micros > 0)
+
+
+# One function per report, defined once: the statements built with them are reused.
+_REPORTS = {"key": _by_key, "model": _by("model"), "day": _by("day")}
 
 
 class UsageRepository(TenantRepository[UsageEvent]):
@@ -99,34 +126,21 @@ class UsageRepository(TenantRepository[UsageEvent]):
 
     async def grouped(self, where: UsageFilter, group: str) -> list[dict[str, Any]]:
         """SUM_COLUMNS per key (with its name), model or UTC day, from the rollups."""
-        column = _GROUPS[group]
-        sums = rollups.summed(
+        statement, params = rollups.summed(
             self.session, where.start, where.end, tenant_id=self.tenant_id,
-            key_id=where.key_id, model=where.model, by=[column],
-        ).subquery()  # fmt: skip
-        values = [sums.c[name] for name in SUM_COLUMNS]
-        statement: Select[Any]
-        if group == "key":
-            statement = select(sums.c.key_id, ApiKey.name.label("key_name"), *values).join(
-                ApiKey, ApiKey.id == sums.c.key_id
-            )
-        else:
-            statement = select(sums.c[column].label(group), *values)
-        statement = statement.where(sums.c.requests > 0).order_by(sums.c[column])
-        rows = (await self.session.execute(statement)).all()
-        # PostgreSQL sums BIGINT into NUMERIC; the API speaks integers.
-        return [
-            {k: int(v) if isinstance(v, Decimal) else v for k, v in row._mapping.items()}
-            for row in rows
-        ]
+            key_id=where.key_id, model=where.model, by=[_GROUPS[group]], then=_REPORTS[group],
+        )  # fmt: skip
+        result = await self.session.execute(statement, params)
+        names = list(result.keys())
+        return [dict(zip(names, row, strict=True)) for row in result.all()]
 
     async def spend_by_key(self, start: datetime, end: datetime) -> dict[uuid.UUID, int]:
         """Each key's billed spend in [start, end), from the rollups (keys that spent > 0)."""
-        sums = rollups.summed(
-            self.session, start, end, tenant_id=self.tenant_id, by=["key_id"]
-        ).subquery()
-        statement = select(sums.c.key_id, sums.c.cost_micros).where(sums.c.cost_micros > 0)
-        return {key_id: int(spend) for key_id, spend in (await self.session.execute(statement))}
+        statement, params = rollups.summed(
+            self.session, start, end, tenant_id=self.tenant_id, by=["key_id"], then=_spend
+        )
+        rows = await self.session.execute(statement, params)
+        return {row[0]: row[1] for row in rows}
 
     async def stream_export(self, where: UsageFilter) -> AsyncIterator[tuple[Any, ...]]:
         """Rows in EXPORT_COLUMNS order, fetched a thousand at a time (server-side cursor)."""

@@ -3,13 +3,14 @@ by queries.
 
 Writing: `insert_events` is the one way usage events reach the database. In one transaction it
 inserts them (ignoring ids already present) and adds the ones actually inserted to their
-hourly, daily and monthly `usage_rollups` rows, so the rollups always sum exactly the log.
+hourly, daily and monthly rows per key and model (`usage_rollups`) and per tenant and model
+(`usage_tenant_rollups`), so the rollups always sum exactly the log.
 
 Reading: `pieces(start, end)` covers a time range with signed pieces: whole months, days and
-hours from the rollups, the ragged edges from the log, and where a unit is mostly inside the
-range, the whole unit minus its outside part. `summed(...)` selects the same sums from each
-piece, negated where the sign says so, and adds them up. This month's report over millions of
-events then reads one row per key and model.
+hours from the rollups, the ragged edges from the log, and where it costs less, a whole unit
+minus its outside part. `summed(...)` selects the same sums from each piece, negated where the
+sign says so, and adds them up. This month's report over millions of events then reads one
+row per key and model; a tenant's report by model or day, one row per model.
 """
 
 from __future__ import annotations
@@ -21,12 +22,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, TextClause, case, func, or_, select, text, union_all
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    Subquery,
+    TextClause,
+    bindparam,
+    case,
+    cast,
+    func,
+    or_,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.db import insert_ignoring_conflicts
-from api.usage.models import UsageEvent, UsageRollup
+from api.usage.models import UsageEvent, UsageRollup, UsageTenantRollup
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -62,7 +77,12 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
         if row["id"] in inserted:
             added.setdefault(row["id"], row)
     if added:
-        await _add(session, _rollup_rows(list(added.values())))
+        events = list(added.values())
+        # Always the keys' rows first, then the tenants': writers lock rows in one order.
+        await _add(session, UsageRollup.__table__, "key_id", _rollup_rows(events, "key_id"))
+        await _add(
+            session, UsageTenantRollup.__table__, "tenant_id", _rollup_rows(events, "tenant_id")
+        )
     return len(added)
 
 
@@ -100,7 +120,8 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-def _rollup_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _rollup_rows(events: list[dict[str, Any]], owner: str) -> list[dict[str, Any]]:
+    """The events summed per `owner` ("key_id" or "tenant_id"), span, bucket and model."""
     sums: dict[tuple[uuid.UUID, str, datetime, str], dict[str, Any]] = {}
     for event in events:
         at: datetime = event["created_at"].astimezone(UTC)
@@ -109,11 +130,11 @@ def _rollup_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         tokens = (event.get("input_tokens") or 0) + (event.get("output_tokens") or 0)
         day = hour.replace(hour=0)
         for span, bucket in (("h", hour), ("d", day), ("m", day.replace(day=1))):
-            key = (event["key_id"], span, bucket, event["model"])
+            key = (event[owner], span, bucket, event["model"])
             row = sums.get(key)
             if row is None:
                 row = sums[key] = {
-                    "key_id": key[0], "span": span, "bucket": bucket, "model": key[3],
+                    owner: key[0], "span": span, "bucket": bucket, "model": key[3],
                     "tenant_id": event["tenant_id"], **dict.fromkeys(SUMS, 0),
                 }  # fmt: skip
             row["requests"] += 1
@@ -122,15 +143,14 @@ def _rollup_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for name in _ADDED:
                 row[name] += event.get(name) or 0
     # One order for every writer: concurrent upserts then lock rows in the same order.
-    return [sums[key] for key in sorted(sums, key=lambda k: (k[0], k[1], k[2], k[3]))]
+    return [sums[key] for key in sorted(sums)]
 
 
-async def _add(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+async def _add(session: AsyncSession, table: Any, owner: str, rows: list[dict[str, Any]]) -> None:
     insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
-    statement = insert(UsageRollup)
-    table = UsageRollup.__table__
+    statement = insert(table)
     statement = statement.on_conflict_do_update(
-        index_elements=["key_id", "span", "bucket", "model"],
+        index_elements=[owner, "span", "bucket", "model"],
         set_={name: table.c[name] + statement.excluded[name] for name in SUMS},
     )
     await session.execute(statement, rows)
@@ -178,60 +198,75 @@ def pieces(
     now: datetime | None = None,
 ) -> list[Piece]:
     """[start, end) as signed pieces whose sums add up to the range's: whole months, days and
-    hours from the rollups, at most a few ragged edges from the log. A unit mostly inside the
-    range is read whole and its outside part subtracted (at the next finer span), so an edge
-    never costs more than half a unit of the finer rows. Nothing is recorded after `now`: a
-    range reaching past it is open-ended. `coarsest`: "d" when grouping by day."""
+    hours from the rollups, at most a few ragged edges from the log. Where a unit is read whole
+    and its outside part subtracted (at the next finer span) costs less than covering its inside
+    part, it is: an edge then never costs more than half a unit of the finer rows. Nothing is
+    recorded after `now`, so the part of a unit after it costs nothing: a range ending a moment
+    ago reads today's row minus the last moments, not every hour of today; a range reaching past
+    `now` is open-ended. `coarsest`: "d" when grouping by day."""
+    now = now or datetime.now(UTC)
     start = start or _EPOCH
-    if end is not None and end > (now or datetime.now(UTC)):
+    if end is not None and end > now:
         end = None
     if end is not None and start >= end:
         return [Piece("log", start, end)]  # empty: selects nothing
-    return _cover(start, end, SPANS[SPANS.index(coarsest) :], 1)
+    return _Cover(now).cover(start, end, SPANS[SPANS.index(coarsest) :], 1)
 
 
-def _cover(a: datetime, b: datetime | None, spans: tuple[str, ...], sign: int) -> list[Piece]:
-    if b is not None and a >= b:
-        return []
-    if not spans:
-        return [Piece("log", a, b, sign)]
-    span, finer = spans[0], spans[1:]
-    first = _ceil(a, span)
-    if b is None:
-        return [*_left(a, first, span, finer, sign), Piece(span, first, None, sign)]
-    last = _floor(b, span)
-    if first <= last:
-        whole = [Piece(span, first, last, sign)] if first < last else []
-        return [*_left(a, first, span, finer, sign), *whole, *_right(last, b, span, finer, sign)]
-    # Inside one unit [last, first): read it whole if the range is most of it.
-    if (b - a) * 2 > first - last:
-        outside = [*_cover(last, a, finer, -sign), *_cover(b, first, finer, -sign)]
-        return [Piece(span, last, first, sign), *outside]
-    return _cover(a, b, finer, sign)
+@dataclass(frozen=True, slots=True)
+class _Cover:
+    now: datetime
 
+    def _cost(self, a: datetime, b: datetime) -> timedelta:
+        """How much recorded time [a, b) spans: the finer rows it takes to cover it."""
+        return max(min(b, self.now) - a, timedelta(0))
 
-def _left(
-    a: datetime, first: datetime, span: str, finer: tuple[str, ...], sign: int
-) -> list[Piece]:
-    """[a, first): the end of the unit `a` falls in."""
-    if a == first:
-        return []
-    floor = _floor(a, span)
-    if (first - a) * 2 > first - floor:
-        return [Piece(span, floor, first, sign), *_cover(floor, a, finer, -sign)]
-    return _cover(a, first, finer, sign)
+    def cover(
+        self, a: datetime, b: datetime | None, spans: tuple[str, ...], sign: int
+    ) -> list[Piece]:
+        if b is not None and a >= b:
+            return []
+        if not spans:
+            return [Piece("log", a, b, sign)]
+        span, finer = spans[0], spans[1:]
+        first = _ceil(a, span)
+        if b is None:
+            return [*self._left(a, first, span, finer, sign), Piece(span, first, None, sign)]
+        last = _floor(b, span)
+        if first <= last:
+            whole = [Piece(span, first, last, sign)] if first < last else []
+            return [
+                *self._left(a, first, span, finer, sign),
+                *whole,
+                *self._right(last, b, span, finer, sign),
+            ]
+        # Inside one unit [last, first): read it whole if its outside part costs less.
+        if self._cost(last, a) + self._cost(b, first) < self._cost(a, b):
+            outside = [*self.cover(last, a, finer, -sign), *self.cover(b, first, finer, -sign)]
+            return [Piece(span, last, first, sign), *outside]
+        return self.cover(a, b, finer, sign)
 
+    def _left(
+        self, a: datetime, first: datetime, span: str, finer: tuple[str, ...], sign: int
+    ) -> list[Piece]:
+        """[a, first): the end of the unit `a` falls in."""
+        if a == first:
+            return []
+        floor = _floor(a, span)
+        if self._cost(floor, a) < self._cost(a, first):
+            return [Piece(span, floor, first, sign), *self.cover(floor, a, finer, -sign)]
+        return self.cover(a, first, finer, sign)
 
-def _right(
-    last: datetime, b: datetime, span: str, finer: tuple[str, ...], sign: int
-) -> list[Piece]:
-    """[last, b): the start of the unit `b` falls in."""
-    if last == b:
-        return []
-    after = _next(last, span)
-    if (b - last) * 2 > after - last:
-        return [Piece(span, last, after, sign), *_cover(b, after, finer, -sign)]
-    return _cover(last, b, finer, sign)
+    def _right(
+        self, last: datetime, b: datetime, span: str, finer: tuple[str, ...], sign: int
+    ) -> list[Piece]:
+        """[last, b): the start of the unit `b` falls in."""
+        if last == b:
+            return []
+        after = _next(last, span)
+        if self._cost(b, after) < self._cost(last, b):
+            return [Piece(span, last, after, sign), *self.cover(b, after, finer, -sign)]
+        return self.cover(last, b, finer, sign)
 
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -243,12 +278,12 @@ _REACHED_THE_MODEL = or_(
 Day = Callable[[Any], ColumnElement[Any]]
 
 
-def _signed(value: ColumnElement[Any], piece: Piece) -> ColumnElement[Any]:
-    return value if piece.sign > 0 else -value
+def _signed(value: ColumnElement[Any], part: _Part) -> ColumnElement[Any]:
+    return value if part.sign > 0 else -value
 
 
 def _log_select(
-    dims: Sequence[str], day: Day, piece: Piece, where: list[ColumnElement[bool]]
+    _: Any, dims: Sequence[str], day: Day, part: _Part, where: list[ColumnElement[bool]]
 ) -> Select[Any]:
     columns = [_dimension(UsageEvent, name, day).label(name) for name in dims]
     values = [
@@ -257,23 +292,25 @@ def _log_select(
         func.sum(case((_REACHED_THE_MODEL, 1), else_=0)),
         *(func.sum(getattr(UsageEvent, name)) for name in _ADDED),
     ]
-    sums = [_signed(value, piece).label(name) for value, name in zip(values, SUMS, strict=True)]
-    statement = select(*columns, *sums).where(*where, UsageEvent.created_at >= piece.start)
-    if piece.end is not None:
-        statement = statement.where(UsageEvent.created_at < piece.end)
+    sums = [_signed(value, part).label(name) for value, name in zip(values, SUMS, strict=True)]
+    statement = select(*columns, *sums).where(
+        *where, UsageEvent.created_at >= bindparam(f"start_{part.index}")
+    )
+    if not part.open_ended:
+        statement = statement.where(UsageEvent.created_at < bindparam(f"end_{part.index}"))
     return statement.group_by(*columns) if columns else statement
 
 
 def _rollup_select(
-    dims: Sequence[str], day: Day, piece: Piece, where: list[ColumnElement[bool]]
+    table: Any, dims: Sequence[str], day: Day, part: _Part, where: list[ColumnElement[bool]]
 ) -> Select[Any]:
-    columns = [_dimension(UsageRollup, name, day).label(name) for name in dims]
-    sums = [_signed(func.sum(getattr(UsageRollup, name)), piece).label(name) for name in SUMS]
+    columns = [_dimension(table, name, day).label(name) for name in dims]
+    sums = [_signed(func.sum(getattr(table, name)), part).label(name) for name in SUMS]
     statement = select(*columns, *sums).where(
-        *where, UsageRollup.span == piece.source, UsageRollup.bucket >= piece.start
+        *where, table.span == part.source, table.bucket >= bindparam(f"start_{part.index}")
     )
-    if piece.end is not None:
-        statement = statement.where(UsageRollup.bucket < piece.end)
+    if not part.open_ended:
+        statement = statement.where(table.bucket < bindparam(f"end_{part.index}"))
     return statement.group_by(*columns) if columns else statement
 
 
@@ -282,6 +319,9 @@ def _dimension(model: Any, name: str, day: Day) -> ColumnElement[Any]:
         return day(model.created_at if model is UsageEvent else model.bucket)
     column: ColumnElement[Any] = getattr(model, name)
     return column
+
+
+Then = Callable[[Subquery], Select[Any]]
 
 
 def summed(
@@ -293,34 +333,89 @@ def summed(
     key_id: uuid.UUID | None = None,
     model: str | None = None,
     by: Sequence[str] = (),
-) -> Select[Any]:
-    """One row per value of the `by` columns ("key_id", "model", "day"), with every sum in
-    SUMS over [start, end), from the rollups and the log's edges."""
-    dialect = _dialect(session)
-    day = _day_function(dialect)
-    parts: list[Select[Any]] = []
-    for piece in pieces(start, end, coarsest="d" if "day" in by else "m"):
-        source: Any = UsageEvent if piece.source == "log" else UsageRollup
+    then: Then | None = None,
+) -> tuple[Select[Any], dict[str, Any]]:
+    """A statement and its parameters selecting one row per value of the `by` columns
+    ("key_id", "model", "day") with every sum in SUMS over [start, end), from the rollups and
+    the log's edges. A tenant's sums over all its keys read the tenant's rollups. `then`
+    (a function of the sums as a subquery, defined once) selects from them instead.
+
+    Statements are built once per shape (which filters, groups and pieces) and reused with new
+    parameters: building a union of a dozen selects cost more CPU than the query itself."""
+    cover = pieces(start, end, coarsest="d" if "day" in by else "m")
+    shape = _Shape(
+        dialect=_dialect(session),
+        tenant_wide=tenant_id is not None and key_id is None and "key_id" not in by,
+        filters=(tenant_id is not None, key_id is not None, model is not None),
+        by=tuple(by),
+        parts=tuple(
+            _Part(i, piece.source, piece.sign, piece.end is None) for i, piece in enumerate(cover)
+        ),
+        then=then,
+    )
+    params: dict[str, Any] = {
+        name: value
+        for name, value in (("tenant_id", tenant_id), ("key_id", key_id), ("model", model))
+        if value is not None
+    }
+    for i, piece in enumerate(cover):
+        params[f"start_{i}"] = piece.start
+        if piece.end is not None:
+            params[f"end_{i}"] = piece.end
+    return _statement(shape), params
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    index: int
+    source: str
+    sign: int
+    open_ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    dialect: str
+    tenant_wide: bool
+    filters: tuple[bool, bool, bool]  # by tenant, key, model
+    by: tuple[str, ...]
+    parts: tuple[_Part, ...]
+    then: Then | None
+
+
+@functools.lru_cache(maxsize=1024)
+def _statement(shape: _Shape) -> Select[Any]:
+    day = _day_function(shape.dialect)
+    table = UsageTenantRollup if shape.tenant_wide else UsageRollup
+    by_tenant, by_key, by_model = shape.filters
+    selects: list[Select[Any]] = []
+    for part in shape.parts:
+        source: Any = UsageEvent if part.source == "log" else table
         where = []
-        if tenant_id is not None:
-            where.append(source.tenant_id == tenant_id)
-        if key_id is not None:
-            where.append(source.key_id == key_id)
-        if model is not None:
-            where.append(source.model == model)
-        builder = _log_select if piece.source == "log" else _rollup_select
-        parts.append(builder(by, day, piece, where))
-    combined = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
-    keys = [combined.c[name] for name in by]
-    totals = [func.coalesce(func.sum(combined.c[name]), 0).label(name) for name in SUMS]
+        if by_tenant:
+            where.append(source.tenant_id == bindparam("tenant_id"))
+        if by_key:
+            where.append(source.key_id == bindparam("key_id"))
+        if by_model:
+            where.append(source.model == bindparam("model"))
+        builder = _log_select if part.source == "log" else _rollup_select
+        selects.append(builder(source, shape.by, day, part, where))
+    combined = union_all(*selects).subquery() if len(selects) > 1 else selects[0].subquery()
+    keys = [combined.c[name] for name in shape.by]
+    # As BIGINT: PostgreSQL sums BIGINT into NUMERIC, which the driver turns into Decimals.
+    totals = [
+        cast(func.coalesce(func.sum(combined.c[name]), 0), BigInteger).label(name) for name in SUMS
+    ]
     labels = [
         func.to_char(key, "YYYY-MM-DD").label("day")  # formatted once per day, not per row
-        if key.name == "day" and dialect == "postgresql"
+        if key.name == "day" and shape.dialect == "postgresql"
         else key
         for key in keys
     ]
     statement = select(*labels, *totals)
-    return statement.group_by(*keys) if keys else statement
+    if keys:
+        statement = statement.group_by(*keys)
+    return statement if shape.then is None else shape.then(statement.subquery())
 
 
 def _day_function(dialect: str) -> Day:

@@ -23,7 +23,7 @@ from api.auth.models import ApiKey
 from api.db import create_engine, create_sessionmaker
 from api.migrate import alembic_config
 from api.tenant.models import Tenant
-from api.usage.models import UsageEvent, UsageRollup
+from api.usage.models import UsageEvent, UsageRollup, UsageTenantRollup
 from api.usage.repository import (
     SUM_COLUMNS,
     KeyTotals,
@@ -40,7 +40,7 @@ SPREAD = timedelta(days=5)
 DAY = timedelta(days=1)
 MODELS = ("gpt-4o", "deepseek-chat", "claude-sonnet-4")
 STATUSES = (200, 200, 200, 400, 429, 502)
-BEFORE_ROLLUPS, ROLLUPS = "b7c3e9a1d5f2", "6d2a7c4e9b13"
+BEFORE_ROLLUPS = "b7c3e9a1d5f2"
 
 
 @dataclass
@@ -173,30 +173,36 @@ def _key(tenant_id: uuid.UUID, name: str) -> ApiKey:
 
 
 async def _rollup_rows(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+    """Both tables' rows: the keys' rollups, then the tenants'."""
     async with engine.connect() as connection:
-        statement = select(UsageRollup.__table__).order_by(
-            UsageRollup.key_id, UsageRollup.span, UsageRollup.bucket, UsageRollup.model
-        )
-        return [tuple(row) for row in await connection.execute(statement)]
+        rows = []
+        for table, owner in ((UsageRollup, "key_id"), (UsageTenantRollup, "tenant_id")):
+            statement = select(table.__table__).order_by(
+                getattr(table, owner), table.span, table.bucket, table.model
+            )
+            rows += [(table, *row) for row in await connection.execute(statement)]
+        return rows
 
 
 def _naive_rollups(events: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, int]]:
-    """The rows usage_rollups must hold: (key_id, span, bucket, model) → sums."""
+    """The rows the rollups must hold: (table, key or tenant id, span, bucket, model) → sums."""
     out: dict[tuple[Any, ...], dict[str, int]] = defaultdict(_zero)
     for event in events:
         hour = event["created_at"].astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         day = hour.replace(hour=0)
         for span, bucket in (("h", hour), ("d", day), ("m", day.replace(day=1))):
-            _add(out[(event["key_id"], span, bucket, event["model"])], event)
+            for table, owner in ((UsageRollup, "key_id"), (UsageTenantRollup, "tenant_id")):
+                _add(out[(table, event[owner], span, bucket, event["model"])], event)
     return dict(out)
 
 
 def _stored_rollups(rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, int]]:
-    names = [column.name for column in UsageRollup.__table__.columns]
     out = {}
-    for row in rows:
+    for table, *row in rows:
+        names = [column.name for column in table.__table__.columns]
         values = dict(zip(names, row, strict=True))
-        key = (values["key_id"], values["span"], values["bucket"], values["model"])
+        owner = values["key_id"] if table is UsageRollup else values["tenant_id"]
+        key = (table, owner, values["span"], values["bucket"], values["model"])
         out[key] = {name: int(values[name]) for name in _zero()}
     return out
 
@@ -404,7 +410,7 @@ class TestBackfill:
             connection.execute(sa.insert(UsageEvent.__table__), events)
         sync.dispose()
 
-        command.upgrade(config, ROLLUPS)
+        command.upgrade(config, "head")
 
         async def check() -> None:
             engine = create_engine(fresh_url)

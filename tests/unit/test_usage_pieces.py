@@ -179,3 +179,28 @@ def test_most_of_an_hour_is_the_hour_minus_its_edges() -> None:
 def test_an_empty_range_selects_nothing() -> None:
     moment = at("2026-05-05 10:05")
     assert check(moment, moment) == [Piece("log", moment, moment)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_ranges_ending_near_now(seed: int) -> None:
+    """What is after `now` costs nothing, so the choices change near it: the cover must stay
+    exact whatever they are."""
+    rng = random.Random(1000 + seed)
+    for _ in range(1500):
+        start = _random_moment(rng)
+        length = rng.choice([1, 3600, 86_400, 30 * 86_400, 95 * 86_400])
+        end = start + timedelta(seconds=rng.random() * length)
+        now = end + timedelta(seconds=rng.choice([0, 1, 300, 3600, 86_400]) * rng.random())
+        check(start, end, coarsest=rng.choice(["m", "d"]), now=now)
+
+
+def test_a_range_ending_moments_ago_reads_today_whole() -> None:
+    """The last thirty days as a client's clock saw them, a moment before the server's: today
+    is one daily row minus the moments since `end`, not every hour of today."""
+    now = at("2026-11-22 07:56:00")
+    end = at("2026-11-22 07:51:49")
+    out = check(end - 30 * DAY, end, now=now)
+    past_hours = [p for p in out if p.source == "h" and p.end is not None and p.start < now]
+    assert all(p.start < at("2026-11-22 00:00") for p in past_hours), out
+    assert Piece("log", end, at("2026-11-22 08:00"), -1) in out
+    assert Piece("m", at("2026-11-01 00:00"), at("2026-12-01 00:00")) in out
