@@ -179,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await warm_tokenizer
             await turn_services.close()  # before the gateway: its calls are metered there
             await gateway.close()  # every accepted request's usage event is written first
+            await budget.close()  # its leases' spare room is other processes' again
             await ledger.close()
             if drain_task is not None:
                 drain_task.cancel()

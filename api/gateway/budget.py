@@ -17,6 +17,8 @@ of the usage already recorded (after flushing this process's pending events).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -34,7 +36,14 @@ from api.auth import limits as limit_rules
 from api.auth.models import ApiKey
 from api.errors import BudgetExceeded, RateLimited
 from api.gateway.pricing import TOKENS_PER_PRICE_UNIT, Price, Usage
-from api.kit.counters import CounterStore, HoldRequest, Settlement, Unseeded
+from api.kit.counters import (
+    CounterStore,
+    HoldRequest,
+    LeaseRequest,
+    RedisCounterStore,
+    Settlement,
+    Unseeded,
+)
 from api.kit.money import micros_to_usd
 from api.kit.time import utcnow
 from api.usage import repository as usage_repository
@@ -47,6 +56,12 @@ TTL_SECONDS = {"minute": 120, "day": 2 * 86_400, "month": 32 * 86_400, "total": 
 HOLD_SECONDS = 900
 _ATTEMPTS = 4
 _UNLIMITED = 1 << 62
+# Leases (Redis only): how long a process admits requests against its share of a counter's
+# room before asking Redis again, and how much spare room it asks for: this many more
+# requests like the one that renews it (only while four times that is left, see
+# `api/kit/counters.py`).
+LEASE_SECONDS = 5.0
+LEASE_REQUESTS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +74,68 @@ class Demand:
 
 
 @dataclass(slots=True)
+class _Lease:
+    """This process's share of one counter's room: a member of the counter's holds in Redis
+    (like a request's hold, and expiring like one), which requests are admitted against
+    here, with no round trip, until it runs out or LEASE_SECONDS pass; then the next request
+    renews it. The room it leaves others is the room minus the whole lease, so the cap holds
+    across processes exactly as with a hold per request."""
+
+    member: str = ""  # "<lease id>:<amount>" in the counter's holds; "" none
+    granted: int = 0  # the member's amount
+    holds: dict[str, tuple[int, float]] = field(default_factory=dict)  # id → amount, deadline
+    inflight: int = 0  # the holds' amounts: requests admitted under it, not settled
+    # What requests settled since the member was granted: the counter counts it and so does
+    # the member, until the next renewal drops the member.
+    settled: int = 0
+    settled_while_renewing: int = 0
+    until: float = 0.0  # admits requests until then (monotonic)
+    renewing: asyncio.Event | None = None  # set once the renewal under way is done
+    room: int = 0  # the counter's room as last seen, less what was admitted here since
+
+    def admits(self, amount: int, now: float) -> bool:
+        return (
+            self.renewing is None
+            and now < self.until
+            and self.granted - self.inflight - self.settled >= amount
+        )
+
+    def hold(self, hold_id: str, amount: int, now: float) -> None:
+        self.holds[hold_id] = (amount, now + HOLD_SECONDS)
+        self.inflight += amount
+        self.room -= amount
+
+    def settle(self, hold_id: str, actual: int) -> None:
+        amount, _ = self.holds.pop(hold_id, (0, 0.0))
+        self.inflight -= amount
+        if self.renewing is not None:
+            self.settled_while_renewing += actual
+        else:
+            self.settled += actual
+
+    def renew(self) -> None:
+        self.renewing = asyncio.Event()
+
+    def renewed(self) -> None:
+        if self.renewing is not None:
+            self.renewing.set()
+            self.renewing = None
+
+    def expire(self, now: float) -> None:
+        """Forget holds past their deadline, as Redis forgets a dead process's holds."""
+        for hold_id, (amount, deadline) in list(self.holds.items()):
+            if deadline <= now:
+                del self.holds[hold_id]
+                self.inflight -= amount
+
+
+@dataclass(slots=True)
 class Settling:
     tenant_id: uuid.UUID | None = None
     held: list[tuple[limit_rules.Limit, str, int]] = field(default_factory=list)
     settlements: list[Settlement] = field(default_factory=list)
+    # Requests admitted under leases: (lease, hold id, actual) to book once settled.
+    leased: list[tuple[_Lease, str, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -73,6 +146,7 @@ class Reservation:
     max_output_tokens: int = 0
     clamped: bool = False
     rate_headers: dict[str, str] = field(default_factory=dict)
+    leases: list[_Lease] | None = None  # admitted under these (one per counter), not holds
 
 
 class BudgetGuard(Protocol):
@@ -229,12 +303,19 @@ class Reservations:
         counters: CounterStore,
         flush_ledger: Callable[[], Awaitable[None]],
         on_crossing: Callable[[list[Crossing]], None] | None = None,
+        leases: bool | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._counters = counters
         self._flush_ledger = flush_ledger
         self._on_crossing = on_crossing
         self._plans: dict[int, _Plan] = {}
+        # Leases save a round trip to Redis; the embedded default's counters are local anyway.
+        if leases is None:
+            leases = isinstance(counters, RedisCounterStore)
+        self._leasing = leases
+        self._leases: dict[tuple[str, int], _Lease] = {}  # (counter, max) → lease
+        self._sweeper: asyncio.Task[None] | None = None
         # Hold ids: unique across processes and restarts, cheaper than a uuid per request.
         self._hold_ids = map(f"{secrets.token_hex(8)}{{:x}}".format, itertools.count())
 
@@ -269,6 +350,9 @@ class Reservations:
         clock = time.time()
         names = plan.names(clock)
         output = need.max_output_tokens
+        leases = await self._leased(reservation, plan, need, clock) if self._leasing else None
+        if reservation.leases is not None:
+            return reservation
         rooms = [0] * len(limits)
         for _ in range(_ATTEMPTS + len(limits)):
             holds = [
@@ -277,9 +361,12 @@ class Reservations:
             ]
             expiry_ms = int((clock + HOLD_SECONDS) * 1000)
             try:
-                held, rooms = await self._counters.reserve(
-                    reservation.hold_id, holds, expiry_ms, TTL_SECONDS["total"]
-                )
+                if leases is not None and all(lease.renewing is None for lease in leases):
+                    held, rooms = await self._renew(reservation, leases, holds, expiry_ms)
+                else:  # another request is renewing these leases: a hold of its own
+                    held, rooms = await self._counters.reserve(
+                        reservation.hold_id, holds, expiry_ms, TTL_SECONDS["total"]
+                    )
             except Unseeded as missing:
                 await self._seed(scoped[missing.index], names[missing.index], utcnow())
                 continue
@@ -306,6 +393,171 @@ class Reservations:
             output = min(output - 1, fits)  # fewer output tokens fit: ask again with those
         raise _exceeded(limits, rooms, need)
 
+    # Leases
+
+    def _leases_of(self, names: list[str], limits: list[limit_rules.Limit]) -> list[_Lease]:
+        leases = []
+        for name, limit in zip(names, limits, strict=True):
+            lease = self._leases.get((name, limit.max))
+            if lease is None:
+                lease = self._leases[(name, limit.max)] = _Lease()
+            leases.append(lease)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        return leases
+
+    async def _leased(
+        self, reservation: Reservation, plan: _Plan, need: Demand, clock: float
+    ) -> list[_Lease]:
+        """Admit the request against this process's leases if they afford it, waiting for a
+        renewal under way first; returns the leases (to renew, unless it was admitted)."""
+        for _ in range(_ATTEMPTS):
+            leases = self._leases_of(plan.counters, plan.limits)  # a failed renewal drops them
+            if self._admit(reservation, plan, leases, need, clock):
+                break
+            renewals = [lease.renewing for lease in leases if lease.renewing is not None]
+            if not renewals:
+                break
+            # Another request is renewing them: its answer is due sooner than our own.
+            await renewals[0].wait()
+        return leases
+
+    def _admit(
+        self,
+        reservation: Reservation,
+        plan: _Plan,
+        leases: list[_Lease],
+        need: Demand,
+        clock: float,
+    ) -> bool:
+        """Admit the request against this process's leases, whole or not at all (no round
+        trip, no clamping: a request that does not fit renews them)."""
+        now = time.monotonic()
+        output = need.max_output_tokens
+        amounts = [worst_case(limit, need, output) for limit in plan.limits]
+        if not all(lease.admits(a, now) for lease, a in zip(leases, amounts, strict=True)):
+            return False
+        for lease, amount in zip(leases, amounts, strict=True):
+            lease.hold(reservation.hold_id, amount, now)
+        reservation.leases = leases
+        reservation.held = list(zip(plan.limits, plan.counters, amounts, strict=True))
+        reservation.max_output_tokens = output
+        if plan.rated:  # as this process last saw the window: other processes' use shows later
+            holds = [
+                HoldRequest(name, limit.max, amount) for limit, name, amount in reservation.held
+            ]
+            rooms = [lease.room + amount for lease, amount in zip(leases, amounts, strict=True)]
+            reservation.rate_headers = rate_headers(plan.limits, holds, rooms, True, clock)
+        return True
+
+    async def _renew(
+        self,
+        reservation: Reservation,
+        leases: list[_Lease],
+        holds: list[HoldRequest],
+        expiry_ms: int,
+    ) -> tuple[bool, list[int]]:
+        """Ask Redis for the request's holds and new leases in one atomic step: each lease's
+        old member is replaced by one carrying what is in flight under it, plus the request,
+        plus spare room. Returns whether the request fits, and each counter's room for it."""
+        requests = [
+            LeaseRequest(
+                counter=hold.counter,
+                maximum=hold.maximum,
+                amount=hold.amount,
+                carry=lease.inflight,
+                chunk=hold.amount * LEASE_REQUESTS,
+                old=lease.member,
+            )
+            for hold, lease in zip(holds, leases, strict=True)
+        ]
+        lease_id = next(self._hold_ids)
+        for lease in leases:
+            lease.renew()
+        try:
+            leased = await self._store().lease(lease_id, requests, expiry_ms, TTL_SECONDS["total"])
+        except Unseeded:  # the script changed nothing
+            for lease in leases:
+                lease.renewed()
+            raise
+        except BaseException:
+            self._forget(leases)
+            raise
+        now = time.monotonic()
+        for lease, granted, room, hold in zip(
+            leases, leased.granted, leased.rooms, holds, strict=True
+        ):
+            _install(lease, lease_id, granted)
+            lease.room = room
+            if leased.fits:
+                lease.hold(reservation.hold_id, hold.amount, now)
+                lease.until = now + LEASE_SECONDS
+        if leased.fits:
+            reservation.leases = leases
+        return leased.fits, leased.rooms
+
+    def _store(self) -> RedisCounterStore:
+        assert isinstance(self._counters, RedisCounterStore)
+        return self._counters
+
+    def _forget(self, leases: list[_Lease]) -> None:
+        """Whether Redis replaced these leases is unknown: stop using them. Their members,
+        old or new, expire as a dead process's holds do."""
+        dead = {id(lease) for lease in leases}
+        for name, lease in list(self._leases.items()):
+            if id(lease) in dead:
+                del self._leases[name]
+        for lease in leases:
+            lease.until = 0.0
+            lease.renewed()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS)
+            try:
+                await self.give_back()
+            except Exception:
+                logger.exception("could not give back idle leases")
+
+    async def give_back(self, everything: bool = False) -> None:
+        """Shrink the leases no request renewed in LEASE_SECONDS (`everything`: all of them)
+        to what is still in flight under them: their spare room is other processes' again."""
+        now = time.monotonic()
+        for (name, maximum), lease in list(self._leases.items()):
+            if lease.renewing is not None or (now < lease.until and not everything):
+                continue
+            lease.expire(now)
+            if lease.member == "":
+                if not lease.holds:
+                    del self._leases[(name, maximum)]
+                continue
+            if lease.granted == lease.inflight and lease.settled == 0:
+                continue  # it holds only what is in flight
+            lease_id = next(self._hold_ids)
+            request = LeaseRequest(name, maximum, 0, lease.inflight, 0, lease.member)
+            expiry_ms = int((time.time() + HOLD_SECONDS) * 1000)
+            lease.renew()
+            try:
+                leased = await self._store().lease(
+                    lease_id, [request], expiry_ms, TTL_SECONDS["total"]
+                )
+            except BaseException:
+                self._forget([lease])
+                raise
+            _install(lease, lease_id, leased.granted[0])
+
+    async def close(self) -> None:
+        """Give every lease back (once the last request has settled)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        try:
+            await self.give_back(everything=True)
+        except Exception:  # they expire on their own
+            logger.exception("could not give back the leases")
+
     async def _seed(self, item: Scoped, name: str, now: datetime) -> None:
         limit = item.limit
         since = limit_rules.period_start(limit.period, now)
@@ -324,16 +576,22 @@ class Reservations:
         self, reservation: Reservation, usage: Usage, cost_micros: int, succeeded: bool
     ) -> Settling:
         held, reservation.held = reservation.held, []
+        leases, reservation.leases = reservation.leases, None
+        hold_id = reservation.hold_id
         settlements = [
             Settlement(
                 counter=name,
-                member=f"{reservation.hold_id}:{amount}",
+                member="" if leases else f"{hold_id}:{amount}",  # a lease has no hold to drop
                 actual=actual(limit, usage, cost_micros, succeeded),
                 ttl_seconds=TTL_SECONDS[limit.period],
             )
             for limit, name, amount in held
         ]
-        return Settling(reservation.tenant_id, held, settlements)
+        leased = [
+            (lease, hold_id, item.actual)
+            for lease, item in zip(leases or [], settlements, strict=False)
+        ]
+        return Settling(reservation.tenant_id, held, settlements, leased)
 
     def _exhausted(
         self,
@@ -358,6 +616,10 @@ class Reservations:
             self._on_crossing(found)
 
     def settled(self, settling: Settling, after: list[int | None]) -> None:
+        # The counters have the actual usage now (or will be recounted from the ledger): the
+        # leases stop holding these requests' worst cases and count what they used instead.
+        for lease, hold_id, used in settling.leased:
+            lease.settle(hold_id, used)
         if self._on_crossing is None or settling.tenant_id is None:
             return
         found = [
@@ -380,6 +642,10 @@ class Reservations:
             for stem in counter_names(owner_id, now, scope).values()
             for metric in ("spend_usd", "tokens", "requests")
         ]
+        prefix = f"{scope}:{owner_id}:"
+        for (name, _), lease in self._leases.items():
+            if name.startswith(prefix):
+                lease.until = 0.0  # renewed against the new limits before admitting again
         try:
             await self._counters.delete(names)
         except Exception:  # the change is committed; the counters expire on their own
@@ -409,3 +675,13 @@ def _exceeded(limits: list[limit_rules.Limit], rooms: list[int], need: Demand) -
                 f"This key has reached its {limit.period} {noun} limit of {amount}."
             )
     return BudgetExceeded("This request does not fit in this key's remaining budget.")
+
+
+def _install(lease: _Lease, lease_id: str, granted: int) -> None:
+    """The lease's member is now `<lease_id>:<granted>` (none when 0), admitting nothing until
+    the caller says so."""
+    lease.member = f"{lease_id}:{granted}" if granted else ""
+    lease.granted = granted
+    lease.settled, lease.settled_while_renewing = lease.settled_while_renewing, 0
+    lease.until = 0.0
+    lease.renewed()

@@ -203,6 +203,7 @@ class Call:
             released = gateway.budget.settlement(earlier, Usage(), 0, False)
             settling.held += released.held
             settling.settlements += released.settlements
+            settling.leased += released.leased
         after = await gateway.ledger.commit(event, settling.settlements)
         gateway.budget.settled(settling, after)
         return cost

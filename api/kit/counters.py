@@ -62,6 +62,58 @@ for i = 1, count do
 end
 return {1, unpack(rooms)}
 """
+# A lease: one process's share of the room, held as one member "<lease id>:<amount>" like a
+# hold, so that process can admit requests against it without asking Redis each time
+# (`api/gateway/budget.py`). Renewing replaces the process's previous member of each counter
+# (ARGV "old") with a new one carrying what is still in flight under it ("carry"), plus this
+# request's amount, plus `chunk` more while at least four chunks of room are left after the
+# request: near the cap every request holds only its own amount, so room another process
+# leased and left idle is never more than a quarter of what was left. When the request does
+# not fit, only the carry is held again.
+# Per counter, ARGV from 5 + 5(i-1): max, amount, carry, chunk, old member.
+# Returns {fits, room of each counter less its carry..., amount granted to each...}.
+_LEASE_SCRIPT = """
+local now, expiry, lease, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local count = #KEYS
+local used = {}
+for i = 1, count do
+  used[i] = redis.call('GET', KEYS[i])
+  if not used[i] then
+    if tonumber(ARGV[5 * i + 1]) > 0 then return {-1, i} end
+    used[i] = 0  -- only giving back: no starting value needed
+  end
+end
+local out = {1}
+for i = 1, count do
+  local base = 5 * i
+  local holds = KEYS[i] .. ':holds'
+  redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
+  if ARGV[base + 4] ~= '' then redis.call('ZREM', holds, ARGV[base + 4]) end
+  local held = 0
+  for _, member in ipairs(redis.call('ZRANGE', holds, 0, -1)) do
+    held = held + tonumber(string.match(member, ':(%d+)$'))
+  end
+  local room = tonumber(ARGV[base]) - tonumber(used[i]) - held - tonumber(ARGV[base + 2])
+  out[i + 1] = room
+  if tonumber(ARGV[base + 1]) > room then out[1] = 0 end
+end
+for i = 1, count do
+  local base = 5 * i
+  local amount, granted = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+  if out[1] == 1 and amount > 0 then
+    local chunk = tonumber(ARGV[base + 3])
+    granted = granted + amount
+    if out[i + 1] - amount >= 4 * chunk then granted = granted + chunk end
+  end
+  out[count + 1 + i] = granted
+  if granted > 0 then
+    local holds = KEYS[i] .. ':holds'
+    redis.call('ZADD', holds, expiry, lease .. ':' .. granted)
+    redis.call('EXPIRE', holds, ttl)
+  end
+end
+return out
+"""
 # ARGV[1] = how many counters; the optional last key is a stream that gets ARGV's last value
 # appended in the same step (the usage ledger: counters and ledger move together or not at all).
 _RELEASE_SCRIPT = """
@@ -96,6 +148,23 @@ class HoldRequest:
     counter: str
     maximum: int
     amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    counter: str
+    maximum: int
+    amount: int  # this request's worst case (0: only renewing or giving back)
+    carry: int  # still in flight under the old member, held again
+    chunk: int  # spare room wanted beyond the request
+    old: str  # the process's previous member of this counter ("" none)
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    fits: bool
+    rooms: list[int]  # each counter's room for this request (carries held)
+    granted: list[int]  # each new member's amount (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +290,11 @@ class RedisCounterStore:
         self._add = redis.register_script(_ADD_SCRIPT)
         self._reserve: Any = redis.register_script(_RESERVE_SCRIPT)
         self._release: Any = redis.register_script(_RELEASE_SCRIPT)
+        self._lease: Any = redis.register_script(_LEASE_SCRIPT)
         if fast is not None:
             self._reserve = Script(fast, _RESERVE_SCRIPT)
             self._release = Script(fast, _RELEASE_SCRIPT)
+            self._lease = Script(fast, _LEASE_SCRIPT)
 
     async def read(self, names: list[str]) -> list[int | None]:
         values = await self._redis.mget([self._prefix + name for name in names])
@@ -267,6 +338,22 @@ class RedisCounterStore:
         if result[0] == -1:
             raise Unseeded(result[1] - 1)
         return result[0] == 1, result[1:]
+
+    async def lease(
+        self, lease_id: str, requests: list[LeaseRequest], expiry_ms: int, ttl_seconds: int
+    ) -> Leased:
+        """Replace this process's leases of the counters, atomically (see `_LEASE_SCRIPT`).
+
+        Raises `Unseeded` (having changed nothing) for a counter without a starting value."""
+        args: list[int | str] = [int(time.time() * 1000), expiry_ms, lease_id, ttl_seconds]
+        for item in requests:
+            args += [item.maximum, item.amount, item.carry, item.chunk, item.old]
+        keys = [self._prefix + item.counter for item in requests]
+        result = [int(v) for v in await self._lease(keys=keys, args=args)]
+        if result[0] == -1:
+            raise Unseeded(result[1] - 1)
+        count = len(requests)
+        return Leased(result[0] == 1, result[1 : count + 1], result[count + 1 :])
 
     async def release(
         self, settlements: list[Settlement], journal: tuple[str, bytes] | None = None

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from api.gateway import budget
 from api.gateway.tokens import prompt_token_bound
 from tests.factories.chat import HELLO
 from tests.factories.tenants import bearer, create_key, create_tenant
@@ -265,7 +266,12 @@ class TestRebuildCounters:
     # The embedded default keeps its counters inside the server process: PostgreSQL + Redis.
     @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
     async def test_counters_are_recounted_from_the_ledger(
-        self, http: httpx.AsyncClient, upstream: FakeUpstream, gateway_settings, tmp_path
+        self,
+        http: httpx.AsyncClient,
+        upstream: FakeUpstream,
+        gateway_settings,
+        tmp_path,
+        monkeypatch: pytest.MonkeyPatch,
     ):
         import os
         import subprocess
@@ -275,6 +281,8 @@ class TestRebuildCounters:
         from redis.asyncio import Redis
 
         assert gateway_settings.redis_url is not None
+        # A process sees counters changed behind its back when it next renews its leases.
+        monkeypatch.setattr(budget, "LEASE_SECONDS", 0.2)
         upstream.mode, upstream.words = "generate", 10
         tenant = await create_tenant(http)
         key = await create_key(http, tenant, max_spend_usd=1)
@@ -286,6 +294,7 @@ class TestRebuildCounters:
             counters = [n for n in names if not n.endswith(b":holds")]
             assert len(counters) == 1
             await redis.set(counters[0], 10**12)  # corrupted: the key now looks spent
+            await asyncio.sleep(0.3)
             assert await _chat(http, key["secret"], False, max_tokens=10) == 402
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")},
@@ -302,6 +311,7 @@ class TestRebuildCounters:
             )
             assert result.returncode == 0, result.stderr
             assert result.stdout.startswith("Dropped ")
+            await asyncio.sleep(0.3)
             assert await _chat(http, key["secret"], False, max_tokens=10) == 200
             ledger = (await usage_when_settled(http, tenant, 3))["totals"]["cost_micros"]
             assert ledger == 2 * spent  # the refused request cost nothing
