@@ -78,6 +78,30 @@ class UsageRollup(Base):
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class UsageKeyRollup(Base):
+    """`UsageRollup` without the model: what a key used in each hour, day and month. A
+    tenant's report by key reads one row per key and piece, not one per key, model and piece."""
+
+    __tablename__ = "usage_key_rollups"
+    __table_args__ = (
+        Index("ix_usage_key_rollups_tenant_id_span_bucket", "tenant_id", "span", "bucket"),
+    )
+
+    key_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    span: Mapped[str] = mapped_column(String(1), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    reached: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class UsageTenantRollup(Base):
     """The request log summed per tenant, model and UTC hour, day or month: `UsageRollup`
     without the key, for what a tenant asks about all its keys at once (its usage by model or

@@ -3,14 +3,15 @@ by queries.
 
 Writing: `insert_events` is the one way usage events reach the database. In one transaction it
 inserts them (ignoring ids already present) and adds the ones actually inserted to their
-hourly, daily and monthly rows per key and model (`usage_rollups`) and per tenant and model
-(`usage_tenant_rollups`), so the rollups always sum exactly the log.
+hourly, daily and monthly rows per key and model (`usage_rollups`), per key
+(`usage_key_rollups`) and per tenant and model (`usage_tenant_rollups`), so the rollups always
+sum exactly the log.
 
 Reading: `pieces(start, end)` covers a time range with signed pieces: whole months, days and
 hours from the rollups, the ragged edges from the log, and where it costs less, a whole unit
 minus its outside part. `summed(...)` selects the same sums from each piece, negated where the
 sign says so, and adds them up. This month's report over millions of events then reads one
-row per key and model; a tenant's report by model or day, one row per model.
+row per key; a tenant's report by model or day, one row per model.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.db import insert_ignoring_conflicts
-from api.usage.models import UsageEvent, UsageRollup, UsageTenantRollup
+from api.usage.models import UsageEvent, UsageKeyRollup, UsageRollup, UsageTenantRollup
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -78,11 +79,10 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
             added.setdefault(row["id"], row)
     if added:
         events = list(added.values())
-        # Always the keys' rows first, then the tenants': writers lock rows in one order.
-        await _add(session, UsageRollup.__table__, "key_id", _rollup_rows(events, "key_id"))
-        await _add(
-            session, UsageTenantRollup.__table__, "tenant_id", _rollup_rows(events, "tenant_id")
-        )
+        # The tables in one order, each's rows sorted: writers lock rows in one order.
+        await _add(session, UsageRollup.__table__, _rollup_rows(events, "key_id"))
+        await _add(session, UsageKeyRollup.__table__, _rollup_rows(events, "key_id", False))
+        await _add(session, UsageTenantRollup.__table__, _rollup_rows(events, "tenant_id"))
     return len(added)
 
 
@@ -120,8 +120,10 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-def _rollup_rows(events: list[dict[str, Any]], owner: str) -> list[dict[str, Any]]:
-    """The events summed per `owner` ("key_id" or "tenant_id"), span, bucket and model."""
+def _rollup_rows(
+    events: list[dict[str, Any]], owner: str, by_model: bool = True
+) -> list[dict[str, Any]]:
+    """The events summed per `owner` ("key_id" or "tenant_id"), span, bucket (and model)."""
     sums: dict[tuple[uuid.UUID, str, datetime, str], dict[str, Any]] = {}
     for event in events:
         at: datetime = event["created_at"].astimezone(UTC)
@@ -130,13 +132,15 @@ def _rollup_rows(events: list[dict[str, Any]], owner: str) -> list[dict[str, Any
         tokens = (event.get("input_tokens") or 0) + (event.get("output_tokens") or 0)
         day = hour.replace(hour=0)
         for span, bucket in (("h", hour), ("d", day), ("m", day.replace(day=1))):
-            key = (event[owner], span, bucket, event["model"])
+            key = (event[owner], span, bucket, event["model"] if by_model else "")
             row = sums.get(key)
             if row is None:
                 row = sums[key] = {
-                    owner: key[0], "span": span, "bucket": bucket, "model": key[3],
+                    owner: key[0], "span": span, "bucket": bucket,
                     "tenant_id": event["tenant_id"], **dict.fromkeys(SUMS, 0),
                 }  # fmt: skip
+                if by_model:
+                    row["model"] = key[3]
             row["requests"] += 1
             row["failed"] += status >= 400
             row["reached"] += status < 400 or tokens > 0
@@ -146,11 +150,11 @@ def _rollup_rows(events: list[dict[str, Any]], owner: str) -> list[dict[str, Any
     return [sums[key] for key in sorted(sums)]
 
 
-async def _add(session: AsyncSession, table: Any, owner: str, rows: list[dict[str, Any]]) -> None:
+async def _add(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
     insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
     statement = insert(table)
     statement = statement.on_conflict_do_update(
-        index_elements=[owner, "span", "bucket", "model"],
+        index_elements=[column.name for column in table.primary_key],
         set_={name: table.c[name] + statement.excluded[name] for name in SUMS},
     )
     await session.execute(statement, rows)
@@ -337,7 +341,8 @@ def summed(
 ) -> tuple[Select[Any], dict[str, Any]]:
     """A statement and its parameters selecting one row per value of the `by` columns
     ("key_id", "model", "day") with every sum in SUMS over [start, end), from the rollups and
-    the log's edges. A tenant's sums over all its keys read the tenant's rollups. `then`
+    the log's edges. Sums over all of a tenant's keys read the tenant's rollups; sums over all
+    models, the keys' rollups without the model. `then`
     (a function of the sums as a subquery, defined once) selects from them instead.
 
     Statements are built once per shape (which filters, groups and pieces) and reused with new
@@ -386,7 +391,11 @@ class _Shape:
 @functools.lru_cache(maxsize=1024)
 def _statement(shape: _Shape) -> Select[Any]:
     day = _day_function(shape.dialect)
-    table = UsageTenantRollup if shape.tenant_wide else UsageRollup
+    table: Any = UsageRollup
+    if shape.tenant_wide:
+        table = UsageTenantRollup
+    elif not shape.filters[2] and "model" not in shape.by:
+        table = UsageKeyRollup
     by_tenant, by_key, by_model = shape.filters
     selects: list[Select[Any]] = []
     for part in shape.parts:

@@ -23,7 +23,7 @@ from api.auth.models import ApiKey
 from api.db import create_engine, create_sessionmaker
 from api.migrate import alembic_config
 from api.tenant.models import Tenant
-from api.usage.models import UsageEvent, UsageRollup, UsageTenantRollup
+from api.usage.models import UsageEvent, UsageKeyRollup, UsageRollup, UsageTenantRollup
 from api.usage.repository import (
     SUM_COLUMNS,
     KeyTotals,
@@ -172,27 +172,35 @@ def _key(tenant_id: uuid.UUID, name: str) -> ApiKey:
     )
 
 
+# Each rollup table, and what its rows are per: (owner column, by model).
+TABLES = {
+    UsageRollup: ("key_id", True),
+    UsageKeyRollup: ("key_id", False),
+    UsageTenantRollup: ("tenant_id", True),
+}
+
+
 async def _rollup_rows(engine: AsyncEngine) -> list[tuple[Any, ...]]:
-    """Both tables' rows: the keys' rollups, then the tenants'."""
+    """Every rollup table's rows, each tagged with its table."""
     async with engine.connect() as connection:
         rows = []
-        for table, owner in ((UsageRollup, "key_id"), (UsageTenantRollup, "tenant_id")):
-            statement = select(table.__table__).order_by(
-                getattr(table, owner), table.span, table.bucket, table.model
-            )
+        for table in TABLES:
+            statement = select(table.__table__).order_by(*table.__table__.primary_key)
             rows += [(table, *row) for row in await connection.execute(statement)]
         return rows
 
 
 def _naive_rollups(events: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, int]]:
-    """The rows the rollups must hold: (table, key or tenant id, span, bucket, model) → sums."""
+    """The rows the rollups must hold: (table, key or tenant id, span, bucket, model or None)
+    → sums."""
     out: dict[tuple[Any, ...], dict[str, int]] = defaultdict(_zero)
     for event in events:
         hour = event["created_at"].astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         day = hour.replace(hour=0)
         for span, bucket in (("h", hour), ("d", day), ("m", day.replace(day=1))):
-            for table, owner in ((UsageRollup, "key_id"), (UsageTenantRollup, "tenant_id")):
-                _add(out[(table, event[owner], span, bucket, event["model"])], event)
+            for table, (owner, by_model) in TABLES.items():
+                model = event["model"] if by_model else None
+                _add(out[(table, event[owner], span, bucket, model)], event)
     return dict(out)
 
 
@@ -201,8 +209,8 @@ def _stored_rollups(rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[s
     for table, *row in rows:
         names = [column.name for column in table.__table__.columns]
         values = dict(zip(names, row, strict=True))
-        owner = values["key_id"] if table is UsageRollup else values["tenant_id"]
-        key = (table, owner, values["span"], values["bucket"], values["model"])
+        owner = values[TABLES[table][0]]
+        key = (table, owner, values["span"], values["bucket"], values.get("model"))
         out[key] = {name: int(values[name]) for name in _zero()}
     return out
 
