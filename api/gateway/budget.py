@@ -201,24 +201,43 @@ def rate_limits(key: ApiKey) -> list[limit_rules.Limit]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """A rate window's place among a key's limits and its `x-ratelimit-*` header names."""
+
+    index: int
+    limit: str
+    remaining: str
+    reset: str
+    maximum: str
+
+
+def _windows(limits: list[limit_rules.Limit]) -> list[_Window]:
+    out = []
+    for index, limit in enumerate(limits):
+        if limit.period == "minute":
+            kind = "requests" if limit.metric == "requests" else "tokens"
+            header = f"x-ratelimit-{{}}-{kind}".format
+            out.append(
+                _Window(
+                    index, header("limit"), header("remaining"), header("reset"), str(limit.max)
+                )
+            )
+    return out
+
+
 def rate_headers(
-    limits: list[limit_rules.Limit],
-    holds: list[HoldRequest],
-    rooms: list[int],
-    held: bool,
-    clock: float,
+    windows: list[_Window], amounts: list[int], rooms: list[int], held: bool, clock: float
 ) -> dict[str, str]:
     """OpenAI's `x-ratelimit-*` headers for the key's rpm/tpm windows (`clock`: epoch seconds)."""
     headers: dict[str, str] = {}
     reset = f"{_seconds_left_in_minute(clock)}s"
-    for limit, hold, room in zip(limits, holds, rooms, strict=True):
-        if limit.period != "minute":
-            continue
-        kind = "requests" if limit.metric == "requests" else "tokens"
-        left = room - hold.amount if held else room
-        headers[f"x-ratelimit-limit-{kind}"] = str(limit.max)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(max(left, 0))
-        headers[f"x-ratelimit-reset-{kind}"] = reset
+    for window in windows:
+        room = rooms[window.index]
+        left = room - amounts[window.index] if held else room
+        headers[window.limit] = window.maximum
+        headers[window.remaining] = str(max(left, 0))
+        headers[window.reset] = reset
     return headers
 
 
@@ -247,12 +266,12 @@ class _Plan:
     tenant_limits: Sequence[dict[str, Any]]
     scoped: list[Scoped]
     limits: list[limit_rules.Limit]
-    rated: bool = False
+    windows: list[_Window] = field(default_factory=list)  # the rate windows among `limits`
     minute: int = -1
     counters: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.rated = any(limit.period == "minute" for limit in self.limits)
+        self.windows = _windows(self.limits)
 
     def names(self, clock: float) -> list[str]:
         minute = int(clock // 60)
@@ -370,8 +389,9 @@ class Reservations:
             except Unseeded as missing:
                 await self._seed(scoped[missing.index], names[missing.index], utcnow())
                 continue
-            if plan.rated:
-                reservation.rate_headers = rate_headers(limits, holds, rooms, held, clock)
+            if plan.windows:
+                amounts = [hold.amount for hold in holds]
+                reservation.rate_headers = rate_headers(plan.windows, amounts, rooms, held, clock)
             if held:
                 reservation.held = [
                     (limit, hold.counter, hold.amount)
@@ -435,19 +455,17 @@ class Reservations:
         now = time.monotonic()
         output = need.max_output_tokens
         amounts = [worst_case(limit, need, output) for limit in plan.limits]
-        if not all(lease.admits(a, now) for lease, a in zip(leases, amounts, strict=True)):
-            return False
+        for lease, amount in zip(leases, amounts, strict=True):
+            if not lease.admits(amount, now):
+                return False
         for lease, amount in zip(leases, amounts, strict=True):
             lease.hold(reservation.hold_id, amount, now)
         reservation.leases = leases
         reservation.held = list(zip(plan.limits, plan.counters, amounts, strict=True))
         reservation.max_output_tokens = output
-        if plan.rated:  # as this process last saw the window: other processes' use shows later
-            holds = [
-                HoldRequest(name, limit.max, amount) for limit, name, amount in reservation.held
-            ]
+        if plan.windows:  # as this process last saw them: other processes' use shows later
             rooms = [lease.room + amount for lease, amount in zip(leases, amounts, strict=True)]
-            reservation.rate_headers = rate_headers(plan.limits, holds, rooms, True, clock)
+            reservation.rate_headers = rate_headers(plan.windows, amounts, rooms, True, clock)
         return True
 
     async def _renew(
