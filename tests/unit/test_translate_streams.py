@@ -333,3 +333,31 @@ class TestGeminiStreams:
 def test_malformed_upstream_events_are_the_providers_fault(decoder: Any, data: bytes):
     with pytest.raises(UpstreamError):
         decoder().feed(SSEEvent(data))
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["anthropic/03_stream_text_then_tool_use.sse", "anthropic/04_stream_thinking_then_text.sse"],
+)
+def test_anthropic_deltas_passed_through_read_as_the_decoder_reads_them(path: str) -> None:
+    """A native /v1/messages relay passes `content_block_delta` events on undecoded and reads
+    their text only to estimate a cut-off stream: it must read what decoding would give."""
+    events = replay(path)
+    deltas = [event for event in events if event.event == b"content_block_delta"]
+    assert deltas
+    decoder = anthropic_stream.StreamDecoder()
+    decoded: list[str] = []
+    for event in events:
+        for item in decoder.feed(event):
+            if isinstance(item, ir.TextDelta | ir.ThinkingDelta):
+                decoded.append(item.text)
+            elif isinstance(item, ir.ToolArgsDelta):
+                decoded.append(item.arguments)
+    passed = [anthropic_stream.delta_text(event.data) for event in deltas]
+    assert "".join(passed) == "".join(decoded)  # estimates count the text joined
+    assert any(decoded)
+
+
+def test_a_delta_that_cannot_be_read_reads_as_nothing() -> None:
+    for data in (b"not json", b"[]", b'{"delta": 3}', b'{"delta": {"type": "other"}}'):
+        assert anthropic_stream.delta_text(data) == ""

@@ -319,13 +319,20 @@ class _Relay:
     """One stream's state: what was produced (for estimates), and how it ended."""
 
     def __init__(
-        self, call: Call, decoder: Decoder, output: Output, request: ir.ChatRequest
+        self,
+        call: Call,
+        decoder: Decoder,
+        output: Output,
+        request: ir.ChatRequest,
+        passed: Passed | None = None,
     ) -> None:
         self.call = call
         self.decoder = decoder
         self.output = output
         self.request = request
-        self.produced: list[str] = []
+        self.passed = passed
+        # Text produced, for estimates; raw data of events passed through, decoded if needed.
+        self.produced: list[str | bytes] = []
         self.terminal: Terminal | None = None
         self.event: SSEEvent | None = None  # the upstream event that carried the terminal
         self.before: list[ir.StreamEvent] = []  # its IR events ahead of the terminal
@@ -337,6 +344,9 @@ class _Relay:
             call = self.call
             elapsed = time.perf_counter() - call.started
             call.gateway.metrics.ttfb.labels(call.endpoint, call.provider.name).observe(elapsed)
+        if self.passed is not None and event.event == self.passed.event:
+            self.produced.append(event.data)
+            return self.output.content(event, ())
         return self._take(event, self.decoder.feed(event))
 
     def close(self) -> bytes:
@@ -354,7 +364,14 @@ class _Relay:
         return self.output.content(event, before)
 
     def usage_so_far(self) -> Usage:
-        return estimated_usage(self.decoder.usage, self.request, self.produced)
+        return estimated_usage(self.decoder.usage, self.request, self._texts())
+
+    def _texts(self) -> list[str]:
+        passed = self.passed
+        return [
+            item if isinstance(item, str) else passed.text(item) if passed is not None else ""
+            for item in self.produced
+        ]
 
     async def finish(self, failure: AppError | None) -> bytes:
         """Meter the call, then return the final bytes."""
@@ -368,7 +385,7 @@ class _Relay:
         if isinstance(terminal, ir.MessageEnd):
             usage = terminal.usage
             if usage.input_tokens == 0 and usage.output_tokens == 0:  # a host that reports none
-                usage = estimated_usage(usage, self.request, self.produced)
+                usage = estimated_usage(usage, self.request, self._texts())
                 terminal = ir.MessageEnd(terminal.stop_reason, usage, terminal.stop_sequence)
             await self.call.finish(usage)
         else:
@@ -377,15 +394,26 @@ class _Relay:
         return self.output.end(self.event, self.before, terminal)
 
 
+@dataclass(frozen=True, slots=True)
+class Passed:
+    """Upstream events of one type relayed as they are, never decoded unless a cut-off stream
+    must be estimated: the many small deltas of a stream relayed in its own format, whose
+    decoding was most of the relay's cost. `text`: the text one event's data produced."""
+
+    event: bytes
+    text: Callable[[bytes], str]
+
+
 async def relay_events(
     call: Call,
     stream: UpstreamStream,
     decoder: Decoder,
     output: Output,
     request: ir.ChatRequest,
+    passed: Passed | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Relay one upstream stream; whatever ends it is metered, before the final event."""
-    relay = _Relay(call, decoder, output, request)
+    relay = _Relay(call, decoder, output, request, passed)
     failure: AppError | None = None  # what broke the stream on our side of it
     try:
         async for event in stream.events():

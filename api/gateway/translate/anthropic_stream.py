@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from api.errors import AppError
 from api.gateway.pricing import Usage
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import ir
@@ -26,6 +27,21 @@ _HANDLED = {
     "message_start", "content_block_start", "content_block_delta", "content_block_stop",
     "message_delta", "message_stop", "error",
 }  # fmt: skip
+
+
+def delta_text(data: bytes) -> str:
+    """The text a `content_block_delta` event's data carries (text, thinking or tool input),
+    as the decoder would produce it; "" for what it cannot read."""
+    try:
+        delta = event_json(data).get("delta")
+    except AppError:
+        return ""
+    if not isinstance(delta, dict):
+        return ""
+    kind = delta.get("type")
+    field = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
+    name = field.get(kind) if isinstance(kind, str) else None
+    return str(delta.get(name) or "") if name is not None else ""
 
 
 class StreamDecoder:

@@ -167,7 +167,8 @@ def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGen
     except AppError:
         request = ir.ChatRequest(model=call.model, messages=[])
     decoder = anthropic_stream.StreamDecoder()
-    return translated.relay_events(call, stream, decoder, _Verbatim(), request)
+    deltas = translated.Passed(b"content_block_delta", anthropic_stream.delta_text)
+    return translated.relay_events(call, stream, decoder, _Verbatim(), request, deltas)
 
 
 async def _counting_provider(
