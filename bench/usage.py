@@ -138,7 +138,8 @@ def main() -> None:
         report["rollup_backfill_seconds"] = time.monotonic() - started
         with engine.begin() as connection:
             connection.execute(sa.text("ANALYZE usage_events"))
-            connection.execute(sa.text("ANALYZE usage_rollups"))
+            for table in ("usage_rollups", "usage_key_rollups", "usage_tenant_rollups"):
+                connection.execute(sa.text(f"ANALYZE {table}"))
             report["rollup_rows"] = connection.scalar(sa.text("SELECT count(*) FROM usage_rollups"))
         print(f"rollups built in {report['rollup_backfill_seconds']:.1f} s", flush=True)
 

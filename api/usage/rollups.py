@@ -150,9 +150,33 @@ def _rollup_rows(
     return [sums[key] for key in sorted(sums)]
 
 
+_ROLLUPS: dict[str, Any] = {
+    model.__tablename__: model.__table__
+    for model in (UsageRollup, UsageKeyRollup, UsageTenantRollup)
+}
+
+
+@functools.cache
+def _upsert_unnested(name: str) -> TextClause:
+    """PostgreSQL: add a batch of rows to a rollup table in one statement of fixed text, the
+    rows as one array per column (see `_unnested`)."""
+    table = _ROLLUPS[name]
+    columns = list(table.columns)
+    arrays = ", ".join(f"CAST(:{c.name} AS {_pg_array(c)})" for c in columns)
+    keys = ", ".join(c.name for c in table.primary_key)
+    added = ", ".join(f"{n} = {name}.{n} + EXCLUDED.{n}" for n in SUMS)
+    return text(
+        f"INSERT INTO {name} ({', '.join(c.name for c in columns)}) "
+        f"SELECT * FROM unnest({arrays}) ON CONFLICT ({keys}) DO UPDATE SET {added}"
+    )
+
+
 async def _add(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
-    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
-    statement = insert(table)
+    if _dialect(session) == "postgresql":  # in the rows' order: the order rows are locked in
+        arrays = {column.name: [row[column.name] for row in rows] for column in table.columns}
+        await session.execute(_upsert_unnested(table.name), arrays)
+        return
+    statement = sqlite.insert(table)
     statement = statement.on_conflict_do_update(
         index_elements=[column.name for column in table.primary_key],
         set_={name: table.c[name] + statement.excluded[name] for name in SUMS},

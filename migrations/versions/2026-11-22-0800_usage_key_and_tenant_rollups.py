@@ -82,6 +82,9 @@ def upgrade() -> None:
         f"SELECT tenant_id, span, bucket, model, {sums} FROM usage_rollups "
         "GROUP BY tenant_id, span, bucket, model"
     )
+    if op.get_bind().dialect.name == "postgresql":  # plans for reads right after the upgrade
+        op.execute("ANALYZE usage_key_rollups")
+        op.execute("ANALYZE usage_tenant_rollups")
 
 
 def downgrade() -> None:
