@@ -130,8 +130,9 @@ class UsageRepository(TenantRepository[UsageEvent]):
             self.session, where.start, where.end, tenant_id=self.tenant_id,
             key_id=where.key_id, model=where.model, by=[_GROUPS[group]], then=_REPORTS[group],
         )  # fmt: skip
-        result = await self.session.execute(statement, params)
-        names = list(result.keys())
+        # Core, not the ORM's row loading: a report can have a row per key of the tenant.
+        result = await (await self.session.connection()).execute(statement, params)
+        names = list(map(str, result.keys()))  # plain str: label names are str subclasses
         return [dict(zip(names, row, strict=True)) for row in result.all()]
 
     async def spend_by_key(self, start: datetime, end: datetime) -> dict[uuid.UUID, int]:

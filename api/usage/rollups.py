@@ -320,7 +320,12 @@ def _log_select(
         func.sum(case((_REACHED_THE_MODEL, 1), else_=0)),
         *(func.sum(getattr(UsageEvent, name)) for name in _ADDED),
     ]
-    sums = [_signed(value, part).label(name) for value, name in zip(values, SUMS, strict=True)]
+    # BIGINT like the rollups' columns: summing NUMERIC over every piece's rows cost more
+    # than reading them.
+    sums = [
+        _signed(cast(value, BigInteger), part).label(name)
+        for value, name in zip(values, SUMS, strict=True)
+    ]
     statement = select(*columns, *sums).where(
         *where, UsageEvent.created_at >= bindparam(f"start_{part.index}")
     )
@@ -332,14 +337,16 @@ def _log_select(
 def _rollup_select(
     table: Any, dims: Sequence[str], day: Day, part: _Part, where: list[ColumnElement[bool]]
 ) -> Select[Any]:
+    # The rows themselves, not their sums: the one aggregation over every piece's rows is
+    # cheaper than one per piece and another over those.
     columns = [_dimension(table, name, day).label(name) for name in dims]
-    sums = [_signed(func.sum(getattr(table, name)), part).label(name) for name in SUMS]
-    statement = select(*columns, *sums).where(
+    values = [_signed(getattr(table, name), part).label(name) for name in SUMS]
+    statement = select(*columns, *values).where(
         *where, table.span == part.source, table.bucket >= bindparam(f"start_{part.index}")
     )
     if not part.open_ended:
         statement = statement.where(table.bucket < bindparam(f"end_{part.index}"))
-    return statement.group_by(*columns) if columns else statement
+    return statement
 
 
 def _dimension(model: Any, name: str, day: Day) -> ColumnElement[Any]:
