@@ -47,7 +47,19 @@ class UsageEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class UsageRollup(Base):
+class _Sums:
+    """What every rollup row sums over its events."""
+
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed: Mapped[int] = mapped_column(BigInteger, default=0)  # status ≥ 400
+    reached: Mapped[int] = mapped_column(BigInteger, default=0)  # counted by `requests` limits
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageRollup(_Sums, Base):
     """The request log summed per key, model and UTC hour (`span` "h"), day ("d") or month ("m").
 
     Usage reports, spend and the caps' starting counts read these instead of scanning the log
@@ -69,16 +81,9 @@ class UsageRollup(Base):
     bucket: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    requests: Mapped[int] = mapped_column(BigInteger, default=0)
-    failed: Mapped[int] = mapped_column(BigInteger, default=0)  # status ≥ 400
-    reached: Mapped[int] = mapped_column(BigInteger, default=0)  # counted by `requests` limits
-    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-class UsageKeyRollup(Base):
+class UsageKeyRollup(_Sums, Base):
     """`UsageRollup` without the model: what a key used in each hour, day and month. A
     tenant's report by key reads one row per key and piece, not one per key, model and piece."""
 
@@ -93,16 +98,9 @@ class UsageKeyRollup(Base):
     span: Mapped[str] = mapped_column(String(1), primary_key=True)
     bucket: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    requests: Mapped[int] = mapped_column(BigInteger, default=0)
-    failed: Mapped[int] = mapped_column(BigInteger, default=0)
-    reached: Mapped[int] = mapped_column(BigInteger, default=0)
-    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-class UsageTenantRollup(Base):
+class UsageTenantRollup(_Sums, Base):
     """The request log summed per tenant, model and UTC hour, day or month: `UsageRollup`
     without the key, for what a tenant asks about all its keys at once (its usage by model or
     by day, its tenant-wide caps). A thousand keys' rows per day become one per model."""
@@ -115,10 +113,3 @@ class UsageTenantRollup(Base):
     span: Mapped[str] = mapped_column(String(1), primary_key=True)
     bucket: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
-    requests: Mapped[int] = mapped_column(BigInteger, default=0)
-    failed: Mapped[int] = mapped_column(BigInteger, default=0)
-    reached: Mapped[int] = mapped_column(BigInteger, default=0)
-    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
