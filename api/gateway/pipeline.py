@@ -363,21 +363,28 @@ def record_refusal(
     gateway.metrics.request_done(endpoint, provider, label, error.status_code, seconds=None)
 
 
-def upstream_body(body: dict[str, Any], call: Call, *, stream: bool) -> dict[str, Any]:
+def upstream_body(
+    body: dict[str, Any],
+    call: Call,
+    *,
+    stream: bool,
+    caps: tuple[str, ...] = ("max_completion_tokens", "max_tokens"),
+) -> dict[str, Any]:
     """Same dialect in and out: forward the client's JSON with only the listed edits: the
-    model name, forced usage reporting, and an output cap no larger than what was reserved
-    (the remaining budget, or the model's maximum)."""
+    model name, forced usage reporting (Chat Completions streams), and an output cap (the
+    dialect's `caps` fields, the last one when the client gave none) no larger than what was
+    reserved (the remaining budget, or the model's maximum)."""
     out = dict(body)
     out["model"] = call.route.upstream_model
     reservation = call.reservation
     if reservation is not None and reservation.max_output_tokens > 0:
         held = reservation.max_output_tokens
-        given = [name for name in ("max_completion_tokens", "max_tokens") if name in body]
+        given = [name for name in caps if name in body]
         for name in given:
             if not isinstance(body[name], int) or body[name] > held:
                 out[name] = held
         if reservation.clamped and not given:
-            out["max_tokens"] = held
+            out[caps[-1]] = held
     if stream:
         options = out.get("stream_options")
         out["stream_options"] = {

@@ -18,6 +18,15 @@ class SSEEvent:
     raw: bytes = field(default=b"", compare=False, repr=False)
 
 
+def frame(event: SSEEvent) -> bytes:
+    """`event` framed for relaying: as it came where it came whole, else rebuilt."""
+    if event.raw:
+        return event.raw + b"\n\n"
+    head = b"event: " + event.event + b"\n" if event.event else b""
+    lines = event.data.split(b"\n")
+    return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+
+
 def _parse_block(block: bytes) -> SSEEvent | None:
     if block.startswith(b"data: ") and b"\n" not in block:  # the common one-line event
         return SSEEvent(block[6:], None, block)

@@ -5,7 +5,8 @@ Three client endpoints (`/v1/chat/completions` with the `openai` SDK, `/v1/respo
 Anthropic, Gemini against their fakes, and the built-in mock for test keys) x {plain, streaming
 through the SDKs' stream helpers} x {text, a tool call and its round-trip}. Each cell checks the
 content, the tool calls' names and arguments, the stop reason, and that what was metered is the
-provider's reported usage, normalised (written out here independently) and priced.
+provider's reported usage, normalised (written out here independently) and priced. An OpenAI
+model on `/v1/responses` is answered by the fake's Responses API, the others by translation.
 
 One gateway (PostgreSQL + Redis) serves the whole module; each cell has its own key, so its
 log holds exactly its own calls.
@@ -60,7 +61,7 @@ class Provider:
     prices: tuple[str, str, str, str]  # USD per million: input, cached input, output, cache write
     text: tuple[str, str]  # how the first answer starts: (plain, streamed)
     tool_names: tuple[str, ...]
-    first_city: str  # the first call's `city` argument
+    first_argument: tuple[str, str]  # the first call's (argument, value)
     answers_result: bool  # whether the round-trip's answer quotes the tool result
 
 
@@ -70,20 +71,26 @@ PROVIDERS = {
     for p in (
         Provider("openai", "gpt-4o", ("2.50", "1.25", "10.00", "2.50"),
                  ("The function is O(n log n)", "Hello! How can I help you today?"),
-                 FIXED_TOOLS, "Lisbon", False),
+                 FIXED_TOOLS, ("city", "Lisbon"), False),
         Provider("deepseek", "deepseek-chat", ("0.28", "0.028", "0.42", "0.28"),
                  ("Sure — here is the revised paragraph", "9.11 is smaller than 9.8."),
-                 FIXED_TOOLS, "Lisbon", False),
+                 FIXED_TOOLS, ("city", "Lisbon"), False),
         Provider("anthropic", "claude-sonnet-4", ("3.00", "0.30", "15.00", "3.75"),
                  (f"You said: {PROMPT}", f"You said: {PROMPT}"),
-                 ("get_weather",), "example", True),
+                 ("get_weather",), ("city", "example"), True),
         Provider("gemini", "gemini-2.5-flash", ("0.30", "0.03", "2.50", "0.30"),
                  (f"You said: {PROMPT}", f"You said: {PROMPT}"),
-                 ("get_weather",), "example", True),
+                 ("get_weather",), ("city", "example"), True),
         Provider("mock", "gpt-4o", ("0", "0", "0", "0"),
                  ("This is a mock response", "This is a mock response"),
-                 ("get_weather",), "example", False),
+                 ("get_weather",), ("city", "example"), False),
     )
+}  # fmt: skip
+# `/v1/responses` reaches OpenAI's own Responses API (the recorded Responses streams).
+NATIVE_RESPONSES = {
+    "openai": Provider("openai", "gpt-4o", ("2.50", "1.25", "10.00", "2.50"),
+                       ("Hi there! How can I help?", "Hi there! How can I help?"),
+                       ("get_weather", "get_weather"), ("location", "Paris, France"), False),
 }  # fmt: skip
 
 
@@ -321,6 +328,9 @@ def _normalised(provider: str, raw: dict[str, Any]) -> tuple[int, int, int, int]
     if provider == "gemini":
         output = raw["candidatesTokenCount"] + raw.get("thoughtsTokenCount", 0)
         return raw["promptTokenCount"], raw.get("cachedContentTokenCount", 0), 0, output
+    if "input_tokens" in raw:  # OpenAI's Responses API
+        cached = raw["input_tokens_details"]["cached_tokens"]
+        return raw["input_tokens"], cached, 0, raw["output_tokens"]
     details = raw.get("prompt_tokens_details") or {}
     cached = details.get("cached_tokens") or raw.get("prompt_cache_hit_tokens") or 0
     return raw["prompt_tokens"], cached, 0, raw["completion_tokens"]
@@ -354,12 +364,15 @@ def test_cell(
     stream: bool, tools: bool,
 ) -> None:  # fmt: skip
     spec = PROVIDERS[provider]
+    if endpoint == "/v1/responses":
+        spec = NATIVE_RESPONSES.get(provider, spec)
     answers = CLIENTS[endpoint](gateway.url, cell_key, spec.model, stream, tools)
     text_stop, tool_stop = STOPS[endpoint]
     first = answers[0]
     if tools:
         assert [name for name, _ in first.calls] == list(spec.tool_names)
-        assert first.calls[0][1]["city"] == spec.first_city
+        name, value = spec.first_argument
+        assert first.calls[0][1][name] == value
         assert first.stop == tool_stop
         final = answers[1]
         assert final.calls == []
@@ -432,13 +445,14 @@ def test_agents_betas_and_count_tokens_through_the_anthropic_sdk(
 
 
 @pytest.mark.parametrize(("model", "mode"), [("claude-sonnet-4", "midstream_error"),
-                                             ("gemini-2.5-flash", "drop")])  # fmt: skip
+                                             ("gemini-2.5-flash", "drop"),
+                                             ("gpt-4o", "drop")])  # fmt: skip
 @pytest.mark.parametrize("endpoint", list(CLIENTS))
 def test_a_stream_that_dies_fails_cleanly_in_each_sdk(
     gateway: Gateway, fakes: Fakes, endpoint: str, model: str, mode: str
 ) -> None:
     fakes.reset()
-    fakes.anthropic.mode = fakes.gemini.mode = mode
+    fakes.anthropic.mode = fakes.gemini.mode = fakes.openai.mode = mode
     key = _fresh_key(gateway)
     said = [{"role": "user", "content": "Hello there, how are you today?"}]
     if endpoint == "/v1/messages":

@@ -4,10 +4,13 @@ It runs its own event loop in a thread, so tests that block (the official sync S
 starve it. Tests steer it through plain attributes and read back what it saw.
 
     /openai/v1/chat/completions   OpenAI    (base URL http://127.0.0.1:PORT/openai/v1)
+    /openai/v1/responses          OpenAI's Responses API
     /deepseek/chat/completions    DeepSeek  (base URL http://127.0.0.1:PORT/deepseek)
 
 With tools offered it answers the recorded parallel tool calls (both flavors), unless the last
 turn is a tool result: then the recorded text answer, as a model finishing a tool round-trip.
+Responses are the recorded streams (reasoning then two calls; text), or, unstreamed, the
+response their `response.completed` event carries.
 """
 
 from __future__ import annotations
@@ -64,6 +67,19 @@ _ERRORS = {
     "500": "11_error_500_server_error",
     "quota": "10_error_429_insufficient_quota",
 }
+
+
+# The `error` event (ResponseErrorEvent) a failed Responses stream carries, after the first delta.
+RESPONSES_ERROR = (
+    b'event: error\ndata: {"type":"error","sequence_number":5,"code":"server_error",'
+    b'"message":"The server had an error while processing your request.","param":null}\n\n'
+)
+
+
+def _responses_calls_tools(body: dict[str, Any]) -> bool:
+    given = body.get("input")
+    last = given[-1] if isinstance(given, list) and given else {}
+    return bool(body.get("tools")) and last.get("type") != "function_call_output"
 
 
 def _calls_tools(body: dict[str, Any]) -> bool:
@@ -154,6 +170,7 @@ class FakeUpstream:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/openai/v1/chat/completions", self._chat)
+        app.router.add_post("/openai/v1/responses", self._responses)
         app.router.add_post("/deepseek/chat/completions", self._chat)
         app.router.add_get("/openai/v1/models", self._models)
         app.router.add_get("/deepseek/models", self._models)
@@ -200,6 +217,26 @@ class FakeUpstream:
         self.seen.append(Seen(request.path, body, dict(request.headers)))
         flavor = "deepseek" if request.path.startswith("/deepseek") else "openai"
         mode = self._mode_for(request.headers.get("Authorization", "").removeprefix("Bearer "))
+        failed = await self._failure(mode)
+        if failed is not None:
+            return failed
+        if body.get("stream"):
+            return await self._stream(request, body, flavor, mode)
+        if mode == "generate":
+            return await self._generated_completion(body)
+        if _calls_tools(body):
+            name = "openai-chat/03_response_nonstream_parallel_tool_calls.json"
+        elif flavor == "deepseek":
+            name = "deepseek/02_response_chat_cache_hit.json" if body["model"] == "deepseek-chat" \
+                else "deepseek/01_response_reasoner_nonstream.json"  # fmt: skip
+        else:
+            name = "openai-chat/02_response_nonstream_usage_cached_reasoning.json"
+        payload = fixture(name)
+        self.reported.append(json.loads(payload)["usage"])
+        return web.Response(body=payload, content_type="application/json")
+
+    async def _failure(self, mode: str) -> web.Response | None:
+        """The error a failure mode answers with (OpenAI's shapes); None: answer normally."""
         if mode in ("400", "401", "429", "500", "quota"):
             status, headers, payload = http_fixture(f"openai-chat/{_ERRORS[mode]}.http")
             return web.Response(status=status, body=payload, headers=headers)
@@ -216,20 +253,39 @@ class FakeUpstream:
             )
         if mode == "stall":
             await asyncio.sleep(self.stall_seconds)
-        if body.get("stream"):
-            return await self._stream(request, body, flavor, mode)
-        if mode == "generate":
-            return await self._generated_completion(body)
-        if _calls_tools(body):
-            name = "openai-chat/03_response_nonstream_parallel_tool_calls.json"
-        elif flavor == "deepseek":
-            name = "deepseek/02_response_chat_cache_hit.json" if body["model"] == "deepseek-chat" \
-                else "deepseek/01_response_reasoner_nonstream.json"  # fmt: skip
+        return None
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.seen.append(Seen(request.path, body, dict(request.headers)))
+        mode = self._mode_for(request.headers.get("Authorization", "").removeprefix("Bearer "))
+        failed = await self._failure(mode)
+        if failed is not None:
+            return failed
+        if _responses_calls_tools(body):
+            events = sse_events("openai-responses/04_stream_reasoning_then_two_function_calls.sse")
         else:
-            name = "openai-chat/02_response_nonstream_usage_cached_reasoning.json"
-        payload = fixture(name)
-        self.reported.append(json.loads(payload)["usage"])
-        return web.Response(body=payload, content_type="application/json")
+            events = sse_events("openai-responses/03_stream_text.sse")
+        completed = json.loads(events[-1].split(b"data: ", 1)[1])["response"]
+        self.reported.append(completed["usage"])
+        if not body.get("stream"):
+            return web.json_response(completed)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            for event in events:
+                await response.write(event)
+                if b".delta" in event.split(b"\n", 1)[0] and mode in ("drop", "midstream_error"):
+                    if mode == "midstream_error":  # as the API reports a failure mid-stream
+                        await response.write(RESPONSES_ERROR)
+                        return response
+                    assert request.transport is not None
+                    request.transport.close()  # the connection dies after the first delta
+                    return response
+                await asyncio.sleep(self.chunk_delay)
+        except ConnectionError:
+            self.disconnects += 1
+        return response
 
     async def _stream(
         self, request: web.Request, body: dict[str, Any], flavor: str, mode: str

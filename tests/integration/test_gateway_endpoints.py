@@ -387,7 +387,7 @@ class TestCapsAndWarnings:
             ("/v1/messages", "claude-sonnet-4", "claude", "max_tokens"),
             ("/v1/chat/completions", "claude-sonnet-4", "claude", "max_tokens"),
             ("/v1/responses", "gemini-2.5-flash", "gemini", "maxOutputTokens"),
-            ("/v1/responses", "gpt-4o", "openai", "max_completion_tokens"),
+            ("/v1/responses", "gpt-4o", "openai", "max_output_tokens"),
         ],
     )
     async def test_a_clamped_cap_reaches_the_upstreams_own_field(

@@ -212,7 +212,7 @@ def _produced(event: ir.StreamEvent) -> str:
     return ""
 
 
-def _response_text(response: ir.ChatResponse) -> list[str]:
+def response_text(response: ir.ChatResponse) -> list[str]:
     out: list[str] = []
     for part in response.parts:
         if isinstance(part, ir.Text | ir.Thinking):
@@ -271,7 +271,7 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
             raise
         usage = parsed.usage
         if usage.input_tokens == 0 and usage.output_tokens == 0:  # a host that reports none
-            usage = estimated_usage(usage, request, _response_text(parsed))
+            usage = estimated_usage(usage, request, response_text(parsed))
         await call.finish(usage)
     headers = {**call.response_headers, **warning_headers(request)}
     parsed.created = parsed.created or int(time.time())

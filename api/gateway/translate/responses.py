@@ -1,8 +1,9 @@
 """OpenAI Responses API ⇄ the internal representation.
 
 Reference: https://platform.openai.com/docs/api-reference/responses.
-Field table (Responses field → IR; anything not listed, e.g. `store`, `metadata`, `text`,
-`include`, goes to `extras`, forwarded only to a Responses upstream):
+Used for models of other providers (an OpenAI model gets the client's body itself, see
+`api/gateway/dialects/responses/routes.py`). Field table (Responses field → IR; anything not
+listed, e.g. `store`, `metadata`, `include`, goes to `extras`, which no other dialect takes):
 
 - `instructions`, `system` / `developer` input messages → `system`
 - `input` string or items: messages (`input_text`, `output_text`, `input_image`),

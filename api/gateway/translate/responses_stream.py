@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.errors import AppError
 from api.gateway.pricing import Usage
 from api.gateway.sse import SSEEvent
 from api.gateway.translate import ir
@@ -20,6 +21,16 @@ from api.gateway.translate.responses import (
     stop_reason,
     usage_from,
 )
+
+
+def delta_text(data: bytes) -> str:
+    """The text a `response.output_text.delta` event's data carries, as the decoder would
+    produce it; "" for what it cannot read."""
+    try:
+        delta = event_json(data).get("delta")
+    except AppError:
+        return ""
+    return delta if isinstance(delta, str) else ""
 
 
 class StreamDecoder:
@@ -107,6 +118,15 @@ class StreamEncoder:
         self._texts: dict[int, list[str]] = {}
         self._started = False
 
+    def relayed(self, start: ir.MessageStart | None, events: int) -> None:
+        """Continue a stream whose first `events` upstream events (`start` among them, if it
+        came) were relayed as they came: what this encoder writes next (an error) belongs to
+        that response and is numbered after them."""
+        self._sequence = events
+        if start is not None:
+            self._envelope = new_envelope(start.id, start.model, self._created)
+            self._started = True
+
     def _emit(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._sequence, **fields}
         self._sequence += 1
@@ -166,13 +186,18 @@ class StreamEncoder:
             code = ir.ERROR_KINDS.get(event.kind, ir.ERROR_KINDS["api_error"])[1]
             out = b"" if self._started else self._begin()
             out += self._emit("error", code=code, message=event.message, param=None)
-            failed = {
-                **self._envelope,
-                "status": "failed",
-                "error": {"code": code, "message": event.message},
-            }
-            return out + self._emit("response.failed", response=failed)
+            return out + self.failed(event)
         return b""
+
+    def failed(self, error: ir.StreamError) -> bytes:
+        """The `response.failed` event that ends a stream after its `error` event."""
+        code = ir.ERROR_KINDS.get(error.kind, ir.ERROR_KINDS["api_error"])[1]
+        failed = {
+            **self._envelope,
+            "status": "failed",
+            "error": {"code": code, "message": error.message},
+        }
+        return self._emit("response.failed", response=failed)
 
     def _begin(self) -> bytes:
         self._started = True

@@ -33,7 +33,7 @@ from api.gateway.pipeline import (
 )
 from api.gateway.providers.base import Provider, UpstreamRequest, UpstreamStream
 from api.gateway.relay import EventStream, JSONBody
-from api.gateway.sse import SSEEvent
+from api.gateway.sse import SSEEvent, frame
 from api.gateway.translate import anthropic, anthropic_stream, ir
 
 router = APIRouter(tags=["gateway"])
@@ -138,7 +138,7 @@ class _Verbatim:
         self._encoder = anthropic_stream.StreamEncoder()
 
     def content(self, event: SSEEvent | None, _items: Sequence[ir.StreamEvent]) -> bytes:
-        return _frame(event) if event is not None else b""
+        return frame(event) if event is not None else b""
 
     def end(
         self,
@@ -147,16 +147,8 @@ class _Verbatim:
         terminal: ir.MessageEnd | ir.StreamError,
     ) -> bytes:
         if event is not None:  # message_stop or the provider's own error event
-            return _frame(event)
+            return frame(event)
         return self._encoder.feed(terminal)
-
-
-def _frame(event: SSEEvent) -> bytes:
-    if event.raw:
-        return event.raw + b"\n\n"
-    head = b"event: " + event.event + b"\n" if event.event else b""
-    lines = event.data.split(b"\n")
-    return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
 
 
 def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGenerator[bytes, None]:

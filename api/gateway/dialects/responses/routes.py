@@ -1,17 +1,26 @@
 """OpenAI Responses endpoint: `POST /v1/responses`, streaming and not (SPEC §5.2).
 
 Stateless: nothing is stored, so `previous_response_id` and `conversation` are refused (400
-naming the field) and `store` is ignored; clients send the whole conversation in `input`. Every
-provider is reached through the IR (`dialects/translated.py`): OpenAI and DeepSeek models via
-Chat Completions, so Responses-only features (built-in tools, `include`, structured `text`
-formats) are dropped, built-in tools with an `X-Tollgate-Warning`. Errors are OpenAI-shaped,
-a mid-stream one an `error` event.
+naming the field), and so is `background` (a background response finishes after the request,
+where it could not be metered); clients send the whole conversation in `input`.
+
+An OpenAI model gets the client's body as sent (reasoning items and their `encrypted_content`,
+`include`, `text` formats, custom and shell tools, unknown fields) with only the gateway's
+edits: the model name, `max_output_tokens` no larger than what was reserved, and hosted tools
+OpenAI bills per call (web and file search, code interpreter, image generation) dropped with an
+`X-Tollgate-Warning`, since their fees are not in the usage the gateway meters. Its stream is
+relayed event by event as it came. Other providers are reached through the IR
+(`dialects/translated.py`): DeepSeek via Chat Completions, Claude and Gemini natively.
+Errors are OpenAI-shaped, a mid-stream one an `error` event then `response.failed`.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -20,12 +29,21 @@ from api.errors import AppError, InvalidRequest
 from api.gateway import resilience
 from api.gateway.dialects import translated
 from api.gateway.dialects.openai.routes import read_json_object
-from api.gateway.pipeline import Gateway, record_refusal, start_call
+from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
+from api.gateway.providers.base import UpstreamRequest, UpstreamStream
+from api.gateway.relay import EventStream, JSONBody
+from api.gateway.sse import SSEEvent, frame
+from api.gateway.translate import ir, responses, responses_stream
 
 router = APIRouter(tags=["gateway"])
 
 RESPONSES_PATH = "/v1/responses"
 _STATEFUL = ("previous_response_id", "conversation")
+# Providers whose hosts serve the Responses API themselves.
+_NATIVE = frozenset({"openai"})
+# Hosted tools billed per call on top of tokens (their type names carry dated variants).
+_FAILED = b"response.failed"
+_FEE_TOOLS = ("web_search", "file_search", "code_interpreter", "image_generation")
 
 
 def budget_view(body: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +66,12 @@ def _check_body(body: dict[str, Any]) -> bool:
                 "in `input`.",
                 param=name,
             )
+    if body.get("background") not in (None, False):
+        raise InvalidRequest(
+            "background: background responses are not supported; a response is metered as "
+            "it is made, so make it in the request (stream it if it takes long).",
+            param="background",
+        )
     given = body.get("input")
     if not (isinstance(given, str) and given) and not (isinstance(given, list) and given):
         raise InvalidRequest("input: a string or a non-empty list of items.", param="input")
@@ -78,7 +102,112 @@ async def create_response(request: Request) -> Response:
         dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
     )  # fmt: skip
     if call.trace is None:
+        return await _answer(call, body, stream)
+    return await resilience.serve(call, lambda: _answer(call, body, stream))
+
+
+async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
+    """The answer from `call.provider` (run again by a cross-provider failover)."""
+    if call.provider.name not in _NATIVE or call.provider.dialect != "openai":
         return await translated.respond(call, translated.RESPONSES, body, stream=stream)
-    return await resilience.serve(
-        call, lambda: translated.respond(call, translated.RESPONSES, body, stream=stream)
-    )
+    out = upstream_body(body, call, stream=False, caps=("max_output_tokens",))
+    dropped = _drop_fee_tools(out)
+    headers = {**call.response_headers, **_warning(dropped)}
+    upstream = UpstreamRequest("/responses", out, stream)
+    async with call.failures_recorded():
+        if stream:
+            opened = await call.provider.open_stream(upstream)
+            return EventStream(_relay(call, out, opened), headers)
+        answer = await call.provider.send(upstream)
+        payload = translated.json_answer(answer.body, call.provider.name)
+        usage = responses.usage_from(payload.get("usage"))
+        if usage.input_tokens == 0 and usage.output_tokens == 0:  # a host that reports none
+            usage = translated.estimated_usage(usage, _parsed(out, call), _output_text(payload))
+        await call.finish(usage)
+    payload["provider"] = call.provider.name
+    return JSONBody(orjson.dumps(payload), headers)
+
+
+def _drop_fee_tools(out: dict[str, Any]) -> list[str]:
+    """Remove the hosted tools billed per call from `out`; their types, for the warning."""
+    tools = out.get("tools")
+    if not isinstance(tools, list):
+        return []
+    kept, dropped = [], []
+    for tool in tools:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and kind.startswith(_FEE_TOOLS):
+            dropped.append(kind)
+        else:
+            kept.append(tool)
+    if dropped:
+        out["tools"] = kept
+        choice = out.get("tool_choice")
+        if isinstance(choice, dict) and choice.get("type") in dropped:
+            out.pop("tool_choice")  # it named a tool that is gone
+    return dropped
+
+
+def _warning(dropped: list[str]) -> dict[str, str]:
+    if not dropped:
+        return {}
+    said = "; ".join(f"tool type {kind!r} dropped: billed per call" for kind in dropped)
+    return {translated.WARNING_HEADER: said[:1000]}
+
+
+def _parsed(body: dict[str, Any], call: Call) -> ir.ChatRequest:
+    """The request in the IR, only to estimate a prompt the upstream did not count; a body the
+    translator does not know (the upstream accepted it) estimates from nothing."""
+    try:
+        return responses.parse_request(body)
+    except AppError:
+        return ir.ChatRequest(model=call.model, messages=[])
+
+
+def _output_text(payload: dict[str, Any]) -> list[str]:
+    try:
+        return translated.response_text(responses.parse_response(payload))
+    except AppError:
+        return []
+
+
+class _Verbatim:
+    """Upstream Responses events relayed as they came; an error of the gateway's own (a stream
+    broken off) is written after them, numbered on from the last one."""
+
+    def __init__(self) -> None:
+        self._events = 0
+        self._start: ir.MessageStart | None = None
+
+    def content(self, event: SSEEvent | None, items: Sequence[ir.StreamEvent]) -> bytes:
+        if event is None:
+            return b""
+        self._events += 1
+        if self._start is None and items and isinstance(items[0], ir.MessageStart):
+            self._start = items[0]
+        return frame(event)
+
+    def end(
+        self,
+        event: SSEEvent | None,
+        _items: Sequence[ir.StreamEvent],
+        terminal: ir.MessageEnd | ir.StreamError,
+    ) -> bytes:
+        encoder = responses_stream.StreamEncoder(created=int(time.time()))
+        if event is None:
+            encoder.relayed(self._start, self._events)
+            return encoder.feed(terminal)
+        # response.completed or .incomplete or .failed, or an `error` event: the stream ends
+        # there, with the `response.failed` that follows one, as the API ends a failure.
+        failed = event.event == _FAILED or event.data.startswith(b'{"type":"' + _FAILED)
+        if isinstance(terminal, ir.MessageEnd) or failed:
+            return frame(event)
+        encoder.relayed(self._start, self._events + 1)
+        return frame(event) + encoder.failed(terminal)
+
+
+def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGenerator[bytes, None]:
+    decoder = responses_stream.StreamDecoder()
+    deltas = translated.Passed(b"response.output_text.delta", responses_stream.delta_text)
+    request = _parsed(body, call)
+    return translated.relay_events(call, stream, decoder, _Verbatim(), request, deltas)
