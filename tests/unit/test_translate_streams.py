@@ -361,3 +361,44 @@ def test_anthropic_deltas_passed_through_read_as_the_decoder_reads_them(path: st
 def test_a_delta_that_cannot_be_read_reads_as_nothing() -> None:
     for data in (b"not json", b"[]", b'{"delta": 3}', b'{"delta": {"type": "other"}}'):
         assert anthropic_stream.delta_text(data) == ""
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["openai-responses/03_stream_text.sse",
+     "openai-responses/04_stream_reasoning_then_two_function_calls.sse"],
+)  # fmt: skip
+def test_responses_text_deltas_passed_through_read_as_the_decoder_reads_them(path: str) -> None:
+    """A native /v1/responses relay passes `response.output_text.delta` events on undecoded."""
+    events = replay(path)
+    decoder = responses_stream.StreamDecoder()
+    decoded, passed = [], []
+    for event in events:
+        if event.event == b"response.output_text.delta":
+            passed.append(responses_stream.delta_text(event.data))
+        for item in decoder.feed(event):
+            if isinstance(item, ir.TextDelta):
+                decoded.append(item.text)
+    assert "".join(passed) == "".join(decoded)
+    for data in (b"not json", b"[]", b'{"delta": 3}'):
+        assert responses_stream.delta_text(data) == ""
+
+
+def test_an_error_after_relayed_responses_events_continues_their_response() -> None:
+    """What the gateway adds to a stream relayed as it came: numbered on, in the same response,
+    and read by the OpenAI SDK's stream state as the end of that response."""
+    relayed = replay("openai-responses/03_stream_text.sse")[:5]  # up to the first delta
+    start = responses_stream.StreamDecoder().feed(relayed[0])[0]
+    assert isinstance(start, ir.MessageStart)
+    encoder = responses_stream.StreamEncoder(created=1)
+    encoder.relayed(start, len(relayed))
+    added = encoder.feed(ir.StreamError("api_error", "The openai stream broke off."))
+    raw = [json.loads(event.data) for event in relayed] + [
+        json.loads(block.split(b"data: ", 1)[1]) for block in added.split(b"\n\n") if block
+    ]
+    assert [event["type"] for event in raw[-2:]] == ["error", "response.failed"]
+    assert [event["sequence_number"] for event in raw] == list(range(7))
+    assert raw[-1]["response"]["id"] == start.id
+    state = ResponseStreamState(input_tools=[], text_format=None)
+    for event in raw:
+        state.handle_event(_RESPONSES_EVENT.validate_python(event))
