@@ -20,6 +20,7 @@ import api.models  # noqa: F401  # the whole schema: foreign keys resolve at the
 from api.alert.service import AlertNotifier
 from api.db import create_engine, create_sessionmaker
 from api.kit.crypto import SecretBox
+from api.kit.heap import freeze_startup
 from api.settings import get_settings, resolve_secret_key
 from api.tool import runner as tool_runner
 from api.usage.ledger import LedgerDrain
@@ -55,6 +56,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         ),
         drain_task=asyncio.create_task(drain.run(), name="ledger-drain"),
     )
+    freeze_startup()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
