@@ -656,3 +656,43 @@ class TestWarnings:
         })  # fmt: skip
         openai_chat.render_request(claude)
         assert claude.warnings == ["thinking budget dropped", "images in tool results dropped"]
+
+
+CALLS_HISTORY: list[dict[str, Any]] = [
+    {"role": "user", "content": "Weather in Paris and London?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_a", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "call_b", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city": "London"}'}}]},
+    {"role": "tool", "tool_call_id": "call_a", "content": "21C"},
+    {"role": "tool", "tool_call_id": "call_b", "content": "15C"},
+]  # fmt: skip
+
+
+class TestGeminiThoughtSignatures:
+    """Gemini 3 refuses function calls in the history without their step's signature."""
+
+    def _model_parts(self, model: str, signature: str | None = None) -> list[dict[str, Any]]:
+        request = openai_chat.parse_request({"model": model, "messages": CALLS_HISTORY})
+        if signature is not None:
+            call = request.messages[1].parts[1]
+            assert isinstance(call, ir.ToolCall)
+            call.signature = signature
+        contents = gemini.render_request(request)["contents"]
+        [model_turn] = [c for c in contents if c["role"] == "model"]
+        parts: list[dict[str, Any]] = model_turn["parts"]
+        return parts
+
+    def test_gemini_3_gets_the_placeholder_on_the_first_call_of_a_step(self):
+        first, second = self._model_parts("gemini-3-pro-preview")
+        assert first["thoughtSignature"] == "skip_thought_signature_validator"
+        assert "thoughtSignature" not in second
+
+    def test_a_signature_the_history_kept_is_sent_as_it_is(self):
+        parts = self._model_parts("gemini-3-pro-preview", signature="CsQBAX...real")
+        assert [p.get("thoughtSignature") for p in parts] == [None, "CsQBAX...real"]
+
+    def test_earlier_models_get_no_placeholder(self):
+        parts = self._model_parts("gemini-2.5-flash")
+        assert not any("thoughtSignature" in part for part in parts)

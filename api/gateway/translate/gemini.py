@@ -8,7 +8,8 @@ listed, e.g. `safetySettings`, `cachedContent`, goes to `extras`, forwarded only
 - `contents[]` role user / model with `text`, `inlineData`, `fileData` parts → `Message` with
   `Text`, `Image`; consecutive turns of one role are merged
 - `functionCall{name,args}` (+`thoughtSignature`) → `ToolCall`; Gemini sends no call id, so one
-  is made from `responseId` and the call's position
+  is made from `responseId` and the call's position. Clients of other families never see the
+  signature; Gemini 3 gets Google's placeholder for calls that come back without one
 - `functionResponse{name,response}` → `ToolResult`; Gemini answers by *name*, taken from the
   call with that id; the result goes in `response.result` unless it is a JSON object
 - `text` with `thought: true` → `Thinking`; thinking is never sent back to Gemini
@@ -83,6 +84,11 @@ _SCHEMA_KEYS = {
     "maximum",
 }
 _MAX_SCHEMA_DEPTH = 16
+# Models that require the thought signature of each function-calling step sent back, and the
+# placeholder Google accepts for calls from a history the model did not produce
+# (https://ai.google.dev/gemini-api/docs/thought-signatures).
+_SIGNED_CALLS = ("gemini-3",)
+_PLACEHOLDER_SIGNATURE = "skip_thought_signature_validator"
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -255,6 +261,8 @@ def render_request(request: ir.ChatRequest) -> dict[str, Any]:
             contents.append(
                 {"role": "model" if message.role == "assistant" else "user", "parts": parts}
             )
+    if request.model.startswith(_SIGNED_CALLS):
+        _sign_calls(contents)
     body: dict[str, Any] = {"contents": contents}
     if request.system:
         body["systemInstruction"] = {"parts": [{"text": "\n\n".join(request.system)}]}
@@ -270,6 +278,19 @@ def render_request(request: ir.ChatRequest) -> dict[str, Any]:
     if request.source == FAMILY:
         body.update({k: v for k, v in request.extras.items() if k not in body})
     return body
+
+
+def _sign_calls(contents: list[dict[str, Any]]) -> None:
+    """Gemini 3 refuses a history whose model turns call functions without the turn's thought
+    signature (on the first call of each step). Clients of other families never see those
+    signatures, so a call that came back without one gets the placeholder Google documents for
+    history it did not produce; the model then reasons without its earlier thoughts."""
+    for content in contents:
+        if content["role"] != "model":
+            continue
+        calls = [part for part in content["parts"] if "functionCall" in part]
+        if calls and not any("thoughtSignature" in part for part in calls):
+            calls[0]["thoughtSignature"] = _PLACEHOLDER_SIGNATURE
 
 
 def _declaration(tool: ir.Tool) -> dict[str, Any]:
