@@ -37,9 +37,16 @@ async def usage_when_settled(
 async def logs_when_settled(
     http: httpx.AsyncClient, tenant: TenantFixture, count: int
 ) -> list[dict[str, Any]]:
+    return await logs_when_seen(http, tenant.headers, count)
+
+
+async def logs_when_seen(
+    http: httpx.AsyncClient, headers: dict[str, str], count: int
+) -> list[dict[str, Any]]:
+    """`/v1/logs` as the key (or master key) in `headers` sees it, once it has `count` entries."""
     data: list[dict[str, Any]] = []
     for _ in range(100):
-        data = (await http.get("/v1/logs", headers=tenant.headers)).json()["data"]
+        data = (await http.get("/v1/logs", headers=headers)).json()["data"]
         if len(data) >= count:
             return data
         await asyncio.sleep(0.05)

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
+from tests.factories.usage import logs_when_seen
 from tests.fakes import anthropic_upstream
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import THOUGHTS, FakeGemini
@@ -30,16 +31,6 @@ async def _key(http: httpx.AsyncClient, **fields: Any) -> tuple[TenantFixture, d
     tenant = await create_tenant(http)
     key = await create_key(http, tenant, **fields)
     return tenant, bearer(key["secret"])
-
-
-async def _logs(http: httpx.AsyncClient, headers: dict[str, str], count: int) -> list[Any]:
-    data: list[Any] = []
-    for _ in range(100):
-        data = (await http.get("/v1/logs", headers=headers)).json()["data"]
-        if len(data) >= count:
-            return data
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the log never reached {count} entries: {data}")
 
 
 def _events(raw: bytes) -> list[tuple[str | None, Any]]:
@@ -116,7 +107,7 @@ class TestAnthropicPassthrough:
         for _ in range(2):  # the first writes the cache, the second reads it
             response = await every_http.post("/v1/messages", json=body, headers=headers)
             assert response.status_code == 200, response.text
-        logs = sorted(await _logs(every_http, headers, 2), key=lambda e: e["created_at"])
+        logs = sorted(await logs_when_seen(every_http, headers, 2), key=lambda e: e["created_at"])
         write, read = claude.reported
         assert write["cache_creation_input_tokens"] == 1200
         assert read["cache_read_input_tokens"] == 1200
@@ -145,7 +136,7 @@ class TestUnreadableAnswers:
         response = await every_http.post("/v1/chat/completions", json=body, headers=headers)
         assert response.status_code == 502
         assert response.json()["error"]["code"] == "upstream_error"
-        (entry,) = await _logs(every_http, headers, 1)
+        (entry,) = await logs_when_seen(every_http, headers, 1)
         raw = gemini.reported[-1]
         output = raw["candidatesTokenCount"] + THOUGHTS
         assert (entry["status"], entry["output_tokens"]) == (502, output)
@@ -165,7 +156,7 @@ class TestGeminiThinking:
             body = {"model": "gemini-2.5-flash", "messages": HELLO, "max_tokens": 200}
         response = await every_http.post(endpoint, json={**body, "stream": stream}, headers=headers)
         assert response.status_code == 200, response.text
-        (entry,) = await _logs(every_http, headers, 1)
+        (entry,) = await logs_when_seen(every_http, headers, 1)
         raw = gemini.reported[-1]
         output = raw["candidatesTokenCount"] + THOUGHTS
         assert entry["reasoning_tokens"] == THOUGHTS
@@ -231,7 +222,7 @@ class TestMidStreamFailures:
         events = _events(response.content)
         error = _family_error(endpoint, events)
         assert error["message"]
-        (entry,) = await _logs(every_http, headers, 1)
+        (entry,) = await logs_when_seen(every_http, headers, 1)
         assert entry["status"] == status
         assert entry["input_tokens"] > 0
         assert entry["output_tokens"] > 0  # what was relayed before the failure
@@ -270,7 +261,7 @@ class TestAbandonedStreams:
                 break
             await asyncio.sleep(0.05)
         assert fake.disconnects == 1
-        (entry,) = await _logs(every_http, headers, 1)
+        (entry,) = await logs_when_seen(every_http, headers, 1)
         assert (entry["status"], entry["estimated"]) == (499, True)
         assert 0 < entry["output_tokens"] < 30
         assert entry["input_tokens"] > 0
@@ -298,7 +289,7 @@ class TestCountTokens:
         await every_http.post(
             "/v1/messages", json={**body, "max_tokens": 10}, headers=headers
         )  # one model call, so the log has something to wait for
-        logs = await _logs(every_http, headers, 1)
+        logs = await logs_when_seen(every_http, headers, 1)
         assert [e["endpoint"] for e in logs] == ["/v1/messages"]
 
     @pytest.mark.parametrize(("model", "test"), [("gpt-4o", False), ("claude-sonnet-4", True)])

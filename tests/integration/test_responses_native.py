@@ -5,7 +5,6 @@ upstream replaying the recorded Responses fixtures."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from decimal import Decimal
 from typing import Any
@@ -15,6 +14,7 @@ import orjson
 import pytest
 
 from tests.factories.tenants import bearer, create_key, create_tenant
+from tests.factories.usage import logs_when_seen
 from tests.fakes.upstream import FakeUpstream, sse_events
 
 GPT_4O = ("2.50", "1.25", "10.00")  # USD per million: input, cached input, output
@@ -51,16 +51,6 @@ async def _key(http: httpx.AsyncClient, **fields: Any) -> dict[str, str]:
     tenant = await create_tenant(http)
     key = await create_key(http, tenant, **fields)
     return bearer(key["secret"])
-
-
-async def _logs(http: httpx.AsyncClient, headers: dict[str, str], count: int) -> list[Any]:
-    data: list[Any] = []
-    for _ in range(100):
-        data = (await http.get("/v1/logs", headers=headers)).json()["data"]
-        if len(data) >= count:
-            return data
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the log never reached {count} entries: {data}")
 
 
 def _cost(raw: dict[str, Any]) -> int:
@@ -124,7 +114,7 @@ class TestPassthrough:
         body = {"model": "gpt-4o", "input": "Weather?", "stream": stream, "tools": [WEATHER]}
         response = await http.post("/v1/responses", json=body, headers=headers)
         assert response.status_code == 200, response.text
-        (entry,) = await _logs(http, headers, 1)
+        (entry,) = await logs_when_seen(http, headers, 1)
         (raw,) = upstream.reported
         assert (entry["endpoint"], entry["provider"], entry["status"]) == (
             "/v1/responses", "openai", 200,
@@ -196,7 +186,7 @@ class TestRefusals:
         assert response.status_code == 400
         assert response.json()["error"]["param"] == field
         assert upstream.seen == []
-        (entry,) = await _logs(http, headers, 1)
+        (entry,) = await logs_when_seen(http, headers, 1)
         assert (entry["status"], entry["cost_micros"]) == (400, 0)
 
     async def test_background_false_is_fine(self, http: httpx.AsyncClient, upstream: FakeUpstream):
@@ -228,7 +218,7 @@ class TestFailures:
         assert failed["response"]["id"] == _data(relayed[0])["response"]["id"]
         # Numbered on from the last event relayed, as the SDKs expect.
         assert [error["sequence_number"], failed["sequence_number"]] == [5, 6]
-        (entry,) = await _logs(http, headers, 1)
+        (entry,) = await logs_when_seen(http, headers, 1)
         assert entry["status"] == 502
         assert entry["output_tokens"] > 0  # the delta relayed
         assert entry["input_tokens"] > 0
