@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from api.auth.service import Principal
 from api.errors import AppError, UpstreamError
+from api.gateway import resilience
 from api.gateway.pipeline import Call, Gateway, start_call
 from api.gateway.pricing import Usage
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
@@ -37,7 +38,8 @@ from api.gateway.translate.fields import upstream_body
 logger = logging.getLogger("tollgate.gateway")
 
 DIALECTS = ("openai", "anthropic", "gemini")
-_MAX_TOKENS_HOSTS = {"deepseek"}  # OpenAI-compatible hosts that read `max_tokens`
+_MAX_TOKENS_HOSTS = {"deepseek"}
+T = TypeVar("T")  # OpenAI-compatible hosts that read `max_tokens`
 
 
 class Decoder(Protocol):
@@ -114,19 +116,30 @@ async def complete(
 ) -> Completion:
     """One non-streaming model call; any failure is metered (cost 0) and raised."""
     call = await _start(gateway, principal, request_id, endpoint, request)
-    catalog_id = call.model
-    async with call.failures_recorded():
-        upstream = _upstream_request(call, request, stream=False)
-        answer = await call.provider.send(upstream)
-        try:
-            payload = orjson.loads(answer.body)
-        except orjson.JSONDecodeError:
-            payload = None
-        name = call.provider.name
-        response = upstream_body(_PARSERS[call.provider.dialect], payload, name)
-        call.tool_calls = _tool_calls(response.parts)
-        cost = await call.finish(response.usage)
-    return Completion(response, cost, call.provider.name, catalog_id)
+
+    async def answer() -> Completion:  # from `call.provider`, again after a failover
+        async with call.failures_recorded():
+            upstream = _upstream_request(call, request, stream=False)
+            sent = await call.provider.send(upstream)
+            try:
+                payload = orjson.loads(sent.body)
+            except orjson.JSONDecodeError:
+                payload = None
+            name = call.provider.name
+            response = upstream_body(_PARSERS[call.provider.dialect], payload, name)
+            call.tool_calls = _tool_calls(response.parts)
+            cost = await call.finish(response.usage)
+        return Completion(response, cost, call.provider.name, call.model)
+
+    return await _served(call, answer)
+
+
+async def _served(call: Call, answer: Callable[[], Awaitable[T]]) -> T:
+    """`answer()`, failed over to an equivalent model of another provider as the tenant's
+    settings allow (`resilience.serve`), as the proxy endpoints do."""
+    if call.trace is None:
+        return await answer()
+    return await resilience.serve(call, answer)
 
 
 @dataclass(slots=True)
@@ -209,9 +222,13 @@ async def stream(
     yielded (or when the consumer stops early: what was produced is billed). A failure after
     the first event ends the stream with an `ir.StreamError`; before it, it raises."""
     call = await _start(gateway, principal, request_id, endpoint, request)
-    async with call.failures_recorded():
-        upstream = _upstream_request(call, request, stream=True)
-        opened = await call.provider.open_stream(upstream)
+
+    async def opening() -> UpstreamStream:  # failing over stops at the first event
+        async with call.failures_recorded():
+            upstream = _upstream_request(call, request, stream=True)
+            return await call.provider.open_stream(upstream)
+
+    opened = await _served(call, opening)
     decoder = _DECODERS[call.provider.dialect]()
     accumulator = Accumulator()
     status, error = 200, None

@@ -52,8 +52,6 @@ from api.gateway.routing import Account, Router, TenantRouting
 from api.gateway.sse import SSEEvent
 
 if TYPE_CHECKING:
-    from fastapi.responses import Response
-
     from api.gateway.catalog import Catalog, ModelEntry
     from api.gateway.pipeline import Call
 
@@ -444,7 +442,7 @@ def will_fail_over(call: Call, error: AppError) -> bool:
     return any(m.id not in trace.tried_models for m in trace.alternates)
 
 
-async def serve(call: Call, answer: Callable[[], Awaitable[Response]]) -> Response:
+async def serve(call: Call, answer: Callable[[], Awaitable[T]]) -> T:
     """Run the route's `answer`; on a failure `will_fail_over` accepted, switch the call to
     the next equivalent model and run it again."""
     if call.trace is not None:

@@ -508,3 +508,53 @@ class TestProviderSignals:
             answers = [await chat(http, headers) for _ in range(12)]
             assert all(a.status_code == 200 for a in answers)
             assert upstream.keys_seen().count(KEYS[0]) <= 2 + 2  # a minute may turn mid-test
+
+
+class TestThreadTurnFailover:
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_a_turn_fails_over_as_a_proxied_request_does(
+        self, every_settings: Settings, upstream: FakeUpstream, gemini: FakeGemini, stream: bool
+    ):
+        async with serve(every_settings) as http:
+            tenant, headers = await user(http, failover={"enabled": True})
+            upstream.mode = "503"
+            thread = (await http.post("/v1/threads", json={}, headers=headers)).json()
+            url = f"/v1/threads/{thread['id']}/messages"
+            body = {"model": "gpt-4o", "content": "Hi", "stream": stream}
+            response = await http.post(url, json=body, headers=headers)
+            assert response.status_code == 200, response.text
+            if stream:
+                completed = [
+                    json.loads(line[6:])
+                    for line in response.text.split("\n")
+                    if line.startswith("data: ") and "thread.message.completed" in line
+                ]
+                message = completed[-1]["message"]
+            else:
+                message = response.json()
+            assert (message["provider"], message["model"]) == ("gemini", "gemini-2.5-pro")
+            assert len(gemini.seen) == 1
+            log = (await logs_when_settled(http, tenant, 1))[0]
+            assert (log["status"], log["provider"], log["model"]) == (
+                200, "gemini", "gemini-2.5-pro"
+            )  # fmt: skip
+            assert log["failover_from"] == "openai/gpt-4o"
+            stored = (await http.get(url, headers=headers)).json()["data"]
+            assert [(m["role"], m.get("provider")) for m in stored] == [
+                ("user", None), ("assistant", "gemini"),
+            ]  # fmt: skip
+
+    async def test_without_failover_the_turn_fails_and_nothing_is_stored(
+        self, every_settings: Settings, upstream: FakeUpstream, gemini: FakeGemini
+    ):
+        async with serve(every_settings) as http:
+            _, headers = await user(http)
+            upstream.mode = "503"
+            thread = (await http.post("/v1/threads", json={}, headers=headers)).json()
+            url = f"/v1/threads/{thread['id']}/messages"
+            response = await http.post(
+                url, json={"model": "gpt-4o", "content": "Hi"}, headers=headers
+            )
+            assert response.status_code == 503
+            assert not gemini.seen
+            assert (await http.get(url, headers=headers)).json()["data"] == []
