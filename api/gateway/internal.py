@@ -13,53 +13,23 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from api.auth.service import Principal
 from api.errors import AppError, UpstreamError
 from api.gateway import resilience
+from api.gateway.dialects import translated
 from api.gateway.pipeline import Call, Gateway, start_call
 from api.gateway.pricing import Usage
-from api.gateway.providers.base import UpstreamRequest, UpstreamStream
-from api.gateway.sse import SSEEvent
-from api.gateway.translate import (
-    anthropic,
-    anthropic_stream,
-    gemini,
-    gemini_stream,
-    ir,
-    openai_chat,
-    openai_chat_stream,
-)
+from api.gateway.providers.base import UpstreamStream
+from api.gateway.translate import ir, openai_chat
 from api.gateway.translate.fields import upstream_body
 
 logger = logging.getLogger("tollgate.gateway")
 
-DIALECTS = ("openai", "anthropic", "gemini")
-_MAX_TOKENS_HOSTS = {"deepseek"}
-T = TypeVar("T")  # OpenAI-compatible hosts that read `max_tokens`
-
-
-class Decoder(Protocol):
-    usage: Usage
-
-    def feed(self, event: SSEEvent) -> list[ir.StreamEvent]: ...
-
-    def close(self) -> list[ir.StreamEvent]: ...
-
-
-_PARSERS: dict[str, Callable[[dict[str, Any]], ir.ChatResponse]] = {
-    "openai": openai_chat.parse_response,
-    "anthropic": anthropic.parse_response,
-    "gemini": gemini.parse_response,
-}
-_DECODERS: dict[str, Callable[[], Decoder]] = {
-    "openai": openai_chat_stream.StreamDecoder,
-    "anthropic": anthropic_stream.StreamDecoder,
-    "gemini": gemini_stream.StreamDecoder,
-}
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -75,25 +45,6 @@ def _reservation_body(request: ir.ChatRequest) -> dict[str, Any]:
     return openai_chat.render_request(request)
 
 
-def _upstream_request(call: Call, request: ir.ChatRequest, *, stream: bool) -> UpstreamRequest:
-    request.model = call.route.upstream_model
-    request.stream = stream
-    reservation = call.reservation
-    if reservation is not None and reservation.clamped:
-        request.max_output_tokens = reservation.max_output_tokens
-    dialect = call.provider.dialect
-    if dialect == "anthropic":
-        cap = request.max_output_tokens or call.route.entry.max_output_tokens
-        body = anthropic.render_request(request, default_max_tokens=cap)
-        return UpstreamRequest(path="/v1/messages", body=body, stream=stream)
-    if dialect == "gemini":
-        path = gemini.request_path(request.model, stream=stream)
-        return UpstreamRequest(path=path, body=gemini.render_request(request), stream=stream)
-    name = "max_tokens" if call.provider.name in _MAX_TOKENS_HOSTS else "max_completion_tokens"
-    body = openai_chat.render_request(request, max_tokens_field=name)
-    return UpstreamRequest(path="/chat/completions", body=body, stream=stream)
-
-
 def _tool_calls(parts: list[ir.Part]) -> int:
     return sum(isinstance(p, ir.ToolCall) for p in parts)
 
@@ -103,7 +54,7 @@ async def _start(
 ) -> Call:
     body = _reservation_body(request)
     return await start_call(
-        gateway, principal, request_id, endpoint, request.model, body, dialects=DIALECTS
+        gateway, principal, request_id, endpoint, request.model, body, dialects=translated.DIALECTS
     )
 
 
@@ -119,14 +70,14 @@ async def complete(
 
     async def answer() -> Completion:  # from `call.provider`, again after a failover
         async with call.failures_recorded():
-            upstream = _upstream_request(call, request, stream=False)
+            upstream = translated.upstream_request(call, request, stream=False)
             sent = await call.provider.send(upstream)
             try:
                 payload = orjson.loads(sent.body)
             except orjson.JSONDecodeError:
                 payload = None
             name = call.provider.name
-            response = upstream_body(_PARSERS[call.provider.dialect], payload, name)
+            response = upstream_body(translated.PARSERS[call.provider.dialect], payload, name)
             call.tool_calls = _tool_calls(response.parts)
             cost = await call.finish(response.usage)
         return Completion(response, cost, call.provider.name, call.model)
@@ -189,7 +140,7 @@ class Accumulator:
 
 
 async def _decoded(
-    opened: UpstreamStream, decoder: Decoder, dialect: str
+    opened: UpstreamStream, decoder: translated.Decoder, dialect: str
 ) -> AsyncGenerator[ir.StreamEvent, None]:
     """The upstream's events as IR events; an error event inside the stream raises."""
     async for event in opened.events():
@@ -225,11 +176,11 @@ async def stream(
 
     async def opening() -> UpstreamStream:  # failing over stops at the first event
         async with call.failures_recorded():
-            upstream = _upstream_request(call, request, stream=True)
+            upstream = translated.upstream_request(call, request, stream=True)
             return await call.provider.open_stream(upstream)
 
     opened = await _served(call, opening)
-    decoder = _DECODERS[call.provider.dialect]()
+    decoder = translated.DECODERS[call.provider.dialect]()
     accumulator = Accumulator()
     status, error = 200, None
     ended = False

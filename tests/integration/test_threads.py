@@ -432,3 +432,19 @@ class TestIdempotencyKeyMismatch:
         )
         assert again.status_code == 200, again.text
         assert again.json()["id"] == first.json()["id"]
+
+
+class TestTurnsUpstream:
+    async def test_a_cap_above_the_models_maximum_is_lowered_to_it(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        tenant = await create_tenant(http)
+        headers = bearer((await create_key(http, tenant))["secret"])
+        thread = await _thread(http, headers)
+        response = await http.post(
+            f"/v1/threads/{thread['id']}/messages",
+            json={"model": "gpt-4o", "content": "Hi", "max_tokens": 100_000},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        assert upstream.seen[-1].body["max_completion_tokens"] == 16_384  # gpt-4o's maximum

@@ -112,7 +112,7 @@ RESPONSES = Family(
     lambda _body, created: responses_stream.StreamEncoder(created=created),
 )
 
-_PARSERS: dict[str, Callable[[dict[str, Any]], ir.ChatResponse]] = {
+PARSERS: dict[str, Callable[[dict[str, Any]], ir.ChatResponse]] = {
     "openai": openai_chat.parse_response,
     "anthropic": anthropic.parse_response,
     "gemini": gemini.parse_response,
@@ -129,7 +129,7 @@ def reported_usage(dialect: str, raw: dict[str, Any]) -> Usage:
     return usage_rules.from_openai(reported) if isinstance(reported, dict) else Usage()
 
 
-_DECODERS: dict[str, Callable[[], Decoder]] = {
+DECODERS: dict[str, Callable[[], Decoder]] = {
     "openai": openai_chat_stream.StreamDecoder,
     "anthropic": anthropic_stream.StreamDecoder,
     "gemini": gemini_stream.StreamDecoder,
@@ -257,14 +257,14 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
         if stream:
             opened = await call.provider.open_stream(upstream)
             headers = {**call.response_headers, **warning_headers(request)}
-            decoder = _DECODERS[call.provider.dialect]()
+            decoder = DECODERS[call.provider.dialect]()
             output = Translating(family.encoder(body, int(time.time())), family.error_tail)
             events = relay_events(call, opened, decoder, output, request)
             return EventStream(events, headers)
         answer = await call.provider.send(upstream)
         raw = json_answer(answer.body, call.provider.name)
         try:
-            parsed = upstream_body(_PARSERS[call.provider.dialect], raw, call.provider.name)
+            parsed = upstream_body(PARSERS[call.provider.dialect], raw, call.provider.name)
         except AppError as error:  # an answer we cannot read was still billed upstream
             usage = reported_usage(call.provider.dialect, raw)
             await call.finish(usage, status=error.status_code, error=error)
