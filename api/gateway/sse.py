@@ -1,7 +1,9 @@
 """Incremental server-sent-events parsing (LF or CRLF framing, comments, multi-line data).
 
 It reads whatever bytes arrived (not line by line: one await per network read, not two per
-event) and yields each event as soon as its terminating blank line is in.
+event) and yields each event as soon as its terminating blank line is in. Events that arrived
+in one read are marked (`more`), so a relay can write them to its client in one write: each
+goes out the moment it could, with one send per read instead of one per event.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ class SSEEvent:
     event: bytes | None = None
     # The event as it came (LF line ends), for relaying it unchanged without framing it again.
     raw: bytes = field(default=b"", compare=False, repr=False)
+    # More events that arrived in the same read follow this one (nothing waits on the network
+    # between them): a relay may hold this one's bytes until the last of them.
+    more: bool = field(default=False, compare=False, repr=False)
 
 
 def frame(event: SSEEvent) -> bytes:
@@ -55,10 +60,11 @@ async def parse_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEEvent]:
         if b"\n\n" not in buffer:
             continue
         *blocks, buffer = buffer.split(b"\n\n")
-        for block in blocks:
-            event = _parse_block(block)
-            if event is not None:
-                yield event
+        events = [event for block in blocks if (event := _parse_block(block)) is not None]
+        for event in events[:-1]:
+            event.more = True
+        for event in events:
+            yield event
     event = _parse_block(buffer.strip(b"\n"))
     if event is not None:
         yield event

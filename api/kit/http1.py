@@ -121,17 +121,19 @@ class Response:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, each piece as soon as it is in."""
+        """The body as it arrives: all that is in, as soon as it is in (the pieces of a chunked
+        body that arrived together come as one)."""
         chunks = self._chunks
         while True:
-            while chunks:
-                chunk = chunks.popleft()
-                self._buffered -= len(chunk)
+            if chunks:
+                chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self._buffered = 0
                 connection = self._connection
-                paused = connection is not None and connection.reading_paused
-                if paused and self._buffered <= _BUFFER_HIGH // 4:
-                    connection.resume_reading()  # type: ignore[union-attr]
+                if connection is not None and connection.reading_paused:
+                    connection.resume_reading()
                 yield chunk
+                continue
             if self._error is not None:
                 raise self._error
             if self._complete:

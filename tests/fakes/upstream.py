@@ -273,7 +273,7 @@ class FakeUpstream:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         try:
-            for event in events:
+            for index, event in enumerate(events):
                 await response.write(event)
                 if b".delta" in event.split(b"\n", 1)[0] and mode in ("drop", "midstream_error"):
                     if mode == "midstream_error":  # as the API reports a failure mid-stream
@@ -282,7 +282,7 @@ class FakeUpstream:
                     assert request.transport is not None
                     request.transport.close()  # the connection dies after the first delta
                     return response
-                await asyncio.sleep(self.chunk_delay)
+                await asyncio.sleep(self.pause_after_first if index == 0 else self.chunk_delay)
         except ConnectionError:
             self.disconnects += 1
         return response

@@ -6,6 +6,7 @@ upstream replaying the recorded Responses fixtures."""
 from __future__ import annotations
 
 import math
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -124,6 +125,24 @@ class TestPassthrough:
         assert entry["output_tokens"] == raw["output_tokens"]
         assert entry["cost_micros"] == _cost(raw)
         assert not entry["estimated"]
+
+    async def test_the_first_event_arrives_before_the_upstream_pause_ends(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        upstream.pause_after_first = 1.5
+        headers = await _key(http)
+        started = time.monotonic()
+        body = {"model": "gpt-4o", "input": "Hi", "stream": True}
+        async with http.stream("POST", "/v1/responses", json=body, headers=headers) as response:
+            lines = response.aiter_lines()
+            async for line in lines:
+                if line.startswith("data: "):
+                    first_after = time.monotonic() - started
+                    break
+            rest = [line async for line in lines if line.startswith("data: ")]
+        assert first_after < 1.0, first_after
+        assert time.monotonic() - started >= 1.5
+        assert '"response.completed"' in rest[-1]
 
 
 class TestGatewayEdits:

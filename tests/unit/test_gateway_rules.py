@@ -133,6 +133,13 @@ class TestSSE:
             events = [e async for e in parse_sse(_lines(*pieces))]
             assert events == [SSEEvent(b'{"a":1}'), SSEEvent(b"x", b"e"), SSEEvent(b"[DONE]")]
 
+    async def test_events_of_one_read_are_marked_to_be_written_together(self):
+        """Only events already in hand are marked: the last complete event of a read never
+        waits for the next read, whatever is left over from it."""
+        reads = [b"data: 1\n\ndata: 2\n\nda", b"ta: 3\n\n: ping\n\n", b"data: 4\n\ndata: 5\n\n"]
+        events = [(e.data, e.more) async for e in parse_sse(_lines(*reads))]
+        assert events == [(b"1", True), (b"2", False), (b"3", False), (b"4", True), (b"5", False)]
+
 
 class TestMemoryCounters:
     async def test_seed_once_then_add(self):

@@ -415,17 +415,21 @@ async def relay_events(
     """Relay one upstream stream; whatever ends it is metered, before the final event."""
     relay = _Relay(call, decoder, output, request, passed)
     failure: AppError | None = None  # what broke the stream on our side of it
+    chunks: list[bytes] = []  # of the events that arrived with the one being read
     try:
         async for event in stream.events():
             chunk = relay.feed(event)
             if chunk:
-                yield chunk
+                chunks.append(chunk)
             if relay.terminal is not None:
                 break
+            if not event.more and chunks:
+                yield b"".join(chunks)
+                chunks.clear()
         else:
             chunk = relay.close()
             if chunk:
-                yield chunk
+                chunks.append(chunk)
     except (asyncio.CancelledError, GeneratorExit):
         # The client went away: upstream is cancelled, the output so far is billed.
         stream.close()
@@ -435,5 +439,7 @@ async def relay_events(
         failure = exc if isinstance(exc, AppError) else UpstreamError("The stream failed.")
         if not isinstance(exc, AppError):
             logger.exception("relaying a %s stream failed", call.provider.name)
+    if chunks:  # what came with the final event, or before the failure
+        yield b"".join(chunks)
     stream.close()
     yield await relay.finish(failure)

@@ -140,10 +140,10 @@ async def _relay_chat(
     request is metered and its usage event durable; whatever ends the stream is metered."""
     usage: Usage | None = None
     produced: list[bytes] = []
+    frames: list[bytes] = []  # of the events that arrived with the one being read
     status, error = 200, None
     tail = _DONE
     first = True
-    done = False
 
     def final_usage() -> Usage:
         return usage if usage is not None else usage_rules.estimate_chat(body, produced)
@@ -152,23 +152,23 @@ async def _relay_chat(
         async for event in stream.events():
             data = event.data
             if data == b"[DONE]":
-                done = True
                 break
             if first:
                 first = False
                 elapsed = time.perf_counter() - call.started
                 call.gateway.metrics.ttfb.labels(call.endpoint, call.provider.name).observe(elapsed)
+            shown = True
             if b'"usage":{' in data or b'"usage": {' in data:
-                chunk = _json_object(data, call.provider.name)
-                if isinstance(chunk.get("usage"), dict):
-                    usage = usage_rules.from_openai(chunk["usage"])
-                # The usage-only chunk was asked for by us; a client that did not ask never sees it.
-                if not client_wants_usage and chunk.get("choices") == []:
-                    continue
+                reported, shown = _usage_chunk(data, call.provider.name, client_wants_usage)
+                usage = reported or usage
             else:
                 produced.append(data)
-            yield _frame(data)
-        if not done:
+            if shown:
+                frames.append(_frame(data))
+            if frames and not event.more:
+                yield b"".join(frames)
+                frames.clear()
+        else:  # the body ended without `[DONE]`
             raise UpstreamError(f"The {call.provider.name} stream ended before it was complete.")
     except (asyncio.CancelledError, GeneratorExit):
         # The client went away: upstream is cancelled, the output so far is billed.
@@ -181,9 +181,20 @@ async def _relay_chat(
             logger.exception("relaying a %s stream failed", call.provider.name)
         status, error = failure.status_code, failure
         tail = b"data: " + orjson.dumps(openai_body(failure)) + b"\n\n" + _DONE
+    if frames:  # what came with `[DONE]` or with the failure
+        yield b"".join(frames)
     stream.close()
     await call.finish(final_usage(), status=status, error=error)
     yield tail
+
+
+def _usage_chunk(data: bytes, provider: str, client_wants_usage: bool) -> tuple[Usage | None, bool]:
+    """The usage a chunk reports, and whether the client sees the chunk: the usage-only chunk
+    was asked for by the gateway, and a client that did not ask for it never sees it."""
+    chunk = _json_object(data, provider)
+    reported = chunk.get("usage")
+    usage = usage_rules.from_openai(reported) if isinstance(reported, dict) else None
+    return usage, client_wants_usage or chunk.get("choices") != []
 
 
 def _frame(data: bytes) -> bytes:
