@@ -3,10 +3,10 @@
 Starts throwaway PostgreSQL and Redis, a fake upstream, the floor (a bare aiohttp pass-through
 proxy) and Tollgate on PostgreSQL + Redis with auth, access control, the spend cap, rpm/tpm
 and metering on, plus `tollgate worker` draining the usage ledger (as docker-compose runs it);
-drives each with wrk at 1, 16 and 64 connections, non-streaming and
-streaming, plus 500 requests/s over 16 connections paced two ways: by wrk (bursts of 16) and
-evenly (`bench/paced.py`, latency from each request's scheduled time); prints a table and
-writes bench/results/<time>.json.
+drives each with wrk at 1, 16 and 64 connections, non-streaming and streaming (and streaming
+at 16 with the upstream's events 1 ms apart), plus 500 requests/s over 16 connections paced
+two ways: by wrk (bursts of 16) and evenly (`bench/paced.py`, latency from each request's
+scheduled time); prints a table and writes bench/results/<time>.json.
 
 CPU per request = the target process's CPU seconds (from /proc) / requests served, measured in
 the same run as the latencies; the machine is shared, so read ratios beside the raw numbers.
@@ -44,6 +44,10 @@ BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "conten
 STREAM_BODY = json.dumps(
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
 )
+SPACED_BODY = json.dumps(
+    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": True,
+     "bench_spaced": True}
+)  # fmt: skip
 MESSAGES_BODY = json.dumps(
     {
         "model": "claude-sonnet-4",
@@ -154,6 +158,15 @@ def measure(
                 f"  {name:8} {'stream' if streaming else 'plain '} c={connections:<3} {row}",
                 flush=True,
             )
+    # Events 1 ms apart, one per read (above, the upstream's events arrive several at a time).
+    before = cpu_seconds(pid) if pid else 0.0
+    row = run_wrk(url, script, 16, args.duration, SPACED_BODY, key)
+    if pid:
+        cpu = cpu_seconds(pid) - before
+        row["cpu_ms_per_request"] = cpu * 1000 / max(row["requests"], 1)
+        row["cpu_us_per_chunk"] = cpu * 1e6 / max(row["requests"] * (CHUNKS + 4), 1)
+    results["spaced_stream_c16"] = row
+    print(f"  {name:8} spaced stream c=16 {row}", flush=True)
     # Anthropic's format relayed natively (`POST /v1/messages`, as coding agents call it).
     messages_url = url.rsplit("/v1/", 1)[0] + "/v1/messages"
     for connections in (1, 16):
@@ -300,6 +313,7 @@ def print_table(report: dict[str, Any]) -> None:
     for run in [
         *(f"plain_c{c}" for c in (1, 16, 64)),
         *(f"stream_c{c}" for c in (1, 16, 64)),
+        "spaced_stream_c16",
         "messages_stream_c1",
         "messages_stream_c16",
         "paced_500rps_c16",

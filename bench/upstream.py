@@ -1,10 +1,13 @@
 """The benchmark's fake upstream: a raw ASGI app (uvicorn + uvloop + httptools) that answers
 `POST /v1/chat/completions` with a fixed completion, or a fixed stream of N chunks, and
-`POST /v1/messages` (streamed) with N text deltas in Anthropic's event format."""
+`POST /v1/messages` (streamed) with N text deltas in Anthropic's event format. Streams go out
+back to back, so several events reach a relay in one read; a body with `"bench_spaced": true`
+gets its events 1 ms apart instead, one per read, as a model generating tokens sends them."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from typing import Any
 
@@ -73,8 +76,11 @@ def make_app(chunks: int) -> Any:
         if b'"stream":true' in body or b'"stream": true' in body:
             headers = [(b"content-type", b"text/event-stream")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
+            spaced = b'"bench_spaced":true' in body or b'"bench_spaced": true' in body
             for event in claude if scope["path"].endswith("/messages") else stream:
                 await send({"type": "http.response.body", "body": event, "more_body": True})
+                if spaced:
+                    await asyncio.sleep(0.001)
             await send({"type": "http.response.body", "body": b""})
             return
         headers = [(b"content-type", b"application/json")]
