@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -98,16 +96,13 @@ def serve(host: str | None, port: int | None, no_migrate: bool) -> None:
     resolve_secret_key(settings)
     if not no_migrate:
         _migrate_in_child()
-    from api.kit.heap import freeze_startup
+    from api.kit.heap import frozen_after
 
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:  # the app's lifespan has run: its objects live as long as we do
-                freeze_startup()
-
-    config = uvicorn.Config(
-        create_app(settings),
+    app = create_app(settings)
+    # What the app builds at start-up lives as long as the process: out of the collector's way.
+    app.router.lifespan_context = frozen_after(app.router.lifespan_context)
+    uvicorn.run(
+        app,
         host=host or settings.host,
         port=port or settings.port,
         loop="uvloop",
@@ -117,11 +112,6 @@ def serve(host: str | None, port: int | None, no_migrate: bool) -> None:
         access_log=settings.log_level in ("debug", "trace", "info"),
         proxy_headers=False,
     )
-    server = Server(config)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-    if not server.started:
-        sys.exit(3)  # as `uvicorn.run` does when start-up fails
 
 
 @main.command()

@@ -10,12 +10,11 @@ round, so one usage event per round.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-import orjson
 
 from api.auth.service import Principal
 from api.errors import AppError, UpstreamError
@@ -70,14 +69,16 @@ async def complete(
 
     async def answer() -> Completion:  # from `call.provider`, again after a failover
         async with call.failures_recorded():
-            upstream = translated.upstream_request(call, request, stream=False)
+            upstream = translated.upstream_request(call, copy.copy(request), stream=False)
             sent = await call.provider.send(upstream)
+            payload = translated.json_answer(sent.body, call.provider.name)
+            dialect, name = call.provider.dialect, call.provider.name
             try:
-                payload = orjson.loads(sent.body)
-            except orjson.JSONDecodeError:
-                payload = None
-            name = call.provider.name
-            response = upstream_body(translated.PARSERS[call.provider.dialect], payload, name)
+                response = upstream_body(translated.PARSERS[dialect], payload, name)
+            except AppError as error:  # an answer we cannot read was still billed upstream
+                usage = translated.reported_usage(dialect, payload)
+                await call.finish(usage, status=error.status_code, error=error)
+                raise
             call.tool_calls = _tool_calls(response.parts)
             cost = await call.finish(response.usage)
         return Completion(response, cost, call.provider.name, call.model)
@@ -176,7 +177,7 @@ async def stream(
 
     async def opening() -> UpstreamStream:  # failing over stops at the first event
         async with call.failures_recorded():
-            upstream = translated.upstream_request(call, request, stream=True)
+            upstream = translated.upstream_request(call, copy.copy(request), stream=True)
             return await call.provider.open_stream(upstream)
 
     opened = await _served(call, opening)

@@ -11,9 +11,26 @@ what requests made since, in milliseconds. Garbage left from start-up is collect
 from __future__ import annotations
 
 import gc
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 
 def freeze_startup() -> None:
     """Collect start-up garbage, then exempt everything alive from future collections."""
     gc.collect()
     gc.freeze()
+
+
+def frozen_after(
+    lifespan: Callable[[Any], AbstractAsyncContextManager[Any]],
+) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
+    """`lifespan`, freezing the heap once its start-up is done, before the server listens."""
+
+    @asynccontextmanager
+    async def frozen(app: Any) -> AsyncIterator[Any]:
+        async with lifespan(app) as state:
+            freeze_startup()
+            yield state
+
+    return frozen

@@ -190,6 +190,40 @@ class TestGatewayEdits:
         assert "web_search_preview_2025_03_11" in warning
         assert "code_interpreter" in warning
 
+    @pytest.mark.parametrize("store", [True, None])
+    async def test_nothing_is_stored_at_openai(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream, store: bool | None
+    ):
+        headers = await _key(http)
+        body: dict[str, Any] = {"model": "gpt-4o", "input": "Hi"}
+        if store is not None:
+            body["store"] = store
+        response = await http.post("/v1/responses", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert upstream.seen[-1].body["store"] is False
+
+    @pytest.mark.parametrize(
+        ("choice", "sent"),
+        [
+            ("required", None),  # every tool was dropped: nothing left to require
+            ({"type": "allowed_tools", "mode": "required",
+              "tools": [{"type": "web_search"}, {"type": "function", "name": "get_weather"}]},
+             {"type": "allowed_tools", "mode": "required",
+              "tools": [{"type": "function", "name": "get_weather"}]}),
+        ],
+    )  # fmt: skip
+    async def test_a_tool_choice_keeps_only_the_tools_left(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream, choice: Any, sent: Any
+    ):
+        headers = await _key(http)
+        tools = (
+            [{"type": "web_search"}] if choice == "required" else [{"type": "web_search"}, WEATHER]
+        )
+        body = {"model": "gpt-4o", "input": "Hi", "tools": tools, "tool_choice": choice}
+        response = await http.post("/v1/responses", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert upstream.seen[-1].body.get("tool_choice") == sent
+
 
 class TestRefusals:
     @pytest.mark.parametrize(
@@ -207,6 +241,17 @@ class TestRefusals:
         assert upstream.seen == []
         (entry,) = await logs_when_seen(http, headers, 1)
         assert (entry["status"], entry["cost_micros"]) == (400, 0)
+
+    async def test_item_references_are_refused(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        headers = await _key(http)
+        given = [{"role": "user", "content": "Hi"}, {"type": "item_reference", "id": "msg_1"}]
+        body = {"model": "gpt-4o", "input": given}
+        response = await http.post("/v1/responses", json=body, headers=headers)
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == "input[1]"
+        assert upstream.seen == []
 
     async def test_background_false_is_fine(self, http: httpx.AsyncClient, upstream: FakeUpstream):
         headers = await _key(http)
@@ -242,6 +287,23 @@ class TestFailures:
         assert entry["output_tokens"] > 0  # the delta relayed
         assert entry["input_tokens"] > 0
         assert entry["estimated"]
+
+    async def test_a_cut_off_agent_stream_is_billed_for_its_prompt(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        """The translator cannot read an agent's custom tool calls: the prompt is estimated
+        from the body's JSON, not taken as nothing."""
+        upstream.mode = "drop"
+        headers = await _key(http)
+        response = await http.post(
+            "/v1/responses", json={**AGENT_BODY, "stream": True}, headers=headers
+        )
+        assert response.status_code == 200
+        (entry,) = await logs_when_seen(http, headers, 1)
+        assert entry["status"] == 502
+        assert entry["estimated"]
+        assert entry["input_tokens"] > 50  # instructions, four items, two tools
+        assert entry["output_tokens"] > 0
 
     async def test_upstream_errors_keep_their_status(
         self, http: httpx.AsyncClient, upstream: FakeUpstream

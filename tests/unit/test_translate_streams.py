@@ -402,3 +402,15 @@ def test_an_error_after_relayed_responses_events_continues_their_response() -> N
     state = ResponseStreamState(input_tools=[], text_format=None)
     for event in raw:
         state.handle_event(_RESPONSES_EVENT.validate_python(event))
+
+
+def test_a_failed_response_reports_what_it_consumed() -> None:
+    decoder = responses_stream.StreamDecoder()
+    usage = {"input_tokens": 900, "input_tokens_details": {"cached_tokens": 0},
+             "output_tokens": 12, "output_tokens_details": {"reasoning_tokens": 0}}  # fmt: skip
+    failed = {"type": "response.failed", "sequence_number": 9, "response": {
+        "id": "resp_1", "status": "failed", "usage": usage,
+        "error": {"code": "server_error", "message": "It broke."}}}  # fmt: skip
+    [end] = decoder.feed(SSEEvent(json.dumps(failed).encode(), b"response.failed"))
+    assert end == ir.StreamError("api_error", "It broke.")
+    assert (decoder.usage.input_tokens, decoder.usage.output_tokens) == (900, 12)

@@ -179,6 +179,13 @@ def warning_headers(request: ir.ChatRequest) -> dict[str, str]:
     return {WARNING_HEADER: _UNSAFE_HEADER_CHARS.sub("?", said)[:1000]}
 
 
+def unread_request(model: str, *parts: Any) -> ir.ChatRequest:
+    """For estimating the prompt of a body the translator cannot read (the upstream accepted
+    it): its parts as JSON text in one user turn, counted like any other prompt."""
+    said = orjson.dumps([part for part in parts if part is not None]).decode()
+    return ir.ChatRequest(model=model, messages=[ir.Message("user", [ir.Text(said)])])
+
+
 def prompt_estimate(request: ir.ChatRequest) -> int:
     """The prompt's size counted as OpenAI would (an estimate for other tokenizers)."""
     try:

@@ -101,7 +101,10 @@ class StreamDecoder:
             return [ir.MessageEnd(stop_reason(response, calls), self.usage)]
         if kind in ("response.failed", "error"):
             self._ended = True
-            error = data.get("response", {}).get("error") if kind == "response.failed" else data
+            failed = data.get("response") if kind == "response.failed" else None
+            if isinstance(failed, dict) and isinstance(failed.get("usage"), dict):
+                self.usage = usage_from(failed["usage"])  # what the failed response consumed
+            error = failed.get("error") if isinstance(failed, dict) else data
             message = error.get("message") if isinstance(error, dict) else None
             return [ir.StreamError("api_error", str(message or "The response failed."))]
         return []

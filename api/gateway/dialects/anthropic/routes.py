@@ -152,12 +152,13 @@ class _Verbatim:
 
 
 def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGenerator[bytes, None]:
-    # The IR request is only for estimating a cut-off stream's prompt; an unparseable body
-    # (the upstream accepted what the translator does not know) estimates from nothing.
+    # The IR request is only for estimating a cut-off stream's prompt; a body the translator
+    # does not know (the upstream accepted it) is estimated from its JSON.
     try:
         request = anthropic.parse_request(body)
     except AppError:
-        request = ir.ChatRequest(model=call.model, messages=[])
+        parts = (body.get("system"), body.get("messages"), body.get("tools"))
+        request = translated.unread_request(call.model, *parts)
     decoder = anthropic_stream.StreamDecoder()
     deltas = translated.Passed(b"content_block_delta", anthropic_stream.delta_text)
     return translated.relay_events(call, stream, decoder, _Verbatim(), request, deltas)

@@ -6,9 +6,11 @@ where it could not be metered); clients send the whole conversation in `input`.
 
 An OpenAI model gets the client's body as sent (reasoning items and their `encrypted_content`,
 `include`, `text` formats, custom and shell tools, unknown fields) with only the gateway's
-edits: the model name, `max_output_tokens` no larger than what was reserved, and hosted tools
-OpenAI bills per call (web and file search, code interpreter, image generation) dropped with an
-`X-Tollgate-Warning`, since their fees are not in the usage the gateway meters. Its stream is
+edits: the model name, `max_output_tokens` no larger than what was reserved, `store: false`
+(nothing of a tenant's is kept upstream either; `item_reference` inputs are refused), and
+hosted tools OpenAI bills per call (web and file search, code interpreter, image generation)
+dropped with an `X-Tollgate-Warning`, since their fees are not in the usage the gateway
+meters. Its stream is
 relayed event by event as it came. Other providers are reached through the IR
 (`dialects/translated.py`): DeepSeek via Chat Completions, Claude and Gemini natively.
 Errors are OpenAI-shaped, a mid-stream one an `error` event then `response.failed`.
@@ -75,6 +77,13 @@ def _check_body(body: dict[str, Any]) -> bool:
     given = body.get("input")
     if not (isinstance(given, str) and given) and not (isinstance(given, list) and given):
         raise InvalidRequest("input: a string or a non-empty list of items.", param="input")
+    for i, item in enumerate(given if isinstance(given, list) else ()):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            raise InvalidRequest(
+                f"input[{i}]: item references point at stored items; this gateway keeps no "
+                "response state, so send the item itself.",
+                param=f"input[{i}]",
+            )
     value = body.get("max_output_tokens")
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         raise InvalidRequest(
@@ -111,12 +120,13 @@ async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
     if call.provider.name not in _NATIVE or call.provider.dialect != "openai":
         return await translated.respond(call, translated.RESPONSES, body, stream=stream)
     out = upstream_body(body, call, stream=False, caps=("max_output_tokens",))
+    out["store"] = False  # stateless upstream too: nothing of a tenant's kept at OpenAI
     dropped = _drop_fee_tools(out)
-    headers = {**call.response_headers, **_warning(dropped)}
     upstream = UpstreamRequest("/responses", out, stream)
     async with call.failures_recorded():
         if stream:
             opened = await call.provider.open_stream(upstream)
+            headers = {**call.response_headers, **_warning(dropped)}
             return EventStream(_relay(call, out, opened), headers)
         answer = await call.provider.send(upstream)
         payload = translated.json_answer(answer.body, call.provider.name)
@@ -125,7 +135,7 @@ async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
             usage = translated.estimated_usage(usage, _parsed(out, call), _output_text(payload))
         await call.finish(usage)
     payload["provider"] = call.provider.name
-    return JSONBody(orjson.dumps(payload), headers)
+    return JSONBody(orjson.dumps(payload), {**call.response_headers, **_warning(dropped)})
 
 
 def _drop_fee_tools(out: dict[str, Any]) -> list[str]:
@@ -143,9 +153,20 @@ def _drop_fee_tools(out: dict[str, Any]) -> list[str]:
     if dropped:
         out["tools"] = kept
         choice = out.get("tool_choice")
-        if isinstance(choice, dict) and choice.get("type") in dropped:
-            out.pop("tool_choice")  # it named a tool that is gone
+        if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+            allowed = [t for t in choice.get("tools") or [] if _kept(t, dropped)]
+            choice = {**choice, "tools": allowed} if allowed else None
+        elif isinstance(choice, dict) and not _kept(choice, dropped):
+            choice = None  # it named a tool that is gone
+        if choice is None or not kept:  # nothing left to require or choose
+            out.pop("tool_choice", None)
+        else:
+            out["tool_choice"] = choice
     return dropped
+
+
+def _kept(tool: Any, dropped: list[str]) -> bool:
+    return not (isinstance(tool, dict) and tool.get("type") in dropped)
 
 
 def _warning(dropped: list[str]) -> dict[str, str]:
@@ -157,11 +178,12 @@ def _warning(dropped: list[str]) -> dict[str, str]:
 
 def _parsed(body: dict[str, Any], call: Call) -> ir.ChatRequest:
     """The request in the IR, only to estimate a prompt the upstream did not count; a body the
-    translator does not know (the upstream accepted it) estimates from nothing."""
+    translator does not know (the upstream accepted it) is estimated from its JSON."""
     try:
         return responses.parse_request(body)
     except AppError:
-        return ir.ChatRequest(model=call.model, messages=[])
+        parts = (body.get("instructions"), body.get("input"), body.get("tools"))
+        return translated.unread_request(call.model, *parts)
 
 
 def _output_text(payload: dict[str, Any]) -> list[str]:
