@@ -423,6 +423,7 @@ async def relay_events(
     relay = _Relay(call, decoder, output, request, passed)
     failure: AppError | None = None  # what broke the stream on our side of it
     chunks: list[bytes] = []  # of the events that arrived with the one being read
+    first_out = True
     try:
         async for event in stream.events():
             chunk = relay.feed(event)
@@ -430,7 +431,8 @@ async def relay_events(
                 chunks.append(chunk)
             if relay.terminal is not None:
                 break
-            if not event.more and chunks:
+            if chunks and (not event.more or first_out):  # the first event goes out alone
+                first_out = False
                 yield b"".join(chunks)
                 chunks.clear()
         else:

@@ -141,6 +141,7 @@ async def _relay_chat(
     usage: Usage | None = None
     produced: list[bytes] = []
     frames: list[bytes] = []  # of the events that arrived with the one being read
+    first_out = True
     status, error = 200, None
     tail = _DONE
     first = True
@@ -165,7 +166,8 @@ async def _relay_chat(
                 produced.append(data)
             if shown:
                 frames.append(_frame(data))
-            if frames and not event.more:
+            if frames and (not event.more or first_out):  # the first event goes out alone
+                first_out = False
                 yield b"".join(frames)
                 frames.clear()
         else:  # the body ended without `[DONE]`
