@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 
 from api.app import create_app
 from api.settings import Settings
-from tests.factories.chat import HELLO
+from tests.factories.chat import HELLO, timed_stream
 from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
 from tests.factories.usage import expected_cost_micros, logs_when_settled, usage_when_settled
 from tests.fakes.server import serve_in_thread
@@ -156,23 +155,11 @@ class TestStreaming:
     ):
         _, headers = await _user(http)
         upstream.pause_after_first = 1.5
-        started = time.monotonic()
-        async with http.stream(
-            "POST",
-            "/v1/chat/completions",
-            json={"model": "gpt-4o", "messages": HELLO, "stream": True},
-            headers=headers,
-        ) as response:
-            lines = response.aiter_lines()
-            async for line in lines:
-                if line.startswith("data: "):
-                    first_after = time.monotonic() - started
-                    break
-            rest = [line async for line in lines if line.startswith("data: ")]
-        total = time.monotonic() - started
-        assert first_after < 1.0, first_after
-        assert total >= 1.5
-        assert rest[-1] == "data: [DONE]"
+        body = {"model": "gpt-4o", "messages": HELLO, "stream": True}
+        timed = await timed_stream(http, "/v1/chat/completions", body, headers)
+        assert 0 <= timed.first_after < 1.0, timed.first_after
+        assert timed.total >= 1.5
+        assert timed.rest[-1] == "data: [DONE]"
 
     async def test_abandoned_stream_cancels_upstream_and_bills_what_was_produced(
         self, http: httpx.AsyncClient, upstream: FakeUpstream

@@ -6,7 +6,6 @@ upstream replaying the recorded Responses fixtures."""
 from __future__ import annotations
 
 import math
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.factories.chat import timed_stream
 from tests.factories.tenants import bearer, create_key, create_tenant
 from tests.factories.usage import logs_when_seen
 from tests.fakes.upstream import FakeUpstream, sse_events
@@ -131,18 +131,11 @@ class TestPassthrough:
     ):
         upstream.pause_after_first = 1.5
         headers = await _key(http)
-        started = time.monotonic()
         body = {"model": "gpt-4o", "input": "Hi", "stream": True}
-        async with http.stream("POST", "/v1/responses", json=body, headers=headers) as response:
-            lines = response.aiter_lines()
-            async for line in lines:
-                if line.startswith("data: "):
-                    first_after = time.monotonic() - started
-                    break
-            rest = [line async for line in lines if line.startswith("data: ")]
-        assert first_after < 1.0, first_after
-        assert time.monotonic() - started >= 1.5
-        assert '"response.completed"' in rest[-1]
+        timed = await timed_stream(http, "/v1/responses", body, headers)
+        assert 0 <= timed.first_after < 1.0, timed.first_after
+        assert timed.total >= 1.5
+        assert '"response.completed"' in timed.rest[-1]
 
 
 class TestGatewayEdits:
