@@ -22,7 +22,7 @@ from api.gateway import resilience
 from api.gateway.dialects import translated
 from api.gateway.pipeline import Call, Gateway, start_call
 from api.gateway.pricing import Usage
-from api.gateway.providers.base import UpstreamStream
+from api.gateway.providers.base import UpstreamStream, done_with
 from api.gateway.translate import ir, openai_chat
 from api.gateway.translate.fields import upstream_body
 
@@ -205,7 +205,7 @@ async def stream(
         opened.close()
         call.finish_soon(accumulator.usage if ended else decoder.usage, status=499)
         raise
-    opened.close()
+    done_with(opened, error)
     usage = accumulator.usage if ended else decoder.usage
     response = accumulator.response()
     call.tool_calls = _tool_calls(response.parts)

@@ -220,6 +220,9 @@ class PrimedStream:
         async for event in self._iterator:
             yield event
 
+    def release(self) -> None:
+        self._stream.release()
+
     def close(self) -> None:
         self._stream.close()
 

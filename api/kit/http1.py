@@ -32,6 +32,10 @@ from urllib.parse import urlsplit
 import httptools
 
 _BUFFER_HIGH = 256 * 1024  # unread answer bytes at which reading pauses
+# `release_when_done`: what may still come after the reader's last read (a stream's closing
+# chunk) before the connection is given up rather than kept.
+_TAIL_BYTES = 16 * 1024
+_TAIL_SECONDS = 2.0
 
 
 class HTTPClientError(Exception):
@@ -62,8 +66,9 @@ class Response:
     """An answer: status and headers at once, the body read whole or as it arrives.
 
     Header names are lower-case; repeated headers are joined with ", ". `release()` gives the
-    connection back for reuse if the body was read to its end, else closes it; `close()` always
-    closes it (which is how an upstream generation is cancelled)."""
+    connection back for reuse if the body was read to its end, else closes it;
+    `release_when_done()` waits a moment for the end first; `close()` always closes it (which
+    is how an upstream generation is cancelled)."""
 
     def __init__(self, connection: _Connection, timeouts: Timeouts) -> None:
         self.status = 0
@@ -79,11 +84,16 @@ class Response:
         self._deadline = (
             connection.loop.time() + timeouts.total if timeouts.total is not None else None
         )
-        self._timer: asyncio.TimerHandle | None = None
+        self._tail: asyncio.TimerHandle | None = None  # set while `release_when_done` waits
 
     # What the connection tells the response.
 
     def _feed(self, data: bytes) -> None:
+        if self._tail is not None:  # the reader is done: count what still comes, keep none
+            self._buffered += len(data)
+            if self._buffered > _TAIL_BYTES:
+                self.close()
+            return
         if self._decoder is not None:
             data = self._decoder.decompress(data)
             if not data:
@@ -101,11 +111,16 @@ class Response:
             if tail:
                 self._chunks.append(tail)
         self._complete = True
+        if self._tail is not None:
+            self._tail.cancel()
+            self.release()
         self._wake()
 
     def _fail(self, error: BaseException) -> None:
         if not self._complete and self._error is None:
             self._error = error
+            if self._tail is not None:
+                self._tail.cancel()
             self._wake()
 
     def _wake(self) -> None:
@@ -170,6 +185,20 @@ class Response:
         if connection is not None:
             connection.done(self, reusable=self._complete and self._error is None)
             self._fail(HTTPClientError("The response was closed."))  # wakes a waiting reader
+
+    def release_when_done(self) -> None:
+        """`release()` for a reader that has all it wants of a body that has ended, or is
+        about to: a stream whose last event was read, its closing chunk perhaps still on the
+        way. The connection goes back to the pool once that end arrives; if more than a few
+        KB come first, or nothing ends the body within seconds, it is closed."""
+        connection = self._connection
+        if connection is None or self._complete or self._error is not None:
+            self.release()
+            return
+        self._chunks.clear()
+        self._buffered = 0
+        connection.resume_reading()
+        self._tail = connection.loop.call_later(_TAIL_SECONDS, self.close)
 
     def close(self) -> None:
         connection, self._connection = self._connection, None

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from api.gateway.providers.mock import _example_value
 from tests.fakes.loopback import LoopbackServer, Seen, http_fixture
+from tests.fakes.upstream import client_port
 
 API_KEY = "sk-ant-fake"
 _ERRORS = {
@@ -126,7 +127,11 @@ class FakeAnthropic(LoopbackServer):
             body = await request.json()
         except json.JSONDecodeError:
             return _error(400, "invalid_request_error", "The body is not JSON.")
-        self.seen.append(Seen(request.path, dict(request.query), body, dict(request.headers)))
+        self.seen.append(
+            Seen(
+                request.path, dict(request.query), body, dict(request.headers), client_port(request)
+            )
+        )
         mode = request.headers.get("x-fake-mode", self.mode)
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
         if self.api_key not in (request.headers.get("x-api-key"), bearer):
@@ -150,7 +155,11 @@ class FakeAnthropic(LoopbackServer):
     async def _count_tokens(self, request: web.Request) -> web.Response:
         """The input `/v1/messages` would bill (cache reads and writes included), uncached."""
         body = await request.json()
-        self.seen.append(Seen(request.path, dict(request.query), body, dict(request.headers)))
+        self.seen.append(
+            Seen(
+                request.path, dict(request.query), body, dict(request.headers), client_port(request)
+            )
+        )
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
         if self.api_key not in (request.headers.get("x-api-key"), bearer):
             status, headers, payload = http_fixture(_ERRORS["401"])

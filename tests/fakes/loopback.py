@@ -20,6 +20,7 @@ class Seen:
     query: dict[str, str]
     body: dict[str, Any]
     headers: dict[str, str]
+    peer: int = 0  # the client's port: one per connection
 
 
 def http_fixture(path: str) -> tuple[int, dict[str, str], bytes]:

@@ -46,6 +46,12 @@ def http_fixture(path: str) -> tuple[int, dict[str, str], bytes]:
     return status, headers, body
 
 
+def client_port(request: web.Request) -> int:
+    """The port the request came from: one per connection the gateway opened."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return int(peer[1]) if peer else 0
+
+
 _ENCODING = bpe_openai.get_encoding("o200k_base")
 
 
@@ -93,6 +99,7 @@ class Seen:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
+    peer: int = 0  # the client's port: one per connection
 
 
 @dataclass
@@ -214,7 +221,7 @@ class FakeUpstream:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.seen.append(Seen(request.path, body, dict(request.headers)))
+        self.seen.append(Seen(request.path, body, dict(request.headers), client_port(request)))
         flavor = "deepseek" if request.path.startswith("/deepseek") else "openai"
         mode = self._mode_for(request.headers.get("Authorization", "").removeprefix("Bearer "))
         failed = await self._failure(mode)
@@ -257,7 +264,7 @@ class FakeUpstream:
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.seen.append(Seen(request.path, body, dict(request.headers)))
+        self.seen.append(Seen(request.path, body, dict(request.headers), client_port(request)))
         mode = self._mode_for(request.headers.get("Authorization", "").removeprefix("Bearer "))
         failed = await self._failure(mode)
         if failed is not None:

@@ -229,6 +229,51 @@ class TestMidStreamFailures:
         assert entry["cost_micros"] > 0
 
 
+class TestUpstreamConnections:
+    """A stream read to its end leaves its upstream connection for the next request: a new
+    connection per stream would add a TCP and TLS handshake to every time to first token."""
+
+    @pytest.mark.parametrize(
+        ("endpoint", "model"),
+        [("/v1/chat/completions", "gpt-4o"), ("/v1/responses", "gpt-4o"),
+         ("/v1/messages", "claude-sonnet-4"), ("/v1/chat/completions", "claude-sonnet-4")],
+    )  # fmt: skip
+    async def test_consecutive_streams_share_one_connection(
+        self, every_http: httpx.AsyncClient, claude: FakeAnthropic, upstream: FakeUpstream,
+        endpoint: str, model: str,
+    ):  # fmt: skip
+        fake: FakeAnthropic | FakeUpstream = claude if model.startswith("claude") else upstream
+        _, headers = await _key(every_http)
+        body: dict[str, Any] = {"model": model, "stream": True}
+        if endpoint == "/v1/responses":
+            body["input"] = "Hello"
+        else:
+            body.update(messages=HELLO, max_tokens=100)
+        for _ in range(3):
+            response = await every_http.post(endpoint, json=body, headers=headers)
+            assert response.status_code == 200
+            assert b'"error":{' not in response.content
+            await asyncio.sleep(0.05)  # the body's closing chunk follows its last event
+        peers = [seen.peer for seen in fake.seen]
+        assert len(peers) == 3
+        assert len(set(peers)) == 1, peers
+
+    async def test_a_stream_that_broke_off_is_not_reused(
+        self, every_http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        _, headers = await _key(every_http)
+        body = {"model": "gpt-4o", "messages": HELLO, "stream": True}
+        upstream.mode = "drop"
+        broken = await every_http.post("/v1/chat/completions", json=body, headers=headers)
+        assert b'"error":{' in broken.content
+        upstream.mode = "ok"
+        response = await every_http.post("/v1/chat/completions", json=body, headers=headers)
+        assert response.status_code == 200
+        assert b'"error":{' not in response.content
+        first, second = (seen.peer for seen in upstream.seen)
+        assert first != second
+
+
 class TestAbandonedStreams:
     @pytest.mark.parametrize(
         ("endpoint", "model"),

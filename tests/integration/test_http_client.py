@@ -313,6 +313,102 @@ async def test_a_released_whole_answer_keeps_the_connection():
     assert server.connections == 1
 
 
+def _chunked_head() -> bytes:
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+async def test_released_when_done_the_closing_chunk_that_comes_later_keeps_the_connection():
+    """A stream's reader stops at its last event; the body's closing chunk is still on the
+    way. Once it arrives, the connection serves the next request."""
+    last_event_read = asyncio.Event()
+
+    async def handler(conn: Conn) -> None:
+        assert await conn.request() is not None
+        await conn.send(_chunked_head() + b"5\r\nfirst\r\n")
+        await last_event_read.wait()
+        await asyncio.sleep(0.05)  # the reader has let go by now
+        await conn.send(b"0\r\n\r\n")
+        await keepalive_ok(conn)
+
+    async with raw_server(handler) as server, client_for() as client:
+        response = await client.request("POST", server.url, headers=JSON, body=b"1")
+        assert await anext(response.chunks()) == b"first"
+        response.release_when_done()
+        last_event_read.set()
+        assert client._open == 1
+        await asyncio.sleep(0.15)
+        assert await fetch(client, server.url, b"2") == (200, b"echo:2")
+        assert not server.conns[0].gone.is_set()
+    assert server.connections == 1
+
+
+async def test_released_when_done_an_ended_body_goes_back_at_once():
+    async with raw_server(keepalive_ok) as server, client_for() as client:
+        response = await client.request("POST", server.url, headers=JSON, body=b"1")
+        assert await response.read() == b"echo:1"
+        response.release_when_done()
+        assert await fetch(client, server.url, b"2") == (200, b"echo:2")
+    assert server.connections == 1
+
+
+async def test_released_when_done_more_than_a_tail_closes_the_connection():
+    """What comes after the reader let go is not a closing chunk: a body that goes on (the
+    reader stopped early) is dropped, not drained."""
+
+    async def handler(conn: Conn) -> None:
+        if conn.index == 0:
+            assert await conn.request() is not None
+            await conn.send(_chunked_head() + b"5\r\nfirst\r\n")
+            await asyncio.sleep(0.05)
+            piece = b"x" * 4096
+            for _ in range(8):  # 32 KB more
+                await conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await conn.until_gone()
+        else:
+            await keepalive_ok(conn)
+
+    async with raw_server(handler) as server, client_for() as client:
+        response = await client.request("POST", server.url, headers=JSON, body=b"1")
+        assert await anext(response.chunks()) == b"first"
+        response.release_when_done()
+        await asyncio.wait_for(server.conns[0].gone.wait(), 1)
+        assert client._open == 0
+        assert await fetch(client, server.url, b"2") == (200, b"echo:2")
+    assert server.connections == 2
+
+
+async def test_released_when_done_a_body_that_never_ends_is_closed(monkeypatch):
+    monkeypatch.setattr("api.kit.http1._TAIL_SECONDS", 0.1)
+
+    async def handler(conn: Conn) -> None:
+        assert await conn.request() is not None
+        await conn.send(_chunked_head() + b"5\r\nfirst\r\n")
+        await conn.until_gone()
+
+    async with raw_server(handler) as server, client_for() as client:
+        response = await client.request("POST", server.url, headers=JSON, body=b"1")
+        assert await anext(response.chunks()) == b"first"
+        response.release_when_done()
+        assert client._open == 1  # waiting for the end
+        await asyncio.wait_for(server.conns[0].gone.wait(), 1)
+        assert client._open == 0
+
+
+async def test_released_when_done_a_connection_lost_meanwhile_is_forgotten():
+    async def handler(conn: Conn) -> None:
+        assert await conn.request() is not None
+        await conn.send(_chunked_head() + b"5\r\nfirst\r\n")
+        await asyncio.sleep(0.05)  # then the handler ends: the server closes the connection
+
+    async with raw_server(handler) as server, client_for() as client:
+        response = await client.request("POST", server.url, headers=JSON, body=b"1")
+        assert await anext(response.chunks()) == b"first"
+        response.release_when_done()
+        await asyncio.wait_for(server.conns[0].ended.wait(), 1)
+        await asyncio.sleep(0.05)
+        assert client._open == 0
+
+
 async def test_idle_connections_expire():
     async with raw_server(keepalive_ok) as server, client_for(keepalive_seconds=0.05) as client:
         assert await fetch(client, server.url, b"1") == (200, b"echo:1")

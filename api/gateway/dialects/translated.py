@@ -36,7 +36,7 @@ from api.errors import (
 from api.gateway import usage as usage_rules
 from api.gateway.pipeline import Call
 from api.gateway.pricing import Usage
-from api.gateway.providers.base import UpstreamRequest, UpstreamStream
+from api.gateway.providers.base import UpstreamRequest, UpstreamStream, done_with
 from api.gateway.relay import EventStream, JSONBody
 from api.gateway.sse import SSEEvent
 from api.gateway.tokens import count_text
@@ -450,5 +450,5 @@ async def relay_events(
             logger.exception("relaying a %s stream failed", call.provider.name)
     if chunks:  # what came with the final event, or before the failure
         yield b"".join(chunks)
-    stream.close()
+    done_with(stream, failure)
     yield await relay.finish(failure)

@@ -47,7 +47,22 @@ class UpstreamResponse:
 class UpstreamStream(Protocol):
     def events(self) -> AsyncIterator[SSEEvent]: ...
 
-    def close(self) -> None: ...
+    def release(self) -> None:
+        """Its last event was read: the connection is kept for another request."""
+        ...
+
+    def close(self) -> None:
+        """Stop it where it is (which cancels the generation upstream)."""
+        ...
+
+
+def done_with(stream: UpstreamStream, failure: BaseException | None) -> None:
+    """A stream read to its end leaves its connection for the next request; a failed one is
+    closed."""
+    if failure is None:
+        stream.release()
+    else:
+        stream.close()
 
 
 class Provider(Protocol):

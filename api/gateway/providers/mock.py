@@ -163,6 +163,9 @@ class MockStream:
             yield SSEEvent(chunk)
         yield SSEEvent(b"[DONE]")
 
+    def release(self) -> None:
+        self._chunks = []
+
     def close(self) -> None:
         self._chunks = []
 

@@ -19,8 +19,8 @@ logger = logging.getLogger("tollgate.upstream")
 
 
 class SSEStream:
-    """An upstream's event stream; `close()` drops the connection, which cancels generation
-    upstream."""
+    """An upstream's event stream. `release()` once its last event is read keeps the
+    connection for the next request; `close()` drops it, which cancels generation upstream."""
 
     def __init__(self, response: Response, provider: str) -> None:
         self._response = response
@@ -35,6 +35,9 @@ class SSEStream:
         except HTTPClientError as exc:
             logger.warning("the %s stream broke off: %r", self._provider, exc)
             raise UpstreamError(f"The {self._provider} stream broke off.") from exc
+
+    def release(self) -> None:
+        self._response.release_when_done()
 
     def close(self) -> None:
         self._response.close()

@@ -24,7 +24,7 @@ from api.gateway import usage as usage_rules
 from api.gateway.dialects import translated
 from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
 from api.gateway.pricing import Usage
-from api.gateway.providers.base import UpstreamRequest, UpstreamStream
+from api.gateway.providers.base import UpstreamRequest, UpstreamStream, done_with
 from api.gateway.relay import EventStream, JSONBody
 
 router = APIRouter(tags=["gateway"])
@@ -185,7 +185,7 @@ async def _relay_chat(
         tail = b"data: " + orjson.dumps(openai_body(failure)) + b"\n\n" + _DONE
     if frames:  # what came with `[DONE]` or with the failure
         yield b"".join(frames)
-    stream.close()
+    done_with(stream, error)
     await call.finish(final_usage(), status=status, error=error)
     yield tail
 
