@@ -85,6 +85,8 @@ class Response:
             connection.loop.time() + timeouts.total if timeouts.total is not None else None
         )
         self._tail: asyncio.TimerHandle | None = None  # set while `release_when_done` waits
+        self._timer: asyncio.TimerHandle | None = None  # one for all the reader's waits: `_expire`
+        self._wait_started = 0.0
 
     # What the connection tells the response.
 
@@ -111,12 +113,14 @@ class Response:
             if tail:
                 self._chunks.append(tail)
         self._complete = True
+        self._disarm()
         if self._tail is not None:
             self._tail.cancel()
             self.release()
         self._wake()
 
     def _fail(self, error: BaseException) -> None:
+        self._disarm()
         if not self._complete and self._error is None:
             self._error = error
             if self._tail is not None:
@@ -160,25 +164,46 @@ class Response:
         assert connection is not None
         loop = connection.loop
         self._waiter = waiter = loop.create_future()
-        timer = self._arm(loop)
+        self._wait_started = loop.time()
+        if self._timer is None:
+            self._arm(loop)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
         if self._error is not None and not self._chunks:
             raise self._error
 
-    def _arm(self, loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle | None:
-        """A timer for the wait about to start: the read timeout or the total deadline."""
+    def _due(self) -> float | None:
+        """When the wait going on times out: the read timeout after it began, or the deadline."""
         read = self._timeouts.read
-        at = loop.time() + read if read is not None else None
+        at = self._wait_started + read if read is not None else None
         if self._deadline is not None and (at is None or self._deadline < at):
             at = self._deadline
-        if at is None:
-            return None
-        return loop.call_at(at, self._fail, TimeoutError("The upstream stopped answering."))
+        return at
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        at = self._due()
+        if at is not None:
+            self._timer = loop.call_at(at, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The timer was set for an earlier wait, which may have ended since: fail the wait going
+        on if it is overdue, else set the timer for it. A stream waits once per event; one timer
+        moved on now and then costs less than one made and cancelled per wait."""
+        self._timer = None
+        if self._waiter is None:  # no wait going on: the next one sets the timer
+            return
+        at = self._due()
+        if at is not None and at <= loop.time():
+            self._fail(TimeoutError("The upstream stopped answering."))
+        else:
+            self._arm(loop)
+
+    def _disarm(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     def release(self) -> None:
         connection, self._connection = self._connection, None

@@ -710,6 +710,35 @@ async def test_headers_then_silence_is_a_read_timeout():
         await asyncio.wait_for(server.conns[0].gone.wait(), 1)  # not reused: closed
 
 
+async def test_the_read_timeout_counts_from_the_last_byte_of_a_trickle():
+    """Pieces 0.1 s apart never trip a 0.25 s read timeout, however long they go on; the
+    silence after the last one does, a read timeout after it."""
+
+    async def handler(conn: Conn) -> None:
+        assert await conn.request() is not None
+        await conn.send(_chunked_head())
+        for _ in range(8):
+            await asyncio.sleep(0.1)
+            await conn.send(b"1\r\nx\r\n")
+        await conn.until_gone()
+
+    async with raw_server(handler) as server, client_for() as client:
+        response = await client.request(
+            "POST", server.url, headers=JSON, timeouts=Timeouts(read=0.25)
+        )
+        arrivals: list[float] = []
+
+        async def consume() -> None:
+            async for piece in response.chunks():
+                arrivals.extend(time.monotonic() for _ in piece)
+
+        with pytest.raises(TimeoutError):
+            await consume()
+        assert len(arrivals) == 8
+        assert 0.2 < time.monotonic() - arrivals[-1] < 0.6
+        response.close()
+
+
 async def test_no_head_within_the_read_timeout_is_a_timeout():
     async def handler(conn: Conn) -> None:
         assert await conn.request() is not None
