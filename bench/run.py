@@ -337,6 +337,40 @@ def print_table(report: dict[str, Any]) -> None:
         f"gateway RSS max {rss:.0f} MB; worker (ledger drain) CPU per gateway request "
         f"{report['worker_cpu_ms_per_request']:.3f} ms"
     )
+    print_targets(report, rss)
+
+
+def print_targets(report: dict[str, Any], rss: float) -> None:
+    """Each SPEC §8 line: the gateway's number, the floor's from the same run, the target."""
+    direct, floor, gateway = report["direct"], report["floor"], report["gateway"]
+
+    def each(target: dict[str, Any], runs: list[str], field: str, digits: int) -> str:
+        return " / ".join(f"{target[run][field]:.{digits}f}" for run in runs)
+
+    def over(target: dict[str, Any], run: str, field: str) -> float:
+        return float(target[run][field] - direct[run][field])
+
+    plain = [f"plain_c{c}" for c in (1, 16, 64)]
+    chunks = ["stream_c16", "spaced_stream_c16", "messages_stream_c16"]
+    ttfb_floor = floor["ttfb_p50_ms"] - direct["ttfb_p50_ms"]
+    ttfb_gateway = gateway["ttfb_p50_ms"] - direct["ttfb_p50_ms"]
+    lines = [
+        ("CPU ms per plain request, c1 / c16 / c64", each(gateway, plain, "cpu_ms_per_request", 2),
+         each(floor, plain, "cpu_ms_per_request", 2), "<= 0.5"),
+        ("added p50 at 1 client, ms", f"{over(gateway, 'plain_c1', 'p50_ms'):+.2f}",
+         f"{over(floor, 'plain_c1', 'p50_ms'):+.2f}", "<= 1"),
+        ("added p99 at an even 500 req/s over 16 connections, ms",
+         f"{over(gateway, 'even_500rps_c16', 'p99_ms'):+.2f}",
+         f"{over(floor, 'even_500rps_c16', 'p99_ms'):+.2f}", "<= 5"),
+        ("TTFB over direct (p50), ms", f"{ttfb_gateway:+.2f}", f"{ttfb_floor:+.2f}", "<= 1"),
+        ("µs CPU per chunk: stream / events 1 ms apart / messages, c16",
+         each(gateway, chunks, "cpu_us_per_chunk", 1), each(floor, chunks, "cpu_us_per_chunk", 1),
+         "<= 50"),
+        ("RSS under load, MB", f"{rss:.0f}", "", "<= 200"),
+    ]  # fmt: skip
+    print("\n| SPEC §8 | gateway | floor, same run | target |\n|---|---|---|---|")
+    for name, ours, floors, target in lines:
+        print(f"| {name} | {ours} | {floors} | {target} |")
 
 
 if __name__ == "__main__":
