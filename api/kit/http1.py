@@ -192,7 +192,8 @@ class Response:
         on if it is overdue, else set the timer for it. A stream waits once per event; one timer
         moved on now and then costs less than one made and cancelled per wait."""
         self._timer = None
-        if self._waiter is None:  # no wait going on: the next one sets the timer
+        waiter = self._waiter
+        if waiter is None or waiter.done():  # no wait going on: the next one sets the timer
             return
         at = self._due()
         if at is not None and at <= loop.time():
@@ -220,6 +221,10 @@ class Response:
         if connection is None or self._complete or self._error is not None:
             self.release()
             return
+        if not connection.reusable:  # no keep-alive: nothing to wait for
+            self.close()
+            return
+        self._disarm()
         self._chunks.clear()
         self._buffered = 0
         connection.resume_reading()
@@ -292,6 +297,14 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        # An answer nobody asked for (bytes after the end of the last one, in the same read):
+        # none of it reaches the response, and the connection is not trusted with another.
+        response = self.response
+        if response is None or response._complete:
+            self.response = None
+            self.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._names.append(name)

@@ -258,17 +258,23 @@ class TestUpstreamConnections:
         assert len(peers) == 3
         assert len(set(peers)) == 1, peers
 
-    async def test_a_stream_that_broke_off_is_not_reused(
+    async def test_a_stream_given_up_on_is_closed_not_kept(
         self, every_http: httpx.AsyncClient, upstream: FakeUpstream
     ):
+        """The upstream goes silent past the gateway's read timeout (2 s here): the stream is
+        closed, which stops the generation upstream, rather than kept for reuse."""
         _, headers = await _key(every_http)
         body = {"model": "gpt-4o", "messages": HELLO, "stream": True}
-        upstream.mode = "drop"
-        broken = await every_http.post("/v1/chat/completions", json=body, headers=headers)
-        assert b'"error":{' in broken.content
-        upstream.mode = "ok"
+        upstream.pause_after_first = 3.0
+        timed_out = await every_http.post("/v1/chat/completions", json=body, headers=headers)
+        assert b'"error":{' in timed_out.content
+        for _ in range(60):  # the fake sees the hang-up at its next write, after its pause
+            if upstream.disconnects:
+                break
+            await asyncio.sleep(0.05)
+        assert upstream.disconnects == 1
+        upstream.pause_after_first = 0.0
         response = await every_http.post("/v1/chat/completions", json=body, headers=headers)
-        assert response.status_code == 200
         assert b'"error":{' not in response.content
         first, second = (seen.peer for seen in upstream.seen)
         assert first != second
@@ -282,8 +288,10 @@ class TestAbandonedStreams:
     )  # fmt: skip
     async def test_upstream_is_cancelled_and_what_was_relayed_is_billed(
         self, every_http: httpx.AsyncClient, claude: FakeAnthropic, upstream: FakeUpstream,
-        endpoint: str, model: str,
+        endpoint: str, model: str, monkeypatch: pytest.MonkeyPatch,
     ):  # fmt: skip
+        # A stream kept for reuse instead of closed would be let go only after this long.
+        monkeypatch.setattr("api.kit.http1._TAIL_SECONDS", 30.0)
         # 200 ms between chunks: the fakes must see the hang-up before their next write.
         upstream.mode, upstream.chunk_delay, upstream.words = "generate", 0.2, 30
         claude.chunk_delay = 0.2

@@ -409,6 +409,25 @@ async def test_released_when_done_a_connection_lost_meanwhile_is_forgotten():
         assert client._open == 0
 
 
+async def test_bytes_after_the_end_of_an_answer_retire_the_connection():
+    """A server that sends more than the answer (another one, unasked) cannot be trusted with
+    the next request: its framing is off. The answer asked for is read as it was."""
+
+    async def handler(conn: Conn) -> None:
+        if conn.index == 0:
+            assert await conn.request() is not None
+            await conn.send(answer(b"one") + answer(b"unasked"))
+            await conn.until_gone()
+        else:
+            await keepalive_ok(conn)
+
+    async with raw_server(handler) as server, client_for() as client:
+        assert await fetch(client, server.url, b"1") == (200, b"one")
+        await asyncio.wait_for(server.conns[0].gone.wait(), 1)
+        assert await fetch(client, server.url, b"2") == (200, b"echo:2")
+    assert server.connections == 2
+
+
 async def test_idle_connections_expire():
     async with raw_server(keepalive_ok) as server, client_for(keepalive_seconds=0.05) as client:
         assert await fetch(client, server.url, b"1") == (200, b"echo:1")
@@ -733,7 +752,7 @@ async def test_the_read_timeout_counts_from_the_last_byte_of_a_trickle():
                 arrivals.extend(time.monotonic() for _ in piece)
 
         with pytest.raises(TimeoutError):
-            await consume()
+            await asyncio.wait_for(consume(), 3)  # a timer that never fires would hang here
         assert len(arrivals) == 8
         assert 0.2 < time.monotonic() - arrivals[-1] < 0.6
         response.close()

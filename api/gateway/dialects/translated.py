@@ -448,7 +448,8 @@ async def relay_events(
         failure = exc if isinstance(exc, AppError) else UpstreamError("The stream failed.")
         if not isinstance(exc, AppError):
             logger.exception("relaying a %s stream failed", call.provider.name)
-    if chunks:  # what came with the final event, or before the failure
-        yield b"".join(chunks)
     done_with(stream, failure)
-    yield await relay.finish(failure)
+    # What came with the final event (or before the failure) goes out with the end, after the
+    # call is metered: a client that leaves now cannot cut the metering short.
+    chunks.append(await relay.finish(failure))
+    yield b"".join(chunks)

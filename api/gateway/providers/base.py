@@ -57,8 +57,9 @@ class UpstreamStream(Protocol):
 
 
 def done_with(stream: UpstreamStream, failure: BaseException | None) -> None:
-    """A stream read to its end leaves its connection for the next request; a failed one is
-    closed."""
+    """A stream read to its end (an upstream's own error event included: the upstream ends
+    the body after it) leaves its connection for the next request; one that broke on the
+    gateway's side of it (`failure`) is closed."""
     if failure is None:
         stream.release()
     else:

@@ -183,11 +183,12 @@ async def _relay_chat(
             logger.exception("relaying a %s stream failed", call.provider.name)
         status, error = failure.status_code, failure
         tail = b"data: " + orjson.dumps(openai_body(failure)) + b"\n\n" + _DONE
-    if frames:  # what came with `[DONE]` or with the failure
-        yield b"".join(frames)
     done_with(stream, error)
     await call.finish(final_usage(), status=status, error=error)
-    yield tail
+    # What came with `[DONE]` (or before the failure) goes out with the end, after the call is
+    # metered: a client that leaves now cannot cut the metering short.
+    frames.append(tail)
+    yield b"".join(frames)
 
 
 def _usage_chunk(data: bytes, provider: str, client_wants_usage: bool) -> tuple[Usage | None, bool]:
