@@ -35,6 +35,12 @@ from tools import testenv
 SECRET_KEY = "s" * 48
 BACKENDS = ["postgres", "sqlite"]
 
+# The fakes listen on loopback: a proxy set for this machine must not stand in between (the
+# proxy tests name their own).
+for _name in ("http_proxy", "https_proxy", "all_proxy"):
+    os.environ.pop(_name, None)
+    os.environ.pop(_name.upper(), None)
+
 
 @pytest.fixture(scope="session")
 def service_urls() -> Iterator[dict[str, str]]:

@@ -12,8 +12,11 @@ idle expiry, a limit on open connections, request bodies given as bytes, bodies 
 relayed as they arrive (reading pauses while the reader is behind), `gzip`/`deflate` answers,
 a connect timeout, a read timeout (between bytes) and a total one. A request that finds its
 pooled connection closed by the server before any byte of the answer (the server's keep-alive
-timer ran out) goes once more on a new connection, as browsers do. What it leaves out: proxies,
-redirects, cookies, HTTP/2; upstream APIs need none of them.
+timer ran out) goes once more on a new connection, as browsers do. Through an `http://` proxy
+when one is given (`HTTPClient(proxies=…)`, as `urllib.request.getproxies()` reads them from
+`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`): HTTPS through a `CONNECT` tunnel,
+plain HTTP in absolute form. What it leaves out: redirects, cookies, HTTP/2; upstream APIs need
+none of them.
 
 Errors: `TimeoutError` for any timeout, `HTTPClientError` for everything else (refused or
 broken connections, an answer that is not HTTP).
@@ -22,12 +25,13 @@ broken connections, an answer that is not HTTP).
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import httptools
 
@@ -50,16 +54,42 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class _Proxy:
+    host: str
+    port: int
+    authorization: str | None = None  # `Proxy-Authorization`, from credentials in its URL
+
+    @classmethod
+    def parse(cls, url: str) -> _Proxy:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"A proxy must be an http:// URL, not an {parts.scheme}:// one.")
+        authorization = None
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
+        return cls(parts.hostname, parts.port or 80, authorization)
+
+
+@dataclass(frozen=True, slots=True)
 class _Origin:
     scheme: str
     host: str
     port: int
+    proxy: _Proxy | None = None
 
     @property
     def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
         default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
+        return self.authority if self.port != default else self._host
+
+    @property
+    def authority(self) -> str:
+        return f"{self._host}:{self.port}"
+
+    @property
+    def _host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
 
 
 class Response:
@@ -429,7 +459,17 @@ class HTTPClient:
         max_connections: int = 512,
         keepalive_seconds: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
+        proxies: Mapping[str, str] | None = None,
     ) -> None:
+        """`proxies`: proxy URLs by scheme (`http`, `https`, `all`) and the hosts that bypass
+        them (`no`), as `urllib.request.getproxies()` returns them."""
+        proxies = dict(proxies or {})
+        self._no_proxy = proxies.pop("no", "")
+        self._proxies = {
+            scheme: _Proxy.parse(url)
+            for scheme, url in proxies.items()
+            if scheme in ("http", "https", "all") and url
+        }
         self._max = max_connections
         self._keepalive = keepalive_seconds
         self._pools: dict[tuple[str, str, int], _Pool] = {}
@@ -503,10 +543,23 @@ class HTTPClient:
             raise HTTPClientError(f"Not an http(s) URL: {url!r}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        found = (_Origin(parts.scheme, parts.hostname, port), target)
+        origin = _Origin(parts.scheme, parts.hostname, port, self._proxy_for(parts))
+        if origin.proxy is not None and origin.scheme == "http":
+            target = f"http://{origin.host_header}{target}"  # the absolute form a proxy takes
+        found = (origin, target)
         if len(self._origins) < 10_000:  # a URL per model at most, in practice
             self._origins[url] = found
         return found
+
+    def _proxy_for(self, parts: SplitResult) -> _Proxy | None:
+        proxy = self._proxies.get(parts.scheme) or self._proxies.get("all")
+        if proxy is None:
+            return None
+        assert parts.hostname is not None
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if _bypasses(self._no_proxy, parts.hostname, port):
+            return None
+        return proxy
 
     def _pool(self, origin: _Origin) -> _Pool:
         key = (origin.scheme, origin.host, origin.port)
@@ -541,19 +594,8 @@ class HTTPClient:
         connection = _Connection(pool, loop)
         pool.open.add(connection)
         self._open += 1
-        origin = pool.origin
-        tls = origin.scheme == "https"
         try:
-            await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: connection,
-                    origin.host,
-                    origin.port,
-                    ssl=self._tls() if tls else None,
-                    server_hostname=origin.host if tls else None,
-                ),
-                timeouts.connect,
-            )
+            await asyncio.wait_for(self._connect(connection, pool.origin, loop), timeouts.connect)
         except TimeoutError:
             connection.close()
             raise
@@ -564,6 +606,32 @@ class HTTPClient:
             connection.close()
             raise
         return connection
+
+    async def _connect(
+        self, connection: _Connection, origin: _Origin, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        tls = self._tls() if origin.scheme == "https" else None
+        proxy = origin.proxy
+        if proxy is None:
+            await loop.create_connection(
+                lambda: connection, origin.host, origin.port,
+                ssl=tls, server_hostname=origin.host if tls else None,
+            )  # fmt: skip
+            return
+        if tls is None:  # plain HTTP: the proxy takes the requests themselves
+            await loop.create_connection(lambda: connection, proxy.host, proxy.port)
+            return
+        tunnel = _Tunnel(loop)
+        transport, _ = await loop.create_connection(lambda: tunnel, proxy.host, proxy.port)
+        try:
+            await tunnel.open(transport, origin, proxy)
+            secured = await loop.start_tls(transport, connection, tls, server_hostname=origin.host)
+        except BaseException:
+            transport.close()
+            raise
+        if secured is None:
+            raise HTTPClientError("The proxy's tunnel closed during the TLS handshake.")
+        connection.connection_made(secured)
 
     def _evict_idle(self) -> bool:
         """Close one idle connection (to any origin) to make room for a new one."""
@@ -589,10 +657,61 @@ class HTTPClient:
         return self._ssl
 
 
+def _bypasses(no_proxy: str, host: str, port: int) -> bool:
+    """`NO_PROXY` as curl and requests read it: `*`, or names and domains (`example.com` also
+    covers `api.example.com`), each with an optional `:port`."""
+    host = host.lower()
+    for entry in no_proxy.replace(" ", "").lower().split(","):
+        if entry == "*":
+            return True
+        name, _, only_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        name = name.strip(".[]")
+        if not name or (only_port and only_port != str(port)):
+            continue
+        if host == name or host.endswith(f".{name}"):
+            return True
+    return False
+
+
+class _Tunnel(asyncio.Protocol):
+    """A proxy connection until its answer to `CONNECT`; then it carries TLS to the origin."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._reply: asyncio.Future[bytes] = loop.create_future()
+        self._buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._reply.done():
+            return
+        if b"\r\n\r\n" in self._buffer:
+            self._reply.set_result(self._buffer)
+        elif len(self._buffer) > 65536:
+            self._reply.set_exception(HTTPClientError("The proxy's answer is not HTTP."))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._reply.done():
+            reason = f": {exc}" if exc is not None else ""
+            self._reply.set_exception(HTTPClientError(f"The proxy closed the connection{reason}."))
+
+    async def open(self, transport: asyncio.BaseTransport, origin: _Origin, proxy: _Proxy) -> None:
+        lines = [f"CONNECT {origin.authority} HTTP/1.1\r\nHost: {origin.authority}\r\n"]
+        if proxy.authorization is not None:
+            lines.append(f"Proxy-Authorization: {proxy.authorization}\r\n")
+        transport.write(("".join(lines) + "\r\n").encode("latin-1"))  # type: ignore[attr-defined]
+        status = (await self._reply).split(b"\r\n", 1)[0].decode("latin-1")
+        version, _, rest = status.partition(" ")
+        if not version.startswith("HTTP/1.") or not rest.startswith("200"):
+            raise HTTPClientError(f"The proxy refused the tunnel: {status[:120]!r}.")
+
+
 def _head(
     method: str, target: str, origin: _Origin, headers: Mapping[str, str], length: int
 ) -> bytes:
     lines = [f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
+    proxy = origin.proxy
+    if proxy is not None and proxy.authorization is not None and origin.scheme == "http":
+        lines.append(f"Proxy-Authorization: {proxy.authorization}\r\n")
     for name, value in headers.items():
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
             raise ValueError(f"The header {name!r} has a line break in it.")

@@ -14,6 +14,7 @@ from api.settings import Settings
 from tests.factories.chat import HELLO, timed_stream
 from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
 from tests.factories.usage import expected_cost_micros, logs_when_settled, usage_when_settled
+from tests.fakes.proxy import fake_proxy
 from tests.fakes.server import serve_in_thread
 from tests.fakes.upstream import FakeUpstream, fixture, sse_events
 from tools.testenv import free_port
@@ -284,3 +285,26 @@ class TestUpstreamErrors:
         )
         assert response.status_code == 504
         assert response.json()["error"]["code"] == "upstream_timeout"
+
+
+class TestUpstreamProxy:
+    async def test_upstream_calls_go_through_the_proxy_the_environment_names(
+        self, gateway_settings: Settings, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    ):
+        async with fake_proxy() as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            with serve_in_thread(create_app(gateway_settings)) as url:
+                # The test's own client talks to the gateway directly.
+                async with httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as http:
+                    _, headers = await _user(http)
+                    for stream in (False, True):
+                        body = {"model": "gpt-4o", "messages": HELLO, "stream": stream}
+                        response = await http.post(
+                            "/v1/chat/completions", json=body, headers=headers
+                        )
+                        assert response.status_code == 200
+                        assert b'"error":{' not in response.content
+        target = f"{upstream.openai_base_url}/chat/completions"
+        # One connection to the proxy carried both (it records each connection's first line).
+        assert proxy.lines == [f"POST {target} HTTP/1.1"]
+        assert len(upstream.seen) == 2

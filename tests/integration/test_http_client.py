@@ -7,6 +7,7 @@ plays the misbehaving ones (answers broken off, stalls, garbage, closed keep-ali
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import gzip
@@ -21,10 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import uvloop
 from aiohttp import web
 from multidict import CIMultiDict
 
-from api.kit.http1 import HTTPClient, HTTPClientError, Timeouts
+from api.gateway.providers.registry import create_client
+from api.kit.http1 import HTTPClient, HTTPClientError, Timeouts, _bypasses
+from api.settings import ConfigurationError, Settings
+from tests.fakes.proxy import fake_proxy
 from tools.testenv import free_port
 
 JSON = {"Content-Type": "application/json"}
@@ -1121,3 +1126,97 @@ async def test_https_with_a_trusted_certificate_and_without(tmp_path: Path):
         async with client_for() as client:  # the system's trust store does not know it
             with pytest.raises(HTTPClientError, match="connect"):
                 await client.request("POST", url, headers=JSON)
+
+
+# Through a proxy: HTTPS in a CONNECT tunnel, plain HTTP in absolute form.
+
+
+async def _https_through_a_proxy(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    async with (
+        raw_server(keepalive_ok, ssl_context=server_tls) as server,
+        fake_proxy() as proxy,
+    ):
+        proxies = {"https": f"http://tollgate:p%40ss@127.0.0.1:{proxy.port}"}
+        async with client_for(ssl_context=client_tls, proxies=proxies) as client:
+            url = f"https://127.0.0.1:{server.port}/v1/x"
+            assert await fetch(client, url, b"1") == (200, b"echo:1")
+            assert await fetch(client, url, b"2") == (200, b"echo:2")
+        assert proxy.lines == [f"CONNECT 127.0.0.1:{server.port} HTTP/1.1"]  # one tunnel
+        assert proxy.authorizations == ["Basic " + base64.b64encode(b"tollgate:p@ss").decode()]
+        assert server.connections == 1
+        assert server.requests[0].target == "/v1/x"  # the origin sees an ordinary request
+        assert server.requests[0].header("Host") == f"127.0.0.1:{server.port}"
+
+
+async def test_https_goes_through_a_connect_tunnel(tmp_path: Path):
+    await _https_through_a_proxy(tmp_path)
+
+
+def test_https_goes_through_a_connect_tunnel_on_uvloop(tmp_path: Path):
+    """`tollgate serve` runs on uvloop, whose `start_tls` is its own."""
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(_https_through_a_proxy(tmp_path))
+    finally:
+        loop.close()
+
+
+async def test_plain_http_goes_to_the_proxy_in_absolute_form():
+    async with raw_server(keepalive_ok) as server, fake_proxy() as proxy:
+        proxies = {"all": f"http://a:b@127.0.0.1:{proxy.port}"}
+        async with client_for(proxies=proxies) as client:
+            assert await fetch(client, server.url + "/v1/x?y=1", b"1") == (200, b"echo:1")
+        target = f"http://127.0.0.1:{server.port}/v1/x?y=1"
+        assert proxy.lines == [f"POST {target} HTTP/1.1"]
+        assert proxy.authorizations == ["Basic " + base64.b64encode(b"a:b").decode()]
+        assert server.requests[0].target == target
+
+
+async def test_no_proxy_hosts_are_reached_directly():
+    async with raw_server(keepalive_ok) as server, fake_proxy() as proxy:
+        proxies = {"http": proxy.url, "no": "example.com, 127.0.0.1"}
+        async with client_for(proxies=proxies) as client:
+            assert await fetch(client, server.url, b"1") == (200, b"echo:1")
+        assert proxy.lines == []
+        assert server.requests[0].target == "/"
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "host", "port", "bypassed"),
+    [("*", "api.openai.com", 443, True), ("openai.com", "api.openai.com", 443, True),
+     (".openai.com", "api.openai.com", 443, True), ("openai.com", "notopenai.com", 443, False),
+     ("api.openai.com:443", "api.openai.com", 443, True),
+     ("api.openai.com:8443", "api.openai.com", 443, False), ("", "api.openai.com", 443, False),
+     ("localhost, 127.0.0.1", "127.0.0.1", 80, True)],
+)  # fmt: skip
+def test_no_proxy_matching(no_proxy: str, host: str, port: int, bypassed: bool):
+    assert _bypasses(no_proxy, host, port) is bypassed
+
+
+async def test_a_tunnel_the_proxy_refuses_is_a_client_error(tmp_path: Path):
+    refusal = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+    async with (
+        fake_proxy(refuse=refusal) as proxy,
+        client_for(proxies={"https": proxy.url}) as client,
+    ):
+        with pytest.raises(HTTPClientError, match=r"refused the tunnel.*407"):
+            await client.request("POST", "https://127.0.0.1:9/v1/x", headers=JSON)
+        assert client._open == 0
+
+
+async def test_a_proxy_that_is_down_is_a_client_error():
+    async with client_for(proxies={"https": f"http://127.0.0.1:{free_port()}"}) as client:
+        with pytest.raises(HTTPClientError, match="connect"):
+            await client.request("POST", "https://127.0.0.1:9/v1/x", headers=JSON)
+
+
+def test_only_http_proxies_are_taken(monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(ValueError, match="http://"):
+        HTTPClient(proxies={"https": "https://proxy.internal:3128"})
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.internal:1080")
+    with pytest.raises(ConfigurationError, match="Upstream proxy"):
+        create_client(Settings())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Collection
 
 from api.errors import InvalidRequest, ProviderNotConfigured
@@ -11,7 +12,7 @@ from api.gateway.providers.gemini import GeminiProvider
 from api.gateway.providers.mock import MockProvider
 from api.gateway.providers.openai_compat import OpenAICompatProvider
 from api.kit.http1 import HTTPClient, Timeouts
-from api.settings import AccountSettings, Settings
+from api.settings import AccountSettings, ConfigurationError, Settings
 
 # Providers speaking Chat Completions; the others have their own adapter and `dialect`.
 OPENAI_COMPATIBLE = ("openai", "deepseek")
@@ -19,7 +20,16 @@ NATIVE = {"anthropic": AnthropicProvider, "gemini": GeminiProvider}
 
 
 def create_client(settings: Settings) -> HTTPClient:
-    return HTTPClient(max_connections=settings.upstream_max_connections, keepalive_seconds=60)
+    """The upstream client, through the proxy the environment names (`HTTPS_PROXY`,
+    `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), as the providers' own SDKs go."""
+    try:
+        return HTTPClient(
+            max_connections=settings.upstream_max_connections,
+            keepalive_seconds=60,
+            proxies=urllib.request.getproxies(),
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"Upstream proxy: {exc}") from None
 
 
 class ProviderRegistry:
