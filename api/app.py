@@ -38,7 +38,7 @@ from api.gateway.dialects.openai.routes import router as openai_router
 from api.gateway.dialects.responses.routes import RESPONSES_PATH, create_response
 from api.gateway.dialects.responses.routes import router as responses_router
 from api.gateway.pipeline import Gateway
-from api.gateway.providers.registry import ProviderRegistry, create_client
+from api.gateway.providers.registry import ProviderRegistry, create_client, upstream_proxies
 from api.gateway.resilience import RetryPolicy
 from api.gateway.routing import Router, TenantRouting, pool_accounts
 from api.health.routes import router as health_router
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     secret_key = resolve_secret_key(settings)
     pepper = derive_pepper(secret_key)
     secret_box = SecretBox(secret_key)
+    proxies = upstream_proxies()  # likewise for a proxy that cannot be used
     catalog = Catalog.build(settings.models)
     metrics = Metrics()
 
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.resolved_database_url)
         sessionmaker = create_sessionmaker(engine)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-        upstream = create_client(settings)
+        upstream = create_client(settings, proxies)
         ledger: Ledger
         drain_task: asyncio.Task[None] | None = None
         fast_redis = None

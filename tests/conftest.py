@@ -37,7 +37,7 @@ BACKENDS = ["postgres", "sqlite"]
 
 # The fakes listen on loopback: a proxy set for this machine must not stand in between (the
 # proxy tests name their own).
-for _name in ("http_proxy", "https_proxy", "all_proxy"):
+for _name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
     os.environ.pop(_name, None)
     os.environ.pop(_name.upper(), None)
 

@@ -13,10 +13,9 @@ relayed as they arrive (reading pauses while the reader is behind), `gzip`/`defl
 a connect timeout, a read timeout (between bytes) and a total one. A request that finds its
 pooled connection closed by the server before any byte of the answer (the server's keep-alive
 timer ran out) goes once more on a new connection, as browsers do. Through an `http://` proxy
-when one is given (`HTTPClient(proxies=…)`, as `urllib.request.getproxies()` reads them from
-`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`): HTTPS through a `CONNECT` tunnel,
-plain HTTP in absolute form. What it leaves out: redirects, cookies, HTTP/2; upstream APIs need
-none of them.
+when one is given (`Proxies`, from what `urllib.request.getproxies()` reads in `HTTPS_PROXY`,
+`HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`): HTTPS through a `CONNECT` tunnel, plain HTTP in
+absolute form. What it leaves out: redirects, cookies, HTTP/2; upstream APIs need none of them.
 
 Errors: `TimeoutError` for any timeout, `HTTPClientError` for everything else (refused or
 broken connections, an answer that is not HTTP).
@@ -27,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import ipaddress
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from urllib.parse import SplitResult, unquote, urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
@@ -57,18 +57,88 @@ class Timeouts:
 class _Proxy:
     host: str
     port: int
-    authorization: str | None = None  # `Proxy-Authorization`, from credentials in its URL
+    # `Proxy-Authorization`, from credentials in its URL (kept out of reprs and tracebacks)
+    authorization: str | None = field(default=None, repr=False)
 
     @classmethod
-    def parse(cls, url: str) -> _Proxy:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
+    def parse(cls, url: str, calls: str) -> _Proxy:
+        """The proxy at `url` for `calls` (`http` or `https`); the errors never quote the URL,
+        which may carry a password."""
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            port = parts.port or 80
+        except ValueError:
+            raise ValueError(
+                f"The proxy for {calls}:// calls is not a valid URL (a / or # in its password "
+                "must be percent-encoded)."
+            ) from None
         if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"A proxy must be an http:// URL, not an {parts.scheme}:// one.")
+            raise ValueError(
+                f"The proxy for {calls}:// calls must be an http:// URL, not {parts.scheme}://."
+            )
         authorization = None
         if parts.username is not None:
             credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
             authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
-        return cls(parts.hostname, parts.port or 80, authorization)
+        return cls(parts.hostname, port, authorization)
+
+
+class Proxies:
+    """Which proxy a URL goes through, from proxy URLs by scheme (`http`, `https`; `all` for
+    either) and the hosts that bypass them (`no`), as `urllib.request.getproxies()` gives
+    them. Only the proxies in use are parsed: a `socks5://` `ALL_PROXY` beside an `http://`
+    `HTTPS_PROXY` and `HTTP_PROXY` is never looked at. Raises `ValueError` for one that is
+    in use and cannot be (not `http://`, or not a URL).
+
+    `no` reads as curl and requests read `NO_PROXY`: `*` alone for every host, else names
+    and domains (`example.com` also covers `api.example.com`), IP addresses and CIDR ranges
+    (`10.0.0.0/8`), each with an optional `:port` (`[::1]:8443` for IPv6)."""
+
+    def __init__(self, settings: Mapping[str, str]) -> None:
+        self._by_scheme: dict[str, _Proxy] = {}
+        for scheme in ("http", "https"):
+            url = settings.get(scheme) or settings.get("all")
+            if url:
+                self._by_scheme[scheme] = _Proxy.parse(url, scheme)
+        no = settings.get("no", "").strip()
+        self._everything = no == "*"
+        self._names: list[tuple[str, str]] = []  # (domain, port or "")
+        self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
+        for raw in no.split(","):
+            entry = raw.strip().lower()
+            if entry.startswith("["):  # [v6] or [v6]:port
+                host, _, rest = entry[1:].partition("]")
+                port = rest.removeprefix(":")
+            elif entry.count(":") == 1:
+                host, _, port = entry.partition(":")
+            else:
+                host, port = entry, ""
+            host = host.strip(".")
+            if not host:
+                continue
+            try:
+                self._networks.append((ipaddress.ip_network(host, strict=False), port))
+            except ValueError:
+                self._names.append((host, port))
+
+    def __bool__(self) -> bool:
+        return bool(self._by_scheme)
+
+    def for_origin(self, scheme: str, host: str, port: int) -> _Proxy | None:
+        proxy = self._by_scheme.get(scheme)
+        if proxy is None or self._everything or self._bypassed(host.lower(), str(port)):
+            return None
+        return proxy
+
+    def _bypassed(self, host: str, port: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return any(
+                (host == name or host.endswith(f".{name}")) and only in ("", port)
+                for name, only in self._names
+            )
+        return any(address in network and only in ("", port) for network, only in self._networks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,17 +529,9 @@ class HTTPClient:
         max_connections: int = 512,
         keepalive_seconds: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
-        proxies: Mapping[str, str] | None = None,
+        proxies: Proxies | None = None,
     ) -> None:
-        """`proxies`: proxy URLs by scheme (`http`, `https`, `all`) and the hosts that bypass
-        them (`no`), as `urllib.request.getproxies()` returns them."""
-        proxies = dict(proxies or {})
-        self._no_proxy = proxies.pop("no", "")
-        self._proxies = {
-            scheme: _Proxy.parse(url)
-            for scheme, url in proxies.items()
-            if scheme in ("http", "https", "all") and url
-        }
+        self._proxies = proxies
         self._max = max_connections
         self._keepalive = keepalive_seconds
         self._pools: dict[tuple[str, str, int], _Pool] = {}
@@ -543,23 +605,16 @@ class HTTPClient:
             raise HTTPClientError(f"Not an http(s) URL: {url!r}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        origin = _Origin(parts.scheme, parts.hostname, port, self._proxy_for(parts))
+        proxy = (
+            self._proxies.for_origin(parts.scheme, parts.hostname, port) if self._proxies else None
+        )
+        origin = _Origin(parts.scheme, parts.hostname, port, proxy)
         if origin.proxy is not None and origin.scheme == "http":
             target = f"http://{origin.host_header}{target}"  # the absolute form a proxy takes
         found = (origin, target)
         if len(self._origins) < 10_000:  # a URL per model at most, in practice
             self._origins[url] = found
         return found
-
-    def _proxy_for(self, parts: SplitResult) -> _Proxy | None:
-        proxy = self._proxies.get(parts.scheme) or self._proxies.get("all")
-        if proxy is None:
-            return None
-        assert parts.hostname is not None
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        if _bypasses(self._no_proxy, parts.hostname, port):
-            return None
-        return proxy
 
     def _pool(self, origin: _Origin) -> _Pool:
         key = (origin.scheme, origin.host, origin.port)
@@ -610,6 +665,13 @@ class HTTPClient:
     async def _connect(
         self, connection: _Connection, origin: _Origin, loop: asyncio.AbstractEventLoop
     ) -> None:
+        await self._dial(connection, origin, loop)
+        if connection.closed:  # and forgotten already: nothing would ever answer on it
+            raise HTTPClientError("The upstream closed the connection as it opened.")
+
+    async def _dial(
+        self, connection: _Connection, origin: _Origin, loop: asyncio.AbstractEventLoop
+    ) -> None:
         tls = self._tls() if origin.scheme == "https" else None
         proxy = origin.proxy
         if proxy is None:
@@ -657,22 +719,6 @@ class HTTPClient:
         return self._ssl
 
 
-def _bypasses(no_proxy: str, host: str, port: int) -> bool:
-    """`NO_PROXY` as curl and requests read it: `*`, or names and domains (`example.com` also
-    covers `api.example.com`), each with an optional `:port`."""
-    host = host.lower()
-    for entry in no_proxy.replace(" ", "").lower().split(","):
-        if entry == "*":
-            return True
-        name, _, only_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
-        name = name.strip(".[]")
-        if not name or (only_port and only_port != str(port)):
-            continue
-        if host == name or host.endswith(f".{name}"):
-            return True
-    return False
-
-
 class _Tunnel(asyncio.Protocol):
     """A proxy connection until its answer to `CONNECT`; then it carries TLS to the origin."""
 
@@ -699,10 +745,13 @@ class _Tunnel(asyncio.Protocol):
         if proxy.authorization is not None:
             lines.append(f"Proxy-Authorization: {proxy.authorization}\r\n")
         transport.write(("".join(lines) + "\r\n").encode("latin-1"))  # type: ignore[attr-defined]
-        status = (await self._reply).split(b"\r\n", 1)[0].decode("latin-1")
+        reply = await self._reply
+        status = reply.split(b"\r\n", 1)[0].decode("latin-1")
         version, _, rest = status.partition(" ")
-        if not version.startswith("HTTP/1.") or not rest.startswith("200"):
+        if not version.startswith("HTTP/1.") or not rest.startswith("2"):
             raise HTTPClientError(f"The proxy refused the tunnel: {status[:120]!r}.")
+        if not reply.endswith(b"\r\n\r\n") or reply.count(b"\r\n\r\n") > 1:
+            raise HTTPClientError("The proxy sent more than its answer before the tunnel opened.")
 
 
 def _head(

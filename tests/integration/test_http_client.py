@@ -25,9 +25,11 @@ import pytest
 import uvloop
 from aiohttp import web
 from multidict import CIMultiDict
+from pydantic import SecretStr
 
-from api.gateway.providers.registry import create_client
-from api.kit.http1 import HTTPClient, HTTPClientError, Timeouts, _bypasses
+from api.app import create_app
+from api.gateway.providers.registry import upstream_proxies
+from api.kit.http1 import HTTPClient, HTTPClientError, Proxies, Timeouts
 from api.settings import ConfigurationError, Settings
 from tests.fakes.proxy import fake_proxy
 from tools.testenv import free_port
@@ -1140,7 +1142,7 @@ async def _https_through_a_proxy(tmp_path: Path) -> None:
         raw_server(keepalive_ok, ssl_context=server_tls) as server,
         fake_proxy() as proxy,
     ):
-        proxies = {"https": f"http://tollgate:p%40ss@127.0.0.1:{proxy.port}"}
+        proxies = Proxies({"https": f"http://tollgate:p%40ss@127.0.0.1:{proxy.port}"})
         async with client_for(ssl_context=client_tls, proxies=proxies) as client:
             url = f"https://127.0.0.1:{server.port}/v1/x"
             assert await fetch(client, url, b"1") == (200, b"echo:1")
@@ -1150,6 +1152,7 @@ async def _https_through_a_proxy(tmp_path: Path) -> None:
         assert server.connections == 1
         assert server.requests[0].target == "/v1/x"  # the origin sees an ordinary request
         assert server.requests[0].header("Host") == f"127.0.0.1:{server.port}"
+        assert server.requests[0].header("Proxy-Authorization") is None  # the proxy's alone
 
 
 async def test_https_goes_through_a_connect_tunnel(tmp_path: Path):
@@ -1167,7 +1170,7 @@ def test_https_goes_through_a_connect_tunnel_on_uvloop(tmp_path: Path):
 
 async def test_plain_http_goes_to_the_proxy_in_absolute_form():
     async with raw_server(keepalive_ok) as server, fake_proxy() as proxy:
-        proxies = {"all": f"http://a:b@127.0.0.1:{proxy.port}"}
+        proxies = Proxies({"all": f"http://a:b@127.0.0.1:{proxy.port}"})
         async with client_for(proxies=proxies) as client:
             assert await fetch(client, server.url + "/v1/x?y=1", b"1") == (200, b"echo:1")
         target = f"http://127.0.0.1:{server.port}/v1/x?y=1"
@@ -1178,7 +1181,7 @@ async def test_plain_http_goes_to_the_proxy_in_absolute_form():
 
 async def test_no_proxy_hosts_are_reached_directly():
     async with raw_server(keepalive_ok) as server, fake_proxy() as proxy:
-        proxies = {"http": proxy.url, "no": "example.com, 127.0.0.1"}
+        proxies = Proxies({"http": proxy.url, "no": "example.com, 127.0.0.1"})
         async with client_for(proxies=proxies) as client:
             assert await fetch(client, server.url, b"1") == (200, b"echo:1")
         assert proxy.lines == []
@@ -1187,21 +1190,25 @@ async def test_no_proxy_hosts_are_reached_directly():
 
 @pytest.mark.parametrize(
     ("no_proxy", "host", "port", "bypassed"),
-    [("*", "api.openai.com", 443, True), ("openai.com", "api.openai.com", 443, True),
-     (".openai.com", "api.openai.com", 443, True), ("openai.com", "notopenai.com", 443, False),
+    [(" * ", "api.openai.com", 443, True), ("openai.com", "api.openai.com", 443, True),
+     (".openai.com", "API.OpenAI.com", 443, True), ("openai.com", "notopenai.com", 443, False),
+     ("a.com,*", "api.openai.com", 443, False),  # `*` counts only alone
      ("api.openai.com:443", "api.openai.com", 443, True),
      ("api.openai.com:8443", "api.openai.com", 443, False), ("", "api.openai.com", 443, False),
-     ("localhost, 127.0.0.1", "127.0.0.1", 80, True)],
+     ("localhost,\t127.0.0.1", "127.0.0.1", 80, True), ("10.0.0.0/8", "10.2.3.4", 443, True),
+     ("10.0.0.0/8", "11.2.3.4", 443, False), ("[::1]:8443", "::1", 8443, True),
+     ("[::1]:8443", "::1", 443, False), ("fd00::/8", "fd12::5", 443, True)],
 )  # fmt: skip
 def test_no_proxy_matching(no_proxy: str, host: str, port: int, bypassed: bool):
-    assert _bypasses(no_proxy, host, port) is bypassed
+    proxies = Proxies({"https": "http://proxy.internal:3128", "no": no_proxy})
+    assert (proxies.for_origin("https", host, port) is None) is bypassed
 
 
 async def test_a_tunnel_the_proxy_refuses_is_a_client_error(tmp_path: Path):
     refusal = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
     async with (
         fake_proxy(refuse=refusal) as proxy,
-        client_for(proxies={"https": proxy.url}) as client,
+        client_for(proxies=Proxies({"https": proxy.url})) as client,
     ):
         with pytest.raises(HTTPClientError, match=r"refused the tunnel.*407"):
             await client.request("POST", "https://127.0.0.1:9/v1/x", headers=JSON)
@@ -1209,14 +1216,37 @@ async def test_a_tunnel_the_proxy_refuses_is_a_client_error(tmp_path: Path):
 
 
 async def test_a_proxy_that_is_down_is_a_client_error():
-    async with client_for(proxies={"https": f"http://127.0.0.1:{free_port()}"}) as client:
+    proxies = Proxies({"https": f"http://127.0.0.1:{free_port()}"})
+    async with client_for(proxies=proxies) as client:
         with pytest.raises(HTTPClientError, match="connect"):
             await client.request("POST", "https://127.0.0.1:9/v1/x", headers=JSON)
 
 
-def test_only_http_proxies_are_taken(monkeypatch: pytest.MonkeyPatch):
-    with pytest.raises(ValueError, match="http://"):
-        HTTPClient(proxies={"https": "https://proxy.internal:3128"})
+async def test_a_proxy_that_never_answers_connect_runs_into_the_connect_timeout():
+    async def silent(conn: Conn) -> None:
+        await conn.until_gone()
+
+    async with raw_server(silent) as proxy:
+        async with client_for(proxies=Proxies({"https": proxy.url})) as client:
+            with pytest.raises(TimeoutError):
+                await client.request(
+                    "POST", "https://127.0.0.1:9/v1/x", headers=JSON,
+                    timeouts=Timeouts(connect=0.2),
+                )  # fmt: skip
+            assert client._open == 0
+        await asyncio.wait_for(proxy.conns[0].gone.wait(), 1)  # its socket was closed
+
+
+def test_only_http_proxies_in_use_are_taken(monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(ValueError, match="https:// calls must be an http:// URL"):
+        Proxies({"https": "https://proxy.internal:3128"})
+    # One that is never used is never looked at.
+    Proxies({"https": "http://p:1", "http": "http://p:1", "all": "socks5://p:1080"})
+    with pytest.raises(ValueError, match="not a valid URL") as refused:
+        Proxies({"https": "http://user:pa/ss@proxy.internal:3128"})
+    assert "pa/ss" not in str(refused.value)  # a password never reaches an error
     monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.internal:1080")
-    with pytest.raises(ConfigurationError, match="Upstream proxy"):
-        create_client(Settings())
+    with pytest.raises(ConfigurationError, match="https:// calls"):
+        upstream_proxies()
+    with pytest.raises(ConfigurationError):  # before anything starts, in one line
+        create_app(Settings(secret_key=SecretStr("k" * 48)))

@@ -11,7 +11,7 @@ from api.gateway.providers.base import Provider
 from api.gateway.providers.gemini import GeminiProvider
 from api.gateway.providers.mock import MockProvider
 from api.gateway.providers.openai_compat import OpenAICompatProvider
-from api.kit.http1 import HTTPClient, Timeouts
+from api.kit.http1 import HTTPClient, Proxies, Timeouts
 from api.settings import AccountSettings, ConfigurationError, Settings
 
 # Providers speaking Chat Completions; the others have their own adapter and `dialect`.
@@ -19,17 +19,19 @@ OPENAI_COMPATIBLE = ("openai", "deepseek")
 NATIVE = {"anthropic": AnthropicProvider, "gemini": GeminiProvider}
 
 
-def create_client(settings: Settings) -> HTTPClient:
-    """The upstream client, through the proxy the environment names (`HTTPS_PROXY`,
-    `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), as the providers' own SDKs go."""
+def upstream_proxies() -> Proxies:
+    """The proxies the environment names for upstream calls (`HTTPS_PROXY`, `HTTP_PROXY`,
+    `ALL_PROXY`, `NO_PROXY`, as the providers' own SDKs read them)."""
     try:
-        return HTTPClient(
-            max_connections=settings.upstream_max_connections,
-            keepalive_seconds=60,
-            proxies=urllib.request.getproxies(),
-        )
+        return Proxies(urllib.request.getproxies())
     except ValueError as exc:
-        raise ConfigurationError(f"Upstream proxy: {exc}") from None
+        raise ConfigurationError(str(exc)) from None
+
+
+def create_client(settings: Settings, proxies: Proxies | None = None) -> HTTPClient:
+    return HTTPClient(
+        max_connections=settings.upstream_max_connections, keepalive_seconds=60, proxies=proxies
+    )
 
 
 class ProviderRegistry:
