@@ -13,9 +13,9 @@ relayed as they arrive (reading pauses while the reader is behind), `gzip`/`defl
 a connect timeout, a read timeout (between bytes) and a total one. A request that finds its
 pooled connection closed by the server before any byte of the answer (the server's keep-alive
 timer ran out) goes once more on a new connection, as browsers do. Through an `http://` proxy
-when one is given (`Proxies`, from what `urllib.request.getproxies()` reads in `HTTPS_PROXY`,
-`HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`): HTTPS through a `CONNECT` tunnel, plain HTTP in
-absolute form. What it leaves out: redirects, cookies, HTTP/2; upstream APIs need none of them.
+when one is given (`api/kit/proxies.py` picks it from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`
+and `NO_PROXY`): HTTPS through a `CONNECT` tunnel, plain HTTP in absolute form. What it leaves
+out: redirects, cookies, HTTP/2; upstream APIs need none of them.
 
 Errors: `TimeoutError` for any timeout, `HTTPClientError` for everything else (refused or
 broken connections, an answer that is not HTTP).
@@ -24,16 +24,16 @@ broken connections, an answer that is not HTTP).
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
-import ipaddress
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httptools
+
+from api.kit.proxies import Proxies, Proxy
 
 _BUFFER_HIGH = 256 * 1024  # unread answer bytes at which reading pauses
 # `release_when_done`: what may still come after the reader's last read (a stream's closing
@@ -54,99 +54,11 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
-class _Proxy:
-    host: str
-    port: int
-    # `Proxy-Authorization`, from credentials in its URL (kept out of reprs and tracebacks)
-    authorization: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def parse(cls, url: str, calls: str) -> _Proxy:
-        """The proxy at `url` for `calls` (`http` or `https`); the errors never quote the URL,
-        which may carry a password."""
-        try:
-            parts = urlsplit(url if "://" in url else f"http://{url}")
-            port = parts.port or 80
-        except ValueError:
-            raise ValueError(
-                f"The proxy for {calls}:// calls is not a valid URL (a / or # in its password "
-                "must be percent-encoded)."
-            ) from None
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(
-                f"The proxy for {calls}:// calls must be an http:// URL, not {parts.scheme}://."
-            )
-        authorization = None
-        if parts.username is not None:
-            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
-        return cls(parts.hostname, port, authorization)
-
-
-class Proxies:
-    """Which proxy a URL goes through, from proxy URLs by scheme (`http`, `https`; `all` for
-    either) and the hosts that bypass them (`no`), as `urllib.request.getproxies()` gives
-    them. Only the proxies in use are parsed: a `socks5://` `ALL_PROXY` beside an `http://`
-    `HTTPS_PROXY` and `HTTP_PROXY` is never looked at. Raises `ValueError` for one that is
-    in use and cannot be (not `http://`, or not a URL).
-
-    `no` reads as curl and requests read `NO_PROXY`: `*` alone for every host, else names
-    and domains (`example.com` also covers `api.example.com`), IP addresses and CIDR ranges
-    (`10.0.0.0/8`), each with an optional `:port` (`[::1]:8443` for IPv6)."""
-
-    def __init__(self, settings: Mapping[str, str]) -> None:
-        self._by_scheme: dict[str, _Proxy] = {}
-        for scheme in ("http", "https"):
-            url = settings.get(scheme) or settings.get("all")
-            if url:
-                self._by_scheme[scheme] = _Proxy.parse(url, scheme)
-        no = settings.get("no", "").strip()
-        self._everything = no == "*"
-        self._names: list[tuple[str, str]] = []  # (domain, port or "")
-        self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
-        for raw in no.split(","):
-            entry = raw.strip().lower()
-            if entry.startswith("["):  # [v6] or [v6]:port
-                host, _, rest = entry[1:].partition("]")
-                port = rest.removeprefix(":")
-            elif entry.count(":") == 1:
-                host, _, port = entry.partition(":")
-            else:
-                host, port = entry, ""
-            host = host.strip(".")
-            if not host:
-                continue
-            try:
-                self._networks.append((ipaddress.ip_network(host, strict=False), port))
-            except ValueError:
-                self._names.append((host, port))
-
-    def __bool__(self) -> bool:
-        return bool(self._by_scheme)
-
-    def for_origin(self, scheme: str, host: str, port: int) -> _Proxy | None:
-        proxy = self._by_scheme.get(scheme)
-        if proxy is None or self._everything or self._bypassed(host.lower(), str(port)):
-            return None
-        return proxy
-
-    def _bypassed(self, host: str, port: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return any(
-                (host == name or host.endswith(f".{name}")) and only in ("", port)
-                for name, only in self._names
-            )
-        return any(address in network and only in ("", port) for network, only in self._networks)
-
-
-@dataclass(frozen=True, slots=True)
 class _Origin:
     scheme: str
     host: str
     port: int
-    proxy: _Proxy | None = None
+    proxy: Proxy | None = None
 
     @property
     def host_header(self) -> str:
@@ -740,7 +652,7 @@ class _Tunnel(asyncio.Protocol):
             reason = f": {exc}" if exc is not None else ""
             self._reply.set_exception(HTTPClientError(f"The proxy closed the connection{reason}."))
 
-    async def open(self, transport: asyncio.BaseTransport, origin: _Origin, proxy: _Proxy) -> None:
+    async def open(self, transport: asyncio.BaseTransport, origin: _Origin, proxy: Proxy) -> None:
         lines = [f"CONNECT {origin.authority} HTTP/1.1\r\nHost: {origin.authority}\r\n"]
         if proxy.authorization is not None:
             lines.append(f"Proxy-Authorization: {proxy.authorization}\r\n")

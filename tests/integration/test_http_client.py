@@ -29,7 +29,8 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from api.gateway.providers.registry import upstream_proxies
-from api.kit.http1 import HTTPClient, HTTPClientError, Proxies, Timeouts
+from api.kit.http1 import HTTPClient, HTTPClientError, Timeouts
+from api.kit.proxies import Proxies
 from api.settings import ConfigurationError, Settings
 from tests.fakes.proxy import fake_proxy
 from tools.testenv import free_port

@@ -11,7 +11,8 @@ from api.gateway.providers.base import Provider
 from api.gateway.providers.gemini import GeminiProvider
 from api.gateway.providers.mock import MockProvider
 from api.gateway.providers.openai_compat import OpenAICompatProvider
-from api.kit.http1 import HTTPClient, Proxies, Timeouts
+from api.kit.http1 import HTTPClient, Timeouts
+from api.kit.proxies import Proxies
 from api.settings import AccountSettings, ConfigurationError, Settings
 
 # Providers speaking Chat Completions; the others have their own adapter and `dialect`.
