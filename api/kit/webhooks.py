@@ -29,8 +29,33 @@ def signature(secret: str, body: bytes, timestamp: int | None = None) -> str:
     return f"t={t},v1={digest}"
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
+# IPv6 spellings that carry an IPv4 address: NAT64 (64:ff9b::/96), 6to4 (2002::/16) and the
+# deprecated IPv4-compatible form (::a.b.c.d). Each must be judged by the IPv4 address inside.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    packed = int(ip)
+    if ip in _NAT64 or (packed >> 32 == 0 and packed > 1):  # NAT64, or ::a.b.c.d
+        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
+    return None
+
+
+def is_public_address(address: str) -> bool:
+    """Whether a tenant-named host may be reached at `address` (an IP literal, as connected
+    to): global unicast only, judging an IPv4 address carried inside IPv6 by itself."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            return is_public_address(str(inner))
     return ip.is_global and not ip.is_multicast
 
 
@@ -48,7 +73,7 @@ async def check_url(url: str, *, allow_private: bool, param: str) -> None:
         )  # fmt: skip
     except OSError:
         raise InvalidRequest(f"{param}: the host does not resolve.", param=param) from None
-    if not infos or not all(_is_public(str(info[4][0])) for info in infos):
+    if not infos or not all(is_public_address(str(info[4][0])) for info in infos):
         raise InvalidRequest(
             f"{param}: the host resolves to a private or loopback address.", param=param
         )
