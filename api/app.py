@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
@@ -45,6 +44,7 @@ from api.health.routes import router as health_router
 from api.kit.counters import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.kit.crypto import SecretBox
 from api.kit.resp import PipelinedRedis
+from api.kit.webhook_client import create_webhook_client
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, ProxyLane, RequestIdMiddleware
 from api.provider import service as provider_service
@@ -108,13 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             counters = MemoryCounterStore()
             ledger = DatabaseLedger(sessionmaker, counters)
         ledger.start()
-        webhook_client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
-        notifier = AlertNotifier(
-            sessionmaker,
-            webhook_client,
-            secret_box,
-            allow_private_webhooks=settings.allow_private_webhooks,
-        )
+        webhook_client = create_webhook_client(allow_private=settings.allow_private_webhooks)
+        notifier = AlertNotifier(sessionmaker, webhook_client, secret_box)
         if redis is None or settings.api_runs_background_jobs:
             notifier.start_sweep()
         budget = Reservations(

@@ -12,7 +12,6 @@ import contextlib
 import socket
 from typing import Any, ClassVar
 
-import httpx
 from arq.cron import CronJob, cron
 from redis.asyncio import Redis
 
@@ -21,6 +20,7 @@ from api.alert.service import AlertNotifier
 from api.db import create_engine, create_sessionmaker
 from api.kit.crypto import SecretBox
 from api.kit.heap import freeze_startup
+from api.kit.webhook_client import create_webhook_client
 from api.settings import get_settings, resolve_secret_key
 from api.tool import runner as tool_runner
 from api.usage.ledger import LedgerDrain
@@ -33,7 +33,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     engine = create_engine(settings.resolved_database_url)
     sessionmaker = create_sessionmaker(engine)
     redis = Redis.from_url(settings.redis_url or "")
-    webhooks = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+    webhooks = create_webhook_client(allow_private=settings.allow_private_webhooks)
     drain = LedgerDrain(redis, sessionmaker, consumer=f"worker-{socket.gethostname()}")
     ctx.update(
         settings=settings,
@@ -41,18 +41,10 @@ async def startup(ctx: dict[str, Any]) -> None:
         sessionmaker=sessionmaker,
         redis_client=redis,
         webhooks=webhooks,
-        alerts=AlertNotifier(
-            sessionmaker,
-            webhooks,
-            SecretBox(resolve_secret_key(settings)),
-            allow_private_webhooks=settings.allow_private_webhooks,
-        ),
+        alerts=AlertNotifier(sessionmaker, webhooks, SecretBox(resolve_secret_key(settings))),
         drain=drain,
         tool_runner=tool_runner.ToolRunner(
-            sessionmaker,
-            webhooks,
-            SecretBox(resolve_secret_key(settings)),
-            allow_private_webhooks=settings.allow_private_webhooks,
+            sessionmaker, webhooks, SecretBox(resolve_secret_key(settings))
         ),
         drain_task=asyncio.create_task(drain.run(), name="ledger-drain"),
     )

@@ -26,11 +26,11 @@ from api.alert import repository
 from api.alert.models import Alert
 from api.auth.limits import Limit
 from api.db import insert_ignoring_conflicts
-from api.errors import InvalidRequest
 from api.kit.crypto import SecretBox
 from api.kit.money import micros_to_usd
 from api.kit.time import isoformat, utcnow
-from api.kit.webhooks import check_url, post_signed
+from api.kit.webhook_client import refused
+from api.kit.webhooks import post_signed
 from api.tenant.models import Tenant
 
 logger = logging.getLogger("tollgate.alerts")
@@ -96,19 +96,20 @@ def payload(alert: Alert) -> dict[str, Any]:
 
 
 class AlertNotifier:
+    """`http` comes from `create_webhook_client`: it refuses private addresses (unless allowed)
+    as each connection is made, whatever the tenant's host resolved to when it was saved."""
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         http: httpx.AsyncClient,
         box: SecretBox,
         *,
-        allow_private_webhooks: bool,
         retry_delays: Sequence[float] = RETRY_DELAYS_SECONDS,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._http = http
         self._box = box
-        self._allow_private = allow_private_webhooks
         self._retry_delays = retry_delays
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -212,12 +213,13 @@ class AlertNotifier:
     async def _post(self, url: str, secret: str, body: bytes) -> str | None:
         """One attempt; None on a 2xx, else what went wrong."""
         try:
-            await check_url(url, allow_private=self._allow_private, param="alerts.webhook_url")
             status = await post_signed(
                 self._http, url, secret, body, timeout_seconds=DELIVERY_TIMEOUT_SECONDS
             )
-        except InvalidRequest as exc:
-            return exc.message[:200]
+        except httpx.InvalidURL:
+            return "alerts.webhook_url is not a valid URL"
         except httpx.HTTPError as exc:
+            if refused(exc):
+                return "alerts.webhook_url: the host resolves to a private or loopback address"
             return f"{type(exc).__name__}"[:200]
         return None if 200 <= status < 300 else f"HTTP {status}"

@@ -50,7 +50,8 @@ from api.errors import InvalidRequest, InvalidSignature, NotFound, UpstreamError
 from api.kit.crypto import SecretBox
 from api.kit.pagination import Page
 from api.kit.time import isoformat, utcnow
-from api.kit.webhooks import check_url, post_signed
+from api.kit.webhook_client import create_webhook_client, refused
+from api.kit.webhooks import post_signed
 from api.tenant.models import Tenant
 
 logger = logging.getLogger("tollgate.billing")
@@ -377,20 +378,23 @@ async def tenant_notice(
 
 
 async def deliver_notice(notice: TenantNotice, *, allow_private: bool) -> bool:
-    """A few attempts with backoff; runs after the response to Stripe has been sent."""
-    try:
-        await check_url(notice.url, allow_private=allow_private, param="alerts.webhook_url")
-    except InvalidRequest:
-        logger.warning("billing notice not sent: the alerts URL is not allowed")
-        return False
-    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+    """A few attempts with backoff; runs after the response to Stripe has been sent. The
+    client checks the address it connects to (`create_webhook_client`): a host resolving to a
+    private address is refused there, however it resolved when the URL was saved."""
+    async with create_webhook_client(allow_private=allow_private) as client:
         for delay in NOTIFY_RETRY_DELAYS_SECONDS:
             await asyncio.sleep(delay)
             try:
                 status = await post_signed(
                     client, notice.url, notice.secret, notice.body, timeout_seconds=10.0
                 )
-            except httpx.HTTPError:
+            except httpx.InvalidURL:
+                logger.warning("billing notice not sent: the alerts URL is not a valid URL")
+                return False
+            except httpx.HTTPError as exc:
+                if refused(exc):
+                    logger.warning("billing notice not sent: the alerts URL is not allowed")
+                    return False
                 continue
             if 200 <= status < 300:
                 return True

@@ -13,7 +13,8 @@ import hmac
 import ipaddress
 import socket
 import time
-from urllib.parse import urlsplit
+from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
@@ -59,21 +60,50 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-async def check_url(url: str, *, allow_private: bool, param: str) -> None:
-    """http(s) only; every address the host resolves to must be public unless allowed."""
-    parts = urlsplit(url)
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+"""(host, port) → the IP literals to connect to; raises OSError when the name does not resolve."""
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:  # a name IDNA cannot encode ("a..b"): it resolves to nothing
+        raise OSError(str(exc)) from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def split_url(url: str, *, param: str) -> SplitResult:
+    """`urlsplit`, with a malformed URL or an out-of-range port as a 400 naming `param`."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port outside 0-65535
+    except ValueError:
+        raise InvalidRequest(
+            f"{param}: the URL is malformed or its port is out of range.", param=param
+        ) from None
+    return parts
+
+
+async def check_url(
+    url: str, *, allow_private: bool, param: str, resolve: Resolver = system_resolve
+) -> None:
+    """http(s) only; every address the host resolves to must be public unless allowed.
+
+    An early, clear 400 when a URL is saved. What a name resolves to can change afterwards
+    (DNS rebinding): the check that holds is the one at connect time (`api.kit.webhook_client`).
+    """
+    parts = split_url(url, param=param)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequest(f"{param}: must be an http or https URL.", param=param)
     if allow_private:
         return
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-            type=socket.SOCK_STREAM,
-        )  # fmt: skip
+        addresses = await resolve(
+            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        )
     except OSError:
         raise InvalidRequest(f"{param}: the host does not resolve.", param=param) from None
-    if not infos or not all(is_public_address(str(info[4][0])) for info in infos):
+    if not addresses or not all(is_public_address(address) for address in addresses):
         raise InvalidRequest(
             f"{param}: the host resolves to a private or loopback address.", param=param
         )

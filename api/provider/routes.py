@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request
 
 from api.db import after_commit
 from api.deps import DbSession, MasterPrincipal
-from api.kit.webhooks import check_url
 from api.provider import service
 from api.provider.schemas import (
     ProviderDeleted,
@@ -42,9 +41,7 @@ async def put_provider(
 ) -> ProviderRead:
     settings = request.state.settings
     if data.base_url is not None:
-        await check_url(
-            data.base_url, allow_private=settings.allow_private_webhooks, param="base_url"
-        )
+        await service.check_base_url(data.base_url, allow_private=settings.allow_private_webhooks)
     gateway = request.state.gateway
     credential = await service.put(
         session, request.state.secret_box, gateway.providers.client, principal.tenant_id,

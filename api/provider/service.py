@@ -16,6 +16,7 @@ from api.gateway.routing import Account, TenantRouting
 from api.kit.crypto import SecretBox
 from api.kit.http1 import HTTPClient, HTTPClientError, Timeouts
 from api.kit.time import utcnow
+from api.kit.webhooks import check_url, split_url
 from api.provider.models import ProviderCredential
 from api.provider.repository import ProviderCredentialRepository
 from api.provider.schemas import ProviderPut, ProviderRead
@@ -66,6 +67,20 @@ async def validate_key(http: HTTPClient, provider: str, base_url: str, api_key: 
         ) from None
     said = _upstream_message(body) or f"HTTP {status}"
     raise InvalidRequest(f"The {provider} provider rejected this key: {said}", param="api_key")
+
+
+async def check_base_url(base_url: str, *, allow_private: bool) -> None:
+    """The tenant's key is sent to this URL: https (http too where private addresses are
+    allowed, for local servers), no userinfo, query or fragment (paths are appended to it),
+    and a host that resolves to public addresses only unless private ones are allowed."""
+    parts = split_url(base_url, param="base_url")
+    if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
+        raise InvalidRequest("base_url: must be an https URL.", param="base_url")
+    if "@" in parts.netloc:
+        raise InvalidRequest("base_url: must not carry a user name or password.", param="base_url")
+    if "?" in base_url or "#" in base_url:
+        raise InvalidRequest("base_url: must not have a query or fragment.", param="base_url")
+    await check_url(base_url, allow_private=allow_private, param="base_url")
 
 
 def render(credential: ProviderCredential) -> ProviderRead:

@@ -32,9 +32,7 @@ class TurnServices:
         webhooks: httpx.AsyncClient,
         box: SecretBox,
     ) -> TurnServices:
-        tool_runner = runner.ToolRunner(
-            sessionmaker, webhooks, box, allow_private_webhooks=settings.allow_private_webhooks
-        )
+        tool_runner = runner.ToolRunner(sessionmaker, webhooks, box)
         ctx = {"tool_runner": tool_runner}
         jobs: JobQueue
         locks: Locks

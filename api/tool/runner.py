@@ -22,9 +22,9 @@ import orjson
 from arq.worker import Function, func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.errors import InvalidRequest
 from api.kit.crypto import SecretBox
-from api.kit.webhooks import ResponseTooLarge, call_signed, check_url
+from api.kit.webhook_client import refused
+from api.kit.webhooks import ResponseTooLarge, call_signed
 from api.tool.repository import get_unscoped
 
 logger = logging.getLogger("tollgate.tools")
@@ -45,10 +45,12 @@ def await_bound_seconds(timeout_ms: int) -> float:
 
 @dataclass(slots=True)
 class ToolRunner:
+    """`client` comes from `create_webhook_client`: its connections refuse private addresses
+    (unless allowed), checked as each connection is made, whatever the name resolved to before."""
+
     sessionmaker: async_sessionmaker[AsyncSession]
     client: httpx.AsyncClient
     box: SecretBox
-    allow_private_webhooks: bool
 
     async def call(self, tool_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -84,21 +86,21 @@ class ToolRunner:
     ) -> dict[str, Any] | tuple[bool, str]:
         """The webhook's answer as a result, or (worth retrying, why it failed)."""
         try:
-            # Checked at every attempt: what a name resolves to can change after registration.
-            await check_url(url, allow_private=self.allow_private_webhooks, param="webhook_url")
             async with asyncio.timeout(seconds):
                 status, raw = await call_signed(
                     self.client, url, secret, body, timeout_seconds=seconds,
                     idempotency_key=str(payload["tool_call_id"]),
                     max_response_bytes=MAX_RESPONSE_BYTES,
                 )  # fmt: skip
-        except InvalidRequest as exc:
-            return False, f"The tool's webhook URL is refused: {exc.message}"
+        except httpx.InvalidURL:
+            return False, "The tool's webhook URL is refused: it is not a valid URL."
         except (TimeoutError, httpx.TimeoutException):
             return True, f"The tool did not answer within {seconds:g} s."
         except ResponseTooLarge:
             return False, "The tool's answer is larger than 1 MiB."
         except httpx.HTTPError as exc:
+            if refused(exc):
+                return False, "The tool's webhook host resolves to a private or loopback address."
             logger.info("tool webhook %s unreachable: %r", url, exc)
             return True, "The tool's webhook could not be reached."
         if status >= 500 or status in _RETRYABLE_STATUSES:

@@ -178,9 +178,7 @@ class TestResendSweep:
         async with sessionmaker() as session, session.begin():
             session.add_all(rows)
         async with httpx.AsyncClient() as client:
-            notifier = AlertNotifier(
-                sessionmaker, client, SecretBox(SECRET_KEY), allow_private_webhooks=True
-            )
+            notifier = AlertNotifier(sessionmaker, client, SecretBox(SECRET_KEY))
             assert await notifier.resend_undelivered() == 1
             assert await notifier.resend_undelivered() == 0  # delivered: not sent again
         assert len(upstream.hooks) == 1

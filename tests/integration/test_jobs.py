@@ -87,9 +87,8 @@ async def test_tool_calls_run_on_a_separate_worker(
         engine = create_engine(postgres_url)
         async with httpx.AsyncClient() as webhooks:
             tool_runner = runner.ToolRunner(
-                create_sessionmaker(engine), webhooks, SecretBox(SECRET_KEY),
-                allow_private_webhooks=True,
-            )  # fmt: skip
+                create_sessionmaker(engine), webhooks, SecretBox(SECRET_KEY)
+            )
             ctx = {"tool_runner": tool_runner}
             async with (
                 app_client(configured) as http,

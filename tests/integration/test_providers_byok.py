@@ -114,6 +114,28 @@ class TestByok:
         assert not upstream.seen
 
 
+class TestByokBaseUrl:
+    @pytest.mark.parametrize(
+        "base_url",
+        [
+            "http://api.example.com/v1",  # private addresses are not allowed: https only
+            "https://user:secret@api.example.com/v1",
+            "https://api.example.com/v1?api-version=1",
+            "https://api.example.com/v1#models",
+            "https://api.example.com:99999/v1",
+        ],
+    )
+    async def test_refused_base_urls_are_a_400_naming_the_field(
+        self, client: httpx.AsyncClient, base_url: str
+    ):
+        tenant = await create_tenant(client)
+        body = {"api_key": OWN_KEY, "base_url": base_url}
+        response = await client.put("/v1/providers/openai", json=body, headers=tenant.headers)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "base_url"
+        assert (await client.get("/v1/providers", headers=tenant.headers)).json()["data"] == []
+
+
 class TestByokOnlyProvider:
     async def test_a_provider_the_operator_lacks_is_served_with_the_tenants_key(
         self, settings, upstream: FakeUpstream
