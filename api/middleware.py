@@ -16,7 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.error_handlers import render_error, render_exception
 from api.errors import RequestTooLarge
 
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+# Matched whole (`fullmatch`): with `match` and `$`, a trailing newline would pass and be
+# echoed into the response headers.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 
 
 def new_request_id() -> str:
@@ -34,7 +36,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get("x-request-id")
-        request_id = given if given and _SANE_REQUEST_ID.match(given) else new_request_id()
+        request_id = given if given and _SANE_REQUEST_ID.fullmatch(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
@@ -120,7 +122,7 @@ class ProxyLane:
                 given = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value
-        request_id = given if given and _SANE_REQUEST_ID.match(given) else new_request_id()
+        request_id = given if given and _SANE_REQUEST_ID.fullmatch(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         response: Response
         if declared is not None and _too_large(declared, self.max_bytes):

@@ -94,3 +94,11 @@ class TestRequestId:
         assert echoed.headers["x-request-id"] == "trace-42.a:b"
         replaced = await client.get("/healthz", headers={"x-request-id": "x" * 500})
         assert replaced.headers["x-request-id"].startswith("req_")
+
+    async def test_a_trailing_newline_is_not_sane(self, client: httpx.AsyncClient):
+        # `$` matches before a final newline: the id must match whole, on both ways in (the
+        # middleware, and the proxy lane that skips it).
+        for method, path in (("GET", "/healthz"), ("POST", "/v1/chat/completions")):
+            response = await client.request(method, path, headers={"x-request-id": "trace-42\n"})
+            assert response.headers["x-request-id"].startswith("req_"), path
+            assert response.headers["request-id"] == response.headers["x-request-id"]
