@@ -27,6 +27,9 @@ from api.usage.repository import EXPORT_COLUMNS, SUM_COLUMNS, UsageFilter, Usage
 
 router = APIRouter(tags=["usage"])
 
+# What spreadsheets read as the start of a formula (OWASP, "CSV Injection").
+_FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
 
 def _filter(
     principal: AuthPrincipal,
@@ -57,6 +60,16 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
         return value.astimezone(UTC)
     except OverflowError:
         raise InvalidRequest(f"{name}: out of range.", param=name) from None
+
+
+def _csv_cell(value: object) -> object:
+    """Text a client chose (key names, model names) that would start a formula gets a leading
+    quote, so a spreadsheet shows it instead of running it; numbers stay numbers."""
+    if isinstance(value, datetime):
+        return isoformat(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_LEADS):
+        return "'" + value
+    return value
 
 
 def _with_usd(row: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +130,7 @@ async def export_usage(
         async with sessionmaker() as export_session:
             count = 0
             async for row in UsageRepository(export_session, tenant_id).stream_export(where):
-                writer.writerow(isoformat(v) if isinstance(v, datetime) else v for v in row)
+                writer.writerow(_csv_cell(value) for value in row)
                 count += 1
                 if count % 500 == 0:
                     yield buffer.getvalue()

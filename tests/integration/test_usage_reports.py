@@ -141,6 +141,34 @@ class TestExport:
         assert (row["key_name"], row["model"], row["provider"]) == ("alice", "gpt-4o", "openai")
         assert row["cost_micros"] == str(expected_cost_micros(2417, 2304, 1093, GPT_4O))
 
+    async def test_formula_text_is_neutralised_and_numbers_stay_numbers(
+        self, http: httpx.AsyncClient, engine: AsyncEngine
+    ):
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant, name='=HYPERLINK("http://evil")')
+        models = ["+1+1", "-2+3", "@SUM(A1)", "\tx", "gpt-4o"]
+        template = {
+            "request_id": "req_csv", "tenant_id": uuid.UUID(tenant.id),
+            "key_id": uuid.UUID(key["id"]), "endpoint": "/v1/chat/completions",
+            "provider": "openai", "status": 200, "input_tokens": 100, "output_tokens": 50,
+        }  # fmt: skip
+        start = utcnow() - timedelta(minutes=1)
+        events = [
+            # A compensating row: a negative amount is a number, not a formula.
+            {**template, "id": uuid.uuid4(), "model": model, "cost_micros": -45 if i else 45,
+             "created_at": start + timedelta(seconds=i)}
+            for i, model in enumerate(models)
+        ]  # fmt: skip
+        async with AsyncSession(engine) as session, session.begin():
+            await insert_events(session, events)
+        response = await http.get("/v1/usage/export?format=csv", headers=tenant.headers)
+        rows = list(csv.DictReader(io.StringIO(response.text)))
+        assert [row["model"] for row in rows] == ["'+1+1", "'-2+3", "'@SUM(A1)", "'\tx", "gpt-4o"]
+        assert {row["key_name"] for row in rows} == {'\'=HYPERLINK("http://evil")'}
+        assert [row["cost_micros"] for row in rows] == ["45", "-45", "-45", "-45", "-45"]
+        assert {row["input_tokens"] for row in rows} == {"100"}
+        assert rows[0]["created_at"][0].isdigit()
+
     async def test_hundred_thousand_rows_stream_in_bounded_memory(
         self, http: httpx.AsyncClient, engine: AsyncEngine
     ):
