@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.deps import RedisDep
+from api.deps import AdminAccess, RedisDep
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger("tollgate.health")
@@ -55,7 +55,9 @@ async def llms_txt() -> PlainTextResponse:
     return PlainTextResponse(_LLMS_TXT, media_type="text/markdown; charset=utf-8")
 
 
-@router.get("/metrics", include_in_schema=False)
+# Behind the admin token: the series name models and providers and count spend, which is no
+# one else's business; without a token the route is off, like the admin API.
+@router.get("/metrics", include_in_schema=False, dependencies=[AdminAccess])
 async def metrics(request: Request) -> Response:
     registry = request.state.gateway.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

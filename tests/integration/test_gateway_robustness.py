@@ -13,7 +13,7 @@ from api.db import create_engine, create_sessionmaker
 from api.usage.ledger import BatchWriter, UsageRecord
 from api.usage.models import UsageEvent
 from tests.factories.chat import HELLO
-from tests.factories.tenants import bearer, create_key, create_tenant
+from tests.factories.tenants import ADMIN_TOKEN, bearer, create_key, create_tenant
 from tests.factories.usage import logs_when_settled
 from tests.fakes.upstream import FakeUpstream
 
@@ -105,7 +105,7 @@ class TestOddClients:
         key = await create_key(http, tenant)
         for index in range(5):
             await _chat(http, key["secret"], model=f"made-up-{index}")
-        text = (await http.get("/metrics")).text
+        text = (await http.get("/metrics", headers=bearer(ADMIN_TOKEN))).text
         assert "made-up" not in text
         assert 'model="unknown"' in text
 

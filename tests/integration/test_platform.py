@@ -46,6 +46,19 @@ class TestHealth:
         assert response.status_code == 200
         assert response.json() == {"status": "ok"}
 
+    async def test_metrics_need_the_admin_token(self, client: httpx.AsyncClient):
+        assert (await client.get("/metrics")).status_code == 401
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        metrics = await client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert metrics.status_code == 200
+        assert "tollgate_in_flight_requests" in metrics.text
+
+    async def test_metrics_are_off_without_an_admin_token(self, settings: Settings):
+        async with app_client(settings.model_copy(update={"admin_token": None})) as client:
+            response = await client.get("/metrics", headers={"Authorization": "Bearer x"})
+        assert response.status_code == 404
+
     async def test_readyz_checks_database_and_redis(
         self, client: httpx.AsyncClient, settings: Settings
     ):

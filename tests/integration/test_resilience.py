@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.settings import Settings, UpstreamAccount
 from tests.factories.chat import HELLO
-from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
+from tests.factories.tenants import ADMIN_TOKEN, TenantFixture, bearer, create_key, create_tenant
 from tests.factories.usage import logs_when_settled
 from tests.fakes import anthropic_upstream, gemini_upstream
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -398,7 +398,7 @@ class TestCrossProviderFailover:
                 "anthropic/claude-sonnet-4-20250514"
             )
             assert response.json()["type"] == "message"
-            metrics = (await http.get("/metrics")).text
+            metrics = (await http.get("/metrics", headers=bearer(ADMIN_TOKEN))).text
             assert (
                 'tollgate_failovers_total{from_provider="openai",to_provider="anthropic"} 1.0'
                 in (metrics)

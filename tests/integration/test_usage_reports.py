@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from api.kit.time import utcnow
 from api.usage.rollups import insert_events
 from tests.factories.chat import HELLO
-from tests.factories.tenants import bearer, create_key, create_tenant
+from tests.factories.tenants import ADMIN_TOKEN, bearer, create_key, create_tenant
 from tests.factories.usage import expected_cost_micros, usage_when_settled
 from tests.fakes.upstream import FakeUpstream
 
@@ -243,7 +243,7 @@ class TestLogsAndMetrics:
         key = await create_key(http, tenant)
         await _chat(http, key["secret"], "gpt-4o")
         await _chat(http, key["secret"], "gpt-4o", stream=True)
-        text = (await http.get("/metrics")).text
+        text = (await http.get("/metrics", headers=bearer(ADMIN_TOKEN))).text
         assert (
             'tollgate_requests_total{endpoint="/v1/chat/completions",model="gpt-4o",'
             'provider="openai",status="200"} 2.0'
