@@ -51,8 +51,9 @@ from api.usage import repository as usage_repository
 logger = logging.getLogger("tollgate.budget")
 
 TTL_SECONDS = {"minute": 120, "day": 2 * 86_400, "month": 32 * 86_400, "total": 400 * 86_400}
-# How long a hold outlives its request if the process dies; a stream longer than this can
-# outlast its hold (the cap then counts it when it settles).
+# How long a hold outlives its request if the process dies. While the request runs, the
+# pipeline moves its holds' expiry on every third of this (`Reservations.refresh`), so a
+# stream longer than this keeps its hold.
 HOLD_SECONDS = 900
 _ATTEMPTS = 4
 _UNLIMITED = 1 << 62
@@ -66,11 +67,23 @@ LEASE_REQUESTS = 16
 
 @dataclass(frozen=True, slots=True)
 class Demand:
-    """The most a request can consume: its prompt (estimated) and its output budget."""
+    """The most a request can consume: its prompt (an upper bound), its output budget per
+    answer, and what its fields add (`api/gateway/exposure.py`): `choices` answers, input
+    billed at up to `input_price` (cache writes; micro-USD per million tokens, None: the
+    price's own), and per-use fees."""
 
     input_tokens: int
     max_output_tokens: int
     price: Price
+    choices: int = 1
+    input_price: int | None = None
+    fee_micros: int = 0
+
+    def rates(self) -> tuple[int, int]:
+        """Micro-USD per million input and output tokens, at the prompt's price tier."""
+        price = self.price.for_prompt(self.input_tokens)
+        given = self.input_price
+        return (price.input if given is None else max(given, price.input)), price.output
 
 
 @dataclass(slots=True)
@@ -169,6 +182,10 @@ class BudgetGuard(Protocol):
 
     async def limits_changed(self, owner_id: uuid.UUID, scope: str = "key") -> None:
         """A key's (or tenant's) limits changed: recount from the ledger on the next request."""
+        ...
+
+    async def refresh(self, reservations: Sequence[Reservation]) -> None:
+        """These requests still run: their holds expire HOLD_SECONDS from now."""
         ...
 
 
@@ -283,26 +300,30 @@ class _Plan:
 
 
 def worst_case(limit: limit_rules.Limit, demand: Demand, output_tokens: int) -> int:
+    """`output_tokens` per answer, for each of the demand's answers."""
     if limit.metric == "requests":
         return 1
+    output = output_tokens * demand.choices
     if limit.metric == "tokens":
-        return demand.input_tokens + output_tokens
-    price = demand.price
-    numerator = demand.input_tokens * price.input + output_tokens * price.output
-    return -(-numerator // TOKENS_PER_PRICE_UNIT)
+        return demand.input_tokens + output
+    input_rate, output_rate = demand.rates()
+    numerator = demand.input_tokens * input_rate + output * output_rate
+    return -(-numerator // TOKENS_PER_PRICE_UNIT) + demand.fee_micros
 
 
 def affordable_output(limit: limit_rules.Limit, room: int, demand: Demand) -> int:
-    """The largest output budget that still fits in `room` (negative: not even the prompt)."""
+    """The largest output budget per answer that still fits in `room` (negative: not even
+    the prompt)."""
     if limit.metric == "requests":
         return _UNLIMITED if room >= 1 else -1
     if limit.metric == "tokens":
-        return room - demand.input_tokens
-    price = demand.price
-    left = room * TOKENS_PER_PRICE_UNIT - demand.input_tokens * price.input
-    if price.output == 0:
+        left = room - demand.input_tokens
+        return left // demand.choices if left >= 0 else -1
+    input_rate, output_rate = demand.rates()
+    left = (room - demand.fee_micros) * TOKENS_PER_PRICE_UNIT - demand.input_tokens * input_rate
+    if output_rate == 0:
         return _UNLIMITED if left >= 0 else -1
-    return left // price.output if left >= 0 else -1
+    return left // (output_rate * demand.choices) if left >= 0 else -1
 
 
 def actual(limit: limit_rules.Limit, usage: Usage, cost_micros: int, succeeded: bool) -> int:
@@ -610,6 +631,24 @@ class Reservations:
             for lease, item in zip(leases or [], settlements, strict=False)
         ]
         return Settling(reservation.tenant_id, held, settlements, leased)
+
+    async def refresh(self, reservations: Sequence[Reservation]) -> None:
+        expiry_ms = int((time.time() + HOLD_SECONDS) * 1000)
+        deadline = time.monotonic() + HOLD_SECONDS
+        members: dict[tuple[str, str], None] = {}  # in order, once each
+        for reservation in reservations:
+            leases = reservation.leases
+            if leases is None:
+                for _, name, amount in reservation.held:
+                    members[(name, f"{reservation.hold_id}:{amount}")] = None
+                continue
+            for lease, (_, name, amount) in zip(leases, reservation.held, strict=False):
+                if reservation.hold_id in lease.holds:  # settled ones are gone
+                    lease.holds[reservation.hold_id] = (amount, deadline)
+                if lease.member:  # the request is held as part of its lease's member
+                    members[(name, lease.member)] = None
+        if members:
+            await self._counters.extend(list(members), expiry_ms)
 
     def _exhausted(
         self,

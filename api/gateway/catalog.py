@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from api.errors import InvalidModel
-from api.gateway.pricing import Price
+from api.gateway.pricing import LongContext, Price
 
 PROVIDERS = ("openai", "anthropic", "gemini", "deepseek")
 # Family patterns from SPEC §5.2, used for error messages and for config entries without a provider.
@@ -22,7 +22,6 @@ _FAMILIES = (
     (re.compile(r"^gemini-"), "gemini"),
     (re.compile(r"^deepseek-"), "deepseek"),
 )
-_DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,31 +41,45 @@ def _search(provider: str) -> int:
     return 10_000 if provider == "anthropic" else 0
 
 
+def _price(provider: str, prices: tuple[float, float, float], cache_write: float | None) -> Price:
+    micros = [round(p * 1_000_000) for p in prices]
+    write = None if cache_write is None else round(cache_write * 1_000_000)
+    return Price(micros[0], micros[1], micros[2], cache_write=write, web_search=_search(provider))
+
+
 def _m(
     model_id: str, provider: str, prices: tuple[float, float, float], display: str,
     context: int, max_output: int, tier: str, cache_write: float | None = None,
+    above_200k: tuple[float, float, float] | None = None, above_200k_write: float | None = None,
 ) -> ModelEntry:  # fmt: skip
-    micros = [round(p * 1_000_000) for p in prices]
-    write = None if cache_write is None else round(cache_write * 1_000_000)
-    price = Price(micros[0], micros[1], micros[2], cache_write=write, web_search=_search(provider))
+    price = _price(provider, prices, cache_write)
+    if above_200k is not None:  # the long-context tier: every token of the request costs more
+        long = LongContext(200_000, _price(provider, above_200k, above_200k_write))
+        price = replace(price, long_context=long)
     return ModelEntry(model_id, provider, price, display, context, max_output, tier)
 
 
 BUILTIN_MODELS: tuple[ModelEntry, ...] = (
     _m("gpt-4o", "openai", (2.50, 1.25, 10.00), "GPT-4o", 128_000, 16_384, "flagship"),
+    # The first GPT-4o snapshot kept its launch price (and has no cached-input discount).
+    _m("gpt-4o-2024-05-13", "openai", (5.00, 5.00, 15.00), "GPT-4o (2024-05-13)", 128_000,
+       4_096, "flagship"),
     _m("gpt-4o-mini", "openai", (0.15, 0.075, 0.60), "GPT-4o mini", 128_000, 16_384, "economy"),
     _m("gpt-4.1", "openai", (2.00, 0.50, 8.00), "GPT-4.1", 1_047_576, 32_768, "flagship"),
     _m("gpt-4.1-mini", "openai", (0.40, 0.10, 1.60), "GPT-4.1 mini", 1_047_576, 32_768, "economy"),
     _m("o3-mini", "openai", (1.10, 0.55, 4.40), "o3-mini", 200_000, 100_000, "flagship"),
     # Anthropic bills 5-minute cache writes at 1.25x input (1-hour writes, 2x, are billed so too).
+    # Sonnet 4 with the 1M-context beta bills requests above 200k input tokens at its
+    # long-context prices.
     _m("claude-sonnet-4-20250514", "anthropic", (3.00, 0.30, 15.00), "Claude Sonnet 4",
-       200_000, 64_000, "flagship", cache_write=3.75),
+       200_000, 64_000, "flagship", cache_write=3.75, above_200k=(6.00, 0.60, 22.50),
+       above_200k_write=7.50),
     _m("claude-opus-4-20250514", "anthropic", (15.00, 1.50, 75.00), "Claude Opus 4",
        200_000, 32_000, "flagship", cache_write=18.75),
     _m("claude-3-5-haiku-20241022", "anthropic", (0.80, 0.08, 4.00), "Claude Haiku 3.5",
        200_000, 8_192, "economy", cache_write=1.00),
     _m("gemini-2.5-pro", "gemini", (1.25, 0.125, 10.00), "Gemini 2.5 Pro", 1_048_576, 65_536,
-       "flagship"),
+       "flagship", above_200k=(2.50, 0.25, 15.00)),
     _m("gemini-2.5-flash", "gemini", (0.30, 0.03, 2.50), "Gemini 2.5 Flash", 1_048_576, 65_536,
        "economy"),
     _m("gemini-2.0-flash", "gemini", (0.10, 0.025, 0.40), "Gemini 2.0 Flash", 1_048_576, 8_192,
@@ -76,6 +89,17 @@ BUILTIN_MODELS: tuple[ModelEntry, ...] = (
     _m("deepseek-reasoner", "deepseek", (0.28, 0.028, 0.42), "DeepSeek V3.2 (thinking)",
        128_000, 65_536, "economy"),
 )  # fmt: skip
+# Dated snapshots billed exactly like their family's entry (checked against the providers'
+# price lists). A snapshot not listed here nor in the catalog is refused (`invalid_model`):
+# snapshots can carry other prices (gpt-4o-2024-05-13 costs twice gpt-4o's).
+PRICED_LIKE = {
+    "gpt-4o-2024-08-06": "gpt-4o",
+    "gpt-4o-2024-11-20": "gpt-4o",
+    "gpt-4o-mini-2024-07-18": "gpt-4o-mini",
+    "gpt-4.1-2025-04-14": "gpt-4.1",
+    "gpt-4.1-mini-2025-04-14": "gpt-4.1-mini",
+    "o3-mini-2025-01-31": "o3-mini",
+}
 ALIASES = {
     "claude-sonnet-4": "claude-sonnet-4-20250514",
     "claude-opus-4": "claude-opus-4-20250514",
@@ -111,9 +135,8 @@ class Catalog:
     def lookup(self, model: str) -> ModelEntry | None:
         model = self.aliases.get(model, model)
         entry = self.entries.get(model)
-        if entry is None:
-            # A dated snapshot (gpt-4o-2024-08-06) is priced like its family entry.
-            entry = self.entries.get(_DATE_SUFFIX.sub("", model))
+        if entry is None and model in PRICED_LIKE:
+            entry = self.entries.get(PRICED_LIKE[model])
         return entry
 
     def resolve(self, requested: str) -> Route:
@@ -166,6 +189,7 @@ def _apply_override(model_id: str, base: ModelEntry | None, fields: dict[str, An
             **prices,
             cache_write=cache_write,
             web_search=price_base.web_search if base else _search(provider),
+            long_context=price_base.long_context,
         ),
         display_name=str(fields.get("display_name", template.display_name)),
         context_window=int(fields.get("context_window", template.context_window)),

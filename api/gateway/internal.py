@@ -202,8 +202,13 @@ async def stream(
         logger.exception("a %s stream for a thread turn failed", call.provider.name)
         status, error = 502, UpstreamError("The stream failed.")
     except BaseException:  # the consumer went away: what was produced is billed
-        opened.close()
-        call.finish_soon(accumulator.usage if ended else decoder.usage, status=499)
+        if ended:
+            call.finish_soon(accumulator.usage, status=499)
+            opened.close()
+        else:
+            produced = translated.response_text(accumulator.response())
+            so_far = translated.estimated_usage(decoder.usage, request, produced)
+            call.abandon(opened, translated.DecodedUsage(decoder), so_far)
         raise
     done_with(opened, error)
     usage = accumulator.usage if ended else decoder.usage

@@ -15,8 +15,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from api.auth.service import Principal
 from api.errors import (
@@ -26,12 +26,16 @@ from api.errors import (
     ModelNotAllowed,
     ProviderNotAllowed,
 )
+from api.gateway import budget as budget_rules
+from api.gateway import exposure as exposure_rules
 from api.gateway import usage as usage_rules
 from api.gateway.budget import BudgetGuard, Demand, Reservation
 from api.gateway.catalog import Catalog, ModelEntry, Route
+from api.gateway.exposure import Exposure, UnknownFields
 from api.gateway.pricing import FREE, Price, Usage, cost_micros
-from api.gateway.providers.base import Provider
+from api.gateway.providers.base import Provider, UpstreamStream
 from api.gateway.providers.registry import ProviderRegistry
+from api.gateway.relay import warning_header
 from api.gateway.resilience import (
     PooledProvider,
     RetryPolicy,
@@ -40,6 +44,7 @@ from api.gateway.resilience import (
     will_fail_over,
 )
 from api.gateway.routing import Router
+from api.gateway.sse import SSEEvent
 from api.metrics import Metrics
 from api.usage.ledger import Ledger, UsageRecord
 
@@ -47,6 +52,22 @@ logger = logging.getLogger("tollgate.gateway")
 
 # Tells the client its `max_tokens` was lowered to what the key's remaining budget affords.
 CLAMP_HEADER = "x-tollgate-max-tokens-clamped"
+# A stream whose client left is read on for the usage the provider bills (reasoning it never
+# showed included), at most this long and this much; past either it is billed its worst case.
+DRAIN_SECONDS = 30.0
+DRAIN_BYTES = 8 * 1024 * 1024
+
+
+class UsageReader(Protocol):
+    """Reads a stream's own events for the usage its provider bills."""
+
+    def feed(self, event: SSEEvent) -> Usage | None:
+        """The final usage, once an event carries it."""
+        ...
+
+    def end(self) -> Usage | None:
+        """The body ended: the usage, if the format reports it only then."""
+        ...
 
 
 @dataclass(slots=True)
@@ -62,12 +83,38 @@ class Gateway:
     # from the registry, no retries (what a bare `Gateway` in a test gets).
     router: Router | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Top-level request fields Tollgate does not know (`api/gateway/exposure.py`).
+    unknown_fields: UnknownFields = "drop"
     # Settlements of requests whose client went away; awaited at shutdown.
     settling: set[asyncio.Task[int]] = field(default_factory=set)
+    # The holds of calls in flight, kept from expiring until they settle (`_keep_holding`).
+    holding: dict[int, Reservation] = field(default_factory=dict)
+    refresher: asyncio.Task[None] | None = None
+
+    def hold(self, reservation: Reservation) -> None:
+        if not reservation.held:  # nothing held: no limit applies
+            return
+        self.holding[id(reservation)] = reservation
+        if self.refresher is None:
+            self.refresher = asyncio.get_running_loop().create_task(self._keep_holding())
+
+    async def _keep_holding(self) -> None:
+        """A hold expires HOLD_SECONDS after it was made, so that a dead process's come back;
+        a live request can run longer (a long stream), so its holds are moved on meanwhile."""
+        while True:
+            await asyncio.sleep(budget_rules.HOLD_SECONDS / 3)
+            if self.holding:
+                try:
+                    await self.budget.refresh(list(self.holding.values()))
+                except Exception:  # tried again on the next round, well before they expire
+                    logger.exception("could not refresh the holds of running requests")
 
     async def close(self) -> None:
         if self.settling:
             await asyncio.gather(*list(self.settling), return_exceptions=True)
+        if self.refresher is not None:
+            self.refresher.cancel()
+            self.refresher = None
 
 
 @dataclass(slots=True)
@@ -89,6 +136,8 @@ class Call:
     earlier_reservations: list[Reservation] = field(default_factory=list)
     # What the reservation was computed from (the budget view of the body), for a failover's.
     budget_body: dict[str, Any] | None = None
+    # What the request's fields add to its worst case, and the edits they call for upstream.
+    exposure: Exposure | None = None
 
     @property
     def model(self) -> str:
@@ -100,6 +149,8 @@ class Call:
         reservation = self.reservation
         trace = self.trace
         extra = trace.headers(self.provider.name, self.model) if trace is not None else None
+        if self.exposure is not None and self.exposure.warnings:
+            extra = {**(extra or {}), **warning_header(self.exposure.warnings)}
         if reservation is None:
             return extra or {}
         headers = dict(reservation.rate_headers)
@@ -146,6 +197,62 @@ class Call:
         settling.add(task)
         task.add_done_callback(settling.discard)
         return task
+
+    def abandon(self, stream: UpstreamStream, reader: UsageReader, so_far: Usage) -> None:
+        """The client left mid-stream. What the upstream produced, hidden reasoning included,
+        is known only from its final usage: read on for it (bounded by DRAIN_SECONDS and
+        DRAIN_BYTES) in the background, then settle; failing that, bill the worst case that
+        was reserved. `so_far` is what the relay counted, the least it is billed."""
+        if self.finished:
+            stream.close()
+            return
+        self.finished = True
+        task = asyncio.get_running_loop().create_task(self._drain(stream, reader, so_far))
+        settling = self.gateway.settling
+        settling.add(task)
+        task.add_done_callback(settling.discard)
+
+    async def _drain(self, stream: UpstreamStream, reader: UsageReader, so_far: Usage) -> int:
+        usage: Usage | None = None
+        received = 0
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for event in stream.rest():
+                    received += len(event.data)
+                    if received > DRAIN_BYTES or (usage := reader.feed(event)) is not None:
+                        break
+                else:
+                    usage = reader.end()
+        except Exception:  # a timeout, a broken or failed stream: nothing more to learn
+            logger.info("a stream its client left ended without usage: billed its worst case")
+        if usage is None:
+            stream.close()
+            usage = self.worst_usage()
+        else:
+            stream.release()
+            if not (usage.input_tokens and usage.output_tokens):  # a partial report
+                usage = replace(
+                    usage,
+                    input_tokens=max(usage.input_tokens, so_far.input_tokens),
+                    output_tokens=max(usage.output_tokens, so_far.output_tokens),
+                    estimated=True,
+                )
+        return await self._settle(usage, 499, None)
+
+    def worst_usage(self) -> Usage:
+        """The usage of the worst case that was reserved for this call."""
+        demand = demand_for(self.budget_body or {}, self.route.entry, self.price, self.exposure)
+        held = self.reservation.max_output_tokens if self.reservation is not None else 0
+        exposure = self.exposure or Exposure()
+        writes = demand.input_tokens if exposure.cache_write else 0
+        return Usage(
+            input_tokens=demand.input_tokens,
+            output_tokens=(held or demand.max_output_tokens) * demand.choices,
+            estimated=True,
+            cache_write_input_tokens=writes,
+            cache_write_1h_input_tokens=writes if exposure.cache_write == "1h" else 0,
+            web_search_requests=exposure.server_uses,
+        )
 
     async def _settle(self, usage: Usage, status: int, error: AppError | None) -> int:
         gateway = self.gateway
@@ -198,6 +305,8 @@ class Call:
         if self.reservation is None:
             await gateway.ledger.commit(event, [])
             return cost
+        for held in (self.reservation, *self.earlier_reservations):
+            gateway.holding.pop(id(held), None)
         settling = gateway.budget.settlement(self.reservation, usage, cost, status < 400)
         for earlier in self.earlier_reservations:  # failed over from: released to nothing
             released = gateway.budget.settlement(earlier, Usage(), 0, False)
@@ -236,6 +345,27 @@ def output_budget(body: dict[str, Any], entry_max: int) -> int:
     return entry_max
 
 
+def demand_for(
+    body: dict[str, Any], entry: ModelEntry, price: Price, exposure: Exposure | None
+) -> Demand:
+    """The worst case of `body` (its budget view) on `entry`: the prompt's bound, the output
+    cap, and what its fields add (see `api/gateway/exposure.py`)."""
+    prompt = usage_rules.prompt_bound(body)
+    output = output_budget(body, entry.max_output_tokens)
+    if exposure is None:
+        return Demand(prompt, output, price)
+    prompt += exposure.extra_input_tokens
+    if exposure.whole_context:  # server tools or documents: the input can fill the window
+        prompt = max(prompt, entry.context_window)
+    tier = price.for_prompt(prompt)
+    writes = {"": None, "5m": tier.cache_write_input, "1h": tier.cache_write_1h_input}
+    return Demand(
+        prompt, output, price, choices=exposure.choices,
+        input_price=writes[exposure.cache_write],
+        fee_micros=exposure.server_uses * price.web_search,
+    )  # fmt: skip
+
+
 async def start_call(
     gateway: Gateway,
     principal: Principal,
@@ -246,10 +376,12 @@ async def start_call(
     *,
     dialects: Collection[str] = ("openai",),
     session: str | None = None,
+    exposure: Exposure | None = None,
 ) -> Call:
     """Everything before the provider call; raises before anything is sent upstream.
 
-    `body` is read for the budget (`messages`, `tools`, the output cap); `dialects` are the
+    `body` is read for the budget (`messages`, `tools`, the output cap), `exposure` for what
+    the client's other fields add to it; `dialects` are the
     provider wire formats the calling endpoint can speak (`ProviderRegistry.get`); `session`
     keeps a conversation on one upstream account (`resilience.session_key`).
     A refusal here (unknown model, access, budget) is still logged, at no cost.
@@ -278,11 +410,7 @@ async def start_call(
         price = FREE if test else route.entry.price
 
         def demand() -> Demand:
-            return Demand(
-                input_tokens=usage_rules.prompt_bound(body),
-                max_output_tokens=output_budget(body, route.entry.max_output_tokens),
-                price=price,
-            )
+            return demand_for(body, route.entry, price, exposure)
 
         try:
             reservation = await gateway.budget.reserve(
@@ -300,6 +428,7 @@ async def start_call(
         )
         raise
     gateway.metrics.in_flight.inc()
+    gateway.hold(reservation)
     return Call(
         gateway=gateway,
         principal=principal,
@@ -310,7 +439,8 @@ async def start_call(
         price=price,
         reservation=reservation,
         trace=trace,
-        budget_body=body if trace is not None else None,
+        budget_body=body,
+        exposure=exposure,
     )
 
 
@@ -325,13 +455,10 @@ async def reroute(call: Call, entry: ModelEntry) -> None:
     previous = call.route
 
     def demand() -> Demand:
-        return Demand(
-            input_tokens=usage_rules.prompt_bound(body),
-            max_output_tokens=output_budget(body, entry.max_output_tokens),
-            price=entry.price,
-        )
+        return demand_for(body, entry, entry.price, call.exposure)
 
     reservation = await gateway.budget.reserve(principal.key, principal.tenant_limits, demand)
+    gateway.hold(reservation)
     if earlier is not None:
         call.earlier_reservations.append(earlier)
     if trace.failover_from is None:
@@ -371,10 +498,11 @@ def upstream_body(
     caps: tuple[str, ...] = ("max_completion_tokens", "max_tokens"),
 ) -> dict[str, Any]:
     """Same dialect in and out: forward the client's JSON with only the listed edits: the
-    model name, forced usage reporting (Chat Completions streams), and an output cap (the
+    model name, forced usage reporting (Chat Completions streams), an output cap (the
     dialect's `caps` fields, the last one when the client gave none) no larger than what was
-    reserved (the remaining budget, or the model's maximum)."""
-    out = dict(body)
+    reserved (the remaining budget, or the model's maximum), and what the cost policy of its
+    fields calls for (`exposure.apply`: unknown fields dropped, server tools bounded)."""
+    out = dict(body) if call.exposure is None else dict(exposure_rules.apply(call.exposure, body))
     out["model"] = call.route.upstream_model
     reservation = call.reservation
     if reservation is not None and reservation.max_output_tokens > 0:

@@ -9,6 +9,9 @@ normalised to that before billing); reasoning tokens are part of output and bill
 price (SPEC §7). Only Anthropic charges extra to write the cache: 1.25x input for 5-minute
 writes (`cache_write`; a price without it bills writes as plain input) and 2x input for 1-hour
 writes; and per request for its server-side web search (`web_search`, micro-USD per search).
+Some models charge more for every token of a request whose prompt is long (Gemini 2.5 Pro and
+Claude Sonnet 4 above 200k input tokens): `long_context` holds that tier, chosen by the
+request's input tokens (`Price.for_prompt`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ class Price:
     output: int
     cache_write: int | None = None  # None: cache writes cost plain input
     web_search: int = 0  # micro-USD per server-side web search (Anthropic's `web_search` tool)
+    long_context: LongContext | None = None
+
+    def for_prompt(self, input_tokens: int) -> Price:
+        """The prices a request with this many input tokens is billed at."""
+        tier = self.long_context
+        return tier.price if tier is not None and input_tokens > tier.threshold else self
 
     @property
     def cache_write_input(self) -> int:
@@ -46,6 +55,14 @@ class Price:
             "cache_write": self.cache_write_input,
             "web_search": self.web_search,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class LongContext:
+    """Above `threshold` input tokens, the whole request is billed at `price`."""
+
+    threshold: int
+    price: Price
 
 
 FREE = Price(0, 0, 0)
@@ -73,6 +90,7 @@ class Usage:
 
 
 def cost_micros(usage: Usage, price: Price) -> int:
+    price = price.for_prompt(usage.input_tokens)
     cached = min(usage.cached_input_tokens, usage.input_tokens)
     written = min(usage.cache_write_input_tokens, usage.input_tokens - cached)
     hour = min(usage.cache_write_1h_input_tokens, written)

@@ -14,10 +14,31 @@ Starlette, and meters what was produced.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+WARNING_HEADER = "X-Tollgate-Warning"
+_UNSAFE_HEADER_CHARS = re.compile(r"[^\x20-\x7e]")
+
+
+def warning_header(warnings: list[str]) -> dict[str, str]:
+    """What the gateway changed or dropped, for the client to see, in printable ASCII (a
+    client's field names can hold anything)."""
+    said = "; ".join(warnings)
+    return {WARNING_HEADER: _UNSAFE_HEADER_CHARS.sub("?", said)[:1000]} if said else {}
+
+
+def _encoded(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
+    """Header values that are not Latin-1 (never expected: every one is built to be ASCII)
+    are sent with `?` in place of what cannot be encoded, rather than failing the answer."""
+    return [
+        (name.lower().encode("latin-1", "replace"), value.encode("latin-1", "replace"))
+        for name, value in (headers or {}).items()
+    ]
+
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -38,10 +59,7 @@ class JSONBody(Response):
             (b"content-length", str(len(body)).encode()),
         ]
         if headers:
-            self.raw_headers += [
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in headers.items()
-            ]
+            self.raw_headers += _encoded(headers)
 
 
 class EventStream(Response):
@@ -53,10 +71,7 @@ class EventStream(Response):
         self.stream = body
         self.status_code = 200
         self.background = None
-        self.raw_headers = _HEADERS + [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in (headers or {}).items()
-        ]
+        self.raw_headers = _HEADERS + _encoded(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         del scope  # nothing in it changes how a stream is relayed
@@ -75,7 +90,14 @@ class EventStream(Response):
 
         watcher = asyncio.create_task(watch())
         try:
+            # The relay runs before the headers go out, so whatever ends this response finds
+            # it started: an async generator closed before its first step runs none of its
+            # handlers, and a stream its client left at once would go unmetered. (Its first
+            # event is in already: `resilience` reads it before answering.)
+            first = await anext(self.stream, b"")
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
             async for chunk in self.stream:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             streaming = False

@@ -201,6 +201,11 @@ class CounterStore(Protocol):
         """Drop holds, add what was actually used; returns each counter's new value."""
         ...
 
+    async def extend(self, members: list[tuple[str, str]], expiry_ms: int) -> None:
+        """Move the expiry of these (counter, member) holds to `expiry_ms`, where they are
+        still held (one that expired or was settled meanwhile stays gone)."""
+        ...
+
 
 class MemoryCounterStore:
     """The embedded default's store: one process, so the event loop makes each call atomic."""
@@ -275,6 +280,12 @@ class MemoryCounterStore:
             self._values[item.counter] = (current + item.actual, now + item.ttl_seconds)
             after.append(current + item.actual)
         return after
+
+    async def extend(self, members: list[tuple[str, str]], expiry_ms: int) -> None:
+        for counter, member in members:
+            holds = self._holds.get(counter, {})
+            if member in holds:
+                holds[member] = (holds[member][0], expiry_ms)
 
 
 class RedisCounterStore:
@@ -354,6 +365,12 @@ class RedisCounterStore:
             raise Unseeded(result[1] - 1)
         count = len(requests)
         return Leased(result[0] == 1, result[1 : count + 1], result[count + 1 :])
+
+    async def extend(self, members: list[tuple[str, str]], expiry_ms: int) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for counter, member in members:  # XX: never brings back a hold that is gone
+            pipe.zadd(f"{self._prefix}{counter}:holds", {member: expiry_ms}, xx=True)
+        await pipe.execute()
 
     async def release(
         self, settlements: list[Settlement], journal: tuple[str, bytes] | None = None

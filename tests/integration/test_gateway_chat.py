@@ -59,18 +59,21 @@ class TestNonStreaming:
         assert usage["totals"]["cached_input_tokens"] == 2304
         assert usage["totals"]["output_tokens"] == 1093
 
-    async def test_unknown_fields_pass_through_untouched(
+    async def test_known_fields_pass_through_untouched_and_unknown_ones_are_dropped(
         self, http: httpx.AsyncClient, upstream: FakeUpstream
     ):
         _, headers = await _user(http)
-        extra = {"metadata": {"a": "b"}, "some_new_param": [1, 2], "temperature": 0.2}
-        await http.post(
+        known = {"metadata": {"a": "b"}, "temperature": 0.2, "seed": 7, "verbosity": "low"}
+        response = await http.post(
             "/v1/chat/completions",
-            json={"model": "gpt-4o", "messages": HELLO, **extra},
+            json={"model": "gpt-4o", "messages": HELLO, "some_new_param": [1, 2], **known},
             headers=headers,
         )
-        for name, value in extra.items():
+        assert response.status_code == 200
+        for name, value in known.items():
             assert upstream.seen[-1].body[name] == value
+        assert "some_new_param" not in upstream.seen[-1].body
+        assert "some_new_param" in response.headers["x-tollgate-warning"]
 
     async def test_deepseek_cache_hits_are_billed_at_the_cached_price(
         self, http: httpx.AsyncClient, upstream: FakeUpstream

@@ -58,7 +58,7 @@ def _price(
 
 
 class TestAnthropicPassthrough:
-    async def test_body_betas_and_unknown_fields_reach_anthropic_unchanged(
+    async def test_body_and_betas_reach_anthropic_unchanged_less_unknown_fields(
         self, every_http: httpx.AsyncClient, claude: FakeAnthropic
     ):
         _, headers = await _key(every_http)
@@ -82,7 +82,9 @@ class TestAnthropicPassthrough:
         assert response.json()["provider"] == "anthropic"
         assert response.json()["content"][0]["text"] == "You said: Hello"
         seen = claude.seen[-1]
-        assert seen.body == {**body, "model": "claude-sonnet-4-20250514"}
+        known = {k: v for k, v in body.items() if k != "some_future_field"}
+        assert seen.body == {**known, "model": "claude-sonnet-4-20250514"}
+        assert "some_future_field" in response.headers["x-tollgate-warning"]
         assert seen.headers["anthropic-beta"] == betas
         assert seen.headers["x-api-key"] == anthropic_upstream.API_KEY  # never the client's key
 

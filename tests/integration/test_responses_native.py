@@ -44,7 +44,6 @@ AGENT_BODY: dict[str, Any] = {
     "text": {"verbosity": "low"},
     "store": False,
     "prompt_cache_key": "session-42",
-    "a_field_from_next_year": {"x": 1},
 }  # fmt: skip
 
 
@@ -84,6 +83,16 @@ class TestPassthrough:
         assert seen.path == "/openai/v1/responses"
         assert seen.body == {**AGENT_BODY, "stream": stream}
         assert "x-tollgate-warning" not in response.headers
+
+    async def test_a_field_the_gateway_does_not_know_is_dropped_and_named(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        headers = await _key(http)
+        body = {**AGENT_BODY, "a_field_from_next_year": {"x": 1}}
+        response = await http.post("/v1/responses", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert upstream.seen[-1].body == AGENT_BODY
+        assert "a_field_from_next_year" in response.headers["x-tollgate-warning"]
 
     async def test_the_answer_is_openais_with_the_provider_named(
         self, http: httpx.AsyncClient, upstream: FakeUpstream

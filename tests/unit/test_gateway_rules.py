@@ -208,3 +208,30 @@ class TestHolds:
         with pytest.raises(Unseeded) as missing:
             await store.reserve("x", [HoldRequest("a", 10, 0), HoldRequest("b", 1, 1)], 2**50, 60)
         assert missing.value.index == 1
+
+
+class TestLongContextPrices:
+    def test_a_long_prompt_bills_every_token_at_the_long_context_tier(self):
+        pro = Catalog.build().resolve("gemini-2.5-pro").entry.price
+        short = Usage(input_tokens=200_000, output_tokens=1_000)
+        long = Usage(input_tokens=200_001, output_tokens=1_000)
+        assert cost_micros(short, pro) == 200_000 * 125 // 100 + 10_000  # $1.25 / $10
+        assert cost_micros(long, pro) == 200_001 * 250 // 100 + 15_000 + 1  # $2.50 / $15
+
+    def test_the_reservation_prices_a_long_prompt_at_the_tier(self):
+        pro = Catalog.build().resolve("gemini-2.5-pro").entry.price
+        limit = Limit("spend_usd", "month", 10_000_000)
+        demand = Demand(input_tokens=300_000, max_output_tokens=1_000, price=pro)
+        assert worst_case(limit, demand, 1_000) == 300_000 * 250 // 100 + 15_000
+
+
+class TestDatedSnapshots:
+    def test_a_snapshot_with_its_own_price_is_not_priced_as_its_family(self):
+        catalog = Catalog.build()
+        old = catalog.resolve("gpt-4o-2024-05-13")
+        assert (old.entry.price.input, old.entry.price.output) == (5_000_000, 15_000_000)
+        assert old.upstream_model == "gpt-4o-2024-05-13"
+
+    def test_an_unknown_snapshot_is_refused(self):
+        with pytest.raises(InvalidModel):
+            Catalog.build().resolve("gpt-4o-2023-01-01")

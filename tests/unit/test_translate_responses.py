@@ -4,6 +4,7 @@ each client family in a shape the official SDKs accept."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import anthropic as anthropic_sdk
 import pytest
@@ -131,7 +132,7 @@ class TestAnthropicResponses:
         usage = anthropic.parse_response(body).usage
         assert usage == Usage(3100, 1000, 50, cache_write_input_tokens=2000)
         sonnet = Catalog.build().resolve("claude-sonnet-4").entry.price
-        assert sonnet == Price(
+        assert replace(sonnet, long_context=None) == Price(
             3_000_000, 300_000, 15_000_000, cache_write=3_750_000, web_search=10_000
         )
         # 100 x 3 + 1000 x 0.30 + 2000 x 3.75 + 50 x 15 = 8850 micro-USD
@@ -260,7 +261,7 @@ class TestCacheWritePrices:
             "claude-3-5-haiku-20241022": {"cache_write": 1_200_000},
         })  # fmt: skip
         sonnet = catalog.resolve("claude-sonnet-4").entry.price
-        assert sonnet == Price(
+        assert replace(sonnet, long_context=None) == Price(
             2_000_000, 300_000, 15_000_000, cache_write=3_750_000, web_search=10_000
         )
         haiku = catalog.resolve("claude-3-5-haiku-20241022").entry.price

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from api.gateway import usage as usage_rules
 from api.gateway.pipeline import Call
 from api.gateway.pricing import Usage
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream, done_with
-from api.gateway.relay import EventStream, JSONBody
+from api.gateway.relay import EventStream, JSONBody, warning_header
 from api.gateway.sse import SSEEvent
 from api.gateway.tokens import count_text
 from api.gateway.translate import (
@@ -57,10 +56,8 @@ logger = logging.getLogger("tollgate.gateway")
 
 # Every provider dialect an endpoint reaches through this module (`ProviderRegistry.get`).
 DIALECTS = ("openai", "anthropic", "gemini")
-WARNING_HEADER = "X-Tollgate-Warning"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _DONE = b"data: [DONE]\n\n"
-_UNSAFE_HEADER_CHARS = re.compile(r"[^\x20-\x7e]")
 
 
 class Encoder(Protocol):
@@ -173,10 +170,7 @@ def upstream_request(call: Call, request: ir.ChatRequest, *, stream: bool) -> Up
 
 def warning_headers(request: ir.ChatRequest) -> dict[str, str]:
     """What translation dropped (built-in tools, unsupported options), for the client to see."""
-    if not request.warnings:
-        return {}
-    said = "; ".join(request.warnings)
-    return {WARNING_HEADER: _UNSAFE_HEADER_CHARS.sub("?", said)[:1000]}
+    return warning_header(request.warnings)
 
 
 def unread_request(model: str, *parts: Any) -> ir.ChatRequest:
@@ -401,6 +395,29 @@ class _Relay:
         return self.output.end(self.event, self.before, terminal)
 
 
+class DecodedUsage:
+    """A stream's final usage, read through its dialect's decoder (which has seen the events
+    relayed so far: Anthropic's input count comes first, its output count last)."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        self._decoder = decoder
+
+    def feed(self, event: SSEEvent) -> Usage | None:
+        return self._final(self._decoder.feed(event))
+
+    def end(self) -> Usage | None:
+        return self._final(self._decoder.close())
+
+    @staticmethod
+    def _final(items: list[ir.StreamEvent]) -> Usage | None:
+        for item in items:
+            if isinstance(item, ir.MessageEnd):
+                return item.usage
+            if isinstance(item, ir.StreamError):  # what it billed is not known
+                raise UpstreamError(item.message or "The stream failed.")
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Passed:
     """Upstream events of one type relayed as they are, never decoded unless a cut-off stream
@@ -440,9 +457,8 @@ async def relay_events(
             if chunk:
                 chunks.append(chunk)
     except (asyncio.CancelledError, GeneratorExit):
-        # The client went away: upstream is cancelled, the output so far is billed.
-        stream.close()
-        call.finish_soon(relay.usage_so_far(), status=499)
+        # The client went away: read on for the usage upstream bills (`Call.abandon`).
+        call.abandon(stream, DecodedUsage(decoder), relay.usage_so_far())
         raise
     except Exception as exc:
         failure = exc if isinstance(exc, AppError) else UpstreamError("The stream failed.")

@@ -47,6 +47,10 @@ class UpstreamResponse:
 class UpstreamStream(Protocol):
     def events(self) -> AsyncIterator[SSEEvent]: ...
 
+    def rest(self) -> AsyncIterator[SSEEvent]:
+        """The events not read yet, after a reader of `events()` was interrupted."""
+        ...
+
     def release(self) -> None:
         """Its last event was read: the connection is kept for another request."""
         ...

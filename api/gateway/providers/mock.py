@@ -156,12 +156,14 @@ class MockReply:
 
 class MockStream:
     def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = chunks
+        self._chunks = [*chunks, b"[DONE]"]
 
     async def events(self) -> AsyncIterator[SSEEvent]:
-        for chunk in self._chunks:
-            yield SSEEvent(chunk)
-        yield SSEEvent(b"[DONE]")
+        while self._chunks:
+            yield SSEEvent(self._chunks.pop(0))
+
+    def rest(self) -> AsyncIterator[SSEEvent]:
+        return self.events()
 
     def release(self) -> None:
         self._chunks = []

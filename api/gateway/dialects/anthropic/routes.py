@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from api.auth.service import Principal
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest, UpstreamError
+from api.gateway import exposure as exposure_rules
 from api.gateway import resilience
 from api.gateway.dialects import translated
 from api.gateway.dialects.openai.routes import read_json_object
@@ -91,12 +92,14 @@ async def create_message(request: Request) -> Response:
     try:
         body = await read_json_object(request)
         stream = _check_body(body)
+        exposure = exposure_rules.messages(body, gateway.unknown_fields)
     except AppError as error:  # a bad body is still a request of this key's: log it, at no cost
         record_refusal(gateway, principal, request_id, MESSAGES_PATH, "", "", error)
         raise
     call = await start_call(
         gateway, principal, request_id, MESSAGES_PATH, body["model"], budget_view(body),
         dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
+        exposure=exposure,
     )  # fmt: skip
     headers = forwarded_headers(request)
     if call.trace is None:

@@ -19,6 +19,7 @@ from fastapi.responses import Response
 
 from api.deps import GatewayDep, GatewayPrincipal, gateway_principal
 from api.errors import AppError, InvalidRequest, UpstreamError, openai_body
+from api.gateway import exposure as exposure_rules
 from api.gateway import resilience
 from api.gateway import usage as usage_rules
 from api.gateway.dialects import translated
@@ -26,6 +27,8 @@ from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upst
 from api.gateway.pricing import Usage
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream, done_with
 from api.gateway.relay import EventStream, JSONBody
+from api.gateway.sse import SSEEvent
+from api.kit.json_depth import check_depth
 
 router = APIRouter(tags=["gateway"])
 logger = logging.getLogger("tollgate.gateway")
@@ -42,6 +45,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    check_depth(raw, body)
     return body
 
 
@@ -79,12 +83,14 @@ async def create_chat_completion(request: Request) -> Response:
     try:
         body = await read_json_object(request)
         stream = _check_chat_body(body)
+        exposure = exposure_rules.chat(body, gateway.unknown_fields)
     except AppError as error:  # a bad body is still a request of this key's: log it, at no cost
         record_refusal(gateway, principal, request_id, CHAT_PATH, "", "", error)
         raise
     call = await start_call(
         gateway, principal, request_id, CHAT_PATH, body["model"], body,
         dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
+        exposure=exposure,
     )  # fmt: skip
     if call.trace is None:
         return await _answer(call, body, stream)
@@ -173,9 +179,8 @@ async def _relay_chat(
         else:  # the body ended without `[DONE]`
             raise UpstreamError(f"The {call.provider.name} stream ended before it was complete.")
     except (asyncio.CancelledError, GeneratorExit):
-        # The client went away: upstream is cancelled, the output so far is billed.
-        stream.close()
-        call.finish_soon(final_usage(), status=499)
+        # The client went away: read on for the usage upstream bills (`Call.abandon`).
+        call.abandon(stream, ChatUsage(), final_usage())
         raise
     except Exception as exc:
         failure = exc if isinstance(exc, AppError) else UpstreamError("The stream failed.")
@@ -189,6 +194,22 @@ async def _relay_chat(
     # metered: a client that leaves now cannot cut the metering short.
     frames.append(tail)
     yield b"".join(frames)
+
+
+class ChatUsage:
+    """A chat stream's usage, from the chunk that reports it (asked for on every stream)."""
+
+    def feed(self, event: SSEEvent) -> Usage | None:
+        if b'"usage"' not in event.data:
+            return None
+        try:
+            reported = orjson.loads(event.data).get("usage")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        return usage_rules.from_openai(reported) if isinstance(reported, dict) else None
+
+    def end(self) -> Usage | None:
+        return None
 
 
 def _usage_chunk(data: bytes, provider: str, client_wants_usage: bool) -> tuple[Usage | None, bool]:

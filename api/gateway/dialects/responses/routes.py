@@ -28,12 +28,13 @@ from fastapi.responses import Response
 
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest
+from api.gateway import exposure as exposure_rules
 from api.gateway import resilience
 from api.gateway.dialects import translated
 from api.gateway.dialects.openai.routes import read_json_object
 from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
-from api.gateway.relay import EventStream, JSONBody
+from api.gateway.relay import EventStream, JSONBody, warning_header
 from api.gateway.sse import SSEEvent, frame
 from api.gateway.translate import ir, responses, responses_stream
 
@@ -103,12 +104,14 @@ async def create_response(request: Request) -> Response:
     try:
         body = await read_json_object(request)
         stream = _check_body(body)
+        exposure = exposure_rules.responses(body, gateway.unknown_fields)
     except AppError as error:  # a bad body is still a request of this key's: log it, at no cost
         record_refusal(gateway, principal, request_id, RESPONSES_PATH, "", "", error)
         raise
     call = await start_call(
         gateway, principal, request_id, RESPONSES_PATH, body["model"], budget_view(body),
         dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
+        exposure=exposure,
     )  # fmt: skip
     if call.trace is None:
         return await _answer(call, body, stream)
@@ -126,8 +129,7 @@ async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
     async with call.failures_recorded():
         if stream:
             opened = await call.provider.open_stream(upstream)
-            headers = {**call.response_headers, **_warning(dropped)}
-            return EventStream(_relay(call, out, opened), headers)
+            return EventStream(_relay(call, out, opened), _headers(call, dropped))
         answer = await call.provider.send(upstream)
         payload = translated.json_answer(answer.body, call.provider.name)
         usage = responses.usage_from(payload.get("usage"))
@@ -135,7 +137,7 @@ async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
             usage = translated.estimated_usage(usage, _parsed(out, call), _output_text(payload))
         await call.finish(usage)
     payload["provider"] = call.provider.name
-    return JSONBody(orjson.dumps(payload), {**call.response_headers, **_warning(dropped)})
+    return JSONBody(orjson.dumps(payload), _headers(call, dropped))
 
 
 def _drop_fee_tools(out: dict[str, Any]) -> list[str]:
@@ -169,11 +171,15 @@ def _kept(tool: Any, dropped: list[str]) -> bool:
     return not (isinstance(tool, dict) and tool.get("type") in dropped)
 
 
-def _warning(dropped: list[str]) -> dict[str, str]:
-    if not dropped:
-        return {}
-    said = "; ".join(f"tool type {kind!r} dropped: billed per call" for kind in dropped)
-    return {translated.WARNING_HEADER: said[:1000]}
+def _headers(call: Call, dropped: list[str]) -> dict[str, str]:
+    """The call's headers, its warning naming the hosted tools dropped too."""
+    headers = call.response_headers
+    if dropped:
+        said = [f"tool type {kind!r} dropped: billed per call" for kind in dropped]
+        if call.exposure is not None:
+            said = call.exposure.warnings + said
+        headers.update(warning_header(said))
+    return headers
 
 
 def _parsed(body: dict[str, Any], call: Call) -> ir.ChatRequest:

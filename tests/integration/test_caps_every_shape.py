@@ -1,0 +1,208 @@
+"""A hard cap holds for every request shape a client can send (SPEC §7, `api/gateway/exposure.py`).
+
+An upstream that bills each request the most its fields allow (`tests/fakes/max_bill.py`),
+and answers slowly enough that all are in flight at once, is sent 20 concurrent requests of
+one shape on a key capped at four and a half of them: the spend recorded, and so what the
+upstream billed, stays within the cap. (A cap of one would not tell: a reservation that
+undercounts by less than half still admits just one. Here undercounting by a fifth, as cache
+writes billed as plain input would, admits five.)
+Fields with no known bound are refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from api.app import create_app
+from api.settings import Settings
+from tests.factories.chat import HELLO
+from tests.factories.tenants import bearer, create_key, create_tenant
+from tests.factories.usage import usage_when_settled
+from tests.fakes.max_bill import MaxBiller
+from tests.fakes.server import serve_in_thread
+
+SYSTEM = [{"type": "text", "text": "Be brief. " * 2_000}]  # cache writes are of input
+PDF = {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}
+SEARCH = {"type": "web_search_20250305", "name": "web_search"}
+
+SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat n": ("/v1/chat/completions",
+               {"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": 200, "n": 8}),
+    "cache writes, 5 minutes": ("/v1/messages", {
+        "model": "claude-sonnet-4", "max_tokens": 50, "messages": HELLO,
+        "system": [{**SYSTEM[0], "cache_control": {"type": "ephemeral"}}]}),
+    "cache writes, 1 hour": ("/v1/messages", {
+        "model": "claude-sonnet-4", "max_tokens": 50, "messages": HELLO,
+        "system": [{**SYSTEM[0], "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}),
+    "web search without max_uses": ("/v1/messages", {
+        "model": "claude-sonnet-4", "max_tokens": 50, "messages": HELLO, "tools": [SEARCH]}),
+    "web search with max_uses": ("/v1/messages", {
+        "model": "claude-sonnet-4", "max_tokens": 50, "messages": HELLO,
+        "tools": [{**SEARCH, "max_uses": 3}]}),
+    "web fetch": ("/v1/messages", {
+        "model": "claude-sonnet-4", "max_tokens": 50, "messages": HELLO,
+        "tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]}),
+    "document by URL": ("/v1/messages", {
+        "model": "claude-sonnet-4", "max_tokens": 50,
+        "messages": [{"role": "user", "content": [PDF, {"type": "text", "text": "Sum up."}]}]}),
+    "Responses input file": ("/v1/responses", {
+        "model": "gpt-4o", "max_output_tokens": 50, "input": [{"role": "user", "content": [
+            {"type": "input_file", "file_url": "https://example.com/a.pdf"}]}]}),
+    "long context": ("/v1/messages", {
+        "model": "claude-sonnet-4", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "word " * 50_000}]}),
+    "dated snapshot": ("/v1/chat/completions",
+                       {"model": "gpt-4o-2024-05-13", "messages": HELLO, "max_tokens": 300}),
+}  # fmt: skip
+
+REFUSED: dict[str, tuple[str, dict[str, Any], str]] = {
+    "chat web_search_options": ("/v1/chat/completions", {"web_search_options": {}},
+                                "web_search_options"),
+    "chat priority tier": ("/v1/chat/completions", {"service_tier": "priority"}, "service_tier"),
+    "chat audio output": ("/v1/chat/completions", {"modalities": ["text", "audio"]},
+                          "modalities"),
+    "chat predicted output": ("/v1/chat/completions",
+                              {"prediction": {"type": "content", "content": "x"}}, "prediction"),
+    "chat n out of range": ("/v1/chat/completions", {"n": 0}, "n"),
+    "messages MCP servers": ("/v1/messages", {"mcp_servers": [{"type": "url", "url": "x"}]},
+                             "mcp_servers"),
+    "messages code execution": ("/v1/messages",
+                                {"tools": [{"type": "code_execution_20250522", "name": "c"}]},
+                                "tools[0]"),
+    "messages search max_uses too high": ("/v1/messages", {"tools": [{**SEARCH, "max_uses": 500}]},
+                                          "tools[0].max_uses"),
+    "Responses MCP tool": ("/v1/responses", {"tools": [{"type": "mcp", "server_label": "x"}]},
+                           "tools[0]"),
+    "Responses stored prompt": ("/v1/responses", {"prompt": {"id": "pmpt_1"}}, "prompt"),
+    "unknown dated snapshot": ("/v1/chat/completions", {"model": "gpt-4o-2023-01-01"}, "model"),
+}  # fmt: skip
+BASES = {
+    "/v1/chat/completions": {"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": 10},
+    "/v1/messages": {"model": "claude-sonnet-4", "messages": HELLO, "max_tokens": 10},
+    "/v1/responses": {"model": "gpt-4o", "input": "Hi", "max_output_tokens": 10},
+}
+
+
+@pytest.fixture(scope="module")
+def biller() -> Iterator[tuple[MaxBiller, str]]:
+    fake = MaxBiller()
+    with serve_in_thread(fake.app()) as url:
+        yield fake, url
+
+
+@pytest.fixture
+async def gateway(settings: Settings, biller: tuple[MaxBiller, str]) -> Any:
+    fake, url = biller
+    fake.seen.clear()
+    fake.billed.clear()
+    fake.delay_seconds = 0.0
+    configured = settings.model_copy(
+        update={
+            "openai_api_key": SecretStr("sk-operator"),
+            "openai_base_url": f"{url}/openai/v1",
+            "anthropic_api_key": SecretStr("sk-ant-operator"),
+            "anthropic_base_url": f"{url}/anthropic",
+        }
+    )
+    with serve_in_thread(create_app(configured)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            yield http, fake
+
+
+async def _spend(http: httpx.AsyncClient, tenant: Any, requests: int) -> int:
+    usage = await usage_when_settled(http, tenant, requests)
+    spent: int = usage["totals"]["cost_micros"]
+    return spent
+
+
+class TestEveryShapeUnderACap:
+    @pytest.mark.parametrize("shape", list(SHAPES))
+    async def test_twenty_concurrent_requests_stay_within_a_cap_of_four_and_a_half(
+        self, gateway: tuple[httpx.AsyncClient, MaxBiller], shape: str
+    ):
+        http, fake = gateway
+        path, body = SHAPES[shape]
+        # What one request of this shape costs when the upstream bills all it may.
+        free = await create_tenant(http)
+        alone = await create_key(http, free)
+        response = await http.post(path, json=body, headers=bearer(alone["secret"]))
+        assert response.status_code == 200, response.text
+        one = await _spend(http, free, 1)
+        assert one > 0
+
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant, max_spend_usd=4.5 * one / 1_000_000)
+        before = len(fake.seen)
+        fake.delay_seconds = 0.5
+        statuses = Counter(
+            await asyncio.gather(
+                *(
+                    _status(http.post(path, json=body, headers=bearer(key["secret"])))
+                    for _ in range(20)
+                )
+            )
+        )
+        assert set(statuses) <= {200, 402}, statuses
+        assert statuses[200] >= 1
+        assert len(fake.seen) - before == statuses[200]
+        assert await _spend(http, tenant, 20) <= 4.5 * one
+
+    async def test_a_search_tool_without_max_uses_is_sent_with_the_default(
+        self, gateway: tuple[httpx.AsyncClient, MaxBiller]
+    ):
+        http, fake = gateway
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant)
+        _, body = SHAPES["web search without max_uses"]
+        response = await http.post("/v1/messages", json=body, headers=bearer(key["secret"]))
+        assert response.status_code == 200, response.text
+        assert fake.seen[-1]["tools"] == [{**SEARCH, "max_uses": 5}]
+        # Five searches at $10 per thousand, on top of the tokens.
+        assert fake.billed[-1]["server_tool_use"] == {"web_search_requests": 5}
+
+    async def test_a_dated_snapshot_is_billed_at_its_own_price(
+        self, gateway: tuple[httpx.AsyncClient, MaxBiller]
+    ):
+        http, fake = gateway
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant)
+        _, body = SHAPES["dated snapshot"]
+        response = await http.post("/v1/chat/completions", json=body, headers=bearer(key["secret"]))
+        assert response.status_code == 200, response.text
+        assert fake.seen[-1]["model"] == "gpt-4o-2024-05-13"  # never stripped of its date
+        billed = fake.billed[-1]
+        # $5 in, $15 out per million: this snapshot's own price, twice gpt-4o's input.
+        expected = billed["prompt_tokens"] * 5 + billed["completion_tokens"] * 15
+        assert await _spend(http, tenant, 1) == expected
+
+
+class TestRefusedFields:
+    @pytest.mark.parametrize("case", list(REFUSED))
+    async def test_a_field_without_a_known_bound_is_refused_naming_it(
+        self, gateway: tuple[httpx.AsyncClient, MaxBiller], case: str
+    ):
+        http, fake = gateway
+        path, extra, param = REFUSED[case]
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant)
+        response = await http.post(
+            path, json={**BASES[path], **extra}, headers=bearer(key["secret"])
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error.get("param", param) == param, error
+        assert param.split("[")[0] in error["message"]
+        assert fake.seen == []
+
+
+async def _status(request: Any) -> int:
+    response = await request
+    status: int = response.status_code
+    return status
