@@ -155,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_total=settings.retry_max_total_seconds,
                 cooldown=settings.cooldown_seconds,
             ),
+            unknown_fields=settings.unknown_fields,
         )
         turn_services = await TurnServices.start(
             settings, sessionmaker, redis, gateway, webhook_client, secret_box

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -114,6 +114,11 @@ class Settings(BaseSettings):
 
     # The model catalog from TOML: [models."<id>"] provider/input/cached_input/output/…
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    # Top-level fields of a proxied request that Tollgate does not know what they cost
+    # (docs/decisions/0002-unknown-request-fields.md): dropped and named in X-Tollgate-Warning,
+    # passed to the same-family upstream, or refused with 400.
+    unknown_fields: Literal["drop", "pass", "refuse"] = "drop"
 
     # Requests larger than this are refused with 413 before they are parsed.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)

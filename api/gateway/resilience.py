@@ -220,6 +220,10 @@ class PrimedStream:
         async for event in self._iterator:
             yield event
 
+    def rest(self) -> AsyncIterator[SSEEvent]:
+        rest: AsyncIterator[SSEEvent] = self._stream.rest()
+        return rest
+
     def release(self) -> None:
         self._stream.release()
 

@@ -1,22 +1,25 @@
 """An upstream that bills every request the most its fields allow (OpenAI chat and Responses,
 Anthropic Messages), for testing that a cap holds for every request shape.
 
-It answers at once, non-streaming, with usage at the ceiling of what the request permits:
+It answers with usage at the ceiling of what the request permits:
 every output token of every answer (`n`), the prompt at its byte bound (no tokenizer counts
 more), the whole context window once a server tool or a document may fill it, every input
 token written to the cache at the dearest write a `cache_control` asks for, and every web
 search `max_uses` allows (unbounded when the request sets none). It records what it billed.
+A stream sends one short text event, then, `delay_seconds` later, its usage: nearly all of
+the output is reasoning the client never sees (a thinking model's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from api.gateway.tokens import prompt_token_bound
@@ -57,9 +60,11 @@ class MaxBiller:
             tokens = max(tokens, CONTEXT[body["model"]])
         return tokens
 
-    async def _chat(self, request: Request) -> JSONResponse:
+    async def _chat(self, request: Request) -> JSONResponse | StreamingResponse:
         body = await request.json()
         self.seen.append(body)
+        if body.get("stream"):
+            return StreamingResponse(self._chat_stream(body), media_type="text/event-stream")
         await asyncio.sleep(self.delay_seconds)
         choices = body.get("n") or 1
         output = (body.get("max_completion_tokens") or body["max_tokens"]) * choices
@@ -75,6 +80,29 @@ class MaxBiller:
             {"id": "chatcmpl-max", "object": "chat.completion", "created": 1,
              "model": body["model"], "choices": [choice], "usage": usage}
         )  # fmt: skip
+
+    async def _chat_stream(self, body: dict[str, Any]) -> Any:
+        def chunk(delta: dict[str, Any], **extra: Any) -> bytes:
+            data = {
+                "id": "chatcmpl-max",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": body["model"],
+                "choices": [{"index": 0, "delta": delta}],
+                **extra,
+            }
+            return b"data: " + json.dumps(data).encode() + b"\n\n"  # fmt: skip
+
+        yield chunk({"role": "assistant", "content": "Hi"})
+        await asyncio.sleep(self.delay_seconds)
+        output = body.get("max_completion_tokens") or body["max_tokens"]
+        usage = {"prompt_tokens": self._input(body, *body["messages"]), "completion_tokens": output,
+                 "completion_tokens_details": {"reasoning_tokens": output - 1}}  # fmt: skip
+        self.billed.append({"model": body["model"], **usage})
+        yield chunk({}, usage=None) + b"data: " + json.dumps(
+            {"id": "chatcmpl-max", "object": "chat.completion.chunk", "created": 1,
+             "model": body["model"], "choices": [], "usage": usage}
+        ).encode() + b"\n\ndata: [DONE]\n\n"  # fmt: skip
 
     async def _responses(self, request: Request) -> JSONResponse:
         body = await request.json()
@@ -96,9 +124,11 @@ class MaxBiller:
              "model": body["model"], "output": [item], "usage": usage}
         )  # fmt: skip
 
-    async def _messages(self, request: Request) -> JSONResponse:
+    async def _messages(self, request: Request) -> JSONResponse | StreamingResponse:
         body = await request.json()
         self.seen.append(body)
+        if body.get("stream"):
+            return StreamingResponse(self._messages_stream(body), media_type="text/event-stream")
         await asyncio.sleep(self.delay_seconds)
         tools = body.get("tools") or []
         searches = 0
@@ -133,3 +163,28 @@ class MaxBiller:
              "content": [{"type": "text", "text": "x"}], "stop_reason": "max_tokens",
              "stop_sequence": None, "usage": usage}
         )  # fmt: skip
+
+    async def _messages_stream(self, body: dict[str, Any]) -> Any:
+        def event(kind: str, data: dict[str, Any]) -> bytes:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+        prompt = self._input(body, body.get("system"), *body["messages"])
+        start = {"id": "msg_max", "type": "message", "role": "assistant", "model": body["model"],
+                 "content": [], "stop_reason": None, "stop_sequence": None,
+                 "usage": {"input_tokens": prompt, "output_tokens": 1}}  # fmt: skip
+        yield (
+            event("message_start", {"message": start})
+            + event(
+                "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+            )
+            + event(
+                "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hi"}}
+            )
+        )
+        await asyncio.sleep(self.delay_seconds)
+        usage = {"input_tokens": prompt, "output_tokens": body["max_tokens"]}
+        self.billed.append({"model": body["model"], **usage})
+        yield event("content_block_stop", {"index": 0}) + event(
+            "message_delta", {"delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+                              "usage": {"output_tokens": body["max_tokens"]}}
+        ) + event("message_stop", {})  # fmt: skip

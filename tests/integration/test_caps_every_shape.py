@@ -21,10 +21,11 @@ import pytest
 from pydantic import SecretStr
 
 from api.app import create_app
+from api.gateway import budget
 from api.settings import Settings
 from tests.factories.chat import HELLO
 from tests.factories.tenants import bearer, create_key, create_tenant
-from tests.factories.usage import usage_when_settled
+from tests.factories.usage import logs_when_settled, usage_when_settled
 from tests.fakes.max_bill import MaxBiller
 from tests.fakes.server import serve_in_thread
 
@@ -206,3 +207,64 @@ async def _status(request: Any) -> int:
     response = await request
     status: int = response.status_code
     return status
+
+
+CUT_OFF: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat to GPT": ("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": HELLO}),
+    "messages to Claude": ("/v1/messages", {"model": "claude-sonnet-4", "messages": HELLO}),
+    "chat to Claude": ("/v1/chat/completions", {"model": "claude-sonnet-4", "messages": HELLO}),
+    "thread turn to GPT": ("thread", {"model": "gpt-4o-mini", "content": "Hello"}),
+}
+
+
+class TestCutOffStreams:
+    @pytest.mark.parametrize("case", list(CUT_OFF))
+    async def test_a_stream_left_at_its_first_event_is_billed_what_upstream_produced(
+        self, gateway: tuple[httpx.AsyncClient, MaxBiller], case: str
+    ):
+        """The client leaves after the first text event; the upstream goes on to report 300
+        output tokens, all but one of them reasoning the client never saw."""
+        http, fake = gateway
+        fake.delay_seconds = 1.0
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant, max_spend_usd=10)
+        headers = bearer(key["secret"])
+        path, body = CUT_OFF[case]
+        if path == "thread":
+            thread = (await http.post("/v1/threads", json={}, headers=headers)).json()
+            path = f"/v1/threads/{thread['id']}/messages"
+        payload = {**body, "max_tokens": 300, "stream": True}
+        async with http.stream("POST", path, json=payload, headers=headers) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if "Hi" in line:
+                    break  # and hang up
+        logs = await logs_when_settled(http, tenant, 1)
+        assert logs[0]["status"] == 499
+        assert logs[0]["output_tokens"] == 300  # what the upstream reported, not what was seen
+        assert fake.billed[-1]["model"] == fake.seen[-1]["model"]
+        assert logs[0]["cost_micros"] > 0
+
+
+class TestLongRequests:
+    async def test_a_request_outliving_the_hold_time_keeps_its_hold(
+        self, gateway: tuple[httpx.AsyncClient, MaxBiller], monkeypatch: pytest.MonkeyPatch
+    ):
+        http, fake = gateway
+        body = {"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": 200}
+        free = await create_tenant(http)
+        alone = await create_key(http, free)
+        await http.post("/v1/chat/completions", json=body, headers=bearer(alone["secret"]))
+        one = await _spend(http, free, 1)
+
+        monkeypatch.setattr(budget, "HOLD_SECONDS", 0.6)  # refreshed every 0.2 s
+        fake.delay_seconds = 2.0
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant, max_spend_usd=one / 1_000_000)  # room for one
+        headers = bearer(key["secret"])
+        first = asyncio.create_task(http.post("/v1/chat/completions", json=body, headers=headers))
+        await asyncio.sleep(1.2)  # twice the hold time: only a refresh keeps it
+        second = await http.post("/v1/chat/completions", json=body, headers=headers)
+        assert second.status_code == 402, second.text
+        assert (await first).status_code == 200
+        assert await _spend(http, tenant, 2) <= one

@@ -36,6 +36,10 @@ class SSEStream:
             logger.warning("the %s stream broke off: %r", self._provider, exc)
             raise UpstreamError(f"The {self._provider} stream broke off.") from exc
 
+    def rest(self) -> AsyncIterator[SSEEvent]:
+        # The response keeps what was not read; an event cut in two by the interruption is lost.
+        return self.events()
+
     def release(self) -> None:
         self._response.release_when_done()
 
