@@ -6,6 +6,7 @@ import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import orjson
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +15,7 @@ from api.auth import service as auth_service
 from api.db import session_scope
 from api.errors import AuthenticationFailed, InsufficientScope, MissingApiKey, NotFound
 from api.gateway.pipeline import Gateway
+from api.kit.json_depth import check_depth, may_nest_too_deep
 from api.settings import Settings
 
 
@@ -110,3 +112,22 @@ async def _admin(request: Request, settings: AppSettings) -> None:
 
 
 AdminAccess = Depends(_admin)
+
+
+async def _bounded_json_body(request: Request) -> None:
+    """The body-depth bound (`api.kit.json_depth`) for bodies FastAPI parses; the proxy's
+    routes parse their own and check there."""
+    raw = await request.body()
+    if not may_nest_too_deep(raw):
+        return
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # deeper than orjson reads, NaN…: what FastAPI read, if any
+        try:
+            parsed = await request.json()  # parsed and cached already for a route with a body
+        except (ValueError, RecursionError):
+            return  # not JSON: the route says so its own way
+    check_depth(raw, parsed)
+
+
+BoundedJSONBody = Depends(_bounded_json_body)
