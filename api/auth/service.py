@@ -49,14 +49,27 @@ def _admit(
     now = utcnow()
     if secret_expires_at is not None and secret_expires_at <= now:
         raise AuthenticationFailed()
+    check_status(key, now)
+    # The cached tuple itself, not a copy: the budget keeps per-key work keyed on it.
+    limits = tenant_limits if isinstance(tenant_limits, tuple) else tuple(tenant_limits)
+    return Principal(tenant_id=key.tenant_id, key=key, tenant_limits=limits)
+
+
+def check_status(key: ApiKey, now: datetime) -> None:
     status = key.status_at(now)
     if status == "suspended":
         raise PaymentRequired()
     if status != "active":
         raise AuthenticationFailed()
-    # The cached tuple itself, not a copy: the budget keeps per-key work keyed on it.
-    limits = tenant_limits if isinstance(tenant_limits, tuple) else tuple(tenant_limits)
-    return Principal(tenant_id=key.tenant_id, key=key, tenant_limits=limits)
+
+
+async def recheck(session: AsyncSession, principal: Principal) -> None:
+    """The key's status now, read from the database (the key cache may lag by its TTL), for
+    work that outlives the request that authenticated it: the same error a new request gets."""
+    key = await ApiKeyRepository(session, principal.tenant_id).get(principal.key_id)
+    if key is None:
+        raise AuthenticationFailed()
+    check_status(key, utcnow())
 
 
 async def _lookup(

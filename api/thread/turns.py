@@ -6,7 +6,8 @@ it with a 400 when the key came with another request body, Stripe's contract); l
 trim the history; call the model through the proxy pipeline (`api.gateway.internal`: access
 control, caps, metering, one usage event per call); while it calls registered tools, run them
 through the job queue (`api.tool.runner`, concurrently within a round) and call it again, up to
-`max_tool_rounds`; then persist the user message, every assistant and tool message and the
+`max_tool_rounds` and while the key is still active (revoked or suspended meanwhile: the error
+a new request would get); then persist the user message, every assistant and tool message and the
 answer in one transaction. A failed model call persists nothing (its usage event records it).
 
 Streams carry each model call as Anthropic events (message_start … message_stop), a
@@ -28,6 +29,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.auth import service as auth_service
 from api.auth.service import Principal
 from api.db import session_scope
 from api.errors import AppError, InvalidRequest, NotFound, anthropic_body
@@ -215,25 +217,34 @@ async def stream(ctx: TurnContext, turn: Turn) -> AsyncGenerator[bytes, None]:
 
 
 async def _call_model(
-    ctx: TurnContext, turn: Turn, request: ir.ChatRequest, streaming: bool
+    ctx: TurnContext, turn: Turn, request: ir.ChatRequest, streaming: bool, *, recheck: bool
 ) -> AsyncIterator[bytes | internal.Completion]:
     principal, request_id = turn.principal, turn.request_id
-    if not streaming:
-        yield await internal.complete(ctx.gateway, principal, request_id, ENDPOINT, request)
-        return
     result = internal.StreamResult()
     encoder = anthropic_stream.StreamEncoder()
     try:
+        if recheck:
+            await _recheck_key(ctx, turn)
+        if not streaming:
+            yield await internal.complete(ctx.gateway, principal, request_id, ENDPOINT, request)
+            return
         async for event in internal.stream(
             ctx.gateway, principal, request_id, ENDPOINT, request, result
         ):
             yield encoder.feed(event)
-    except AppError as error:  # refused before the call (a cap reached in a later round)
+    except AppError as error:  # refused before a later round's call: a cap, the key's status
         if not turn.streamed:
             raise
         yield sse(anthropic_body(error), "error")
     if result.completion is not None:
         yield result.completion
+
+
+async def _recheck_key(ctx: TurnContext, turn: Turn) -> None:
+    """Tools can run for minutes: a key revoked, expired or suspended meanwhile gets no further
+    model call, and the error a new request with it would get (401 or 402)."""
+    async with session_scope(ctx.sessionmaker) as session:
+        await auth_service.recheck(session, turn.principal)
 
 
 async def _run(ctx: TurnContext, turn: Turn, *, streaming: bool) -> AsyncIterator[bytes]:
@@ -250,7 +261,7 @@ async def _run(ctx: TurnContext, turn: Turn, *, streaming: bool) -> AsyncIterato
             max_output_tokens=turn.max_output, temperature=turn.data.temperature,
         )  # fmt: skip
         done: internal.Completion | None = None
-        async for item in _call_model(ctx, turn, request, streaming):
+        async for item in _call_model(ctx, turn, request, streaming, recheck=rounds > 0):
             if isinstance(item, bytes):
                 turn.streamed = True
                 yield item

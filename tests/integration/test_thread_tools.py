@@ -3,14 +3,20 @@ job queue's worker), webhook failures, history trimming, streaming."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.auth.models import ApiKey
+from api.kit.time import utcnow
 from api.settings import Settings
 from tests.conftest import app_client
 from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
@@ -312,3 +318,71 @@ class TestFailures:
         )
         assert replayed.json() == retried.json()
         assert len((await http.get(url, headers=headers)).json()["data"]) == 2
+
+
+async def _first_tool_called(hooks: ToolHooks) -> None:
+    for _ in range(1000):  # the receiver runs in its own thread: poll it
+        if hooks.calls:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no tool was called")
+
+
+async def _change_key(
+    http: httpx.AsyncClient, engine: AsyncEngine, tenant: TenantFixture, key_id: str, how: str
+) -> None:
+    if how == "revoke":
+        response = await http.delete(f"/v1/keys/{key_id}", headers=tenant.headers)
+        assert response.status_code == 200, response.text
+    else:  # as a failed payment does (api/billing), behind the API's back
+        async with engine.begin() as connection:
+            await connection.execute(
+                update(ApiKey).where(ApiKey.id == uuid.UUID(key_id)).values(suspended_at=utcnow())
+            )
+
+
+class TestKeyChangedMidLoop:
+    @pytest.mark.parametrize(
+        ("how", "status", "code"),
+        [("revoke", 401, "invalid_api_key"), ("suspend", 402, "payment_required")],
+    )
+    async def test_the_next_model_round_gets_a_new_requests_error(
+        self, http: httpx.AsyncClient, hooks: ToolHooks, engine: AsyncEngine, how: str,
+        status: int, code: str,
+    ):  # fmt: skip
+        hooks.behaviour["lookup_city"] = "sleep:1"
+        tenant, key, headers, url = await _setup(http, hooks)
+        body = {"model": "gpt-4o-mini", "content": "go", "tools": ["lookup_city", "get_weather"]}
+        turn = asyncio.create_task(http.post(url, json=body, headers=headers))
+        await _first_tool_called(hooks)
+        await _change_key(http, engine, tenant, key["id"], how)
+        response = await turn
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+        assert [name for name, *_ in hooks.calls] == ["lookup_city"]  # no second round
+        assert (await http.get(url, headers=tenant.headers)).json()["data"] == []
+        logs = await logs_when_settled(http, tenant, 1)  # the first model call, and no other
+        assert [entry["status"] for entry in logs] == [200]
+
+    async def test_a_streamed_loop_ends_with_an_error_event(
+        self, http: httpx.AsyncClient, hooks: ToolHooks, engine: AsyncEngine
+    ):
+        hooks.behaviour["lookup_city"] = "sleep:1"
+        tenant, key, headers, url = await _setup(http, hooks)
+        body = {"model": "claude-sonnet-4", "content": "go", "stream": True,
+                "tools": ["lookup_city", "get_weather"]}  # fmt: skip
+
+        async def read() -> str:
+            async with http.stream("POST", url, json=body, headers=headers) as response:
+                assert response.status_code == 200
+                return (await response.aread()).decode()
+
+        turn = asyncio.create_task(read())
+        await _first_tool_called(hooks)
+        await _change_key(http, engine, tenant, key["id"], "revoke")
+        raw = await turn
+        assert raw.count("event: message_start") == 1
+        assert "event: error" in raw
+        assert "authentication_error" in raw
+        assert "thread.message.completed" not in raw
+        assert (await http.get(url, headers=tenant.headers)).json()["data"] == []
