@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessionmaker = create_sessionmaker(engine)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         upstream = create_client(settings, proxies)
+        tenant_upstream = create_client(settings, proxies, tenant=True)
         ledger: Ledger
         drain_task: asyncio.Task[None] | None = None
         fast_redis = None
@@ -120,13 +121,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The o200k vocabulary takes ~0.7 s to load: off the event loop, before a cut-off
         # stream or a test key first needs it.
         warm_tokenizer = asyncio.get_running_loop().run_in_executor(None, tokens.warm_up)
-        registry = ProviderRegistry(settings, upstream)
+        registry = ProviderRegistry(settings, upstream, tenant_upstream)
         base_urls = {name: config.base_url for name, config in settings.providers.items()}
 
         async def load_tenant(tenant_id: uuid.UUID) -> TenantRouting:
             async with sessionmaker() as session:
                 return await provider_service.tenant_routing(
-                    session, secret_box, registry.build, base_urls, tenant_id
+                    session, secret_box, registry.build_for_tenant, base_urls, tenant_id
                 )
 
         router = Router(
@@ -191,6 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await key_cache.close()
             await router.close()
             await upstream.close()
+            await tenant_upstream.close()
             if fast_redis is not None:
                 await fast_redis.close()
             if redis is not None:

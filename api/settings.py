@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     upstream_read_timeout_seconds: float = Field(default=300.0, gt=0)
     upstream_total_timeout_seconds: float = Field(default=900.0, gt=0)
     upstream_max_connections: int = Field(default=512, ge=1)
+    # To any one host (default: half the above), so a tenant's slow host leaves room for others.
+    upstream_max_connections_per_origin: int | None = Field(default=None, ge=1)
 
     # Upstream pools (TOML `[[upstreams.<provider>]]`), beside the TOLLGATE_*_API_KEY account.
     upstreams: dict[str, list[UpstreamAccount]] = Field(default_factory=dict)

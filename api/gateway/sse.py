@@ -4,12 +4,24 @@ It reads whatever bytes arrived (not line by line: one await per network read, n
 event) and yields each event as soon as its terminating blank line is in. Events that arrived
 in one read are marked (`more`), so a relay can write them to its client in one write: each
 goes out the moment it could, with one send per read instead of one per event.
+
+An event still waiting for its blank line is held as the reads that brought it, each searched
+once for the delimiter, and no more than `max_event_bytes` of it: an upstream that never ends a
+line gets `SSETooLarge`, not the gateway's memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
+
+# How much of one event is held while its blank line has not come. An image model's picture
+# comes as one event of a few MB (Gemini's `inlineData`, OpenAI's `partial_image_b64`).
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+
+class SSETooLarge(ValueError):
+    """An event (or one line of it) ran past `max_event_bytes` without ending."""
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, once per event
@@ -51,20 +63,48 @@ def _parse_block(block: bytes) -> SSEEvent | None:
     return SSEEvent(b"\n".join(data), event, block) if data else None
 
 
-async def parse_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEEvent]:
-    buffer = b""
+def _lf(chunk: bytes, cr: bool) -> tuple[bytes, bool]:
+    """`chunk` with CRLF line ends made LF, and whether it ended in a CR whose LF may open the
+    next read (held back until then)."""
+    if cr:
+        chunk = b"\r" + chunk
+    cr = chunk.endswith(b"\r")
+    if cr:
+        chunk = chunk[:-1]
+    return chunk.replace(b"\r\n", b"\n"), cr
+
+
+def _events(blocks: list[bytes]) -> list[SSEEvent]:
+    events = [event for block in blocks if (event := _parse_block(block)) is not None]
+    for event in events[:-1]:
+        event.more = True
+    return events
+
+
+async def parse_sse(
+    chunks: AsyncIterable[bytes], max_event_bytes: int = MAX_EVENT_BYTES
+) -> AsyncIterator[SSEEvent]:
+    pending: list[bytes] = []  # reads with no blank line in them: the start of an event
+    held = 0  # their length
+    cr = False
     async for chunk in chunks:
-        buffer += chunk
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n")
-        if b"\n\n" not in buffer:
-            continue
-        *blocks, buffer = buffer.split(b"\n\n")
-        events = [event for block in blocks if (event := _parse_block(block)) is not None]
-        for event in events[:-1]:
-            event.more = True
+        if cr or b"\r" in chunk:
+            chunk, cr = _lf(chunk, cr)
+        events: list[SSEEvent] = []
+        if b"\n\n" in chunk or (pending and chunk[:1] == b"\n" and pending[-1][-1:] == b"\n"):
+            if pending:
+                chunk = b"".join(pending) + chunk
+                pending.clear()
+                held = 0
+            *blocks, chunk = chunk.split(b"\n\n")
+            events = _events(blocks)
+        if chunk:
+            pending.append(chunk)
+            held += len(chunk)
+            if held > max_event_bytes:
+                raise SSETooLarge(f"An event ran past {max_event_bytes} bytes unended.")
         for event in events:
             yield event
-    event = _parse_block(buffer.strip(b"\n"))
-    if event is not None:
-        yield event
+    last = _parse_block(b"".join(pending).strip(b"\n"))
+    if last is not None:
+        yield last

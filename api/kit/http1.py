@@ -7,18 +7,28 @@ upstream call needs much less: one write of the request, httptools (the parser u
 `data_received`, and a future for the head. So this client is an asyncio `Protocol` per
 connection, pooled per origin with keep-alive.
 
+Why our own rather than aiohttp's, with the numbers measured for both:
+`docs/decisions/0001-own-upstream-http-client.md`.
+
 What it does: `http`/`https` (TLS with the system's trust store), keep-alive pools with an
-idle expiry, a limit on open connections, request bodies given as bytes, bodies read whole or
-relayed as they arrive (reading pauses while the reader is behind), `gzip`/`deflate` answers,
-a connect timeout, a read timeout (between bytes) and a total one. A request that finds its
-pooled connection closed by the server before any byte of the answer (the server's keep-alive
-timer ran out) goes once more on a new connection, as browsers do. Through an `http://` proxy
-when one is given (`api/kit/proxies.py` picks it from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`
-and `NO_PROXY`): HTTPS through a `CONNECT` tunnel, plain HTTP in absolute form. What it leaves
-out: redirects, cookies, HTTP/2; upstream APIs need none of them.
+idle expiry, a limit on open connections (and a lower one per origin, so one slow host cannot
+take them all), request bodies given as bytes, bodies read whole or relayed as they arrive
+(reading pauses while the reader is behind), `gzip`/`deflate` answers (inflated a step at a
+time), 1xx answers skipped, a connect timeout (Happy Eyeballs across the host's addresses:
+`api/kit/http1_connect.py`), a pool timeout (the wait for a connection), a read timeout
+(between bytes) and a total one. A request that finds its pooled connection closed by the
+server before any byte of the answer (the server's keep-alive timer ran out) goes once more on
+a new connection, as browsers do. Through an `http://` proxy when one is given
+(`api/kit/proxies.py` picks it from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`):
+HTTPS through a `CONNECT` tunnel, plain HTTP in absolute form. What it leaves out: redirects,
+cookies, HTTP/2; upstream APIs need none of them.
+
+A client made with `check_peer` (tenants' own provider hosts) connects only to addresses it
+accepts, judged after DNS. Every size an upstream controls is bounded (`Limits`,
+`api/kit/http1_limits.py`).
 
 Errors: `TimeoutError` for any timeout, `HTTPClientError` for everything else (refused or
-broken connections, an answer that is not HTTP).
+broken connections, an answer that is not HTTP or over a limit).
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from api.kit.http1_connect import PeerCheck, Resolver, open_connection, resolve
+from api.kit.http1_limits import Limits, SlotQueue
 from api.kit.proxies import Proxies, Proxy
 
 _BUFFER_HIGH = 256 * 1024  # unread answer bytes at which reading pauses
@@ -50,7 +62,8 @@ class HTTPClientError(Exception):
 class Timeouts:
     connect: float | None = None
     read: float | None = None  # the longest wait for the next byte of the answer
-    total: float | None = None  # from sending to the end of the answer (for a whole read)
+    total: float | None = None  # from the call to the end of the answer (for a whole read)
+    pool: float | None = None  # the longest wait for a connection when all are busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,20 +95,23 @@ class Response:
     `release_when_done()` waits a moment for the end first; `close()` always closes it (which
     is how an upstream generation is cancelled)."""
 
-    def __init__(self, connection: _Connection, timeouts: Timeouts) -> None:
+    def __init__(
+        self, connection: _Connection, timeouts: Timeouts, deadline: float | None, limits: Limits
+    ) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}
         self._connection: _Connection | None = connection
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
-        self._complete = False
+        self._complete = False  # the answer's last byte is in (not necessarily inflated)
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._decoder: zlib._Decompress | None = None
+        self._compressed = b""  # received, not inflated yet: reading pauses while there is any
+        self._inflated = 0
+        self._limits = limits
         self._timeouts = timeouts
-        self._deadline = (
-            connection.loop.time() + timeouts.total if timeouts.total is not None else None
-        )
+        self._deadline = deadline
         self._tail: asyncio.TimerHandle | None = None  # set while `release_when_done` waits
         self._timer: asyncio.TimerHandle | None = None  # one for all the reader's waits: `_expire`
         self._wait_started = 0.0
@@ -109,9 +125,12 @@ class Response:
                 self.close()
             return
         if self._decoder is not None:
-            data = self._decoder.decompress(data)
-            if not data:
-                return
+            self._compressed += data  # empty, or a step's left-over (one read at most)
+            self._inflate_or_refuse()
+            return
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
         self._chunks.append(data)
         self._buffered += len(data)
         connection = self._connection
@@ -119,11 +138,41 @@ class Response:
             connection.pause_reading()
         self._wake()
 
+    def _inflate_or_refuse(self) -> None:
+        """Inflate the next step of a compressed body: at most a buffer's worth at a time,
+        the rest of the input kept (and reading paused) until the reader has taken it, so a
+        few KB that inflate to GBs are never held whole."""
+        decoder = self._decoder
+        assert decoder is not None
+        data = decoder.decompress(self._compressed, _BUFFER_HIGH)
+        self._compressed = decoder.unconsumed_tail
+        connection = self._connection
+        if self._compressed and connection is not None:
+            connection.pause_reading()
+        if self._complete and not self._compressed:
+            data += decoder.flush()
+            self._decoder = None
+        self._inflated += len(data)
+        if self._inflated > self._limits.max_decompressed_bytes:
+            limit = self._limits.max_decompressed_bytes
+            self._refuse(HTTPClientError(f"The upstream's answer inflates to over {limit} bytes."))
+        elif data:
+            self._take(data)
+
+    def _refuse(self, error: HTTPClientError) -> None:
+        """Break the answer off with `error` (the reader gets it once it has taken what is in)
+        and drop its connection."""
+        if self._error is None:
+            self._error = error
+        self._wake()
+        self.close()
+
     def _finish(self) -> None:
-        if self._decoder is not None:
+        if self._decoder is not None and not self._compressed:
             tail = self._decoder.flush()
+            self._decoder = None
             if tail:
-                self._chunks.append(tail)
+                self._take(tail)  # (bounded: input that inflated whole leaves a few KB)
         self._complete = True
         self._disarm()
         if self._tail is not None:
@@ -147,8 +196,20 @@ class Response:
     # What the caller does.
 
     async def read(self) -> bytes:
-        """The whole body (within the total timeout)."""
-        parts = [chunk async for chunk in self.chunks()]
+        """The whole body (within the total timeout), up to the client's `max_body_bytes`."""
+        limit = self._limits.max_body_bytes
+        length = self.headers.get("content-length", "")
+        if self._decoder is None and length.isdigit() and int(length) > limit:
+            self.close()
+            raise HTTPClientError(f"The upstream's answer is over {limit} bytes.")
+        parts = []
+        size = 0
+        async for chunk in self.chunks():
+            size += len(chunk)
+            if size > limit:
+                self.close()
+                raise HTTPClientError(f"The upstream's answer is over {limit} bytes.")
+            parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -161,12 +222,18 @@ class Response:
                 chunks.clear()
                 self._buffered = 0
                 connection = self._connection
-                if connection is not None and connection.reading_paused:
+                if connection is not None and connection.reading_paused and not self._compressed:
                     connection.resume_reading()
                 yield chunk
                 continue
             if self._error is not None:
                 raise self._error
+            if self._compressed:  # the reader took the last step: the next one
+                self._inflate_or_refuse()
+                connection = self._connection
+                if connection is not None and connection.reading_paused and not self._compressed:
+                    connection.resume_reading()
+                continue
             if self._complete:
                 return
             await self._wait()
@@ -239,6 +306,7 @@ class Response:
         self._disarm()
         self._chunks.clear()
         self._buffered = 0
+        self._compressed = b""
         connection.resume_reading()
         self._tail = connection.loop.call_later(_TAIL_SECONDS, self.close)
 
@@ -252,9 +320,10 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; httptools calls the `on_*` methods while parsing."""
 
-    def __init__(self, pool: _Pool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, pool: _Pool, loop: asyncio.AbstractEventLoop, limits: Limits) -> None:
         self.pool = pool
         self.loop = loop
+        self.limits = limits
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.response: Response | None = None
@@ -266,6 +335,12 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.idle_since = 0.0
         self.uses = 0
+        # Bytes fed to the parser since it last gave anything out: what it may be holding (an
+        # endless header line, trailer or chunk extension), which `on_header` never sees.
+        self.held = 0
+        self.informational = False  # parsing a 1xx answer, which the real one follows
+        self._header_count = 0
+        self._header_bytes = 0
         self._names: list[bytes] = []
         self._values: list[bytes] = []
 
@@ -279,10 +354,20 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.received = True
+        self.held += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except httptools.HttpParserCallbackError as exc:  # one of ours refused it (a limit)
+            cause = exc.__context__
+            if not isinstance(cause, HTTPClientError):
+                cause = HTTPClientError(f"The upstream's answer is not valid HTTP: {exc}")
+            self._broken(cause)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._broken(HTTPClientError(f"The upstream's answer is not valid HTTP: {exc}"))
+        else:
+            if self.held > self.limits.max_header_bytes:
+                limit = self.limits.max_header_bytes
+                self._broken(HTTPClientError(f"The upstream's headers are over {limit} bytes."))
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost reports it
@@ -319,6 +404,15 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value)
+        limits = self.limits
+        if self._header_count > limits.max_headers:
+            raise HTTPClientError(f"The upstream sent over {limits.max_headers} headers.")
+        if self._header_bytes > limits.max_header_bytes:
+            raise HTTPClientError(
+                f"The upstream's headers are over {limits.max_header_bytes} bytes."
+            )
         self._names.append(name)
         self._values.append(value)
 
@@ -326,7 +420,18 @@ class _Connection(asyncio.Protocol):
         response = self.response
         if response is None:
             return
-        response.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise HTTPClientError("The upstream switched protocols unasked.")
+            # 100 Continue, 103 Early Hints: the answer follows. Their bytes and headers count
+            # towards the limits of the answer's own, so an endless run of them ends too.
+            self.informational = True
+            self._names.clear()
+            self._values.clear()
+            return
+        self.held = 0
+        response.status = status
         headers = response.headers
         for raw, value in zip(self._names, self._values, strict=True):
             name = raw.decode("latin-1").lower()
@@ -351,11 +456,16 @@ class _Connection(asyncio.Protocol):
             head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        self.held = 0
         response = self.response
         if response is not None:
             response._feed(body)
 
     def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
+        self.held = 0
         response = self.response
         if response is not None:
             response._finish()
@@ -366,6 +476,9 @@ class _Connection(asyncio.Protocol):
         self.response = response
         self.received = False
         self.uses += 1
+        self.held = 0
+        self.informational = False
+        self._header_count = self._header_bytes = 0
         self._names.clear()  # a chunked answer's trailers are not the next answer's headers
         self._values.clear()
         self.head = self.loop.create_future()
@@ -405,21 +518,26 @@ class _Connection(asyncio.Protocol):
 
 
 class _Pool:
-    """The idle connections to one origin."""
+    """The connections to one origin: the idle ones, and requests waiting for one."""
 
     def __init__(self, client: HTTPClient, origin: _Origin) -> None:
         self.client = client
         self.origin = origin
         self.idle: collections.deque[_Connection] = collections.deque()
         self.open: set[_Connection] = set()
+        self.waiters = SlotQueue()  # at this origin's limit
 
     def put(self, connection: _Connection) -> None:
         self.idle.append(connection)
-        self.client.slot_freed()
+        if self.waiters:  # theirs to take
+            self.waiters.wake()
+        else:  # a request for another origin may close it to make room
+            self.client.slot_freed()
 
     def forget(self, connection: _Connection) -> None:
         if connection in self.open:
             self.open.discard(connection)
+            self.waiters.wake()
             self.client.slot_freed(closed=True)
 
     def take_idle(self, now: float, keepalive: float) -> _Connection | None:
@@ -433,22 +551,36 @@ class _Pool:
 
 
 class HTTPClient:
-    """Pooled keep-alive HTTP/1.1 connections, at most `max_connections` open at once."""
+    """Pooled keep-alive HTTP/1.1 connections: at most `max_connections` open at once, and at
+    most `max_connections_per_origin` (half of those unless given) to any one origin, so
+    requests to a host that holds its connections open leave room for every other host.
+
+    `check_peer` (for hosts a tenant named) is asked about each address the host resolves to;
+    only those it accepts are connected to. `resolver` stands in for DNS (tests)."""
 
     def __init__(
         self,
         *,
         max_connections: int = 512,
+        max_connections_per_origin: int | None = None,
         keepalive_seconds: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
         proxies: Proxies | None = None,
+        limits: Limits = Limits(),
+        check_peer: PeerCheck | None = None,
+        resolver: Resolver = resolve,
     ) -> None:
         self._proxies = proxies
         self._max = max_connections
+        per_origin = max_connections_per_origin or max(max_connections // 2, 1)
+        self._max_per_origin = min(per_origin, max_connections)
         self._keepalive = keepalive_seconds
+        self._limits = limits
+        self._check_peer = check_peer
+        self._resolver = resolver
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._open = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters = SlotQueue()  # at the client's limit
         self._origins: dict[str, tuple[_Origin, str]] = {}
         self._ssl = ssl_context  # None: the system's trust store, made on first use
         self._closed = False
@@ -472,9 +604,9 @@ class HTTPClient:
         deadline = loop.time() + timeouts.total if timeouts.total is not None else None
         pool = self._pool(origin)
         for _ in range(2):
-            connection = await self._acquire(pool, loop, timeouts)
+            connection = await self._acquire(pool, loop, timeouts, deadline)
             reused = connection.uses > 0
-            response = Response(connection, timeouts)
+            response = Response(connection, timeouts, deadline, self._limits)
             if request:
                 waiter = connection.send(request, response)
             else:  # a large body: no copy of it
@@ -500,11 +632,9 @@ class HTTPClient:
         for pool in self._pools.values():
             for connection in list(pool.open):
                 connection.close()
+            pool.waiters.wake_all()  # requests waiting for room: they raise instead
         self._pools.clear()
-        while self._waiters:  # requests waiting for room: they raise instead
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        self._waiters.wake_all()
 
     # Connections
 
@@ -536,33 +666,35 @@ class HTTPClient:
         return pool
 
     async def _acquire(
-        self, pool: _Pool, loop: asyncio.AbstractEventLoop, timeouts: Timeouts
+        self,
+        pool: _Pool,
+        loop: asyncio.AbstractEventLoop,
+        timeouts: Timeouts,
+        deadline: float | None,
     ) -> _Connection:
+        connection = pool.take_idle(loop.time(), self._keepalive)
+        if connection is not None:
+            return connection
+        until = _earliest(loop, timeouts.pool, deadline)  # for all the waits below together
         while True:
+            if len(pool.open) >= self._max_per_origin:
+                await pool.waiters.wait(loop, until)  # other origins' requests go on meanwhile
+            elif self._open < self._max:
+                break
+            elif not self._evict_idle():
+                await self._waiters.wait(loop, until)
+            if self._closed:
+                raise HTTPClientError("The client is closed.")
             connection = pool.take_idle(loop.time(), self._keepalive)
             if connection is not None:
                 return connection
-            if self._open < self._max:
-                break
-            if not self._evict_idle():
-                waiter = loop.create_future()
-                self._waiters.append(waiter)
-                try:
-                    await waiter
-                except BaseException:
-                    if waiter.done() and not waiter.cancelled():
-                        self.slot_freed()  # woken, then cancelled: the next in line goes on
-                    raise
-                finally:
-                    if waiter in self._waiters:
-                        self._waiters.remove(waiter)
-                if self._closed:
-                    raise HTTPClientError("The client is closed.")
-        connection = _Connection(pool, loop)
+        connection = _Connection(pool, loop, self._limits)
         pool.open.add(connection)
         self._open += 1
+        connect_until = _earliest(loop, timeouts.connect, deadline)
+        connect = None if connect_until is None else max(connect_until - loop.time(), 0.0)
         try:
-            await asyncio.wait_for(self._connect(connection, pool.origin, loop), timeouts.connect)
+            await asyncio.wait_for(self._connect(connection, pool.origin), connect)
         except TimeoutError:
             connection.close()
             raise
@@ -574,38 +706,14 @@ class HTTPClient:
             raise
         return connection
 
-    async def _connect(
-        self, connection: _Connection, origin: _Origin, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        await self._dial(connection, origin, loop)
+    async def _connect(self, connection: _Connection, origin: _Origin) -> None:
+        await open_connection(
+            connection, origin.host, origin.port, origin.authority,
+            tls=self._tls() if origin.scheme == "https" else None, proxy=origin.proxy,
+            resolver=self._resolver, check_peer=self._check_peer,
+        )  # fmt: skip
         if connection.closed:  # and forgotten already: nothing would ever answer on it
             raise HTTPClientError("The upstream closed the connection as it opened.")
-
-    async def _dial(
-        self, connection: _Connection, origin: _Origin, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        tls = self._tls() if origin.scheme == "https" else None
-        proxy = origin.proxy
-        if proxy is None:
-            await loop.create_connection(
-                lambda: connection, origin.host, origin.port,
-                ssl=tls, server_hostname=origin.host if tls else None,
-            )  # fmt: skip
-            return
-        if tls is None:  # plain HTTP: the proxy takes the requests themselves
-            await loop.create_connection(lambda: connection, proxy.host, proxy.port)
-            return
-        tunnel = _Tunnel(loop)
-        transport, _ = await loop.create_connection(lambda: tunnel, proxy.host, proxy.port)
-        try:
-            await tunnel.open(transport, origin, proxy)
-            secured = await loop.start_tls(transport, connection, tls, server_hostname=origin.host)
-        except BaseException:
-            transport.close()
-            raise
-        if secured is None:
-            raise HTTPClientError("The proxy's tunnel closed during the TLS handshake.")
-        connection.connection_made(secured)
 
     def _evict_idle(self) -> bool:
         """Close one idle connection (to any origin) to make room for a new one."""
@@ -619,51 +727,12 @@ class HTTPClient:
         """A connection went idle or closed: a request waiting for room may go on."""
         if closed:
             self._open -= 1
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        self._waiters.wake()
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:
             self._ssl = ssl.create_default_context()
         return self._ssl
-
-
-class _Tunnel(asyncio.Protocol):
-    """A proxy connection until its answer to `CONNECT`; then it carries TLS to the origin."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._reply: asyncio.Future[bytes] = loop.create_future()
-        self._buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if self._reply.done():
-            return
-        if b"\r\n\r\n" in self._buffer:
-            self._reply.set_result(self._buffer)
-        elif len(self._buffer) > 65536:
-            self._reply.set_exception(HTTPClientError("The proxy's answer is not HTTP."))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._reply.done():
-            reason = f": {exc}" if exc is not None else ""
-            self._reply.set_exception(HTTPClientError(f"The proxy closed the connection{reason}."))
-
-    async def open(self, transport: asyncio.BaseTransport, origin: _Origin, proxy: Proxy) -> None:
-        lines = [f"CONNECT {origin.authority} HTTP/1.1\r\nHost: {origin.authority}\r\n"]
-        if proxy.authorization is not None:
-            lines.append(f"Proxy-Authorization: {proxy.authorization}\r\n")
-        transport.write(("".join(lines) + "\r\n").encode("latin-1"))  # type: ignore[attr-defined]
-        reply = await self._reply
-        status = reply.split(b"\r\n", 1)[0].decode("latin-1")
-        version, _, rest = status.partition(" ")
-        if not version.startswith("HTTP/1.") or not rest.startswith("2"):
-            raise HTTPClientError(f"The proxy refused the tunnel: {status[:120]!r}.")
-        if not reply.endswith(b"\r\n\r\n") or reply.count(b"\r\n\r\n") > 1:
-            raise HTTPClientError("The proxy sent more than its answer before the tunnel opened.")
 
 
 def _head(
@@ -689,9 +758,7 @@ async def _within(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     """Wait for the answer's head, no longer than the read timeout or the total deadline."""
-    at = loop.time() + read if read is not None else None
-    if deadline is not None and (at is None or deadline < at):
-        at = deadline
+    at = _earliest(loop, read, deadline)
     if at is None:
         await waiter
         return
@@ -700,6 +767,16 @@ async def _within(
         await waiter
     finally:
         timer.cancel()
+
+
+def _earliest(
+    loop: asyncio.AbstractEventLoop, seconds: float | None, deadline: float | None
+) -> float | None:
+    """When a wait of `seconds` from now ends, bounded by `deadline` (None: neither)."""
+    at = loop.time() + seconds if seconds is not None else None
+    if deadline is not None and (at is None or deadline < at):
+        at = deadline
+    return at
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:

@@ -44,7 +44,7 @@ async def put_provider(
         await service.check_base_url(data.base_url, allow_private=settings.allow_private_webhooks)
     gateway = request.state.gateway
     credential = await service.put(
-        session, request.state.secret_box, gateway.providers.client, principal.tenant_id,
+        session, request.state.secret_box, gateway.providers.tenant_client, principal.tenant_id,
         name, data, settings.providers[name].base_url,
     )  # fmt: skip
     _invalidate(request, session, principal.tenant_id)

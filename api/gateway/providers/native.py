@@ -12,7 +12,7 @@ import orjson
 
 from api.errors import AppError, UpstreamError, UpstreamTimeout
 from api.gateway.providers.base import UpstreamRequest, UpstreamResponse, error_from_status
-from api.gateway.sse import SSEEvent, parse_sse
+from api.gateway.sse import SSEEvent, SSETooLarge, parse_sse
 from api.kit.http1 import HTTPClient, HTTPClientError, Response, Timeouts
 
 logger = logging.getLogger("tollgate.upstream")
@@ -32,7 +32,7 @@ class SSEStream:
                 yield event
         except TimeoutError as exc:
             raise UpstreamTimeout(f"The {self._provider} provider stopped sending.") from exc
-        except HTTPClientError as exc:
+        except (HTTPClientError, SSETooLarge) as exc:
             logger.warning("the %s stream broke off: %r", self._provider, exc)
             raise UpstreamError(f"The {self._provider} stream broke off.") from exc
 

@@ -1,4 +1,7 @@
-"""Providers by name, sharing one long-lived `HTTPClient` built in the app's lifespan."""
+"""Providers by name, sharing long-lived `HTTPClient`s built in the app's lifespan: one for the
+operator's accounts, one for tenants' own keys (BYOK), whose hosts the tenant names: that one
+connects only to public addresses unless `allow_private_webhooks` is set, and its connections
+are its own, so tenants' hosts cannot hold the operator's."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from api.gateway.providers.mock import MockProvider
 from api.gateway.providers.openai_compat import OpenAICompatProvider
 from api.kit.http1 import HTTPClient, Timeouts
 from api.kit.proxies import Proxies
+from api.kit.webhooks import is_public_address
 from api.settings import AccountSettings, ConfigurationError, Settings
 
 # Providers speaking Chat Completions; the others have their own adapter and `dialect`.
@@ -29,19 +33,32 @@ def upstream_proxies() -> Proxies:
         raise ConfigurationError(str(exc)) from None
 
 
-def create_client(settings: Settings, proxies: Proxies | None = None) -> HTTPClient:
+def create_client(
+    settings: Settings, proxies: Proxies | None = None, *, tenant: bool = False
+) -> HTTPClient:
+    """The client for the operator's upstreams, or (`tenant`) for hosts tenants named."""
+    private = settings.allow_private_webhooks
     return HTTPClient(
-        max_connections=settings.upstream_max_connections, keepalive_seconds=60, proxies=proxies
+        max_connections=settings.upstream_max_connections,
+        max_connections_per_origin=settings.upstream_max_connections_per_origin,
+        keepalive_seconds=60,
+        proxies=proxies,
+        check_peer=is_public_address if tenant and not private else None,
     )
 
 
 class ProviderRegistry:
-    def __init__(self, settings: Settings, client: HTTPClient) -> None:
+    def __init__(
+        self, settings: Settings, client: HTTPClient, tenant_client: HTTPClient | None = None
+    ) -> None:
         connect = settings.upstream_connect_timeout_seconds
         read = settings.upstream_read_timeout_seconds
         self._client = client
-        self._timeouts = Timeouts(connect, read, settings.upstream_total_timeout_seconds)
-        self._stream_timeouts = Timeouts(connect, read, total=None)
+        self._tenant_client = tenant_client or client
+        # A request waits for a free connection as long as it would for a new one.
+        total = settings.upstream_total_timeout_seconds
+        self._timeouts = Timeouts(connect, read, total, pool=connect)
+        self._stream_timeouts = Timeouts(connect, read, total=None, pool=connect)
         self._providers: dict[str, Provider] = {}
         self.pools: dict[str, list[AccountSettings]] = settings.upstream_pools
         for name, accounts in self.pools.items():
@@ -52,21 +69,33 @@ class ProviderRegistry:
         self._configured = {name for name, accounts in self.pools.items() if accounts}
         self.mock = MockProvider()
 
-    def build(self, name: str, base_url: str, api_key: str) -> Provider | None:
-        """An adapter for one account of provider `name` (an operator's or a tenant's key)."""
+    def build(
+        self, name: str, base_url: str, api_key: str, *, tenant: bool = False
+    ) -> Provider | None:
+        """An adapter for one account of provider `name`: an operator's key, or (`tenant`) a
+        tenant's own, whose calls go through the tenant client."""
+        client = self._tenant_client if tenant else self._client
         if name in OPENAI_COMPATIBLE:
             return OpenAICompatProvider(
-                name, base_url, api_key, self._client, self._timeouts, self._stream_timeouts
+                name, base_url, api_key, client, self._timeouts, self._stream_timeouts
             )
         if name in NATIVE:
             return NATIVE[name](
-                name, base_url, api_key, self._client, self._timeouts, self._stream_timeouts
+                name, base_url, api_key, client, self._timeouts, self._stream_timeouts
             )
         return None
+
+    def build_for_tenant(self, name: str, base_url: str, api_key: str) -> Provider | None:
+        return self.build(name, base_url, api_key, tenant=True)
 
     @property
     def client(self) -> HTTPClient:
         return self._client
+
+    @property
+    def tenant_client(self) -> HTTPClient:
+        """For calls to a host a tenant named (its BYOK `base_url`), key checks included."""
+        return self._tenant_client
 
     def get(self, name: str, *, test: bool, dialects: Collection[str] = ("openai",)) -> Provider:
         """The provider for `name`, if it speaks one of `dialects` (the wire formats the calling
