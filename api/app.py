@@ -155,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_delay=settings.retry_max_delay_seconds,
                 max_total=settings.retry_max_total_seconds,
                 cooldown=settings.cooldown_seconds,
+                attempts_total=settings.upstream_total_timeout_seconds,
             ),
             unknown_fields=settings.unknown_fields,
         )

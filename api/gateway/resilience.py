@@ -7,7 +7,9 @@ the provider's accounts (`api/gateway/routing.py`) in turn:
 - retried: 429 (after its `retry-after` / Gemini RetryInfo, else a backoff), 5xx, 503/529
   overloaded, timeouts, connection errors and streams that break before their first event;
   exponential backoff with full jitter, at most `retry_max_attempts` attempts and
-  `retry_max_total_seconds` of waiting; a retry moves to another ready account first.
+  `retry_max_total_seconds` of waiting; a retry moves to another ready account first. All the
+  attempts of a call share one deadline (`attempts_total`, the upstream total timeout): a
+  retry runs only in what time is left, so N attempts that time out take one timeout, not N.
 - never retried: other 4xx (the client's), and `insufficient_quota` on the same account (it
   moves to another account, if any).
 - 429 and quota errors cool the account down; every failure lowers its health score.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -80,6 +83,7 @@ class RetryPolicy:
     max_delay: float = 8.0
     max_total: float = 20.0
     cooldown: float = 20.0
+    attempts_total: float | None = None  # every attempt of a call, back to back
 
     def backoff(self, retry: int) -> float:
         """Full jitter: uniform in [0, min(max, base x 2^retry)] (retry counts from 0)."""
@@ -263,7 +267,8 @@ async def _open_primed(provider: Provider, request: UpstreamRequest) -> PrimedSt
 
 @dataclass(slots=True)
 class _Attempts:
-    deadline: float
+    deadline: float  # for waiting between attempts
+    ends: float  # for the attempts themselves
     count: int = 0
     last: AppError | None = None
     failed: set[str] = field(default_factory=set)  # accounts that failed this request
@@ -297,7 +302,9 @@ class PooledProvider:
 
     async def _run(self, operation: Callable[[Provider], Awaitable[T]]) -> T:
         router, policy, trace = self._router, self._policy, self._trace
-        deadline = time.monotonic() + policy.max_total
+        started = time.monotonic()
+        deadline = started + policy.max_total
+        ends = math.inf if policy.attempts_total is None else started + policy.attempts_total
         state: _Attempts | None = None  # made at the first failure: the happy path needs none
         while True:
             if state is None:
@@ -307,17 +314,20 @@ class PooledProvider:
                 if ready:
                     account = ready[0]
                 else:
-                    state = _Attempts(deadline=deadline)
+                    state = _Attempts(deadline, ends)
                     account = await self._next_account(state)
             else:
                 account = await self._next_account(state)
             account.counted()
             began = time.perf_counter()
             try:
-                result = await operation(account.provider)
+                if state is None or state.ends == math.inf:
+                    result = await operation(account.provider)
+                else:
+                    result = await self._within(state.ends, operation(account.provider))
             except AppError as error:
                 if state is None:
-                    state = _Attempts(deadline=deadline)
+                    state = _Attempts(deadline, ends)
                 self._failed(state, account, error, time.perf_counter() - began)
                 continue
             elapsed = time.perf_counter() - began
@@ -333,6 +343,8 @@ class PooledProvider:
     async def _next_account(self, state: _Attempts) -> Account:
         """The account for the next attempt, after any wait for one (backoff, cooldown)."""
         router, last = self._router, state.last
+        if last is not None and time.monotonic() >= state.ends:
+            raise self._final(last)
         while True:
             ready, recovers = router.choose(
                 self.name, self._trace.tenant, session=self._trace.session,
@@ -361,6 +373,14 @@ class PooledProvider:
             raise self._final(last)
         await asyncio.sleep(delay)
         return ready[0]
+
+    async def _within(self, ends: float, attempt: Awaitable[T]) -> T:
+        """A retry, given what is left of the call's time rather than a timeout of its own."""
+        try:
+            async with asyncio.timeout(ends - time.monotonic()):
+                return await attempt
+        except TimeoutError:
+            raise UpstreamTimeout(f"The {self.name} provider did not answer in time.") from None
 
     def _failed(self, state: _Attempts, account: Account, error: AppError, took: float) -> None:
         """Record a failed attempt; raise when it is the last one."""
