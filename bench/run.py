@@ -6,7 +6,9 @@ and metering on, plus `tollgate worker` draining the usage ledger (as docker-com
 drives each with wrk at 1, 16 and 64 connections, non-streaming and streaming (and streaming
 at 16 with the upstream's events 1 ms apart), plus 500 requests/s over 16 connections paced
 two ways: by wrk (bursts of 16) and evenly (`bench/paced.py`, latency from each request's
-scheduled time); prints a table and writes bench/results/<time>.json.
+scheduled time); then the upstream client A/B (`bench/client_ab.py`: our HTTP client against
+aiohttp's, CPU per request and per SSE event); prints a table and writes
+bench/results/<time>.json.
 
 CPU per request = the target process's CPU seconds (from /proc) / requests served, measured in
 the same run as the latencies; the machine is shared, so read ratios beside the raw numbers.
@@ -34,7 +36,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.paced import paced  # noqa: E402 - after the path is set
+from bench.client_ab import print_table as print_client_ab  # noqa: E402 - after the path is set
+from bench.paced import paced  # noqa: E402
 from tools.testenv import free_port, services  # noqa: E402
 
 PYTHON = sys.executable
@@ -297,7 +300,13 @@ def main() -> None:
             row["requests"] for name, row in report["gateway"].items() if isinstance(row, dict)
         )
         report["worker_cpu_ms_per_request"] = cpu_seconds(WORKER_PID[0]) * 1000 / served
+        ab = subprocess.run(
+            [PYTHON, str(ROOT / "bench/client_ab.py"), "--upstream", upstream, "--json"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        report["client_ab"] = json.loads(ab.stdout)
     print_table(report)
+    print_client_ab(report["client_ab"])
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     target = out / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
