@@ -13,11 +13,11 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
-import jsonschema  # type: ignore[import-untyped]  # the package ships no type information
 import orjson
 from arq.worker import Function, func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +26,7 @@ from api.kit.crypto import SecretBox
 from api.kit.webhook_client import refused
 from api.kit.webhooks import ResponseTooLarge, call_signed
 from api.tool.repository import get_unscoped
+from api.tool.validation import check_input
 
 logger = logging.getLogger("tollgate.tools")
 
@@ -51,6 +52,8 @@ class ToolRunner:
     sessionmaker: async_sessionmaker[AsyncSession]
     client: httpx.AsyncClient
     box: SecretBox
+    # Schema checks at once (api/tool/validation.py): each holds a thread or a child process.
+    limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
 
     async def call(self, tool_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -58,11 +61,9 @@ class ToolRunner:
             tool = await get_unscoped(session, uuid.UUID(tool_id))
         if tool is None or str(tool.tenant_id) != payload.get("tenant_id"):
             return _result("The tool was deleted.", True, 0, started)
-        try:
-            jsonschema.validate(payload["input"], tool.input_schema)
-        except jsonschema.ValidationError as exc:
-            return _result(f"The input does not match the tool's schema: {exc.message}", True, 0,
-                           started)  # fmt: skip
+        refusal = await check_input(tool.input_schema, payload["input"], self.limiter)
+        if refusal is not None:
+            return _result(refusal, True, 0, started)
         body = orjson.dumps({
             "tool_call_id": payload["tool_call_id"], "tool": tool.name, "input": payload["input"],
             "thread_id": payload["thread_id"], "key_id": payload["key_id"],

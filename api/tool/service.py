@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]  # the package ships no type information
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +18,7 @@ from api.kit.webhooks import check_url
 from api.tool.models import Tool
 from api.tool.repository import ToolRepository
 from api.tool.schemas import ToolCreate
+from api.tool.validation import outside_reference
 
 MAX_SCHEMA_BYTES = 64 * 1024
 
@@ -25,14 +27,21 @@ def new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
-def check_input_schema(schema: dict[str, object]) -> None:
-    """A valid JSON Schema (its own metaschema's rules) describing an object, as providers need."""
+def check_input_schema(schema: dict[str, Any]) -> None:
+    """A valid JSON Schema (its own metaschema's rules) describing an object, as providers need,
+    that refers to nothing outside itself."""
     if schema.get("type") != "object":
         raise InvalidRequest(
             'input_schema: must describe an object ("type": "object").', param="input_schema"
         )
     if len(repr(schema)) > MAX_SCHEMA_BYTES:
         raise InvalidRequest("input_schema: is too large (64 KiB at most).", param="input_schema")
+    reference = outside_reference(schema)
+    if reference is not None:  # never fetched: see api/tool/validation.py
+        raise InvalidRequest(
+            f"input_schema: {reference!r}: only references within the schema (#/…) are allowed.",
+            param="input_schema",
+        )
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
@@ -41,6 +50,8 @@ def check_input_schema(schema: dict[str, object]) -> None:
             f"input_schema: not a valid JSON Schema at {where}: {exc.message}",
             param="input_schema",
         ) from None
+    except RecursionError:
+        raise InvalidRequest("input_schema: nests too deeply.", param="input_schema") from None
 
 
 async def create_tool(

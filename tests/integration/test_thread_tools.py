@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.auth.models import ApiKey
 from api.kit.time import utcnow
 from api.settings import Settings
+from api.tool.models import Tool
 from tests.conftest import app_client
 from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
 from tests.factories.usage import logs_when_settled
@@ -220,6 +223,129 @@ class TestToolLoop:
             assert final["message"]["content"][0]["text"].startswith("Done: ")
             assert len(hooks.calls) == 2
             assert all(valid for _, _, valid, _ in hooks.calls)
+
+
+def _pending_connection(listener: socket.socket) -> bool:
+    """Whether anyone connected: the kernel queues connections without an accept()."""
+    listener.setblocking(False)
+    try:
+        connection, _ = listener.accept()
+    except BlockingIOError:
+        return False
+    connection.close()
+    return True
+
+
+async def _one_tool_turn(
+    http: httpx.AsyncClient, hooks: ToolHooks, schema: dict[str, Any]
+) -> dict[str, Any]:
+    """A turn offered one tool with `schema`; the tool's result as stored."""
+    tenant = await create_tenant(http)
+    await _register(http, tenant, hooks, "lookup_city", schema)
+    headers = bearer((await create_key(http, tenant))["secret"])
+    created = await http.post("/v1/threads", json={}, headers=headers)
+    url = f"/v1/threads/{created.json()['id']}/messages"
+    body = {"model": "gpt-4o-mini", "content": "go", "tools": ["lookup_city"]}
+    response = await http.post(url, json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    listed = (await http.get(url, headers=headers)).json()["data"]
+    result: dict[str, Any] = listed[2]["content"][0]
+    return result
+
+
+NAMED = {
+    "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
+    "allOf": [{"$ref": "#/$defs/Named"}],
+}  # fmt: skip
+
+
+class TestSchemas:
+    async def test_a_remote_reference_is_refused_and_never_fetched(
+        self, http: httpx.AsyncClient, hooks: ToolHooks
+    ):
+        tenant = await create_tenant(http)
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            remote = f"http://127.0.0.1:{listener.getsockname()[1]}/x.json"
+            schemas = [
+                {"type": "object", "properties": {"a": {"$ref": remote}}},
+                {"type": "object", "$defs": {"b": {"items": {"$ref": remote + "#/c"}}}},
+                {"type": "object", "properties": {"a": {"$ref": "other.json#/c"}}},
+                {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                 "properties": {"a": {"$dynamicRef": remote}}},
+            ]  # fmt: skip
+            for schema in schemas:
+                response = await http.post(
+                    "/v1/tools",
+                    json={"name": "lookup_city", "input_schema": schema,
+                          "webhook_url": hooks.url("lookup_city")},
+                    headers=tenant.headers,
+                )  # fmt: skip
+                assert response.status_code == 400, schema
+                assert response.json()["error"]["param"] == "input_schema"
+            assert not _pending_connection(listener)
+
+    async def test_a_remote_reference_stored_earlier_is_not_fetched_either(
+        self, http: httpx.AsyncClient, hooks: ToolHooks, engine: AsyncEngine
+    ):
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            remote = f"http://127.0.0.1:{listener.getsockname()[1]}/x.json"
+            tenant = await create_tenant(http)
+            tool = await _register(http, tenant, hooks, "lookup_city", CITY)
+            async with engine.begin() as connection:  # from before references were checked
+                await connection.execute(
+                    update(Tool).where(Tool.id == uuid.UUID(tool["id"]))
+                    .values(input_schema={**CITY, "properties": {"name": {"$ref": remote}}})
+                )  # fmt: skip
+            headers = bearer((await create_key(http, tenant))["secret"])
+            created = await http.post("/v1/threads", json={}, headers=headers)
+            url = f"/v1/threads/{created.json()['id']}/messages"
+            body = {"model": "gpt-4o-mini", "content": "go", "tools": ["lookup_city"]}
+            assert (await http.post(url, json=body, headers=headers)).status_code == 200
+            result = (await http.get(url, headers=headers)).json()["data"][2]["content"][0]
+            assert result["is_error"] is True
+            assert remote in result["content"]
+            assert not _pending_connection(listener)
+        assert hooks.calls == []
+
+    async def test_a_reference_within_the_schema_is_followed(
+        self, http: httpx.AsyncClient, hooks: ToolHooks
+    ):
+        roomy = {**NAMED, "$defs": {"Named": {"properties": {"name": {"maxLength": 20}}}}}
+        result = await _one_tool_turn(http, hooks, roomy)
+        assert (result["is_error"], result["content"]) == (False, 'lookup_city={"name": "example"}')
+        hooks.calls.clear()
+        tight = {**NAMED, "$defs": {"Named": {"properties": {"name": {"maxLength": 3}}}}}
+        result = await _one_tool_turn(http, hooks, tight)
+        assert result["is_error"] is True
+        assert "does not match the tool's schema: 'example' is too long" in result["content"]
+        assert hooks.calls == []
+
+    async def test_a_catastrophic_pattern_is_refused_in_time_and_the_api_stays_responsive(
+        self, http: httpx.AsyncClient, hooks: ToolHooks
+    ):
+        # The fake model sends the enum's value: 2^40 ways for `re` to fail to match it.
+        evil = {"type": "object", "required": ["name"], "properties": {"name": {
+            "type": "string", "enum": ["a" * 40 + "!"], "pattern": "^(a+)+$"}}}  # fmt: skip
+        turn = asyncio.create_task(_one_tool_turn(http, hooks, evil))
+        latencies = []
+        while not turn.done():
+            started = time.perf_counter()
+            assert (await http.get("/healthz")).status_code == 200
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.02)
+        result = await turn
+        assert result["is_error"] is True
+        assert result["content"].endswith("against the tool's schema in time.")
+        assert hooks.calls == []
+        assert len(latencies) > 20  # measured all along the check (its deadline is 1 s)
+        latencies.sort()
+        slowest, p90 = latencies[-1], latencies[len(latencies) * 9 // 10]
+        print(f"/healthz during the check: p90 {p90 * 1e3:.1f} ms, max {slowest * 1e3:.1f} ms")  # noqa: T201
+        # Typically ~1 ms, at most ~20 ms alone; one sample took 275 ms while another suite ran
+        # on the same 2 cores, so only the 90th percentile is held to 100 ms. A check on the
+        # loop would hold every request for all of it (2^40 steps), past any bound here.
+        assert p90 < 0.1
+        assert slowest < 1.0
 
 
 class TestTrimming:
