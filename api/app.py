@@ -22,6 +22,7 @@ from api.auth.routes import router as keys_router
 from api.auth.secrets import derive_pepper
 from api.billing.routes import router as billing_router
 from api.db import create_engine, create_sessionmaker
+from api.deps import BoundedJSONBody
 from api.gateway import tokens
 from api.gateway.budget import Reservations
 from api.gateway.catalog import Catalog
@@ -205,6 +206,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Per-user API keys, metering, hard spend caps and billing for AI products.",
         lifespan=lifespan,
+        dependencies=[BoundedJSONBody],
     )
     error_handlers.install(app)
     app.include_router(openai_router)  # first: the proxy's routes are matched most often

@@ -11,7 +11,7 @@ import pytest
 
 from api.settings import Settings
 from tests.conftest import app_client
-from tests.factories.tenants import ADMIN_TOKEN, create_key, create_tenant
+from tests.factories.tenants import ADMIN_TOKEN, bearer, create_key, create_tenant
 
 RAW = object()  # marks a case whose body is sent as raw bytes
 
@@ -90,6 +90,34 @@ TENANT_CASES: list[tuple[Any, str | None]] = [
 ]
 
 
+def _nested(depth: int) -> Any:
+    """A value `depth` containers deep, objects and arrays in turn."""
+    value: Any = "x"
+    for level in range(depth):
+        value = {"a": value} if level % 2 else [value]
+    return value
+
+
+# Deep enough to pass orjson's parser (1024 levels) and break whatever recurses on it after.
+DEEP = _nested(900)
+DEEP_CASES: list[tuple[str, Any]] = [
+    ("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": DEEP}]}),
+    ("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+                              "tools": [{"type": "function", "function": {"name": "f",
+                                         "parameters": {"type": "object", "default": DEEP}}}]}),
+    ("/v1/messages", {"model": "claude-sonnet-4", "max_tokens": 10,
+                      "messages": [{"role": "user", "content": DEEP}]}),
+    ("/v1/messages/count_tokens", {"model": "claude-sonnet-4",
+                                   "messages": [{"role": "user", "content": DEEP}]}),
+    ("/v1/responses", {"model": "gpt-4o", "input": DEEP}),
+    ("/v1/keys", {"name": "x", "metadata": {"k": DEEP}}),
+    ("/v1/tools", {"name": "t", "webhook_url": "https://example.com/hook",
+                   "input_schema": {"type": "object", "default": DEEP}}),
+    ("/v1/threads/{thread_id}/messages",
+     {"model": "gpt-4o", "content": [{"type": "text", "text": "hi", "x": DEEP}]}),
+]  # fmt: skip
+
+
 def _request_kwargs(body: Any) -> dict[str, Any]:
     if isinstance(body, tuple) and body[0] is RAW:
         return {"content": body[1], "headers": {"content-type": "application/json"}}
@@ -141,6 +169,21 @@ class TestBadInput:
         kwargs = _request_kwargs(body)
         kwargs["headers"]["Authorization"] = f"Bearer {ADMIN_TOKEN}"
         _check(await client.post("/admin/tenants", **kwargs), param)
+
+    @pytest.mark.parametrize(("path", "body"), DEEP_CASES, ids=lambda case: str(case)[:40])
+    async def test_deeply_nested_body(self, client: httpx.AsyncClient, path: str, body: Any):
+        tenant = await create_tenant(client)
+        key = await create_key(client, tenant)
+        master = path in ("/v1/keys", "/v1/tools")
+        headers = tenant.headers if master else bearer(key["secret"])
+        if "{thread_id}" in path:
+            thread = await client.post("/v1/threads", json={}, headers=headers)
+            path = path.format(thread_id=thread.json()["id"])
+        kwargs = _request_kwargs(body)
+        kwargs["headers"].update(headers)
+        response = await client.post(path, **kwargs)
+        _check(response, None)
+        assert "nests deeper than" in response.json()["error"]["message"]
 
     async def test_wrong_method_and_unknown_route(self, client: httpx.AsyncClient):
         tenant = await create_tenant(client)
