@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from api.gateway import pipeline
 from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
 from tests.factories.usage import logs_when_seen
 from tests.fakes import anthropic_upstream
@@ -282,19 +283,19 @@ class TestUpstreamConnections:
         assert first != second
 
 
+ABANDONED = [("/v1/messages", "gpt-4o"), ("/v1/messages", "claude-sonnet-4"),
+             ("/v1/responses", "claude-sonnet-4")]  # fmt: skip
+
+
 class TestAbandonedStreams:
-    @pytest.mark.parametrize(
-        ("endpoint", "model"),
-        [("/v1/messages", "gpt-4o"), ("/v1/messages", "claude-sonnet-4"),
-         ("/v1/responses", "claude-sonnet-4")],
-    )  # fmt: skip
-    async def test_upstream_is_cancelled_and_what_was_relayed_is_billed(
+    """A client that leaves mid-stream: the gateway reads on for the usage the provider bills
+    (`Call.abandon`), within a bound; past it, it cancels upstream and bills the worst case."""
+
+    async def _leave_part_way(
         self, every_http: httpx.AsyncClient, claude: FakeAnthropic, upstream: FakeUpstream,
-        endpoint: str, model: str, monkeypatch: pytest.MonkeyPatch,
-    ):  # fmt: skip
-        # A stream kept for reuse instead of closed would be let go only after this long.
-        monkeypatch.setattr("api.kit.http1._TAIL_SECONDS", 30.0)
-        # 200 ms between chunks: the fakes must see the hang-up before their next write.
+        endpoint: str, model: str,
+    ) -> tuple[FakeAnthropic | FakeUpstream, dict[str, str]]:  # fmt: skip
+        # 200 ms between chunks: the fakes see a hang-up before their next write.
         upstream.mode, upstream.chunk_delay, upstream.words = "generate", 0.2, 30
         claude.chunk_delay = 0.2
         fake: FakeAnthropic | FakeUpstream = claude if model.startswith("claude") else upstream
@@ -302,7 +303,7 @@ class TestAbandonedStreams:
         said = " ".join(["word"] * 30)
         body: dict[str, Any] = {"model": model, "stream": True}
         if endpoint == "/v1/responses":
-            body["input"] = said
+            body.update(input=said, max_output_tokens=100)
         else:
             body.update(messages=[{"role": "user", "content": said}], max_tokens=100)
         async with every_http.stream("POST", endpoint, json=body, headers=headers) as response:
@@ -311,6 +312,31 @@ class TestAbandonedStreams:
                 received += line.startswith("data: ")
                 if received == 8:
                     break  # leaving the block closes the connection part way through
+        return fake, headers
+
+    @pytest.mark.parametrize(("endpoint", "model"), ABANDONED)
+    async def test_the_stream_is_read_on_and_billed_the_usage_upstream_reports(
+        self, every_http: httpx.AsyncClient, claude: FakeAnthropic, upstream: FakeUpstream,
+        endpoint: str, model: str,
+    ):  # fmt: skip
+        fake, headers = await self._leave_part_way(every_http, claude, upstream, endpoint, model)
+        upstream.chunk_delay = claude.chunk_delay = 0.0  # the rest comes at once
+        (entry,) = await logs_when_seen(every_http, headers, 1)
+        assert (entry["status"], entry["estimated"]) == (499, False)
+        assert entry["output_tokens"] >= 30  # all of the answer, not the part relayed
+        assert entry["input_tokens"] > 0
+        assert entry["cost_micros"] > 0
+        assert fake.disconnects == 0  # read to its end
+
+    @pytest.mark.parametrize(("endpoint", "model"), ABANDONED)
+    async def test_without_usage_in_time_upstream_is_cancelled_and_the_worst_case_billed(
+        self, every_http: httpx.AsyncClient, claude: FakeAnthropic, upstream: FakeUpstream,
+        endpoint: str, model: str, monkeypatch: pytest.MonkeyPatch,
+    ):  # fmt: skip
+        monkeypatch.setattr(pipeline, "DRAIN_SECONDS", 0.3)
+        # A stream kept for reuse instead of closed would be let go only after this long.
+        monkeypatch.setattr("api.kit.http1._TAIL_SECONDS", 30.0)
+        fake, headers = await self._leave_part_way(every_http, claude, upstream, endpoint, model)
         for _ in range(100):
             if fake.disconnects:
                 break
@@ -318,9 +344,8 @@ class TestAbandonedStreams:
         assert fake.disconnects == 1
         (entry,) = await logs_when_seen(every_http, headers, 1)
         assert (entry["status"], entry["estimated"]) == (499, True)
-        assert 0 < entry["output_tokens"] < 30
+        assert entry["output_tokens"] == 100  # the output cap that was held
         assert entry["input_tokens"] > 0
-        assert entry["cost_micros"] > 0
 
 
 class TestCountTokens:
