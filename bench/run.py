@@ -47,9 +47,11 @@ BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "conten
 STREAM_BODY = json.dumps(
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
 )
+# The fake upstream spaces its events for a body that says `"bench_spaced": true` anywhere; in
+# `metadata`, a field the gateway forwards (an unknown top-level one it drops).
 SPACED_BODY = json.dumps(
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": True,
-     "bench_spaced": True}
+     "metadata": {"bench_spaced": True}}
 )  # fmt: skip
 MESSAGES_BODY = json.dumps(
     {
