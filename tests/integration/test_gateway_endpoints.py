@@ -349,6 +349,26 @@ class TestAbandonedStreams:
 
 
 class TestCountTokens:
+    async def test_an_estimate_is_counted_off_the_event_loop_and_bounded_in_size(
+        self, every_http: httpx.AsyncClient
+    ):
+        _, headers = await _key(every_http)
+        big = {"model": "gpt-4o", "messages": [{"role": "user", "content": "word " * 1_000_000}]}
+        counting = asyncio.create_task(
+            every_http.post("/v1/messages/count_tokens", json=big, headers=headers)
+        )
+        # While a million words are counted, the server answers others: before the count ends.
+        await asyncio.sleep(0.1)
+        health = await every_http.get("/healthz")
+        assert health.status_code == 200
+        assert not counting.done()
+        counted = await counting
+        assert counted.status_code == 200, counted.text
+        assert counted.json()["input_tokens"] >= 1_000_000
+        huge = {**big, "messages": [{"role": "user", "content": "word " * 2_000_000}]}
+        refused = await every_http.post("/v1/messages/count_tokens", json=huge, headers=headers)
+        assert refused.status_code == 413, refused.text
+
     async def test_claude_models_are_counted_by_anthropic_and_not_metered(
         self, every_http: httpx.AsyncClient, claude: FakeAnthropic
     ):

@@ -8,6 +8,7 @@ OpenAI chunk shapes. It never touches the network and costs nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -177,10 +178,13 @@ class MockProvider:
     dialect = "openai"
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        body = orjson.dumps(MockReply(request.body).completion())
+        # Counting tokens is CPU work in proportion to the body: off the event loop.
+        reply = await asyncio.to_thread(MockReply, request.body)
+        body = orjson.dumps(reply.completion())
         return UpstreamResponse(status=200, body=body, headers={})
 
     async def open_stream(self, request: UpstreamRequest) -> MockStream:
         options = request.body.get("stream_options") or {}
         include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
-        return MockStream(MockReply(request.body).chunks(include_usage))
+        reply = await asyncio.to_thread(MockReply, request.body)
+        return MockStream(reply.chunks(include_usage))

@@ -10,6 +10,7 @@ Errors are Anthropic-shaped (`api/error_handlers.py`), mid-stream ones an `event
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from fastapi.responses import Response
 
 from api.auth.service import Principal
 from api.deps import gateway_principal
-from api.errors import AppError, InvalidRequest, UpstreamError
+from api.errors import AppError, InvalidRequest, RequestTooLarge, UpstreamError
 from api.gateway import exposure as exposure_rules
 from api.gateway import resilience
 from api.gateway.dialects import translated
@@ -42,6 +43,8 @@ router = APIRouter(tags=["gateway"])
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 ESTIMATE_HEADER = "x-tollgate-token-count"
+# The largest body counted here (a million-token prompt is about 4 MiB of text).
+COUNT_MAX_BYTES = 8 * 1024 * 1024
 _FORWARDED_HEADERS = ("anthropic-beta", "anthropic-version")
 
 
@@ -199,6 +202,15 @@ async def count_tokens(request: Request) -> Response:
         if not isinstance(payload.get("input_tokens"), int):
             raise UpstreamError(f"The {provider.name} provider sent a malformed token count.")
         return JSONBody(orjson.dumps(payload), {ESTIMATE_HEADER: "exact"})
-    parsed = anthropic.parse_request(body)
-    counted = {"input_tokens": translated.prompt_estimate(parsed)}
+    if len(await request.body()) > COUNT_MAX_BYTES:
+        raise RequestTooLarge(
+            f"Bodies over {COUNT_MAX_BYTES // (1024 * 1024)} MiB are not counted for this model."
+        )
+    # Counting is CPU work in proportion to the body: a worker thread does it (tiktoken lets go
+    # of the GIL), so a large body does not stall every other request on the event loop.
+    counted = {"input_tokens": await asyncio.to_thread(_estimate, body)}
     return JSONBody(orjson.dumps(counted), {ESTIMATE_HEADER: "estimated"})
+
+
+def _estimate(body: dict[str, Any]) -> int:
+    return translated.prompt_estimate(anthropic.parse_request(body))
