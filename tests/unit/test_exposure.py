@@ -81,3 +81,14 @@ def test_demand_without_exposure_is_prompt_and_output() -> None:
     mini = Catalog.build().resolve("gpt-4o-mini").entry
     demand = demand_for({"messages": HELLO, "max_tokens": 5}, mini, mini.price, None)
     assert demand == Demand(demand.input_tokens, 5, mini.price)
+
+
+def test_a_field_name_spelled_with_escapes_is_still_seen() -> None:
+    # Parsed JSON is what is scanned, never the raw bytes: the escape decodes to the same key.
+    import orjson
+
+    raw = (
+        b'{"model": "claude-sonnet-4", "messages": [{"role": "user", "content": [{"type": '
+        b'"text", "text": "a", "cache\\u005fcontrol": {"type": "ephemeral", "ttl": "1h"}}]}]}'
+    )
+    assert exposure.messages(orjson.loads(raw)).cache_write == "1h"
