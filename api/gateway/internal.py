@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from api.auth.service import Principal
 from api.errors import AppError, UpstreamError
-from api.gateway import resilience
+from api.gateway import failover
 from api.gateway.dialects import translated
 from api.gateway.pipeline import Call, Gateway, start_call
 from api.gateway.pricing import Usage
@@ -88,10 +88,10 @@ async def complete(
 
 async def _served(call: Call, answer: Callable[[], Awaitable[T]]) -> T:
     """`answer()`, failed over to an equivalent model of another provider as the tenant's
-    settings allow (`resilience.serve`), as the proxy endpoints do."""
+    settings allow (`failover.serve`), as the proxy endpoints do."""
     if call.trace is None:
         return await answer()
-    return await resilience.serve(call, answer)
+    return await failover.serve(call, answer)
 
 
 @dataclass(slots=True)

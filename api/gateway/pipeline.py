@@ -36,13 +36,7 @@ from api.gateway.pricing import FREE, Price, Usage, cost_micros
 from api.gateway.providers.base import Provider, UpstreamStream
 from api.gateway.providers.registry import ProviderRegistry
 from api.gateway.relay import warning_header
-from api.gateway.resilience import (
-    PooledProvider,
-    RetryPolicy,
-    Trace,
-    required_capability,
-    will_fail_over,
-)
+from api.gateway.resilience import PooledProvider, RetryPolicy, Trace, required_capability
 from api.gateway.routing import Router
 from api.gateway.sse import SSEEvent
 from api.metrics import Metrics
@@ -169,8 +163,9 @@ class Call:
             self.finish_soon(Usage(), status=499)
             raise
         except AppError as error:
-            if self.trace is not None and will_fail_over(self, error):
-                raise  # `resilience.serve` answers it from another provider, or finishes it
+            trace = self.trace
+            if trace is not None and trace.fails_over is not None and trace.fails_over(error):
+                raise  # `failover.serve` answers it from another provider, or finishes it
             await self.finish(Usage(), status=error.status_code, error=error)
             raise
         except Exception:

@@ -1,4 +1,4 @@
-"""The attempt loop: retries, account failover and cross-provider failover (SPEC §5.2, §6).
+"""The attempt loop: retries and failover across a provider's accounts (SPEC §5.2, §6).
 
 `PooledProvider` is what `Call.provider` is for a real key: it speaks the `Provider` protocol,
 so every route's `provider.send` / `provider.open_stream` goes through it unchanged, and tries
@@ -18,14 +18,7 @@ A stream is opened and its first event read before `open_stream` returns, so a s
 fails before its first byte reaches the client is retried like a refused request; after that
 the relay ends it with a well-formed error in the client's family.
 
-When every account of the provider failed, `serve` fails the request over to an equivalent
-model (same catalog tier) on another provider, if the tenant enabled it
-(`PUT /v1/settings {"failover": {"enabled": true}}`). The route's own answer function runs again
-with the new model: translation makes the switch invisible to the client. The cap still holds:
-the new model is reserved for its own worst case before the switch, and the original hold is
-kept until the request settles (both are settled together, the first to zero), so a failover
-never spends beyond what the limits allow; if the new reservation does not fit, there is no
-failover and the original error stands.
+Failing over to another provider is a step above this one: `api/gateway/failover.py`.
 """
 
 from __future__ import annotations
@@ -37,7 +30,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -50,13 +43,10 @@ from api.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from api.gateway.catalog import ModelEntry
 from api.gateway.providers.base import Provider, UpstreamRequest, UpstreamResponse
 from api.gateway.routing import Account, Router, TenantRouting
 from api.gateway.sse import SSEEvent
-
-if TYPE_CHECKING:
-    from api.gateway.catalog import Catalog, ModelEntry
-    from api.gateway.pipeline import Call
 
 logger = logging.getLogger("tollgate.gateway")
 T = TypeVar("T")
@@ -116,13 +106,14 @@ class Trace:
     account: str | None = None  # the account that answered
     failover_from: str | None = None  # "provider/model" the request was for, after a failover
     tried_models: set[str] = field(default_factory=set)
-    alternates: list[ModelEntry] | None = None  # computed at the first failure
+    alternates: list[ModelEntry] | None = None  # computed at the first failure (failover.py)
     # What the request needs of an account ("audio"); only accounts declaring it serve it,
     # when any account of the provider declares it.
     capability: str | None = None
-    # Set by `serve`: only a caller that will run the answer again can fail over (any other
-    # caller of `Call.failures_recorded` gets its failures metered as before).
-    serving: bool = False
+    # Set by `failover.serve`: whether it will answer a failure from another provider. Only a
+    # caller that will run the answer again can fail over (any other caller of
+    # `Call.failures_recorded` gets its failures metered as before).
+    fails_over: Callable[[AppError], bool] | None = None
 
     @property
     def retries(self) -> int:
@@ -204,7 +195,7 @@ def classify(error: AppError, policy: RetryPolicy) -> Decision:
     return Decision(False, False, False, None)  # the client's 4xx, bad input
 
 
-def _failover_worthy(error: AppError) -> bool:
+def failover_worthy(error: AppError) -> bool:
     return isinstance(
         error,
         (RateLimited | UpstreamError | UpstreamUnavailable | UpstreamTimeout, CapacityQueueFull),
@@ -411,114 +402,3 @@ class PooledProvider:
         if len(self._trace.attempts) > 1:
             error.headers = {**error.headers, RETRIES_HEADER: str(self._trace.retries)}
         return error
-
-
-# Cross-provider failover ------------------------------------------------------------------
-
-
-def alternates(catalog: Catalog, router: Router, call: Call, trace: Trace) -> list[ModelEntry]:
-    """Equivalent models (same tier) on other providers this key may use, best first:
-    cheapest for the `cost` and `default` strategies, fastest recent p50 for `latency`."""
-    from api.gateway.pipeline import access_allowed
-
-    entry = call.route.entry
-    seen_providers = {entry.provider}
-    found: list[ModelEntry] = []
-    for candidate in catalog.entries.values():
-        if candidate.tier != entry.tier or candidate.provider in seen_providers:
-            continue
-        if DIALECT_OF.get(candidate.provider) not in trace.dialects:
-            continue
-        if not router.configured(candidate.provider, trace.tenant):
-            continue
-        if not access_allowed(call.principal, candidate.provider, candidate.id):
-            continue
-        found.append(candidate)
-    if trace.tenant.strategy == "latency":
-
-        def p50(model: ModelEntry) -> float:
-            accounts = router.accounts(model.provider, trace.tenant)
-            return min((a.health.p50 for a in accounts), default=0.0)
-
-        found.sort(key=p50)
-    else:
-        found.sort(key=lambda m: m.price.input + m.price.output)
-    out: list[ModelEntry] = []
-    for candidate in found:  # one model per provider: the best of each
-        if candidate.provider not in {m.provider for m in out}:
-            out.append(candidate)
-    return out
-
-
-def will_fail_over(call: Call, error: AppError) -> bool:
-    """Whether `serve` will answer this failure from another provider (so the call is not
-    finished with it)."""
-    trace = call.trace
-    if (
-        trace is None
-        or not trace.serving
-        or not trace.tenant.failover
-        or not _failover_worthy(error)
-    ):
-        return False
-    if trace.alternates is None:
-        gateway = call.gateway
-        if gateway.router is None:
-            return False
-        trace.alternates = alternates(gateway.catalog, gateway.router, call, trace)
-    return any(m.id not in trace.tried_models for m in trace.alternates)
-
-
-async def serve(call: Call, answer: Callable[[], Awaitable[T]]) -> T:
-    """Run the route's `answer`; on a failure `will_fail_over` accepted, switch the call to
-    the next equivalent model and run it again."""
-    if call.trace is not None:
-        call.trace.serving = True
-    while True:
-        try:
-            return await answer()
-        except AppError as error:
-            if call.finished or not will_fail_over(call, error):
-                raise
-            try:
-                switched = await _switch(call, error)
-            except BaseException:
-                call.finish_soon(_no_usage(), status=499)
-                raise
-            if not switched:
-                await call.finish(_no_usage(), status=error.status_code, error=error)
-                raise
-
-
-def _no_usage() -> Any:
-    from api.gateway.pricing import Usage
-
-    return Usage()
-
-
-async def _switch(call: Call, error: AppError) -> bool:
-    """Point the call at the next alternate model; False when none could be reserved."""
-    from api.gateway.pipeline import reroute
-
-    trace = call.trace
-    assert trace is not None
-    assert trace.alternates is not None
-    trace.tried_models.add(call.route.entry.id)
-    for candidate in trace.alternates:
-        if candidate.id in trace.tried_models:
-            continue
-        trace.tried_models.add(candidate.id)
-        try:
-            await reroute(call, candidate)
-        except AppError as refused:
-            logger.info("no failover to %s: %s", candidate.id, refused.public_code)
-            continue
-        except Exception:  # the limits cannot be checked: no failover, the call still ends
-            logger.exception("reserving for a failover to %s failed", candidate.id)
-            return False
-        logger.info(
-            "failing over from %s to %s/%s after %s",
-            trace.failover_from, candidate.provider, candidate.id, error.public_code,
-        )  # fmt: skip
-        return True
-    return False

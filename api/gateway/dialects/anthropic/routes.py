@@ -22,7 +22,7 @@ from api.auth.service import Principal
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest, RequestTooLarge, UpstreamError
 from api.gateway import exposure as exposure_rules
-from api.gateway import resilience
+from api.gateway import failover, resilience
 from api.gateway.dialects import translated
 from api.gateway.dialects.openai.routes import read_json_object
 from api.gateway.pipeline import (
@@ -107,7 +107,7 @@ async def create_message(request: Request) -> Response:
     headers = forwarded_headers(request)
     if call.trace is None:
         return await _answer(call, body, stream, headers)
-    return await resilience.serve(call, lambda: _answer(call, body, stream, headers))
+    return await failover.serve(call, lambda: _answer(call, body, stream, headers))
 
 
 async def _answer(

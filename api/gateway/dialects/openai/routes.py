@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from api.deps import GatewayDep, GatewayPrincipal, gateway_principal
 from api.errors import AppError, InvalidRequest, UpstreamError, openai_body
 from api.gateway import exposure as exposure_rules
-from api.gateway import resilience
+from api.gateway import failover, resilience
 from api.gateway import usage as usage_rules
 from api.gateway.dialects import translated
 from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
@@ -94,7 +94,7 @@ async def create_chat_completion(request: Request) -> Response:
     )  # fmt: skip
     if call.trace is None:
         return await _answer(call, body, stream)
-    return await resilience.serve(call, lambda: _answer(call, body, stream))
+    return await failover.serve(call, lambda: _answer(call, body, stream))
 
 
 async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:

@@ -29,7 +29,7 @@ from fastapi.responses import Response
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest
 from api.gateway import exposure as exposure_rules
-from api.gateway import resilience
+from api.gateway import failover, resilience
 from api.gateway.dialects import translated
 from api.gateway.dialects.openai.routes import read_json_object
 from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
@@ -115,7 +115,7 @@ async def create_response(request: Request) -> Response:
     )  # fmt: skip
     if call.trace is None:
         return await _answer(call, body, stream)
-    return await resilience.serve(call, lambda: _answer(call, body, stream))
+    return await failover.serve(call, lambda: _answer(call, body, stream))
 
 
 async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
