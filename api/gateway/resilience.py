@@ -179,9 +179,10 @@ def retry_after_seconds(error: AppError) -> float | None:
     if value is None:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None  # "inf" waits forever
 
 
 def classify(error: AppError, policy: RetryPolicy) -> Decision:

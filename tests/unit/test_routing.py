@@ -22,8 +22,15 @@ from api.errors import (
     UpstreamUnavailable,
 )
 from api.gateway.providers.base import error_from_status
+from api.gateway.providers.gemini import retry_delay_seconds
 from api.gateway.providers.mock import MockProvider
-from api.gateway.resilience import RetryPolicy, classify, required_capability, session_key
+from api.gateway.resilience import (
+    RetryPolicy,
+    classify,
+    required_capability,
+    retry_after_seconds,
+    session_key,
+)
 from api.gateway.routing import Account, Router, TenantRouting
 from api.settings import Settings
 
@@ -232,3 +239,20 @@ class TestPoolSettings:
     def test_unknown_providers_are_refused(self):
         with pytest.raises(ValidationError, match="unknown provider 'mistral'"):
             Settings(upstreams={"mistral": [{"api_key": "x"}]})
+
+
+class TestRetryHintsFromUpstreams:
+    @pytest.mark.parametrize("delay", ["infs", "nans", "-3s", "1e999s", "xs", "27"])
+    def test_nonsense_retry_delays_are_no_hint(self, delay: str):
+        error = {"details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                              "retryDelay": delay}]}  # fmt: skip
+        assert retry_delay_seconds(error) is None
+
+    def test_a_retry_delay_is_rounded_up_to_whole_seconds(self):
+        error = {"details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                              "retryDelay": "1.5s"}]}  # fmt: skip
+        assert retry_delay_seconds(error) == 2
+
+    @pytest.mark.parametrize(("value", "seconds"), [("inf", None), ("nan", None), ("3", 3.0)])
+    def test_retry_after_must_be_a_finite_number(self, value: str, seconds: float | None):
+        assert retry_after_seconds(RateLimited("slow", headers={"retry-after": value})) == seconds

@@ -53,9 +53,11 @@ def retry_delay_seconds(error: dict[str, Any]) -> int | None:
         delay = info.get("retryDelay")
         if isinstance(delay, str) and delay.endswith("s"):
             try:
-                return math.ceil(float(delay[:-1]))
+                seconds = float(delay[:-1])
             except ValueError:
                 return None
+            # "infs" and "nans" parse as floats: an upstream's nonsense is no hint at all.
+            return math.ceil(seconds) if math.isfinite(seconds) and seconds >= 0 else None
     return None
 
 
