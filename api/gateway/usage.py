@@ -51,7 +51,8 @@ def _choices_text(payload: Any, field: str) -> str:
     )
 
 
-def _delta_text(chunk: bytes) -> str:
+def delta_text(chunk: bytes) -> str:
+    """The text a chat stream chunk carries (for estimating a cut-off stream)."""
     try:
         return _choices_text(orjson.loads(chunk), "delta")
     except orjson.JSONDecodeError:
@@ -74,12 +75,6 @@ def prompt_tokens(body: dict[str, Any]) -> int:
     return count_chat_prompt(
         messages if isinstance(messages, list) else [], tools if isinstance(tools, list) else None
     )
-
-
-def estimate_chat(body: dict[str, Any], produced_chunks: list[bytes]) -> Usage:
-    """What a cut-off stream consumed: the prompt and the text relayed so far."""
-    output = count_text("".join(_delta_text(chunk) for chunk in produced_chunks))
-    return Usage(input_tokens=prompt_tokens(body), output_tokens=output, estimated=True)
 
 
 def estimate_completion(body: dict[str, Any], payload: dict[str, Any]) -> Usage:

@@ -89,17 +89,13 @@ class TestUsage:
         assert deepseek.cached_input_tokens == 1792
         assert usage_rules.from_openai({"prompt_tokens": None, "completion_tokens": "x"}) == Usage()
 
-    def test_estimate_counts_prompt_and_relayed_text(self):
-        body = {"messages": [{"role": "user", "content": "Hello"}]}
+    def test_delta_text_is_what_a_relayed_chunk_said(self):
         chunks = [
             b'{"choices":[{"index":0,"delta":{"content":"Hello"}}]}',
             b'{"choices":[{"index":0,"delta":{"content":" world"}}]}',
             b"not json",
         ]
-        estimate = usage_rules.estimate_chat(body, chunks)
-        assert estimate.estimated
-        assert estimate.output_tokens == 2
-        assert estimate.input_tokens == 3 + 3 + 1 + 1  # priming, per-message, "user", "Hello"
+        assert "".join(usage_rules.delta_text(chunk) for chunk in chunks) == "Hello world"
 
 
 async def _lines(*parts: bytes):

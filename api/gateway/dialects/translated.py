@@ -324,13 +324,13 @@ class _Relay:
         call: Call,
         decoder: Decoder,
         output: Output,
-        request: ir.ChatRequest,
+        request: Prompt,
         passed: Passed | None = None,
     ) -> None:
         self.call = call
         self.decoder = decoder
         self.output = output
-        self.request = request
+        self._request = request
         self.passed = passed
         # Text produced, for estimates; raw data of events passed through, decoded if needed.
         self.produced: list[str | bytes] = []
@@ -339,13 +339,26 @@ class _Relay:
         self.before: list[ir.StreamEvent] = []  # its IR events ahead of the terminal
         self.first = True
 
+    @property
+    def request(self) -> ir.ChatRequest:
+        """The request in the IR, for estimating a prompt the upstream did not count (built
+        only then: most streams report their usage)."""
+        if callable(self._request):
+            self._request = self._request()
+        return self._request
+
     def feed(self, event: SSEEvent) -> bytes:
         if self.first:
             self.first = False
             call = self.call
             elapsed = time.perf_counter() - call.started
             call.gateway.metrics.ttfb.labels(call.endpoint, call.provider.name).observe(elapsed)
-        if self.passed is not None and event.event == self.passed.event:
+        passed = self.passed
+        if (
+            passed is not None
+            and event.event == passed.event
+            and not (passed.unless and any(mark in event.data for mark in passed.unless))
+        ):
             self.produced.append(event.data)
             return self.output.content(event, ())
         return self._take(event, self.decoder.feed(event))
@@ -360,6 +373,8 @@ class _Relay:
             if isinstance(item, ir.MessageEnd | ir.StreamError):
                 self.terminal, self.event, self.before = item, event, before
                 return b""
+            if isinstance(item, ir.BlockStart) and item.kind not in ("text", "thinking"):
+                self.call.tool_calls += 1  # for the request log
             self.produced.append(_produced(item))
             before.append(item)
         return self.output.content(event, before)
@@ -422,10 +437,17 @@ class DecodedUsage:
 class Passed:
     """Upstream events of one type relayed as they are, never decoded unless a cut-off stream
     must be estimated: the many small deltas of a stream relayed in its own format, whose
-    decoding was most of the relay's cost. `text`: the text one event's data produced."""
+    decoding was most of the relay's cost. `text`: the text one event's data produced.
+    `unless`: marks in an event's data that have it decoded after all (a chat stream's events
+    are all of one type; its usage chunk, `[DONE]` and error chunk carry its end)."""
 
-    event: bytes
+    event: bytes | None
     text: Callable[[bytes], str]
+    unless: tuple[bytes, ...] = ()
+
+
+# The request in the IR, or how to build it when a prompt must be estimated.
+Prompt = ir.ChatRequest | Callable[[], ir.ChatRequest]
 
 
 async def relay_events(
@@ -433,7 +455,7 @@ async def relay_events(
     stream: UpstreamStream,
     decoder: Decoder,
     output: Output,
-    request: ir.ChatRequest,
+    request: Prompt,
     passed: Passed | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Relay one upstream stream; whatever ends it is metered, before the final event."""

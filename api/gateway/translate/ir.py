@@ -183,6 +183,8 @@ class StreamError:
 
     kind: str
     message: str
+    # The gateway's own error it stands for, for a family that renders it exactly (chat).
+    error: AppError | None = field(default=None, compare=False)
 
     @classmethod
     def from_app_error(cls, error: AppError) -> StreamError:
@@ -191,7 +193,7 @@ class StreamError:
             UpstreamUnavailable: "overloaded",
             UpstreamTimeout: "timeout",
         }
-        return cls(kinds.get(type(error), "api_error"), error.message)
+        return cls(kinds.get(type(error), "api_error"), error.message, error)
 
 
 StreamEvent = (

@@ -7,10 +7,9 @@ validates the rest (its 4xx is relayed).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -24,10 +23,10 @@ from api.gateway import failover, resilience
 from api.gateway import usage as usage_rules
 from api.gateway.dialects import translated
 from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
-from api.gateway.pricing import Usage
-from api.gateway.providers.base import UpstreamRequest, UpstreamStream, done_with
+from api.gateway.providers.base import UpstreamRequest
 from api.gateway.relay import EventStream, JSONBody
-from api.gateway.sse import SSEEvent
+from api.gateway.sse import SSEEvent, frame
+from api.gateway.translate import ir, openai_chat, openai_chat_stream
 from api.kit.json_depth import check_depth
 
 router = APIRouter(tags=["gateway"])
@@ -108,7 +107,7 @@ async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
         if stream:
             return await _stream_chat(call, body, upstream)
         response = await call.provider.send(upstream)
-        payload = _json_object(response.body, call.provider.name)
+        payload = translated.json_answer(response.body, call.provider.name)
         reported = payload.get("usage")
         usage = (
             usage_rules.from_openai(reported)
@@ -120,112 +119,72 @@ async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
     return JSONBody(orjson.dumps(payload), call.response_headers)
 
 
-def _json_object(raw: bytes, provider: str) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        payload = None
-    if not isinstance(payload, dict):
-        raise UpstreamError(f"The {provider} provider answered with something other than JSON.")
-    return payload
-
-
 async def _stream_chat(call: Call, body: dict[str, Any], upstream: UpstreamRequest) -> EventStream:
     stream = await call.provider.open_stream(upstream)
     options = body.get("stream_options")
     client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-    # Not sse-starlette's EventSourceResponse: upstream events are already SSE-framed, and its
-    # machinery measured ~30x the CPU per relayed chunk (see `api/gateway/relay.py`).
-    return EventStream(_relay_chat(call, body, stream, client_wants_usage), call.response_headers)
+    # Relayed as they came through the one relay every stream takes; only the chunks that end
+    # the stream (usage, `[DONE]`, an error) are decoded, for metering and the end.
+    deltas = translated.Passed(None, usage_rules.delta_text, _DECODED)
+    relay = translated.relay_events(
+        call, stream, openai_chat_stream.StreamDecoder(), _Verbatim(client_wants_usage),
+        lambda: _parsed(body, call), deltas,
+    )  # fmt: skip
+    return EventStream(relay, call.response_headers)
 
 
-async def _relay_chat(
-    call: Call, body: dict[str, Any], stream: UpstreamStream, client_wants_usage: bool
-) -> AsyncGenerator[bytes, None]:
-    """Relay each upstream event as it arrives. The final `[DONE]` is held back until the
-    request is metered and its usage event durable; whatever ends the stream is metered."""
-    usage: Usage | None = None
-    produced: list[bytes] = []
-    frames: list[bytes] = []  # of the events that arrived with the one being read
-    first_out = True
-    status, error = 200, None
-    tail = _DONE
-    first = True
+# What has a chat chunk decoded (see `translated.Passed`): the usage, the end, an error.
+_DECODED = (b'"usage":{', b'"usage": {', b"[DONE]", b'"error":', b'"error": ')
 
-    def final_usage() -> Usage:
-        return usage if usage is not None else usage_rules.estimate_chat(body, produced)
 
+def _parsed(body: dict[str, Any], call: Call) -> ir.ChatRequest:
+    """The request in the IR, only to estimate a prompt the upstream did not count; a body the
+    translator does not know (the upstream accepted it) is estimated from its JSON."""
     try:
-        async for event in stream.events():
-            data = event.data
-            if data == b"[DONE]":
-                break
-            if first:
-                first = False
-                elapsed = time.perf_counter() - call.started
-                call.gateway.metrics.ttfb.labels(call.endpoint, call.provider.name).observe(elapsed)
-            shown = True
-            if b'"usage":{' in data or b'"usage": {' in data:
-                reported, shown = _usage_chunk(data, call.provider.name, client_wants_usage)
-                usage = reported or usage
-            else:
-                produced.append(data)
-            if shown:
-                frames.append(_frame(data))
-            if frames and (not event.more or first_out):  # the first event goes out alone
-                first_out = False
-                yield b"".join(frames)
-                frames.clear()
-        else:  # the body ended without `[DONE]`
-            raise UpstreamError(f"The {call.provider.name} stream ended before it was complete.")
-    except (asyncio.CancelledError, GeneratorExit):
-        # The client went away: read on for the usage upstream bills (`Call.abandon`).
-        call.abandon(stream, ChatUsage(), final_usage())
-        raise
-    except Exception as exc:
-        failure = exc if isinstance(exc, AppError) else UpstreamError("The stream failed.")
-        if not isinstance(exc, AppError):
-            logger.exception("relaying a %s stream failed", call.provider.name)
-        status, error = failure.status_code, failure
-        tail = b"data: " + orjson.dumps(openai_body(failure)) + b"\n\n" + _DONE
-    done_with(stream, error)
-    await call.finish(final_usage(), status=status, error=error)
-    # What came with `[DONE]` (or before the failure) goes out with the end, after the call is
-    # metered: a client that leaves now cannot cut the metering short.
-    frames.append(tail)
-    yield b"".join(frames)
+        return openai_chat.parse_request(body)
+    except AppError:
+        return translated.unread_request(call.model, body.get("messages"), body.get("tools"))
 
 
-class ChatUsage:
-    """A chat stream's usage, from the chunk that reports it (asked for on every stream)."""
+class _Verbatim:
+    """Chat chunks relayed as they came. The usage-only chunk is asked for on every stream;
+    a client that did not ask for it never sees it."""
 
-    def feed(self, event: SSEEvent) -> Usage | None:
-        if b'"usage"' not in event.data:
-            return None
-        try:
-            reported = orjson.loads(event.data).get("usage")
-        except (orjson.JSONDecodeError, AttributeError):
-            return None
-        return usage_rules.from_openai(reported) if isinstance(reported, dict) else None
+    def __init__(self, client_wants_usage: bool) -> None:
+        self._wants_usage = client_wants_usage
 
-    def end(self) -> Usage | None:
-        return None
+    def content(self, event: SSEEvent | None, _items: Sequence[ir.StreamEvent]) -> bytes:
+        if event is None:
+            return b""
+        if not self._wants_usage and _usage_only(event.data):
+            return b""
+        return frame(event)
+
+    def end(
+        self,
+        event: SSEEvent | None,
+        _items: Sequence[ir.StreamEvent],
+        terminal: ir.MessageEnd | ir.StreamError,
+    ) -> bytes:
+        if event is not None:  # `[DONE]`, or the provider's own error chunk
+            return frame(event) if isinstance(terminal, ir.MessageEnd) else frame(event) + _DONE
+        if isinstance(terminal, ir.MessageEnd):  # the body ended without `[DONE]`
+            return _DONE
+        # A failure on the gateway's side of the stream: an error chunk, then `[DONE]`.
+        error = terminal.error or UpstreamError(terminal.message or "The stream failed.")
+        return b"data: " + orjson.dumps(openai_body(error)) + b"\n\n" + _DONE
 
 
-def _usage_chunk(data: bytes, provider: str, client_wants_usage: bool) -> tuple[Usage | None, bool]:
-    """The usage a chunk reports, and whether the client sees the chunk: the usage-only chunk
-    was asked for by the gateway, and a client that did not ask for it never sees it."""
-    chunk = _json_object(data, provider)
-    reported = chunk.get("usage")
-    usage = usage_rules.from_openai(reported) if isinstance(reported, dict) else None
-    return usage, client_wants_usage or chunk.get("choices") != []
-
-
-def _frame(data: bytes) -> bytes:
-    """One SSE event; every line of multi-line data keeps its own `data:` prefix."""
-    if b"\n" not in data:
-        return b"data: " + data + b"\n\n"
-    return b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"
+def _usage_only(data: bytes) -> bool:
+    """The usage chunk with no choices (DeepSeek puts usage on its last choice chunk instead:
+    that one is the client's)."""
+    if b'"usage":{' not in data and b'"usage": {' not in data:
+        return False
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(chunk, dict) and chunk.get("choices") == []
 
 
 @router.get("/v1/models")
