@@ -12,17 +12,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from api.auth.service import Principal
-from api.errors import AppError, UpstreamError
+from api.errors import AppError
 from api.gateway import failover
 from api.gateway.dialects import translated
 from api.gateway.pipeline import Call, Gateway, start_call
 from api.gateway.pricing import Usage
-from api.gateway.providers.base import UpstreamStream, done_with
+from api.gateway.providers.base import UpstreamStream
 from api.gateway.translate import ir, openai_chat
 from api.gateway.translate.fields import upstream_body
 
@@ -140,21 +140,6 @@ class Accumulator:
         )
 
 
-async def _decoded(
-    opened: UpstreamStream, decoder: translated.Decoder, dialect: str
-) -> AsyncGenerator[ir.StreamEvent, None]:
-    """The upstream's events as IR events; an error event inside the stream raises."""
-    async for event in opened.events():
-        if event.data == b"[DONE]" and dialect != "openai":
-            continue
-        for decoded in decoder.feed(event):
-            if isinstance(decoded, ir.StreamError):
-                raise UpstreamError(decoded.message or "The provider's stream failed.")
-            yield decoded
-    for decoded in decoder.close():
-        yield decoded
-
-
 @dataclass(slots=True)
 class StreamResult:
     """Filled in when `stream` ends: the whole answer and its cost."""
@@ -183,40 +168,14 @@ async def stream(
     opened = await _served(call, opening)
     decoder = translated.DECODERS[call.provider.dialect]()
     accumulator = Accumulator()
-    status, error = 200, None
-    ended = False
-
-    try:
-        async with contextlib.aclosing(_decoded(opened, decoder, call.provider.dialect)) as events:
-            async for decoded in events:
-                accumulator.feed(decoded)
-                if isinstance(decoded, ir.MessageEnd):  # held until the call is metered
-                    ended = True
-                else:
-                    yield decoded
-        if not ended:
-            raise UpstreamError(f"The {call.provider.name} stream ended before it was complete.")
-    except AppError as exc:
-        status, error = exc.status_code, exc
-    except Exception:
-        logger.exception("a %s stream for a thread turn failed", call.provider.name)
-        status, error = 502, UpstreamError("The stream failed.")
-    except BaseException:  # the consumer went away: what was produced is billed
-        if ended:
-            call.finish_soon(accumulator.usage, status=499)
-            opened.close()
-        else:
-            produced = translated.response_text(accumulator.response())
-            so_far = translated.estimated_usage(decoder.usage, request, produced)
-            call.abandon(opened, translated.DecodedUsage(decoder), so_far)
-        raise
-    done_with(opened, error)
-    usage = accumulator.usage if ended else decoder.usage
-    response = accumulator.response()
-    call.tool_calls = _tool_calls(response.parts)
-    cost = await call.finish(usage, status=status, error=error)
-    if error is not None:
-        yield ir.StreamError.from_app_error(error)
-        return
-    result.completion = Completion(response, cost, call.provider.name, call.model)
-    yield ir.MessageEnd(response.stop_reason, response.usage, response.stop_sequence)
+    relay = translated.relay_events(call, opened, decoder, translated.Items(), request)
+    async with contextlib.aclosing(relay) as pieces:
+        async for piece in pieces:
+            for event in piece:
+                accumulator.feed(event)
+                if isinstance(event, ir.MessageEnd):  # metered before the relay gave it
+                    response = accumulator.response()
+                    result.completion = Completion(
+                        response, call.cost_micros, call.provider.name, call.model
+                    )
+                yield event

@@ -124,6 +124,7 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     finished: bool = False
     tool_calls: int = 0  # tool calls in the answer, for the request log
+    cost_micros: int = 0  # what it was billed, once settled
     # The attempts across accounts and providers (None for test keys and a bare Gateway).
     trace: Trace | None = None
     # Holds of models this call failed over from, released when it settles.
@@ -252,7 +253,7 @@ class Call:
     async def _settle(self, usage: Usage, status: int, error: AppError | None) -> int:
         gateway = self.gateway
         gateway.metrics.in_flight.dec()
-        cost = cost_micros(usage, self.price)
+        cost = self.cost_micros = cost_micros(usage, self.price)
         latency_ms = int((time.perf_counter() - self.started) * 1000)
         key = self.principal.key
         trace = self.trace

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from fastapi.responses import Response
@@ -284,22 +284,34 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
 # Streams ----------------------------------------------------------------------------------
 
 Terminal = ir.MessageEnd | ir.StreamError
+P = TypeVar("P")  # what a relay produces for its reader: bytes, or IR events
 
 
-class Output(Protocol):
-    """How a relayed stream is written for the client. `event` is the upstream event the IR
-    events came from (None for what the gateway adds); `items` precede any terminal event."""
+class Output(Protocol[P]):
+    """How a relayed stream is written for its reader: bytes for a client, IR events for a
+    thread turn. `event` is the upstream event the IR events came from (None for what the
+    gateway adds); `items` precede any terminal event. An empty piece is falsy."""
 
-    def content(self, event: SSEEvent | None, items: Sequence[ir.StreamEvent]) -> bytes: ...
+    def content(self, event: SSEEvent | None, items: Sequence[ir.StreamEvent]) -> P: ...
 
-    def end(
-        self, event: SSEEvent | None, items: Sequence[ir.StreamEvent], terminal: Terminal
-    ) -> bytes:
-        """The final bytes (held until the call is metered): an end or an error."""
+    def end(self, event: SSEEvent | None, items: Sequence[ir.StreamEvent], terminal: Terminal) -> P:
+        """The final piece (held until the call is metered): an end or an error."""
+        ...
+
+    def join(self, pieces: list[P]) -> P:
+        """Pieces that arrived in one read, as one."""
         ...
 
 
-class Translating:
+class ToClient:
+    """An `Output` of bytes for a client: the events of one read go out in one send."""
+
+    @staticmethod
+    def join(pieces: list[bytes]) -> bytes:
+        return b"".join(pieces)
+
+
+class Translating(ToClient):
     """IR events through the client family's encoder."""
 
     def __init__(self, encoder: Encoder, error_tail: bytes) -> None:
@@ -316,14 +328,31 @@ class Translating:
         return out + self._tail if isinstance(terminal, ir.StreamError) else out
 
 
-class _Relay:
+class Items:
+    """IR events for a reader that takes them as such (a thread turn): each piece is what
+    came before the end, then the end (`ir.MessageEnd` or `ir.StreamError`)."""
+
+    def content(self, _event: SSEEvent | None, items: Sequence[ir.StreamEvent]) -> list[Any]:
+        return list(items)
+
+    def end(
+        self, _event: SSEEvent | None, items: Sequence[ir.StreamEvent], terminal: Terminal
+    ) -> list[Any]:
+        return [*items, terminal]
+
+    @staticmethod
+    def join(pieces: list[list[Any]]) -> list[Any]:
+        return [item for piece in pieces for item in piece]
+
+
+class _Relay(Generic[P]):
     """One stream's state: what was produced (for estimates), and how it ended."""
 
     def __init__(
         self,
         call: Call,
         decoder: Decoder,
-        output: Output,
+        output: Output[P],
         request: Prompt,
         passed: Passed | None = None,
     ) -> None:
@@ -347,7 +376,7 @@ class _Relay:
             self._request = self._request()
         return self._request
 
-    def feed(self, event: SSEEvent) -> bytes:
+    def feed(self, event: SSEEvent) -> P:
         if self.first:
             self.first = False
             call = self.call
@@ -363,16 +392,16 @@ class _Relay:
             return self.output.content(event, ())
         return self._take(event, self.decoder.feed(event))
 
-    def close(self) -> bytes:
+    def close(self) -> P:
         """The body ended: a decoder may owe its end (Gemini streams have no end marker)."""
         return self._take(None, self.decoder.close())
 
-    def _take(self, event: SSEEvent | None, items: list[ir.StreamEvent]) -> bytes:
+    def _take(self, event: SSEEvent | None, items: list[ir.StreamEvent]) -> P:
         before: list[ir.StreamEvent] = []
         for item in items:
             if isinstance(item, ir.MessageEnd | ir.StreamError):
                 self.terminal, self.event, self.before = item, event, before
-                return b""
+                return self.output.content(None, ())  # nothing: the end goes out after metering
             if isinstance(item, ir.BlockStart) and item.kind not in ("text", "thinking"):
                 self.call.tool_calls += 1  # for the request log
             self.produced.append(_produced(item))
@@ -389,7 +418,7 @@ class _Relay:
             for item in self.produced
         ]
 
-    async def finish(self, failure: AppError | None) -> bytes:
+    async def finish(self, failure: AppError | None) -> P:
         """Meter the call, then return the final bytes."""
         terminal = self.terminal
         if failure is None and terminal is None:
@@ -454,14 +483,16 @@ async def relay_events(
     call: Call,
     stream: UpstreamStream,
     decoder: Decoder,
-    output: Output,
+    output: Output[P],
     request: Prompt,
     passed: Passed | None = None,
-) -> AsyncGenerator[bytes, None]:
-    """Relay one upstream stream; whatever ends it is metered, before the final event."""
+) -> AsyncGenerator[P, None]:
+    """Relay one upstream stream to its reader, every stream the gateway relays, to a client
+    or a thread turn: whatever ends it (its end, an upstream cut, the reader gone, a
+    cancellation) is metered, before the final piece."""
     relay = _Relay(call, decoder, output, request, passed)
     failure: AppError | None = None  # what broke the stream on our side of it
-    chunks: list[bytes] = []  # of the events that arrived with the one being read
+    chunks: list[P] = []  # of the events that arrived with the one being read
     first_out = True
     try:
         async for event in stream.events():
@@ -472,7 +503,7 @@ async def relay_events(
                 break
             if chunks and (not event.more or first_out):  # the first event goes out alone
                 first_out = False
-                yield b"".join(chunks)
+                yield output.join(chunks)
                 chunks.clear()
         else:
             chunk = relay.close()
@@ -490,4 +521,4 @@ async def relay_events(
     # What came with the final event (or before the failure) goes out with the end, after the
     # call is metered: a client that leaves now cannot cut the metering short.
     chunks.append(await relay.finish(failure))
-    yield b"".join(chunks)
+    yield output.join(chunks)

@@ -137,7 +137,7 @@ async def _answer(
     return JSONBody(orjson.dumps(payload), call.response_headers)
 
 
-class _Verbatim:
+class _Verbatim(translated.ToClient):
     """Upstream Anthropic events relayed as they came (pings and unknown types included)."""
 
     def __init__(self) -> None:

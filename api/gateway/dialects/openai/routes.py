@@ -146,7 +146,7 @@ def _parsed(body: dict[str, Any], call: Call) -> ir.ChatRequest:
         return translated.unread_request(call.model, body.get("messages"), body.get("tools"))
 
 
-class _Verbatim:
+class _Verbatim(translated.ToClient):
     """Chat chunks relayed as they came. The usage-only chunk is asked for on every stream;
     a client that did not ask for it never sees it."""
 

@@ -199,7 +199,7 @@ def _output_text(payload: dict[str, Any]) -> list[str]:
         return []
 
 
-class _Verbatim:
+class _Verbatim(translated.ToClient):
     """Upstream Responses events relayed as they came; an error of the gateway's own (a stream
     broken off) is written after them, numbered on from the last one."""
 
