@@ -11,7 +11,7 @@ Errors are Anthropic-shaped (`api/error_handlers.py`), mid-stream ones an `event
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from typing import Any
 
 import orjson
@@ -22,15 +22,13 @@ from api.auth.service import Principal
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest, RequestTooLarge, UpstreamError
 from api.gateway import exposure as exposure_rules
-from api.gateway import failover, resilience
-from api.gateway.dialects import translated
-from api.gateway.dialects.openai.routes import read_json_object
+from api.gateway.dialects import entry, translated
+from api.gateway.dialects.entry import read_json_object
+from api.gateway.exposure import Exposure, UnknownFields
 from api.gateway.pipeline import (
     Call,
     Gateway,
     check_access,
-    record_refusal,
-    start_call,
     upstream_body,
 )
 from api.gateway.providers.base import Provider, UpstreamRequest, UpstreamStream
@@ -87,27 +85,18 @@ def _check_body(body: dict[str, Any]) -> bool:
     return bool(stream)
 
 
+def _check(body: dict[str, Any], unknown: UnknownFields) -> tuple[bool, Exposure]:
+    return _check_body(body), exposure_rules.messages(body, unknown)
+
+
 @router.post(MESSAGES_PATH)
 async def create_message(request: Request) -> Response:
-    principal = await gateway_principal(request)
-    gateway: Gateway = request.state.gateway
-    request_id = request.state.request_id
-    try:
-        body = await read_json_object(request)
-        stream = _check_body(body)
-        exposure = exposure_rules.messages(body, gateway.unknown_fields)
-    except AppError as error:  # a bad body is still a request of this key's: log it, at no cost
-        record_refusal(gateway, principal, request_id, MESSAGES_PATH, "", "", error)
-        raise
-    call = await start_call(
-        gateway, principal, request_id, MESSAGES_PATH, body["model"], budget_view(body),
-        dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
-        exposure=exposure,
-    )  # fmt: skip
     headers = forwarded_headers(request)
-    if call.trace is None:
-        return await _answer(call, body, stream, headers)
-    return await failover.serve(call, lambda: _answer(call, body, stream, headers))
+
+    def answer(call: Call, body: dict[str, Any], stream: bool) -> Awaitable[Response]:
+        return _answer(call, body, stream, headers)
+
+    return await entry.proxy(request, MESSAGES_PATH, _check, budget_view, answer)
 
 
 async def _answer(

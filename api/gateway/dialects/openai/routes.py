@@ -16,36 +16,23 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.deps import GatewayDep, GatewayPrincipal, gateway_principal
+from api.deps import GatewayDep, GatewayPrincipal
 from api.errors import AppError, InvalidRequest, UpstreamError, openai_body
 from api.gateway import exposure as exposure_rules
-from api.gateway import failover, resilience
 from api.gateway import usage as usage_rules
-from api.gateway.dialects import translated
-from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
+from api.gateway.dialects import entry, translated
+from api.gateway.exposure import Exposure, UnknownFields
+from api.gateway.pipeline import Call, upstream_body
 from api.gateway.providers.base import UpstreamRequest
 from api.gateway.relay import EventStream, JSONBody
 from api.gateway.sse import SSEEvent, frame
 from api.gateway.translate import ir, openai_chat, openai_chat_stream
-from api.kit.json_depth import check_depth
 
 router = APIRouter(tags=["gateway"])
 logger = logging.getLogger("tollgate.gateway")
 
 CHAT_PATH = "/v1/chat/completions"
 _DONE = b"data: [DONE]\n\n"
-
-
-async def read_json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    check_depth(raw, body)
-    return body
 
 
 def _check_chat_body(body: dict[str, Any]) -> bool:
@@ -74,26 +61,13 @@ def _check_chat_body(body: dict[str, Any]) -> bool:
     return bool(stream)
 
 
+def _check(body: dict[str, Any], unknown: UnknownFields) -> tuple[bool, Exposure]:
+    return _check_chat_body(body), exposure_rules.chat(body, unknown)
+
+
 @router.post(CHAT_PATH)
 async def create_chat_completion(request: Request) -> Response:
-    principal = await gateway_principal(request)
-    gateway: Gateway = request.state.gateway
-    request_id = request.state.request_id
-    try:
-        body = await read_json_object(request)
-        stream = _check_chat_body(body)
-        exposure = exposure_rules.chat(body, gateway.unknown_fields)
-    except AppError as error:  # a bad body is still a request of this key's: log it, at no cost
-        record_refusal(gateway, principal, request_id, CHAT_PATH, "", "", error)
-        raise
-    call = await start_call(
-        gateway, principal, request_id, CHAT_PATH, body["model"], body,
-        dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
-        exposure=exposure,
-    )  # fmt: skip
-    if call.trace is None:
-        return await _answer(call, body, stream)
-    return await failover.serve(call, lambda: _answer(call, body, stream))
+    return await entry.proxy(request, CHAT_PATH, _check, lambda body: body, _answer)
 
 
 async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:

@@ -26,13 +26,11 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest
 from api.gateway import exposure as exposure_rules
-from api.gateway import failover, resilience
-from api.gateway.dialects import translated
-from api.gateway.dialects.openai.routes import read_json_object
-from api.gateway.pipeline import Call, Gateway, record_refusal, start_call, upstream_body
+from api.gateway.dialects import entry, translated
+from api.gateway.exposure import Exposure, UnknownFields
+from api.gateway.pipeline import Call, upstream_body
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
 from api.gateway.relay import EventStream, JSONBody, warning_header
 from api.gateway.sse import SSEEvent, frame
@@ -96,26 +94,13 @@ def _check_body(body: dict[str, Any]) -> bool:
     return bool(stream)
 
 
+def _check(body: dict[str, Any], unknown: UnknownFields) -> tuple[bool, Exposure]:
+    return _check_body(body), exposure_rules.responses(body, unknown)
+
+
 @router.post(RESPONSES_PATH)
 async def create_response(request: Request) -> Response:
-    principal = await gateway_principal(request)
-    gateway: Gateway = request.state.gateway
-    request_id = request.state.request_id
-    try:
-        body = await read_json_object(request)
-        stream = _check_body(body)
-        exposure = exposure_rules.responses(body, gateway.unknown_fields)
-    except AppError as error:  # a bad body is still a request of this key's: log it, at no cost
-        record_refusal(gateway, principal, request_id, RESPONSES_PATH, "", "", error)
-        raise
-    call = await start_call(
-        gateway, principal, request_id, RESPONSES_PATH, body["model"], budget_view(body),
-        dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
-        exposure=exposure,
-    )  # fmt: skip
-    if call.trace is None:
-        return await _answer(call, body, stream)
-    return await failover.serve(call, lambda: _answer(call, body, stream))
+    return await entry.proxy(request, RESPONSES_PATH, _check, budget_view, _answer)
 
 
 async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:

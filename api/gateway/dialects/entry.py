@@ -1,0 +1,66 @@
+"""How every model endpoint starts (chat, Messages, Responses): the one preamble of a proxied
+request, before its dialect renders the answer.
+
+read and check the body → what its fields add to the worst case (`exposure`) → `start_call`
+(model, access, budget) → `failover.serve` around the dialect's answer. A body refused on
+the way is still a request of its key's: it is logged, at no cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+from api.deps import gateway_principal
+from api.errors import AppError, InvalidRequest
+from api.gateway import failover, resilience
+from api.gateway.dialects import translated
+from api.gateway.exposure import Exposure, UnknownFields
+from api.gateway.pipeline import Call, Gateway, record_refusal, start_call
+from api.kit.json_depth import check_depth
+
+# A dialect's reading of a body: whether it streams, and what its fields add to the bill.
+Check = Callable[[dict[str, Any], UnknownFields], tuple[bool, Exposure]]
+# The dialect's answer from `call.provider`; run again by a cross-provider failover.
+Answer = Callable[[Call, dict[str, Any], bool], Awaitable[Response]]
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    check_depth(raw, body)
+    return body
+
+
+async def proxy(
+    request: Request,
+    path: str,
+    check: Check,
+    budget_view: Callable[[dict[str, Any]], dict[str, Any]],
+    answer: Answer,
+) -> Response:
+    """Answer one model request of `path`'s dialect (see the module docstring)."""
+    principal = await gateway_principal(request)
+    gateway: Gateway = request.state.gateway
+    request_id = request.state.request_id
+    try:
+        body = await read_json_object(request)
+        stream, exposure = check(body, gateway.unknown_fields)
+    except AppError as error:
+        record_refusal(gateway, principal, request_id, path, "", "", error)
+        raise
+    call = await start_call(
+        gateway, principal, request_id, path, body["model"], budget_view(body),
+        dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
+        exposure=exposure,
+    )  # fmt: skip
+    return await failover.serve(call, lambda: answer(call, body, stream))
