@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -81,6 +82,8 @@ class Gateway:
     unknown_fields: UnknownFields = "drop"
     # Settlements of requests whose client went away; awaited at shutdown.
     settling: set[asyncio.Task[int]] = field(default_factory=set)
+    # Token counts per key in the current minute, in this process (`count_tokens`).
+    counting: dict[uuid.UUID, tuple[int, int]] = field(default_factory=dict)
     # The holds of calls in flight, kept from expiring until they settle (`_keep_holding`).
     holding: dict[int, Reservation] = field(default_factory=dict)
     refresher: asyncio.Task[None] | None = None

@@ -349,6 +349,26 @@ class TestAbandonedStreams:
 
 
 class TestCountTokens:
+    @pytest.mark.parametrize("model", ["claude-sonnet-4", "gpt-4o"])
+    async def test_counts_are_held_to_the_keys_rpm_and_leave_its_counters_alone(
+        self, every_http: httpx.AsyncClient, claude: FakeAnthropic, model: str
+    ):
+        tenant = await create_tenant(every_http)
+        key = await create_key(every_http, tenant, rpm=2)
+        headers = bearer(key["secret"])
+        body = {"model": model, "messages": HELLO}
+        statuses = [
+            (await every_http.post("/v1/messages/count_tokens", json=body, headers=headers))
+            for _ in range(3)
+        ]
+        assert [r.status_code for r in statuses] == [200, 200, 429]
+        assert int(statuses[-1].headers["retry-after"]) in range(1, 61)
+        # A model request of the same key still has its own two a minute.
+        chat = {"model": "gpt-4o", "messages": HELLO}
+        assert (
+            await every_http.post("/v1/chat/completions", json=chat, headers=headers)
+        ).status_code == 200
+
     async def test_an_estimate_is_counted_off_the_event_loop_and_bounded_in_size(
         self, every_http: httpx.AsyncClient
     ):

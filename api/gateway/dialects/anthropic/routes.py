@@ -11,6 +11,7 @@ Errors are Anthropic-shaped (`api/error_handlers.py`), mid-stream ones an `event
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Awaitable, Sequence
 from typing import Any
 
@@ -18,9 +19,10 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.auth.models import ApiKey
 from api.auth.service import Principal
 from api.deps import gateway_principal
-from api.errors import AppError, InvalidRequest, RequestTooLarge, UpstreamError
+from api.errors import AppError, InvalidRequest, RateLimited, RequestTooLarge, UpstreamError
 from api.gateway import exposure as exposure_rules
 from api.gateway.dialects import entry, translated
 from api.gateway.dialects.entry import read_json_object
@@ -181,6 +183,7 @@ async def count_tokens(request: Request) -> Response:
     body = await read_json_object(request)
     route = gateway.catalog.resolve(_check_model(body))
     check_access(principal, route)
+    _count_admitted(gateway, principal.key)
     test = principal.key.test
     provider = await _counting_provider(gateway, principal, route.provider, test)
     if provider.dialect == "anthropic":
@@ -199,6 +202,29 @@ async def count_tokens(request: Request) -> Response:
     # of the GIL), so a large body does not stall every other request on the event loop.
     counted = {"input_tokens": await asyncio.to_thread(_estimate, body)}
     return JSONBody(orjson.dumps(counted), {ESTIMATE_HEADER: "estimated"})
+
+
+def _count_admitted(gateway: Gateway, key: ApiKey) -> None:
+    """Counting is not a model call: it leaves the key's limits and counters alone. It is held
+    to the key's `rpm` all the same, in this process, so a flood of counts cannot use up the
+    provider account's own limits for everyone (Anthropic counts Claude prompts)."""
+    if key.rpm is None:
+        return
+    now = time.time()
+    minute = int(now // 60)
+    seen, count = gateway.counting.get(key.id, (minute, 0))
+    count = count if seen == minute else 0
+    if count >= key.rpm:
+        raise RateLimited(
+            f"Rate limit of {key.rpm} requests per minute reached for this key.",
+            headers={"retry-after": str(60 - int(now % 60))},
+        )
+    if len(gateway.counting) >= _MAX_COUNTED_KEYS:  # a minute's worth at most: start over
+        gateway.counting.clear()
+    gateway.counting[key.id] = (minute, count + 1)
+
+
+_MAX_COUNTED_KEYS = 100_000
 
 
 def _estimate(body: dict[str, Any]) -> int:
