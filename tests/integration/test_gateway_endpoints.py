@@ -284,7 +284,11 @@ class TestUpstreamConnections:
 
 
 ABANDONED = [("/v1/messages", "gpt-4o"), ("/v1/messages", "claude-sonnet-4"),
-             ("/v1/responses", "claude-sonnet-4")]  # fmt: skip
+             ("/v1/responses", "claude-sonnet-4"), ("/v1/messages", "gemini-2.5-flash"),
+             ("/v1/chat/completions", "deepseek-chat")]  # fmt: skip
+
+
+Fakes = tuple[FakeAnthropic, FakeUpstream, FakeGemini]
 
 
 class TestAbandonedStreams:
@@ -292,13 +296,13 @@ class TestAbandonedStreams:
     (`Call.abandon`), within a bound; past it, it cancels upstream and bills the worst case."""
 
     async def _leave_part_way(
-        self, every_http: httpx.AsyncClient, claude: FakeAnthropic, upstream: FakeUpstream,
-        endpoint: str, model: str,
-    ) -> tuple[FakeAnthropic | FakeUpstream, dict[str, str]]:  # fmt: skip
+        self, every_http: httpx.AsyncClient, fakes: Fakes, endpoint: str, model: str
+    ) -> tuple[FakeAnthropic | FakeUpstream | FakeGemini, dict[str, str]]:
+        claude, upstream, gemini = fakes
         # 200 ms between chunks: the fakes see a hang-up before their next write.
         upstream.mode, upstream.chunk_delay, upstream.words = "generate", 0.2, 30
-        claude.chunk_delay = 0.2
-        fake: FakeAnthropic | FakeUpstream = claude if model.startswith("claude") else upstream
+        claude.chunk_delay = gemini.chunk_delay = 0.2
+        fake = {"claude": claude, "gemini": gemini}.get(model.split("-")[0], upstream)
         _, headers = await _key(every_http)
         said = " ".join(["word"] * 30)
         body: dict[str, Any] = {"model": model, "stream": True}
@@ -317,10 +321,11 @@ class TestAbandonedStreams:
     @pytest.mark.parametrize(("endpoint", "model"), ABANDONED)
     async def test_the_stream_is_read_on_and_billed_the_usage_upstream_reports(
         self, every_http: httpx.AsyncClient, claude: FakeAnthropic, upstream: FakeUpstream,
-        endpoint: str, model: str,
+        gemini: FakeGemini, endpoint: str, model: str,
     ):  # fmt: skip
-        fake, headers = await self._leave_part_way(every_http, claude, upstream, endpoint, model)
-        upstream.chunk_delay = claude.chunk_delay = 0.0  # the rest comes at once
+        fakes = (claude, upstream, gemini)
+        fake, headers = await self._leave_part_way(every_http, fakes, endpoint, model)
+        upstream.chunk_delay = claude.chunk_delay = gemini.chunk_delay = 0.0  # the rest at once
         (entry,) = await logs_when_seen(every_http, headers, 1)
         assert (entry["status"], entry["estimated"]) == (499, False)
         assert entry["output_tokens"] >= 30  # all of the answer, not the part relayed
@@ -331,12 +336,13 @@ class TestAbandonedStreams:
     @pytest.mark.parametrize(("endpoint", "model"), ABANDONED)
     async def test_without_usage_in_time_upstream_is_cancelled_and_the_worst_case_billed(
         self, every_http: httpx.AsyncClient, claude: FakeAnthropic, upstream: FakeUpstream,
-        endpoint: str, model: str, monkeypatch: pytest.MonkeyPatch,
+        gemini: FakeGemini, endpoint: str, model: str, monkeypatch: pytest.MonkeyPatch,
     ):  # fmt: skip
         monkeypatch.setattr(pipeline, "DRAIN_SECONDS", 0.3)
         # A stream kept for reuse instead of closed would be let go only after this long.
         monkeypatch.setattr("api.kit.http1._TAIL_SECONDS", 30.0)
-        fake, headers = await self._leave_part_way(every_http, claude, upstream, endpoint, model)
+        fakes = (claude, upstream, gemini)
+        fake, headers = await self._leave_part_way(every_http, fakes, endpoint, model)
         for _ in range(100):
             if fake.disconnects:
                 break
