@@ -136,6 +136,8 @@ class Call:
     budget_body: dict[str, Any] | None = None
     # What the request's fields add to its worst case, and the edits they call for upstream.
     exposure: Exposure | None = None
+    # What the gateway dropped or changed, for X-Tollgate-Warning (`warn`).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def model(self) -> str:
@@ -147,8 +149,8 @@ class Call:
         reservation = self.reservation
         trace = self.trace
         extra = trace.headers(self.provider.name, self.model) if trace is not None else None
-        if self.exposure is not None and self.exposure.warnings:
-            extra = {**(extra or {}), **warning_header(self.exposure.warnings)}
+        if self.warnings:
+            extra = {**(extra or {}), **warning_header(self.warnings)}
         if reservation is None:
             return extra or {}
         headers = dict(reservation.rate_headers)
@@ -157,6 +159,11 @@ class Call:
         if extra:
             headers.update(extra)
         return headers
+
+    def warn(self, said: list[str]) -> None:
+        """Name what the gateway dropped or changed in the answer's X-Tollgate-Warning (once:
+        an answer run again after a failover says it again)."""
+        self.warnings += [item for item in said if item not in self.warnings]
 
     @asynccontextmanager
     async def failures_recorded(self) -> AsyncIterator[None]:
@@ -440,6 +447,7 @@ async def start_call(
         trace=trace,
         budget_body=body,
         exposure=exposure,
+        warnings=list(exposure.warnings) if exposure is not None else [],
     )
 
 

@@ -58,6 +58,21 @@ def _price(
     return math.ceil(usd)  # USD per million tokens times tokens is micro-USD
 
 
+class TestWarnings:
+    async def test_every_drop_is_named_whether_translation_or_the_cost_policy_made_it(
+        self, every_http: httpx.AsyncClient, claude: FakeAnthropic
+    ):
+        _, headers = await _key(every_http)
+        body = {"model": "claude-sonnet-4", "messages": HELLO, "a_field_from_next_year": 1,
+                "tools": [{"type": "web_search_preview"}]}  # fmt: skip
+        response = await every_http.post("/v1/chat/completions", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        said = response.headers["x-tollgate-warning"]
+        assert "a_field_from_next_year" in said  # the cost policy's
+        assert "web_search_preview" in said  # translation's
+        assert "a_field_from_next_year" not in claude.seen[-1].body
+
+
 class TestAnthropicPassthrough:
     async def test_body_and_betas_reach_anthropic_unchanged_less_unknown_fields(
         self, every_http: httpx.AsyncClient, claude: FakeAnthropic

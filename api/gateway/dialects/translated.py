@@ -36,7 +36,7 @@ from api.gateway import usage as usage_rules
 from api.gateway.pipeline import Call
 from api.gateway.pricing import Usage
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream, done_with
-from api.gateway.relay import EventStream, JSONBody, warning_header
+from api.gateway.relay import EventStream, JSONBody
 from api.gateway.sse import SSEEvent
 from api.gateway.tokens import count_text
 from api.gateway.translate import (
@@ -168,9 +168,19 @@ def upstream_request(call: Call, request: ir.ChatRequest, *, stream: bool) -> Up
     return UpstreamRequest(path="/chat/completions", body=body, stream=stream)
 
 
-def warning_headers(request: ir.ChatRequest) -> dict[str, str]:
-    """What translation dropped (built-in tools, unsupported options), for the client to see."""
-    return warning_header(request.warnings)
+def estimable_request(
+    parse: Callable[[dict[str, Any]], ir.ChatRequest],
+    body: dict[str, Any],
+    model: str,
+    fields: tuple[str, ...],
+) -> ir.ChatRequest:
+    """A same-family body in the IR, only to estimate a prompt the upstream did not count; a
+    body the translator does not know (the upstream accepted it) is estimated from the JSON
+    of its `fields`."""
+    try:
+        return parse(body)
+    except AppError:
+        return unread_request(model, *(body.get(name) for name in fields))
 
 
 def unread_request(model: str, *parts: Any) -> ir.ChatRequest:
@@ -257,7 +267,8 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
         upstream = upstream_request(call, request, stream=stream)
         if stream:
             opened = await call.provider.open_stream(upstream)
-            headers = {**call.response_headers, **warning_headers(request)}
+            call.warn(request.warnings)
+            headers = call.response_headers
             decoder = DECODERS[call.provider.dialect]()
             output = Translating(family.encoder(body, int(time.time())), family.error_tail)
             events = relay_events(call, opened, decoder, output, request)
@@ -274,7 +285,8 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
         if usage.input_tokens == 0 and usage.output_tokens == 0:  # a host that reports none
             usage = estimated_usage(usage, request, response_text(parsed))
         await call.finish(usage)
-    headers = {**call.response_headers, **warning_headers(request)}
+    call.warn(request.warnings)
+    headers = call.response_headers
     parsed.created = parsed.created or int(time.time())
     payload = family.render_response(parsed)
     payload["provider"] = call.provider.name

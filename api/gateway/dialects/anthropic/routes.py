@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from api.auth.models import ApiKey
 from api.auth.service import Principal
 from api.deps import gateway_principal
-from api.errors import AppError, InvalidRequest, RateLimited, RequestTooLarge, UpstreamError
+from api.errors import InvalidRequest, RateLimited, RequestTooLarge, UpstreamError
 from api.gateway import exposure as exposure_rules
 from api.gateway.dialects import entry, translated
 from api.gateway.dialects.entry import read_json_object
@@ -149,13 +149,11 @@ class _Verbatim(translated.ToClient):
 
 
 def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGenerator[bytes, None]:
-    # The IR request is only for estimating a cut-off stream's prompt; a body the translator
-    # does not know (the upstream accepted it) is estimated from its JSON.
-    try:
-        request = anthropic.parse_request(body)
-    except AppError:
-        parts = (body.get("system"), body.get("messages"), body.get("tools"))
-        request = translated.unread_request(call.model, *parts)
+    # Built only if a prompt must be estimated (most streams report their usage).
+    def request() -> ir.ChatRequest:
+        fields = ("system", "messages", "tools")
+        return translated.estimable_request(anthropic.parse_request, body, call.model, fields)
+
     decoder = anthropic_stream.StreamDecoder()
     deltas = translated.Passed(b"content_block_delta", anthropic_stream.delta_text)
     return translated.relay_events(call, stream, decoder, _Verbatim(), request, deltas)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.deps import GatewayDep, GatewayPrincipal
-from api.errors import AppError, InvalidRequest, UpstreamError, openai_body
+from api.errors import InvalidRequest, UpstreamError, openai_body
 from api.gateway import exposure as exposure_rules
 from api.gateway import usage as usage_rules
 from api.gateway.dialects import entry, translated
@@ -102,22 +102,16 @@ async def _stream_chat(call: Call, body: dict[str, Any], upstream: UpstreamReque
     deltas = translated.Passed(None, usage_rules.delta_text, _DECODED)
     relay = translated.relay_events(
         call, stream, openai_chat_stream.StreamDecoder(), _Verbatim(client_wants_usage),
-        lambda: _parsed(body, call), deltas,
+        lambda: translated.estimable_request(
+            openai_chat.parse_request, body, call.model, ("messages", "tools")
+        ),
+        deltas,
     )  # fmt: skip
     return EventStream(relay, call.response_headers)
 
 
 # What has a chat chunk decoded (see `translated.Passed`): the usage, the end, an error.
 _DECODED = (b'"usage":{', b'"usage": {', b"[DONE]", b'"error":', b'"error": ')
-
-
-def _parsed(body: dict[str, Any], call: Call) -> ir.ChatRequest:
-    """The request in the IR, only to estimate a prompt the upstream did not count; a body the
-    translator does not know (the upstream accepted it) is estimated from its JSON."""
-    try:
-        return openai_chat.parse_request(body)
-    except AppError:
-        return translated.unread_request(call.model, body.get("messages"), body.get("tools"))
 
 
 class _Verbatim(translated.ToClient):

@@ -32,7 +32,7 @@ from api.gateway.dialects import entry, translated
 from api.gateway.exposure import Exposure, UnknownFields
 from api.gateway.pipeline import Call, upstream_body
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
-from api.gateway.relay import EventStream, JSONBody, warning_header
+from api.gateway.relay import EventStream, JSONBody
 from api.gateway.sse import SSEEvent, frame
 from api.gateway.translate import ir, responses, responses_stream
 
@@ -158,23 +158,15 @@ def _kept(tool: Any, dropped: list[str]) -> bool:
 
 def _headers(call: Call, dropped: list[str]) -> dict[str, str]:
     """The call's headers, its warning naming the hosted tools dropped too."""
-    headers = call.response_headers
-    if dropped:
-        said = [f"tool type {kind!r} dropped: billed per call" for kind in dropped]
-        if call.exposure is not None:
-            said = call.exposure.warnings + said
-        headers.update(warning_header(said))
-    return headers
+    call.warn([f"tool type {kind!r} dropped: billed per call" for kind in dropped])
+    return call.response_headers
 
 
 def _parsed(body: dict[str, Any], call: Call) -> ir.ChatRequest:
     """The request in the IR, only to estimate a prompt the upstream did not count; a body the
     translator does not know (the upstream accepted it) is estimated from its JSON."""
-    try:
-        return responses.parse_request(body)
-    except AppError:
-        parts = (body.get("instructions"), body.get("input"), body.get("tools"))
-        return translated.unread_request(call.model, *parts)
+    fields = ("instructions", "input", "tools")
+    return translated.estimable_request(responses.parse_request, body, call.model, fields)
 
 
 def _output_text(payload: dict[str, Any]) -> list[str]:
@@ -222,5 +214,6 @@ class _Verbatim(translated.ToClient):
 def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGenerator[bytes, None]:
     decoder = responses_stream.StreamDecoder()
     deltas = translated.Passed(b"response.output_text.delta", responses_stream.delta_text)
-    request = _parsed(body, call)
-    return translated.relay_events(call, stream, decoder, _Verbatim(), request, deltas)
+    return translated.relay_events(
+        call, stream, decoder, _Verbatim(), lambda: _parsed(body, call), deltas
+    )
