@@ -20,6 +20,7 @@ from api.alert.service import AlertNotifier
 from api.auth.cache import KeyCache
 from api.auth.routes import router as keys_router
 from api.auth.secrets import derive_pepper
+from api.background import Background
 from api.billing.routes import router as billing_router
 from api.db import create_engine, create_sessionmaker
 from api.deps import BoundedJSONBody
@@ -54,9 +55,10 @@ from api.settings import Settings, get_settings, resolve_secret_key
 from api.state import AppState
 from api.tenant.routes import router as admin_router
 from api.tenant.routes import settings_router
-from api.thread.context import TurnServices
+from api.thread.context import turn_context
 from api.thread.routes import router as threads_router
 from api.tool.routes import router as tools_router
+from api.tool.runner import ToolRunner
 from api.usage.ledger import DatabaseLedger, Ledger, LedgerDrain, RedisLedger
 from api.usage.routes import router as usage_router
 
@@ -160,8 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             unknown_fields=settings.unknown_fields,
         )
-        turn_services = await TurnServices.start(
-            settings, sessionmaker, redis, gateway, webhook_client, secret_box
+        background = Background.start(
+            settings, {"tool_runner": ToolRunner(sessionmaker, webhook_client, secret_box)}
         )
         try:
             yield AppState(
@@ -173,11 +175,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 gateway=gateway,
                 key_cache=key_cache,
                 secret_box=secret_box,
-                turns=turn_services.context,
+                turns=turn_context(sessionmaker, redis, gateway, background.queue),
             )
         finally:
             await warm_tokenizer
-            await turn_services.close()  # before the gateway: its calls are metered there
+            await background.close()  # before the gateway: its calls are metered there
             await gateway.close()  # every accepted request's usage event is written first
             await budget.close()  # its leases' spare room is other processes' again
             await ledger.close()

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 import api.models  # noqa: F401  # the whole schema: foreign keys resolve at the first insert
 from api.alert.service import AlertNotifier
+from api.background import arq_functions
 from api.db import create_engine, create_sessionmaker
 from api.kit.crypto import SecretBox
 from api.kit.heap import freeze_startup
@@ -63,7 +64,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = [tool_runner.job_function()]
+    functions: ClassVar[list[Any]] = arq_functions()
     cron_jobs: ClassVar[list[CronJob]] = [
         cron(resend_alerts, second=0, unique=True, timeout=300),
         # Shortly after each month ends: invoice the month through each tenant's Stripe account.

@@ -1,6 +1,9 @@
 """The job queue, chosen once at start-up (SPEC §1): arq on Redis, or in-process tasks.
 
-`run(name, *args, job_id=…, timeout_seconds=…)` enqueues a job and awaits its result. With Redis
+`enqueue(name, *args, job_id=…)` queues a job and returns; `run(name, *args, job_id=…,
+timeout_seconds=…)` queues one and awaits its result. A job id is run once while it is queued or
+running, so enqueueing the same id twice is harmless. A job that raises arq's `Retry` is run
+again after its delay, up to its task's `max_tries`, on both queues. With Redis
 the job lives in Redis until a worker (`tollgate worker`, or the API's own when it runs
 background jobs) has run it, and its result stays there for an hour: a second `run` with the same
 `job_id` (a retried turn) gets that result instead of running the job again. Without Redis the
@@ -17,7 +20,7 @@ from typing import Any, Protocol
 
 from arq.connections import ArqRedis
 from arq.jobs import Job
-from arq.worker import Function, Worker
+from arq.worker import Function, Retry, Worker
 
 logger = logging.getLogger("tollgate.jobs")
 
@@ -31,30 +34,71 @@ class JobQueue(Protocol):
         """The job's result; `TimeoutError` when it is not done in time."""
         ...
 
+    async def enqueue(self, name: str, *args: Any, job_id: str, defer_seconds: float = 0.0) -> None:
+        """Queue the job and return; a no-op while `job_id` is queued or running."""
+        ...
+
     async def close(self) -> None: ...
 
 
 class LocalJobQueue:
-    """The embedded default: jobs run as tasks of this process, with `ctx` as a worker's."""
+    """The embedded default: jobs run as tasks of this process, with `ctx` as a worker's (plus
+    `job_id` and `job_try`, as arq adds them)."""
 
-    def __init__(self, functions: dict[str, JobFunction], ctx: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        functions: dict[str, JobFunction],
+        ctx: dict[str, Any],
+        max_tries: dict[str, int] | None = None,
+    ) -> None:
         self._functions = functions
         self._ctx = ctx
+        self._max_tries = max_tries or {}
         self._running: dict[str, asyncio.Task[Any]] = {}
 
-    async def run(self, name: str, *args: Any, job_id: str, timeout_seconds: float) -> Any:
+    def _start(
+        self, name: str, args: tuple[Any, ...], job_id: str, defer: float
+    ) -> asyncio.Task[Any]:
         task = self._running.get(job_id)
         if task is None:
-            task = asyncio.create_task(self._functions[name](self._ctx, *args), name=job_id)
+            task = asyncio.create_task(self._attempts(name, args, job_id, defer), name=job_id)
             self._running[job_id] = task
             task.add_done_callback(lambda _: self._running.pop(job_id, None))
+        return task
+
+    async def _attempts(self, name: str, args: tuple[Any, ...], job_id: str, defer: float) -> Any:
+        tries = self._max_tries.get(name, 1)
+        for job_try in range(1, tries + 1):
+            if defer > 0:
+                await asyncio.sleep(defer)
+            try:
+                ctx = {**self._ctx, "job_id": job_id, "job_try": job_try}
+                return await self._functions[name](ctx, *args)
+            except Retry as retry:
+                if job_try == tries:
+                    raise
+                defer = (retry.defer_score or 0) / 1000
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run(self, name: str, *args: Any, job_id: str, timeout_seconds: float) -> Any:
+        task = self._start(name, args, job_id, 0.0)
         # Shielded: a caller that gives up does not cancel a job another caller may await.
         return await asyncio.wait_for(asyncio.shield(task), timeout_seconds)
+
+    async def enqueue(self, name: str, *args: Any, job_id: str, defer_seconds: float = 0.0) -> None:
+        task = self._start(name, args, job_id, defer_seconds)
+        task.add_done_callback(_log_failure)
 
     async def close(self) -> None:
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """What arq's worker does for a job nobody awaits: its failure is logged, not lost."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.error("job %s failed", task.get_name(), exc_info=error)
 
 
 class ArqJobQueue:
@@ -65,6 +109,10 @@ class ArqJobQueue:
     def connect(cls, redis_url: str) -> ArqJobQueue:
         """Connects on first use: an unreachable Redis fails the calls, not the start-up."""
         return cls(ArqRedis.from_url(redis_url))
+
+    async def enqueue(self, name: str, *args: Any, job_id: str, defer_seconds: float = 0.0) -> None:
+        defer = defer_seconds if defer_seconds > 0 else None
+        await self._pool.enqueue_job(name, *args, _job_id=job_id, _defer_by=defer)
 
     async def run(self, name: str, *args: Any, job_id: str, timeout_seconds: float) -> Any:
         job = await self._pool.enqueue_job(name, *args, _job_id=job_id)

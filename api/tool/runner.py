@@ -19,9 +19,9 @@ from typing import Any
 import anyio
 import httpx
 import orjson
-from arq.worker import Function, func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.background import Task
 from api.kit.crypto import SecretBox
 from api.kit.webhook_client import refused
 from api.kit.webhooks import ResponseTooLarge, call_signed
@@ -148,7 +148,7 @@ async def call_webhook(
     return await runner.call(tool_id, payload)
 
 
-def job_function() -> Function:
-    """`call_webhook` as arq registers it, in `tollgate worker` and in the API's own worker."""
-    longest = ATTEMPTS * 300 + sum(BACKOFF_SECONDS) + 30  # the largest timeout_ms a tool has
-    return func(call_webhook, name=JOB_NAME, timeout=longest, max_tries=3)
+# The longest a call can take: every attempt at the largest `timeout_ms` a tool may have.
+TASK = Task(
+    JOB_NAME, call_webhook, timeout_seconds=ATTEMPTS * 300 + sum(BACKOFF_SECONDS) + 30, max_tries=3
+)

@@ -14,6 +14,7 @@ import pytest
 from arq.worker import func
 from pydantic import SecretStr
 
+from api.background import arq_functions
 from api.db import create_engine, create_sessionmaker
 from api.kit.crypto import SecretBox
 from api.kit.jobs import ArqJobQueue, EmbeddedWorker, JobQueue, LocalJobQueue
@@ -92,7 +93,7 @@ async def test_tool_calls_run_on_a_separate_worker(
             ctx = {"tool_runner": tool_runner}
             async with (
                 app_client(configured) as http,
-                _arq_worker(redis_url, [runner.job_function()], ctx),
+                _arq_worker(redis_url, arq_functions(), ctx),
             ):
                 tenant = await create_tenant(http)
                 schema = {
