@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,7 +24,6 @@ from api.billing.routes import router as billing_router
 from api.db import create_engine, create_sessionmaker
 from api.deps import BoundedJSONBody
 from api.gateway import tokens
-from api.gateway.budget import Reservations
 from api.gateway.catalog import Catalog
 from api.gateway.dialects.anthropic.routes import (
     COUNT_TOKENS_PATH,
@@ -38,18 +36,14 @@ from api.gateway.dialects.openai.routes import CHAT_PATH, create_chat_completion
 from api.gateway.dialects.openai.routes import router as openai_router
 from api.gateway.dialects.responses.routes import RESPONSES_PATH, create_response
 from api.gateway.dialects.responses.routes import router as responses_router
-from api.gateway.pipeline import Gateway
-from api.gateway.providers.registry import ProviderRegistry, create_client, upstream_proxies
-from api.gateway.resilience import RetryPolicy
-from api.gateway.routing import Router, TenantRouting, pool_accounts
+from api.gateway.providers.registry import upstream_proxies
+from api.gateway.runtime import GatewayRuntime
 from api.health.routes import router as health_router
-from api.kit.counters import CounterStore, MemoryCounterStore, RedisCounterStore
+from api.job.routes import router as jobs_router
 from api.kit.crypto import SecretBox
-from api.kit.resp import PipelinedRedis
 from api.kit.webhook_client import create_webhook_client
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, ProxyLane, RequestIdMiddleware
-from api.provider import service as provider_service
 from api.provider.routes import router as providers_router
 from api.settings import Settings, get_settings, resolve_secret_key
 from api.state import AppState
@@ -59,7 +53,6 @@ from api.thread.context import turn_context
 from api.thread.routes import router as threads_router
 from api.tool.routes import router as tools_router
 from api.tool.runner import ToolRunner
-from api.usage.ledger import DatabaseLedger, Ledger, LedgerDrain, RedisLedger
 from api.usage.routes import router as usage_router
 
 logger = logging.getLogger("tollgate")
@@ -94,77 +87,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.resolved_database_url)
         sessionmaker = create_sessionmaker(engine)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-        upstream = create_client(settings, proxies)
-        tenant_upstream = create_client(settings, proxies, tenant=True)
-        ledger: Ledger
-        drain_task: asyncio.Task[None] | None = None
-        fast_redis = None
-        if redis is not None:
-            url = settings.redis_url or ""
-            fast_redis = PipelinedRedis(url) if PipelinedRedis.supports(url) else None
-            redis_counters = RedisCounterStore(redis, fast=fast_redis)
-            counters: CounterStore = redis_counters
-            drain = LedgerDrain(redis, sessionmaker, consumer=f"api-{socket.gethostname()}")
-            ledger = RedisLedger(redis, redis_counters, sessionmaker, drain)
-            if settings.api_runs_background_jobs:
-                drain_task = asyncio.create_task(drain.run(), name="ledger-drain")
-        else:
-            counters = MemoryCounterStore()
-            ledger = DatabaseLedger(sessionmaker, counters)
-        ledger.start()
         webhook_client = create_webhook_client(allow_private=settings.allow_private_webhooks)
         notifier = AlertNotifier(sessionmaker, webhook_client, secret_box)
         if redis is None or settings.api_runs_background_jobs:
             notifier.start_sweep()
-        budget = Reservations(
-            sessionmaker, counters, flush_ledger=ledger.flush, on_crossing=notifier.crossed
-        )
+        runtime = GatewayRuntime.start(
+            settings, sessionmaker, redis, secret_box, catalog=catalog, metrics=metrics,
+            on_crossing=notifier.crossed, consumer=f"api-{socket.gethostname()}", proxies=proxies,
+        )  # fmt: skip
+        gateway = runtime.gateway
+        drain = runtime.drain
+        drain_task: asyncio.Task[None] | None = None
+        if drain is not None and settings.api_runs_background_jobs:
+            drain_task = asyncio.create_task(drain.run(), name="ledger-drain")
         key_cache = KeyCache(redis)
         key_cache.start()
         # The o200k vocabulary takes ~0.7 s to load: off the event loop, before a cut-off
         # stream or a test key first needs it.
         warm_tokenizer = asyncio.get_running_loop().run_in_executor(None, tokens.warm_up)
-        registry = ProviderRegistry(settings, upstream, tenant_upstream)
-        base_urls = {name: config.base_url for name, config in settings.providers.items()}
-
-        async def load_tenant(tenant_id: uuid.UUID) -> TenantRouting:
-            async with sessionmaker() as session:
-                return await provider_service.tenant_routing(
-                    session, secret_box, registry.build_for_tenant, base_urls, tenant_id
-                )
-
-        router = Router(
-            pool_accounts(
-                registry.pools, lambda a: registry.build(a.provider, a.base_url, a.api_key)
-            ),
-            loader=load_tenant,
-            tenant_ttl=settings.byok_cache_seconds,
-            capacity_wait=settings.capacity_wait_seconds,
-            queue_size=settings.capacity_queue_size,
-            sticky_seconds=settings.sticky_session_seconds,
-            redis=redis,
-        )
-        router.start()
-        gateway = Gateway(
-            catalog=catalog,
-            providers=registry,
-            ledger=ledger,
-            budget=budget,
-            metrics=metrics,
-            router=router,
-            retry=RetryPolicy(
-                max_attempts=settings.retry_max_attempts,
-                base_delay=settings.retry_base_delay_seconds,
-                max_delay=settings.retry_max_delay_seconds,
-                max_total=settings.retry_max_total_seconds,
-                cooldown=settings.cooldown_seconds,
-                attempts_total=settings.upstream_total_timeout_seconds,
-            ),
-            unknown_fields=settings.unknown_fields,
-        )
-        background = Background.start(
-            settings, {"tool_runner": ToolRunner(sessionmaker, webhook_client, secret_box)}
-        )
+        # What background tasks read (`api.background`), the same keys as `tollgate worker`'s.
+        ctx = {
+            "settings": settings, "sessionmaker": sessionmaker, "gateway": gateway,
+            "webhooks": webhook_client, "secret_box": secret_box,
+            "tool_runner": ToolRunner(sessionmaker, webhook_client, secret_box),
+        }  # fmt: skip
+        background = Background.start(settings, ctx)
+        turns = ctx["turns"] = turn_context(sessionmaker, redis, gateway, background.queue)
         try:
             yield AppState(
                 settings=settings,
@@ -175,15 +123,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 gateway=gateway,
                 key_cache=key_cache,
                 secret_box=secret_box,
-                turns=turn_context(sessionmaker, redis, gateway, background.queue),
+                turns=turns,
             )
         finally:
             await warm_tokenizer
             await background.close()  # before the gateway: its calls are metered there
-            await gateway.close()  # every accepted request's usage event is written first
-            await budget.close()  # its leases' spare room is other processes' again
-            await ledger.close()
-            if drain_task is not None:
+            await runtime.close()  # every accepted request's usage event is written first
+            if drain is not None and drain_task is not None:
                 drain_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await drain_task
@@ -194,11 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await notifier.close()
             await webhook_client.aclose()
             await key_cache.close()
-            await router.close()
-            await upstream.close()
-            await tenant_upstream.close()
-            if fast_redis is not None:
-                await fast_redis.close()
+            await runtime.close_clients()
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
@@ -222,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts_router)
     app.include_router(billing_router)
     app.include_router(threads_router)
+    app.include_router(jobs_router)
     app.include_router(tools_router)
     app.include_router(providers_router)
     proxy_routes = {

@@ -11,6 +11,7 @@ from api.billing.models import (
 )
 from api.db import Base
 from api.idempotency.models import IdempotencyRecord
+from api.job.models import Job
 from api.provider.models import ProviderCredential
 from api.tenant.models import Tenant
 from api.thread.models import Thread, ThreadMessage
@@ -25,6 +26,7 @@ __all__ = [
     "BillingRecord",
     "BillingRun",
     "IdempotencyRecord",
+    "Job",
     "KeySecret",
     "ProviderCredential",
     "StripeAccount",

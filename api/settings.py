@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     # (docs/decisions/0002-unknown-request-fields.md): dropped and named in X-Tollgate-Warning,
     # passed to the same-family upstream, or refused with 400.
     unknown_fields: Literal["drop", "pass", "refuse"] = "drop"
+    # An async job's run is cut off after this long (and a job left running past it by a
+    # worker that died is run again).
+    job_timeout_seconds: float = Field(default=600.0, ge=2, le=86_400)
 
     # Requests larger than this are refused with 413 before they are parsed.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)

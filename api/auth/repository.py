@@ -21,6 +21,17 @@ class ApiKeyRepository(TenantRepository[ApiKey]):
             return []
         return await self._all(self.base().where(ApiKey.id.in_(key_ids)))
 
+    async def with_tenant_limits(
+        self, key_id: uuid.UUID
+    ) -> tuple[ApiKey, list[dict[str, Any]]] | None:
+        statement = (
+            select(ApiKey, Tenant.limits)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.tenant_id == self.tenant_id, ApiKey.id == key_id)
+        )
+        row = (await self.session.execute(statement)).one_or_none()
+        return None if row is None else (row[0], list(row[1] or []))
+
     async def for_stripe_customer(self, customer_id: str) -> list[ApiKey]:
         return await self._all(self.base().where(ApiKey.stripe_customer_id == customer_id))
 

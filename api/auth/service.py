@@ -72,6 +72,18 @@ async def recheck(session: AsyncSession, principal: Principal) -> None:
     check_status(key, utcnow())
 
 
+async def principal_for_key(
+    session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID
+) -> Principal:
+    """The principal of a key, read by id, for work it queued earlier (an async job): the
+    key's status now, and the error a new request with it would get (401 or 402)."""
+    found = await ApiKeyRepository(session, tenant_id).with_tenant_limits(key_id)
+    if found is None:
+        raise AuthenticationFailed()
+    key, tenant_limits = found
+    return _admit(key, None, tenant_limits)
+
+
 async def _lookup(
     session: AsyncSession, secret_hash: str
 ) -> tuple[ApiKey, KeySecret, list[dict[str, Any]]]:

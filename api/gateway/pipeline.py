@@ -128,6 +128,7 @@ class Call:
     finished: bool = False
     tool_calls: int = 0  # tool calls in the answer, for the request log
     cost_micros: int = 0  # what it was billed, once settled
+    usage: Usage | None = None  # what it was billed for, once settled
     # The attempts across accounts and providers (None for test keys and a bare Gateway).
     trace: Trace | None = None
     # Holds of models this call failed over from, released when it settles.
@@ -264,6 +265,7 @@ class Call:
         gateway = self.gateway
         gateway.metrics.in_flight.dec()
         cost = self.cost_micros = cost_micros(usage, self.price)
+        self.usage = usage
         latency_ms = int((time.perf_counter() - self.started) * 1000)
         key = self.principal.key
         trace = self.trace

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from arq.connections import ArqRedis
+from arq.cron import CronJob
 from arq.jobs import Job
 from arq.worker import Function, Retry, Worker
 
@@ -128,10 +129,17 @@ class EmbeddedWorker:
     """An arq worker inside the API process (`api_runs_background_jobs`), for the functions
     the API itself enqueues; `tollgate worker` runs the same functions."""
 
-    def __init__(self, redis_url: str, functions: list[Function], ctx: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        functions: list[Function],
+        ctx: dict[str, Any],
+        cron_jobs: list[CronJob] | None = None,
+    ) -> None:
         self._pool = ArqRedis.from_url(redis_url)
         self._worker = Worker(
             functions,
+            cron_jobs=cron_jobs,
             redis_pool=self._pool,
             handle_signals=False,
             poll_delay=WORKER_POLL_SECONDS,

@@ -93,7 +93,7 @@ async def test_tool_calls_run_on_a_separate_worker(
             ctx = {"tool_runner": tool_runner}
             async with (
                 app_client(configured) as http,
-                _arq_worker(redis_url, arq_functions(), ctx),
+                _arq_worker(redis_url, arq_functions(settings), ctx),
             ):
                 tenant = await create_tenant(http)
                 schema = {

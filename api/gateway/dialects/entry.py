@@ -4,17 +4,22 @@ request, before its dialect renders the answer.
 read and check the body → what its fields add to the worst case (`exposure`) → `start_call`
 (model, access, budget) → `failover.serve` around the dialect's answer. A body refused on
 the way is still a request of its key's: it is logged, at no cost.
+
+`proxy` serves an HTTP request; `serve` is the same path from a body already read, for an
+async job (`api.job`) that runs the endpoint later, in a worker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
+from api.auth.service import Principal
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest
 from api.gateway import failover, resilience
@@ -29,6 +34,16 @@ Check = Callable[[dict[str, Any], UnknownFields], tuple[bool, Exposure]]
 Answer = Callable[[Call, dict[str, Any], bool], Awaitable[Response]]
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A model endpoint, as its dialect's routes module defines it."""
+
+    path: str
+    check: Check
+    budget_view: Callable[[dict[str, Any]], dict[str, Any]]
+    answer: Answer
+
+
 async def read_json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
@@ -41,26 +56,41 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-async def proxy(
-    request: Request,
-    path: str,
-    check: Check,
-    budget_view: Callable[[dict[str, Any]], dict[str, Any]],
-    answer: Answer,
-) -> Response:
-    """Answer one model request of `path`'s dialect (see the module docstring)."""
+async def proxy(request: Request, endpoint: Endpoint) -> Response:
+    """Answer one model request of `endpoint`'s dialect (see the module docstring)."""
     principal = await gateway_principal(request)
     gateway: Gateway = request.state.gateway
     request_id = request.state.request_id
     try:
         body = await read_json_object(request)
-        stream, exposure = check(body, gateway.unknown_fields)
     except AppError as error:
-        record_refusal(gateway, principal, request_id, path, "", "", error)
+        record_refusal(gateway, principal, request_id, endpoint.path, "", "", error)
+        raise
+    return await serve(gateway, principal, request_id, endpoint, body, headers=request.headers)
+
+
+async def serve(
+    gateway: Gateway,
+    principal: Principal,
+    request_id: str,
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    *,
+    headers: Any = None,
+    calls: list[Call] | None = None,
+) -> Response:
+    """The answer to `body` (`headers`: the request's, for a session id); `calls`, when given,
+    receives the call, for its usage."""
+    try:
+        stream, exposure = endpoint.check(body, gateway.unknown_fields)
+    except AppError as error:
+        record_refusal(gateway, principal, request_id, endpoint.path, "", "", error)
         raise
     call = await start_call(
-        gateway, principal, request_id, path, body["model"], budget_view(body),
-        dialects=translated.DIALECTS, session=resilience.session_key(request.headers, body),
-        exposure=exposure,
+        gateway, principal, request_id, endpoint.path, body["model"], endpoint.budget_view(body),
+        dialects=translated.DIALECTS, exposure=exposure,
+        session=resilience.session_key(headers or {}, body),
     )  # fmt: skip
-    return await failover.serve(call, lambda: answer(call, body, stream))
+    if calls is not None:
+        calls.append(call)
+    return await failover.serve(call, lambda: endpoint.answer(call, body, stream))

@@ -11,6 +11,7 @@ Errors are Anthropic-shaped (`api/error_handlers.py`), mid-stream ones an `event
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, Awaitable, Sequence
 from typing import Any
@@ -98,7 +99,7 @@ async def create_message(request: Request) -> Response:
     def answer(call: Call, body: dict[str, Any], stream: bool) -> Awaitable[Response]:
         return _answer(call, body, stream, headers)
 
-    return await entry.proxy(request, MESSAGES_PATH, _check, budget_view, answer)
+    return await entry.proxy(request, dataclasses.replace(ENDPOINT, answer=answer))
 
 
 async def _answer(
@@ -227,3 +228,10 @@ _MAX_COUNTED_KEYS = 100_000
 
 def _estimate(body: dict[str, Any]) -> int:
     return translated.prompt_estimate(anthropic.parse_request(body))
+
+
+def _answer_unforwarded(call: Call, body: dict[str, Any], stream: bool) -> Awaitable[Response]:
+    return _answer(call, body, stream, {})  # a job's: no client headers to forward
+
+
+ENDPOINT = entry.Endpoint(MESSAGES_PATH, _check, budget_view, _answer_unforwarded)

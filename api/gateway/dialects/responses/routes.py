@@ -100,7 +100,7 @@ def _check(body: dict[str, Any], unknown: UnknownFields) -> tuple[bool, Exposure
 
 @router.post(RESPONSES_PATH)
 async def create_response(request: Request) -> Response:
-    return await entry.proxy(request, RESPONSES_PATH, _check, budget_view, _answer)
+    return await entry.proxy(request, ENDPOINT)
 
 
 async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
@@ -217,3 +217,6 @@ def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGen
     return translated.relay_events(
         call, stream, decoder, _Verbatim(), lambda: _parsed(body, call), deltas
     )
+
+
+ENDPOINT = entry.Endpoint(RESPONSES_PATH, _check, budget_view, _answer)
