@@ -7,16 +7,19 @@ import asyncio
 import hashlib
 import hmac
 import json
+from collections import Counter
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from api.app import create_app
 from api.settings import Settings
 from tests.factories.chat import HELLO
 from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
 from tests.factories.usage import logs_when_settled
+from tests.fakes.max_bill import MaxBiller
 from tests.fakes.server import serve_in_thread
 from tests.fakes.upstream import FakeUpstream, fixture
 
@@ -342,3 +345,124 @@ class TestCancel:
                 refused = await http.delete(f"/v1/jobs/{job['id']}", headers=headers)
                 assert refused.status_code == 409, refused.text
                 await _finished(http, job["id"], headers)
+
+
+class TestEveryEndpoint:
+    @pytest.mark.parametrize(
+        ("endpoint", "body", "check"),
+        [
+            ("/v1/messages", {"model": "claude-sonnet-4", "max_tokens": 64, "messages": HELLO},
+             lambda r: r["type"] == "message"),
+            ("/v1/responses", {"model": "gpt-4o", "input": "Hello"},
+             lambda r: r["object"] == "response"),
+            # Translated: an OpenAI-shaped job for a Claude model, and Messages for GPT.
+            ("/v1/chat/completions", {"model": "claude-sonnet-4", "messages": HELLO},
+             lambda r: r["object"] == "chat.completion"),
+            ("/v1/messages", {"model": "gpt-4o", "max_tokens": 64, "messages": HELLO},
+             lambda r: r["type"] == "message"),
+        ],
+    )  # fmt: skip
+    async def test_each_model_endpoint_runs_as_a_job(
+        self, every_http: httpx.AsyncClient, endpoint: str, body: dict[str, Any], check: Any
+    ):
+        tenant, headers = await _user(every_http)
+        job = await _submit(every_http, headers, endpoint=endpoint, body=body)
+        done = await _finished(every_http, job["id"], headers)
+        assert done["status"] == "succeeded", done
+        assert check(done["result"]), done["result"]
+        assert done["usage"]["cost_micros"] > 0
+        logs = await logs_when_settled(every_http, tenant, 1)
+        assert [entry["cost_micros"] for entry in logs] == [done["usage"]["cost_micros"]]
+
+
+class TestCaps:
+    async def test_jobs_of_one_key_never_spend_past_its_cap(self, settings: Settings):
+        """Each job reserves its worst case when it runs, as a request does. With an upstream
+        that bills the most each request allows (`n` answers of `max_tokens` each), twelve jobs
+        for a cap of four and a half never overrun it."""
+        fake = MaxBiller()
+        body = {"model": "gpt-4o", "messages": HELLO, "max_tokens": 300, "n": 3}
+        with serve_in_thread(fake.app()) as fake_url:
+            configured = settings.model_copy(update={
+                "openai_api_key": SecretStr("sk-operator"),
+                "openai_base_url": f"{fake_url}/openai/v1",
+            })  # fmt: skip
+            with serve_in_thread(create_app(configured)) as url:
+                async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                    _, free_headers = await _user(http)
+                    alone = await _submit(http, free_headers, endpoint="/v1/chat/completions",
+                                          body=body)  # fmt: skip
+                    one = (await _finished(http, alone["id"], free_headers))["usage"]
+                    assert one["output_tokens"] == 900  # billed at the ceiling: 3 answers of 300
+                    cap = 4.5 * one["cost_micros"]
+                    tenant, headers = await _user(http, max_spend_usd=cap / 1_000_000)
+                    seen_before = len(fake.seen)
+                    fake.delay_seconds = 0.3  # they overlap in the worker
+                    jobs = [
+                        await _submit(http, headers, endpoint="/v1/chat/completions", body=body)
+                        for _ in range(12)
+                    ]
+                    done = [await _finished(http, job["id"], headers) for job in jobs]
+                    logs = await logs_when_settled(http, tenant, len(done))
+        statuses = Counter(job["status_code"] for job in done)
+        assert set(statuses) <= {200, 402}, statuses
+        assert 1 <= statuses[200] <= 5  # four whole, and one clamped to what was left
+        assert len(fake.seen) - seen_before == statuses[200]
+        spent = sum(job["usage"]["cost_micros"] for job in done)
+        assert spent == sum(entry["cost_micros"] for entry in logs)
+        assert spent <= cap
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+class TestLostQueue:
+    @pytest.fixture(params=["postgres"])
+    def database_url(self, request: pytest.FixtureRequest) -> str:
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+
+    async def test_a_job_the_queue_lost_is_run_by_the_sweep(
+        self, queue_only_settings: Settings, upstream: FakeUpstream, redis_url: str,
+        postgres_url: str,
+    ):  # fmt: skip
+        import sqlalchemy as sa
+        from redis.asyncio import Redis
+
+        from api.db import create_engine
+
+        with serve_in_thread(create_app(queue_only_settings)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                _, headers = await _user(http)
+                job = await _submit(http, headers, endpoint="/v1/chat/completions", body=CHAT)
+        redis = Redis.from_url(redis_url)
+        await redis.delete("arq:queue", f"arq:job:job:{job['id']}")  # the queue forgot it
+        await redis.aclose()
+        engine = create_engine(postgres_url)
+        async with engine.begin() as connection:  # and it has waited past the grace period
+            await connection.execute(
+                sa.text("UPDATE jobs SET updated_at = updated_at - interval '10 minutes'")
+            )
+        await engine.dispose()
+        running = queue_only_settings.model_copy(update={"api_runs_background_jobs": True})
+        with serve_in_thread(create_app(running)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                done = await _finished(http, job["id"], headers)
+        assert done["status"] == "succeeded"
+        assert done["attempts"] == 1
+        assert len(upstream.seen) == 1
+
+
+async def test_a_private_webhook_address_is_refused_at_submit(
+    gateway_settings: Settings, upstream: FakeUpstream
+):
+    settings = gateway_settings.model_copy(update={"allow_private_webhooks": False})
+    with serve_in_thread(create_app(settings)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            tenant, headers = await _user(http)
+            await http.post("/v1/settings/webhook-secret", headers=tenant.headers)
+            response = await http.post("/v1/jobs", json={
+                "endpoint": "/v1/chat/completions", "body": CHAT,
+                "webhook_url": "http://127.0.0.1:9/hook",
+            }, headers=headers)  # fmt: skip
+            assert response.status_code == 400
+            assert response.json()["error"]["param"] == "webhook_url"
