@@ -45,6 +45,8 @@ from api.kit.webhook_client import create_webhook_client
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, ProxyLane, RequestIdMiddleware
 from api.provider.routes import router as providers_router
+from api.search.routes import router as search_router
+from api.search.runtime import Search
 from api.settings import Settings, get_settings, resolve_secret_key
 from api.state import AppState
 from api.tenant.routes import router as admin_router
@@ -105,14 +107,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The o200k vocabulary takes ~0.7 s to load: off the event loop, before a cut-off
         # stream or a test key first needs it.
         warm_tokenizer = asyncio.get_running_loop().run_in_executor(None, tokens.warm_up)
+        search = Search.build(settings, sessionmaker)  # nothing is loaded until it is used
         # What background tasks read (`api.background`), the same keys as `tollgate worker`'s.
         ctx = {
             "settings": settings, "sessionmaker": sessionmaker, "gateway": gateway,
             "webhooks": webhook_client, "secret_box": secret_box,
             "tool_runner": ToolRunner(sessionmaker, webhook_client, secret_box),
+            "search": search,
         }  # fmt: skip
         background = Background.start(settings, ctx)
-        turns = ctx["turns"] = turn_context(sessionmaker, redis, gateway, background.queue)
+        search.start(settings, background.queue)
+        turns = ctx["turns"] = turn_context(
+            sessionmaker, redis, gateway, background.queue, on_persisted=search.turn_persisted
+        )
         try:
             yield AppState(
                 settings=settings,
@@ -124,10 +131,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 key_cache=key_cache,
                 secret_box=secret_box,
                 turns=turns,
+                search=search,
             )
         finally:
             await warm_tokenizer
+            await search.stop()
             await background.close()  # before the gateway: its calls are metered there
+            await search.close()
             await runtime.close()  # every accepted request's usage event is written first
             if drain is not None and drain_task is not None:
                 drain_task.cancel()
@@ -164,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts_router)
     app.include_router(billing_router)
     app.include_router(threads_router)
+    app.include_router(search_router)
     app.include_router(jobs_router)
     app.include_router(tools_router)
     app.include_router(providers_router)

@@ -41,9 +41,14 @@ class Task:
 def tasks(settings: Settings) -> list[Task]:
     # Imported here: the domains import this module's `Task`.
     from api.job import runner as job_runner
+    from api.search import tasks as search_tasks
     from api.tool import runner as tool_runner
 
-    return [tool_runner.TASK, *job_runner.tasks(settings.job_timeout_seconds)]
+    return [
+        tool_runner.TASK,
+        *job_runner.tasks(settings.job_timeout_seconds),
+        *search_tasks.tasks(),
+    ]
 
 
 def arq_functions(settings: Settings) -> list[Function]:

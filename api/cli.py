@@ -320,3 +320,72 @@ def _sync_report(result: Any, period: str, dry_run: bool) -> tuple[dict[str, Any
     if dry_run:
         line["records"] = render_plan(plan)["records"]
     return line, len(result.outcome.failed)
+
+
+@main.group()
+def search() -> None:
+    """Semantic search over thread messages."""
+
+
+@search.command("reindex")
+@click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all).")
+@_one_line_errors
+def search_reindex(tenant_id: str | None) -> None:
+    """Rebuild the search index from the database, e.g. after the embedding model changed.
+
+    Every message (of the tenant) is embedded again and its vector replaced; without --tenant
+    the collection is dropped and created anew first, for a model with other dimensions. With
+    the embedded default, stop `tollgate serve` first: its vector store is the server's.
+    """
+    import uuid
+
+    from api.search.store import StoreUnavailable
+
+    tenant = None
+    if tenant_id is not None:
+        try:
+            tenant = uuid.UUID(tenant_id)
+        except ValueError:
+            raise click.BadParameter("not a tenant id", param_hint="--tenant") from None
+    settings = _settings()
+    if not settings.search_enabled:
+        raise ConfigurationError("search is turned off (TOLLGATE_SEARCH_ENABLED=false)")
+    try:
+        indexed, points = asyncio.run(_reindex(settings, tenant))
+    except StoreUnavailable as exc:
+        click.echo(f"error: vector store: {exc}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps({"tenant_id": tenant_id, "messages": indexed, "vectors": points}))
+
+
+async def _reindex(settings: Settings, tenant: Any) -> tuple[int, int]:
+    from api.db import create_engine, create_sessionmaker, session_scope
+    from api.search import repository
+    from api.search.runtime import Search
+
+    engine = create_engine(settings.resolved_database_url)
+    search = Search.build(settings, create_sessionmaker(engine))
+    store, indexer = search.store, search.indexer
+    assert store is not None  # search is on
+    assert indexer is not None
+    try:
+        await store.ping()  # the embedded store in use by a server fails here, in one line
+        click.echo("Loading the embedding model…", err=True)
+        dimensions = await indexer.embedder.dimensions()
+        if tenant is None:
+            await store.drop()
+        else:
+            await store.delete_where(tenant)
+        await store.ensure(dimensions)
+        async with session_scope(indexer.sessionmaker) as session:
+            await repository.reset_unscoped(session, tenant)
+            total = await repository.count_unscoped(session, tenant)
+        with click.progressbar(length=total, label="Indexing", file=sys.stderr) as bar:
+            await indexer.index_pending(tenant, progress=bar.update)
+            async with session_scope(indexer.sessionmaker) as session:
+                left = await repository.count_unscoped(session, tenant, pending=True)
+            bar.update(total - left - bar.pos)  # what workers indexed meanwhile counts too
+        return total, await store.count(tenant)
+    finally:
+        await search.close()
+        await engine.dispose()

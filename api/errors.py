@@ -24,6 +24,7 @@
     ├── InternalError             500 internal_error
     ├── LimitsUnavailable         503 limits_unavailable (the counter store is unreachable)
     ├── CapacityQueueFull         503 capacity_queue_full (every upstream account cooling down)
+    ├── SearchUnavailable         503 search_unavailable (the vector store or the embedder is down)
     ├── UpstreamError             502 upstream_error
     ├── UpstreamUnavailable       503 upstream_unavailable
     └── UpstreamTimeout           504 upstream_timeout
@@ -216,6 +217,11 @@ class CapacityQueueFull(AppError):
     default_message = "Every upstream account for this model is cooling down; try again shortly."
 
 
+class SearchUnavailable(AppError):
+    code = "search_unavailable"
+    default_message = "Search is unavailable right now; try again shortly."
+
+
 class UpstreamError(AppError):
     code = "upstream_error"
     default_message = "The upstream provider returned an error."
@@ -264,6 +270,7 @@ ERROR_TABLE: dict[type[AppError], ErrorRow] = {
     UpstreamClientError: ErrorRow(400, "invalid_request_error", "invalid_request_error", False),
     LimitsUnavailable: ErrorRow(503, "server_error", "overloaded_error", True),
     CapacityQueueFull: ErrorRow(503, "server_error", "overloaded_error", True),
+    SearchUnavailable: ErrorRow(503, "server_error", "api_error", True),
     UpstreamError: ErrorRow(502, "server_error", "api_error", True),
     UpstreamUnavailable: ErrorRow(503, "server_error", "overloaded_error", True),
     UpstreamTimeout: ErrorRow(504, "timeout_error", "timeout_error", True),

@@ -86,7 +86,12 @@ class Settings(BaseSettings):
     stripe_api_base: str = "https://api.stripe.com"
     stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
     stripe_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Search (SPEC §5.6; api/search/runtime.py): the sentence-transformers model (a path, or a
+    # name in the local Hugging Face cache; the bundled all-MiniLM-L6-v2 when unset), the Qdrant
+    # server's API key, and a switch that turns indexing and `POST /v1/search` off.
     embedding_model: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    search_enabled: bool = True
 
     # Upstream HTTP client: connect, gap between bytes read, and a whole non-streaming call.
     upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.auth.cache import KeyCache
 from api.gateway.pipeline import Gateway
 from api.kit.crypto import SecretBox
+from api.search.runtime import Search
 from api.settings import Settings
 from api.thread.turns import TurnContext
 
@@ -24,3 +25,4 @@ class AppState(TypedDict):
     key_cache: KeyCache
     secret_box: SecretBox
     turns: TurnContext
+    search: Search

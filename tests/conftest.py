@@ -112,6 +112,8 @@ def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
         redis_url=redis_url if database_url.startswith("postgresql") else None,
         secret_key=SECRET_KEY,
         admin_token=ADMIN_TOKEN,
+        # Search loads a 7-20 s model on the first turn; its own tests turn it on.
+        search_enabled=False,
     )
 
 

@@ -27,6 +27,7 @@ from api.kit.heap import freeze_startup
 from api.kit.jobs import ArqJobQueue
 from api.kit.webhook_client import create_webhook_client
 from api.metrics import Metrics
+from api.search.runtime import Search
 from api.settings import get_settings, resolve_secret_key
 from api.thread.context import turn_context
 from api.tool import runner as tool_runner
@@ -51,6 +52,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     drain = runtime.drain
     assert drain is not None  # a worker always has Redis
     queue = ArqJobQueue.connect(settings.redis_url or "")
+    # Search indexes and embeds queries here when its store is a Qdrant server; the model loads
+    # in the background now, so the first query does not wait for it.
+    search = Search.build(settings, sessionmaker, worker=True)
+    search.start(settings, queue)
+    search.warm_up()
     ctx.update(
         settings=settings,
         engine=engine,
@@ -62,7 +68,10 @@ async def startup(ctx: dict[str, Any]) -> None:
         runtime=runtime,
         gateway=runtime.gateway,
         queue=queue,
-        turns=turn_context(sessionmaker, redis, runtime.gateway, queue),
+        turns=turn_context(
+            sessionmaker, redis, runtime.gateway, queue, on_persisted=search.turn_persisted
+        ),
+        search=search,
         drain=drain,
         tool_runner=tool_runner.ToolRunner(sessionmaker, webhooks, box),
         drain_task=asyncio.create_task(drain.run(), name="ledger-drain"),
@@ -77,6 +86,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await ctx["queue"].close()
+    await ctx["search"].stop()
+    await ctx["search"].close()
     await ctx["runtime"].close_clients()
     await ctx["alerts"].close()
     await ctx["webhooks"].aclose()

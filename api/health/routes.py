@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.deps import AdminAccess, RedisDep
+from api.search.store import StoreUnavailable, VectorStore
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger("tollgate.health")
+VECTORS_PING_SECONDS = 2.0
 
 
 @router.get("/healthz")
@@ -42,8 +45,24 @@ async def readyz(request: Request, redis: RedisDep) -> JSONResponse:
             logger.warning("readiness: redis unreachable: %s", exc)
             checks["redis"] = "unreachable"
     ready = all(value in ("ok", "not configured") for value in checks.values())
-    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    # Reported, not required: with the vector store down only search answers 503
+    # (search_unavailable) while the proxy, metering and billing serve on: "degraded".
+    checks["qdrant"] = await _vectors(request.state.search.store)
+    status = "ready" if checks["qdrant"] != "unreachable" else "degraded"
+    body = {"status": status if ready else "unavailable", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def _vectors(store: VectorStore | None) -> str:
+    if store is None:
+        return "not configured"
+    try:
+        async with asyncio.timeout(VECTORS_PING_SECONDS):
+            await store.ping()
+    except (StoreUnavailable, TimeoutError) as exc:
+        logger.warning("readiness: qdrant unreachable: %r", exc)
+        return "unreachable"
+    return "ok"
 
 
 _LLMS_TXT = (Path(__file__).parent / "llms.txt").read_text()

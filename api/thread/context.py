@@ -3,6 +3,9 @@ calls (`api.background`) and the per-thread lock (Redis, or in-process without i
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
+
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,6 +20,8 @@ def turn_context(
     redis: Redis | None,
     gateway: Gateway,
     jobs: JobQueue,
+    on_persisted: Callable[[uuid.UUID], Awaitable[None]] | None = None,
 ) -> TurnContext:
+    """`on_persisted`: search's hook (`api.search.runtime.Search.turn_persisted`)."""
     locks: Locks = RedisLocks(redis) if redis is not None else LocalLocks()
-    return TurnContext(gateway, sessionmaker, jobs, locks)
+    return TurnContext(gateway, sessionmaker, jobs, locks, on_persisted)

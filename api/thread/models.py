@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db import Base, IdMixin, JSONType, TimestampMixin, UTCDateTime
@@ -41,6 +41,13 @@ class ThreadMessage(IdMixin, Base):
         UniqueConstraint(
             "thread_id", "idempotency_key", name="uq_thread_messages_thread_id_idempotency_key"
         ),
+        # What search has yet to index, oldest first (api/search/repository.py).
+        Index(
+            "ix_thread_messages_unindexed",
+            "created_at",
+            postgresql_where=text("indexed_at IS NULL"),
+            sqlite_where=text("indexed_at IS NULL"),
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(
@@ -64,3 +71,5 @@ class ThreadMessage(IdMixin, Base):
     # retry with another body is refused rather than replayed. NULL on rows from before it.
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When its vector was written (or found unneeded: no text); NULL until then (SPEC §5.6).
+    indexed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Select, delete
+from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import InvalidRequest
@@ -50,6 +50,21 @@ class MessageRepository(TenantRepository[ThreadMessage]):
     async def history(self, thread_id: uuid.UUID) -> list[ThreadMessage]:
         statement = self.base().where(ThreadMessage.thread_id == thread_id)
         return await self._all(statement.order_by(ThreadMessage.seq))
+
+    async def unindexed_threads(self, thread_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of the threads with a message search has yet to index."""
+        if not thread_ids:
+            return set()
+        statement = (
+            select(ThreadMessage.thread_id)
+            .where(
+                ThreadMessage.tenant_id == self.tenant_id,
+                ThreadMessage.thread_id.in_(thread_ids),
+                ThreadMessage.indexed_at.is_(None),
+            )
+            .distinct()
+        )
+        return set((await self.session.execute(statement)).scalars())
 
     async def _all(self, statement: Select[tuple[ThreadMessage]]) -> list[ThreadMessage]:
         rows: Sequence[Any] = (await self.session.execute(statement)).scalars().all()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from api.db import after_commit
 from api.deps import DbSession, Principal, gateway_principal
 from api.errors import InvalidRequest
 from api.kit.ids import parse_id
 from api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_body
+from api.search.runtime import Search
 from api.thread import service as thread_service
 from api.thread import turns
 from api.thread.schemas import MessageCreate, MessageRead, ThreadCreate, ThreadRead
@@ -22,7 +25,7 @@ router = APIRouter(prefix="/v1/threads", tags=["threads"])
 @router.post("", status_code=201, response_model=ThreadRead)
 async def create_thread(data: ThreadCreate, session: DbSession, principal: Principal) -> ThreadRead:
     thread = await thread_service.create_thread(session, principal, data)
-    return thread_service.render_thread(thread)
+    return thread_service.render_thread(thread, indexed=True)  # no messages yet
 
 
 @router.get("")
@@ -37,19 +40,29 @@ async def list_threads(
     page = await thread_service.list_threads(
         session, principal, key_id=owner, limit=limit, cursor=cursor
     )
-    data = [thread_service.render_thread(t).model_dump(mode="json") for t in page.items]
+    pending = await thread_service.unindexed(session, principal, [t.id for t in page.items])
+    data = [
+        thread_service.render_thread(t, indexed=t.id not in pending).model_dump(mode="json")
+        for t in page.items
+    ]
     return list_body(data, page)
 
 
 @router.get("/{thread_id}", response_model=ThreadRead)
 async def get_thread(thread_id: str, session: DbSession, principal: Principal) -> ThreadRead:
     thread = await thread_service.get_thread(session, principal, parse_id(thread_id, "thread"))
-    return thread_service.render_thread(thread)
+    pending = await thread_service.unindexed(session, principal, [thread.id])
+    return thread_service.render_thread(thread, indexed=not pending)
 
 
 @router.delete("/{thread_id}")
-async def delete_thread(thread_id: str, session: DbSession, principal: Principal) -> dict[str, Any]:
+async def delete_thread(
+    request: Request, thread_id: str, session: DbSession, principal: Principal
+) -> dict[str, Any]:
     thread = await thread_service.delete_thread(session, principal, parse_id(thread_id, "thread"))
+    # Its vectors go once the delete is committed (and search never shows them meanwhile).
+    search: Search = request.state.search
+    after_commit(session, partial(search.thread_deleted, thread.tenant_id, thread.id))
     return {"object": "thread.deleted", "id": str(thread.id), "deleted": True}
 
 

@@ -41,6 +41,9 @@ class ThreadRead(BaseModel):
     system: str | None
     metadata: dict[str, Any]
     message_count: int
+    # Every message of the thread is in the search index (SPEC §5.6): false for a few seconds
+    # after a turn, or while the vector store is down.
+    indexed: bool
     created_at: datetime
     updated_at: datetime
 

@@ -82,13 +82,21 @@ async def list_messages(
     return await repository.page(thread_id, limit=limit, cursor=cursor, order=order)
 
 
-def render_thread(thread: Thread) -> ThreadRead:
+async def unindexed(
+    session: AsyncSession, principal: Principal, thread_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Those of the (visible) threads with a message not yet in the search index."""
+    return await MessageRepository(session, principal.tenant_id).unindexed_threads(thread_ids)
+
+
+def render_thread(thread: Thread, *, indexed: bool) -> ThreadRead:
     return ThreadRead(
         id=str(thread.id),
         key_id=str(thread.key_id),
         system=thread.system,
         metadata=thread.metadata_,
         message_count=thread.message_count,
+        indexed=indexed,
         created_at=thread.created_at,
         updated_at=thread.updated_at,
     )

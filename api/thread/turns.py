@@ -18,11 +18,12 @@ Streams carry each model call as Anthropic events (message_start … message_sto
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import service as auth_service
 from api.auth.service import Principal
-from api.db import session_scope
+from api.db import after_commit, session_scope
 from api.errors import AppError, InvalidRequest, NotFound, anthropic_body
 from api.gateway import internal
 from api.gateway.catalog import ModelEntry
@@ -66,6 +67,8 @@ class TurnContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     jobs: JobQueue
     locks: Locks
+    # Called with the turn's id once its messages are committed: search indexes them.
+    on_persisted: Callable[[uuid.UUID], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -368,4 +371,6 @@ async def _persist(ctx: TurnContext, turn: Turn) -> MessageRead:
         thread.message_count += len(rows)
         thread.updated_at = now
         await session.flush()
+        if ctx.on_persisted is not None:
+            after_commit(session, functools.partial(ctx.on_persisted, turn.turn_id))
     return _answer(rows)

@@ -1,0 +1,140 @@
+"""Search as a process runs it, chosen once at start-up from the settings (SPEC §1).
+
+| settings | store | tasks, and query embeddings |
+|---|---|---|
+| `TOLLGATE_QDRANT_URL` and Redis | the Qdrant server | arq workers (a round trip per query) |
+| `TOLLGATE_QDRANT_URL`, no Redis | the Qdrant server | this process |
+| no URL (the embedded default) | Qdrant Edge in `<data dir>/vectors` | this process |
+
+`TOLLGATE_QDRANT_URL=":memory:"` is qdrant-client's in-memory local mode, behind the server's
+code path; every process has its own, so it is for tests (an API that runs its own worker).
+The embedded store belongs to one process: with Redis set and no Qdrant URL, search's tasks
+still run in the API process, and `tollgate worker` leaves them alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.kit.jobs import JobQueue, LocalJobQueue
+from api.search import tasks
+from api.search.edge import EdgeStore
+from api.search.embedder import LocalEmbedder, QueryEmbedder, WorkerQueryEmbedder
+from api.search.indexer import Indexer
+from api.search.store import QdrantStore, VectorStore
+from api.settings import Settings
+
+logger = logging.getLogger("tollgate.search")
+
+
+def build_store(settings: Settings) -> VectorStore:
+    if settings.qdrant_url:
+        key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        return QdrantStore(settings.qdrant_url, api_key=key)
+    return EdgeStore(settings.data_dir / "vectors")
+
+
+@dataclass(slots=True)
+class Search:
+    """`store` is None when search is off; `indexer` when this process may not write it."""
+
+    store: VectorStore | None = None
+    indexer: Indexer | None = None
+    queue: JobQueue | None = None
+    query_embedder: QueryEmbedder | None = None
+    _own_queue: LocalJobQueue | None = None
+    _sweep: asyncio.Task[None] | None = None
+    _warming: asyncio.Task[int] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        worker: bool = False,
+    ) -> Search:
+        """`worker`: for `tollgate worker`, which indexes only a store other processes share."""
+        if not settings.search_enabled or (worker and not settings.qdrant_url):
+            return cls()
+        store = build_store(settings)
+        embedder = LocalEmbedder(settings.embedding_model)
+        return cls(store=store, indexer=Indexer(sessionmaker, store, embedder))
+
+    def start(self, settings: Settings, queue: JobQueue) -> None:
+        """After the background queue is up: where search's tasks go, how queries are
+        embedded, and (for an embedded store beside Redis) its own sweep."""
+        if self.store is None or self.indexer is None:
+            return
+        arq = settings.redis_url is not None
+        self.queue = queue
+        self.query_embedder = self.indexer.embedder
+        if self.store.shared and arq:
+            self.query_embedder = WorkerQueryEmbedder(queue)
+        elif arq:  # the store is this process's own: so are its tasks
+            table = tasks.tasks()
+            self._own_queue = LocalJobQueue(
+                {t.name: t.function for t in table}, {"search": self},
+                {t.name: t.max_tries for t in table},
+            )  # fmt: skip
+            self.queue = self._own_queue
+            self._sweep = asyncio.create_task(self._sweep_loop(), name="search-sweep")
+
+    def warm_up(self) -> None:
+        """Load the model now, in the background (a worker's start-up)."""
+        if self.indexer is not None:
+            self._warming = asyncio.create_task(self.indexer.embedder.dimensions(), name="model")
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await self._enqueue(tasks.INDEX, job_id=f"cron:{tasks.INDEX}:{int(time.time())}")
+            await asyncio.sleep(tasks.SWEEP_SECONDS)
+
+    async def _enqueue(self, name: str, *args: Any, job_id: str) -> None:
+        """Never raises: what is not indexed now, the sweep indexes; what is not deleted now,
+        search never shows (every hit is checked against the database)."""
+        if self.queue is None:
+            return
+        try:
+            await self.queue.enqueue(name, *args, job_id=job_id)
+        except Exception:
+            logger.exception("search: could not queue %s", name)
+
+    async def turn_persisted(self, turn_id: uuid.UUID) -> None:
+        await self._enqueue(tasks.INDEX, job_id=f"{tasks.INDEX}:{turn_id}")
+
+    async def thread_deleted(self, tenant_id: uuid.UUID, thread_id: uuid.UUID) -> None:
+        job_id = f"{tasks.DELETE_THREAD}:{thread_id}"
+        await self._enqueue(tasks.DELETE_THREAD, str(tenant_id), str(thread_id), job_id=job_id)
+
+    async def forget(self, ids: list[uuid.UUID]) -> None:
+        """Points whose messages are gone (found by a search): removed in the background."""
+        job_id = f"{tasks.DELETE_POINTS}:{uuid.uuid4()}"
+        await self._enqueue(tasks.DELETE_POINTS, [str(i) for i in ids], job_id=job_id)
+
+    async def stop(self) -> None:
+        """Before the background queue closes: no more sweeps, and this process's own tasks
+        are cancelled."""
+        for task in (self._sweep, self._warming):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._own_queue is not None:
+            await self._own_queue.close()
+
+    async def close(self) -> None:
+        if self.store is not None:
+            await self.store.close()

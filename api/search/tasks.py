@@ -1,0 +1,97 @@
+"""Search's background tasks (`api.background`): indexing, query embeddings, deletions.
+
+Each reads `ctx["search"]` (`api.search.runtime.Search`), built by the API's lifespan and the
+worker's start-up; a process without a store it may write (a worker beside the API's own
+embedded store) skips them. Idempotency: `search.index` claims whatever is unindexed, so any
+number of runs index each message once (per turn: `search.index:<turn id>`; the sweep every
+15 s: `cron:search.index:<tick>`); deletions delete what is there (`search.delete_thread:<id>`).
+While the store is down they retry with backoff, and the sweep picks up what they gave up on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from arq.worker import Retry
+
+from api.background import Task
+from api.search.embedder import EMBED_QUERY_JOB, QUERY_TIMEOUT_SECONDS
+from api.search.store import StoreUnavailable
+
+if TYPE_CHECKING:
+    from api.search.runtime import Search
+
+logger = logging.getLogger("tollgate.search")
+
+INDEX = "search.index"
+DELETE_THREAD = "search.delete_thread"
+DELETE_POINTS = "search.delete_points"
+SWEEP_SECONDS = 15
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def _search(ctx: dict[str, Any]) -> Search | None:
+    search: Search | None = ctx.get("search")
+    return search if search is not None and search.indexer is not None else None
+
+
+def _retry(ctx: dict[str, Any]) -> Retry:
+    """1, 2, 4 … 30 s between tries."""
+    return Retry(defer=min(2.0 ** (int(ctx.get("job_try", 1)) - 1), MAX_BACKOFF_SECONDS))
+
+
+async def index(ctx: dict[str, Any]) -> int:
+    search = _search(ctx)
+    if search is None or search.indexer is None:
+        return 0
+    try:
+        return await search.indexer.index_pending()
+    except StoreUnavailable as exc:
+        if str(ctx.get("job_id", "")).startswith("cron:"):  # the sweep: the next one comes
+            logger.warning("search: the sweep could not index: %s", exc)
+            return 0
+        raise _retry(ctx) from exc
+
+
+async def embed_query(ctx: dict[str, Any], text: str) -> list[float]:
+    search = _search(ctx)
+    if search is None or search.indexer is None:
+        raise RuntimeError("search is not set up in this worker (TOLLGATE_QDRANT_URL)")
+    return (await search.indexer.embedder.embed([text]))[0]
+
+
+async def delete_thread(ctx: dict[str, Any], tenant_id: str, thread_id: str) -> None:
+    search = _search(ctx)
+    if search is None or search.store is None:
+        return
+    try:
+        await search.store.delete_where(uuid.UUID(tenant_id), uuid.UUID(thread_id))
+    except StoreUnavailable as exc:
+        raise _retry(ctx) from exc
+
+
+async def delete_points(ctx: dict[str, Any], ids: list[str]) -> None:
+    search = _search(ctx)
+    if search is None or search.store is None:
+        return
+    try:
+        await search.store.delete_points([uuid.UUID(i) for i in ids])
+    except StoreUnavailable as exc:
+        raise _retry(ctx) from exc
+
+
+def tasks() -> list[Task]:
+    return [
+        # keep_result 0: nobody awaits these, and arq would keep a result per turn for an hour.
+        Task(INDEX, index, timeout_seconds=600, max_tries=8, every_seconds=SWEEP_SECONDS,
+             keep_result_seconds=0),
+        # Kept a minute: the same query again within it is answered without a worker.
+        Task(EMBED_QUERY_JOB, embed_query, timeout_seconds=QUERY_TIMEOUT_SECONDS + 30,
+             max_tries=1, keep_result_seconds=60),
+        Task(DELETE_THREAD, delete_thread, timeout_seconds=60, max_tries=10,
+             keep_result_seconds=0),
+        Task(DELETE_POINTS, delete_points, timeout_seconds=60, max_tries=5,
+             keep_result_seconds=0),
+    ]  # fmt: skip
