@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -127,8 +127,9 @@ class Settings(BaseSettings):
     # passed to the same-family upstream, or refused with 400.
     unknown_fields: Literal["drop", "pass", "refuse"] = "drop"
     # An async job's run is cut off after this long (and a job left running past it by a
-    # worker that died is run again).
-    job_timeout_seconds: float = Field(default=600.0, ge=2, le=86_400)
+    # worker that died is run again). Longer than a model call can take (the pipeline ends
+    # and bills its own calls), checked below.
+    job_timeout_seconds: float = Field(default=3600.0, ge=2, le=86_400)
 
     # Requests larger than this are refused with 413 before they are parsed.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
@@ -137,6 +138,17 @@ class Settings(BaseSettings):
     # With Redis, the API process also runs what `tollgate worker` runs continuously (the usage
     # ledger drain, the alert resend sweep). Turn it off where workers run (docker-compose does).
     api_runs_background_jobs: bool = True
+
+    @model_validator(mode="after")
+    def _jobs_outlast_calls(self) -> Settings:
+        bound = self.upstream_total_timeout_seconds + self.capacity_wait_seconds
+        if self.job_timeout_seconds <= bound:
+            raise ValueError(
+                f"job_timeout_seconds ({self.job_timeout_seconds:g}) must exceed "
+                f"upstream_total_timeout_seconds + capacity_wait_seconds ({bound:g}): a job "
+                "must never cut off a model call the upstream bills"
+            )
+        return self
 
     @field_validator("upstreams")
     @classmethod

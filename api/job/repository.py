@@ -80,6 +80,15 @@ async def finish_unscoped(
     return bool(result.rowcount)
 
 
+async def release_unscoped(session: AsyncSession, job_id: uuid.UUID, attempt: int) -> None:
+    """Running → queued again, for an attempt that did nothing (it is not counted)."""
+    await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == RUNNING, Job.attempts == attempt)
+        .values(status=QUEUED, attempts=attempt - 1, updated_at=utcnow())
+    )
+
+
 async def webhook_attempted_unscoped(
     session: AsyncSession, job_id: uuid.UUID, *, error: str | None, status: str
 ) -> None:

@@ -16,6 +16,7 @@ persisted the turn replays it instead of calling the model again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -30,7 +31,7 @@ from api.auth import service as auth_service
 from api.background import Task
 from api.db import session_scope
 from api.error_handlers import render_error
-from api.errors import AppError, UpstreamTimeout
+from api.errors import AppError, InternalError, UpstreamTimeout
 from api.gateway.dialects import entry
 from api.gateway.pipeline import Call
 from api.job import repository
@@ -80,6 +81,11 @@ async def run(ctx: dict[str, Any], job_id: str) -> str:
                 outcome = await _execute(ctx, job)
         except TimeoutError:
             outcome = _failed(job, UpstreamTimeout("The job did not finish in time."), [])
+        except Retry:  # nothing was asked of a model: the job is queued again, as it was
+            with contextlib.suppress(Exception):  # else the sweep finds it once it is stale
+                async with session_scope(sessionmaker) as session:
+                    await repository.release_unscoped(session, job.id, job.attempts)
+            raise
     try:
         async with session_scope(sessionmaker) as session:
             stored = await repository.finish_unscoped(session, job.id, job.attempts, outcome)
@@ -122,6 +128,11 @@ async def _execute(ctx: dict[str, Any], job: Job) -> dict[str, Any]:
         }  # fmt: skip
     except AppError as error:
         return _failed(job, error, calls)
+    except Exception as exc:
+        if calls:  # a model was called: its answer may be billed, so it is not asked again
+            logger.exception("job %s failed after its model call", job.id)
+            return _failed(job, InternalError(), calls)
+        raise Retry(defer=RETRY_SECONDS[0]) from exc  # before any call (the database, say)
 
 
 def _usage(calls: list[Call]) -> dict[str, int]:

@@ -121,6 +121,8 @@ def _env(upstream: FakeUpstream, **extra: str) -> dict[str, str]:
         "TOLLGATE_OPENAI_BASE_URL": upstream.openai_base_url,
         "TOLLGATE_LOG_LEVEL": "warning",
         "TOLLGATE_JOB_TIMEOUT_SECONDS": "6",
+        "TOLLGATE_UPSTREAM_TOTAL_TIMEOUT_SECONDS": "4",
+        "TOLLGATE_CAPACITY_WAIT_SECONDS": "0.5",
         **extra,
     }
 

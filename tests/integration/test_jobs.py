@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from arq.worker import func
+from arq.worker import Retry, func
 from pydantic import SecretStr
 
 from api.background import arq_functions
@@ -66,6 +66,40 @@ async def test_one_run_per_job_id(redis_url: str, kind: str):
         assert RUNS == ["hi"]
         with pytest.raises(TimeoutError):
             await queue.run("test.echo", "late", job_id=job_id + "-2", timeout_seconds=0.05)
+
+
+TRIES: list[int] = []
+
+
+async def _flaky(ctx: dict[str, Any], value: str) -> str:
+    """Asks to be run again (arq's `Retry`) until its third try."""
+    TRIES.append(ctx["job_try"])
+    if ctx["job_try"] < 3:
+        raise Retry(defer=0.05)
+    return value
+
+
+@pytest.mark.parametrize("kind", ["arq", "local"])
+async def test_enqueued_jobs_are_retried_on_both_queues(redis_url: str, kind: str):
+    TRIES.clear()
+    queue: JobQueue
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "arq":
+            queue = ArqJobQueue.connect(redis_url)
+            flaky = func(_flaky, name="test.flaky", max_tries=3)
+            await stack.enter_async_context(_arq_worker(redis_url, [flaky], {}))
+        else:
+            queue = LocalJobQueue({"test.flaky": _flaky}, {}, {"test.flaky": 3})
+        stack.push_async_callback(queue.close)
+        job_id = f"flaky-{kind}-{id(queue)}"
+        await queue.enqueue("test.flaky", "x", job_id=job_id)
+        await queue.enqueue("test.flaky", "x", job_id=job_id)  # the same id: not run twice
+        for _ in range(200):
+            if len(TRIES) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert TRIES == [1, 2, 3]
 
 
 async def test_tool_calls_run_on_a_separate_worker(
