@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     # worker that died is run again). Longer than a model call can take (the pipeline ends
     # and bills its own calls), checked below.
     job_timeout_seconds: float = Field(default=3600.0, ge=2, le=86_400)
+    # A running job's row is touched this often; three missed beats and it is run again.
+    job_heartbeat_seconds: float = Field(default=10.0, gt=0, le=600)
 
     # Requests larger than this are refused with 413 before they are parsed.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)

@@ -80,6 +80,14 @@ async def finish_unscoped(
     return bool(result.rowcount)
 
 
+async def beat_unscoped(session: AsyncSession, job_id: uuid.UUID, attempt: int) -> None:
+    await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == RUNNING, Job.attempts == attempt)
+        .values(updated_at=utcnow())
+    )
+
+
 async def release_unscoped(session: AsyncSession, job_id: uuid.UUID, attempt: int) -> None:
     """Running → queued again, for an attempt that did nothing (it is not counted)."""
     await session.execute(

@@ -53,6 +53,7 @@ NOTIFY_BACKOFF_SECONDS = (1, 5, 30, 120, 600)
 NOTIFY_TIMEOUT_SECONDS = 10.0
 QUEUED_GRACE_SECONDS = 60.0  # a queued job older than this was lost by the queue: sent again
 QUEUE_SLACK_SECONDS = 10.0  # the queue's timeout for a run is the job's plus this
+MISSED_BEATS = 3  # a running job whose row has not been touched for this many heartbeats
 
 
 def queue_id(job_id: uuid.UUID | str) -> str:
@@ -65,7 +66,7 @@ async def run(ctx: dict[str, Any], job_id: str) -> str:
     try:
         async with session_scope(sessionmaker) as session:
             job = await repository.claim_unscoped(
-                session, uuid.UUID(job_id), running_before=_dead_before(ctx, timeout)
+                session, uuid.UUID(job_id), running_before=_dead_before(ctx)
             )
             if job is None:
                 return "skipped"  # finished, cancelled, or running elsewhere
@@ -76,16 +77,19 @@ async def run(ctx: dict[str, Any], job_id: str) -> str:
         error = AppError(f"The job was interrupted {MAX_ATTEMPTS} times and was given up.")
         outcome = _failed(job, error, [])
     else:
+        beating = asyncio.create_task(_heartbeat(ctx, job), name=f"job-heartbeat-{job.id}")
         try:
             async with asyncio.timeout(timeout):
                 outcome = await _execute(ctx, job)
         except TimeoutError:
             outcome = _failed(job, UpstreamTimeout("The job did not finish in time."), [])
         except Retry:  # nothing was asked of a model: the job is queued again, as it was
-            with contextlib.suppress(Exception):  # else the sweep finds it once it is stale
+            with contextlib.suppress(Exception):  # else the sweep finds it without a heartbeat
                 async with session_scope(sessionmaker) as session:
                     await repository.release_unscoped(session, job.id, job.attempts)
             raise
+        finally:
+            beating.cancel()
     try:
         async with session_scope(sessionmaker) as session:
             stored = await repository.finish_unscoped(session, job.id, job.attempts, outcome)
@@ -94,6 +98,19 @@ async def run(ctx: dict[str, Any], job_id: str) -> str:
     if stored and job.webhook_url:
         await ctx["queue"].enqueue(NOTIFY, str(job.id), job_id=f"job-notify:{job.id}")
     return str(outcome["status"])
+
+
+async def _heartbeat(ctx: dict[str, Any], job: Job) -> None:
+    """While the job runs, its row says so every `job_heartbeat_seconds`: a row that stops
+    saying so belongs to a worker that died, and the sweep runs the job again."""
+    every = ctx["settings"].job_heartbeat_seconds
+    while True:
+        await asyncio.sleep(every)
+        try:
+            async with session_scope(ctx["sessionmaker"]) as session:
+                await repository.beat_unscoped(session, job.id, job.attempts)
+        except Exception:  # the next beat tries again; missing three lets the job be retried
+            logger.warning("job %s: heartbeat not recorded", job.id)
 
 
 async def _execute(ctx: dict[str, Any], job: Job) -> dict[str, Any]:
@@ -198,14 +215,14 @@ async def _post(client: httpx.AsyncClient, url: str, secret: str, body: bytes) -
 
 async def recover(ctx: dict[str, Any]) -> int:
     """Send again the jobs the queue lost: queued for longer than a healthy queue keeps them,
-    or running past the job timeout (their worker died). The claim decides who runs them."""
+    or running with no heartbeat for `MISSED_BEATS` beats (their worker died). The claim
+    decides who runs them."""
     now = time.time()
-    timeout = ctx["settings"].job_timeout_seconds
     async with session_scope(ctx["sessionmaker"]) as session:
         stale = await repository.stale_unscoped(
             session,
             queued_before=max(_ago(QUEUED_GRACE_SECONDS), ctx.get("sole_runner_since", _EPOCH)),
-            running_before=_dead_before(ctx, timeout),
+            running_before=_dead_before(ctx),
             limit=500,
         )
     for job_id in stale:
@@ -217,22 +234,16 @@ async def recover(ctx: dict[str, Any]) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _dead_before(ctx: dict[str, Any], timeout: float) -> datetime:
-    """A job running since before this is taken for dead. Where this process is the only one
-    that runs jobs (the embedded default: `sole_runner_since`, its start), that is every job
-    left running by an earlier process, at once."""
+def _dead_before(ctx: dict[str, Any]) -> datetime:
+    """A running job whose last heartbeat is older than this is taken for dead. Where this
+    process is the only one that runs jobs (the embedded default: `sole_runner_since`, its
+    start), that is every job left running by an earlier process, at once."""
     since: datetime = ctx.get("sole_runner_since", _EPOCH)
-    return max(_ago(stale_seconds(timeout)), since)
+    return max(_ago(MISSED_BEATS * ctx["settings"].job_heartbeat_seconds), since)
 
 
 def _ago(seconds: float) -> datetime:
     return utcnow() - timedelta(seconds=seconds)
-
-
-def stale_seconds(job_timeout_seconds: float) -> float:
-    """How long a job may stay `running` before it is taken for dead: past its own timeout
-    and the queue's (which cancels it), so a job is never run twice at once."""
-    return job_timeout_seconds + QUEUE_SLACK_SECONDS + 5
 
 
 def tasks(job_timeout_seconds: float) -> list[Task]:

@@ -120,9 +120,7 @@ def _env(upstream: FakeUpstream, **extra: str) -> dict[str, str]:
         "TOLLGATE_OPENAI_API_KEY": "sk-operator",
         "TOLLGATE_OPENAI_BASE_URL": upstream.openai_base_url,
         "TOLLGATE_LOG_LEVEL": "warning",
-        "TOLLGATE_JOB_TIMEOUT_SECONDS": "6",
-        "TOLLGATE_UPSTREAM_TOTAL_TIMEOUT_SECONDS": "4",
-        "TOLLGATE_CAPACITY_WAIT_SECONDS": "0.5",
+        "TOLLGATE_JOB_HEARTBEAT_SECONDS": "1",  # a dead worker's jobs run again after 3 s
         **extra,
     }
 
