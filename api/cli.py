@@ -359,6 +359,7 @@ def search_reindex(tenant_id: str | None) -> None:
 
 
 async def _reindex(settings: Settings, tenant: Any) -> tuple[int, int]:
+    import api.models  # noqa: F401  # the whole schema: foreign keys (and their types) resolve
     from api.db import create_engine, create_sessionmaker, session_scope
     from api.search import repository
     from api.search.runtime import Search

@@ -237,7 +237,8 @@ class QdrantStore:
         return int(result.count)
 
     async def drop(self) -> None:
-        await self._call("delete_collection", self._client.delete_collection(self.collection))
+        drop = self._client.delete_collection(self.collection)
+        await self._missing_ok("delete_collection", drop)
         self._ready = False
 
     async def ping(self) -> None:
