@@ -28,6 +28,15 @@ FAST = 10  # answered at once; the rest stall until the worker is killed
 
 
 @pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    """An upstream of these tests' own: answers cut off by a kill end on it after the test, and
+    must not show up in another test's record of what the shared one answered."""
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
 def postgres_db(postgres_url: str) -> Iterator[str]:
     yield postgres_url
     truncate_all(postgres_url)
