@@ -8,14 +8,12 @@ embeds (production: the worker does) never pays their 7-20 s import and ~470 MB.
 in a thread, one batch at a time, with one torch thread (two threads on a busy 2-core machine
 made single sentences 10x slower, measured).
 
-Queries are embedded where the index is written: in this process for the embedded default, or
-by the worker on a short round trip through the job queue (`WorkerQueryEmbedder`) when Redis is
-set, so the API stays small (docs/decisions/0003-embedded-vector-store.md has the numbers).
+Queries are embedded where the index is written (`api.search.nearest`): in this process for
+the embedded default, by a worker when Redis and a Qdrant server are set.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -23,14 +21,14 @@ from typing import Any, Protocol
 
 import anyio
 
-from api.kit.jobs import JobQueue
-
 BATCH_SIZE = 64
-# The model reads the first 256 word pieces of a text; cutting long texts first spares the
-# tokenizer megabytes it would throw away.
+# Word pieces the bundled model reads per text: the length it was trained on. Its folder says
+# 256; at 128 a long message embeds ~1.4x faster (measured) and keeps its opening, which is
+# what a search for it matches. Another model keeps its own setting.
+DEFAULT_MAX_TOKENS = 128
+# The model reads a text's first few hundred word pieces at most; cutting long texts first
+# spares the tokenizer megabytes it would throw away.
 MAX_TEXT_CHARS = 4096
-EMBED_QUERY_JOB = "search.embed_query"
-QUERY_TIMEOUT_SECONDS = 30.0  # a worker that has not loaded the model yet takes ~10-20 s
 
 _MODELS: dict[str, Any] = {}
 _LOAD_LOCK = threading.Lock()
@@ -49,10 +47,6 @@ class Embedder(Protocol):
 
     async def dimensions(self) -> int: ...
 
-    async def embed_query(self, text: str) -> list[float]: ...
-
-
-class QueryEmbedder(Protocol):
     async def embed_query(self, text: str) -> list[float]: ...
 
 
@@ -98,6 +92,8 @@ class LocalEmbedder:
 
     def _encode(self, texts: list[str] | None) -> Any:
         model = load_model(model_path(self._setting))
+        if self._setting is None:
+            model.max_seq_length = DEFAULT_MAX_TOKENS
         if texts is None:
             return int(model.get_embedding_dimension())
         vectors = model.encode(
@@ -121,22 +117,3 @@ class LocalEmbedder:
 
     async def embed_query(self, text: str) -> list[float]:
         return (await self.embed([text]))[0]
-
-
-class WorkerQueryEmbedder:
-    """A query embedded by a worker (`search.embed_query`), so this process never loads the
-    model. The job id is the text's hash: the same query within a minute (the result's life
-    in Redis) is answered from the stored result without a worker."""
-
-    def __init__(self, queue: JobQueue) -> None:
-        self._queue = queue
-
-    async def embed_query(self, text: str) -> list[float]:
-        digest = hashlib.sha256(text.encode()).hexdigest()[:40]
-        vector: list[float] = await self._queue.run(
-            EMBED_QUERY_JOB,
-            text,
-            job_id=f"search.embed:{digest}",
-            timeout_seconds=QUERY_TIMEOUT_SECONDS,
-        )
-        return vector

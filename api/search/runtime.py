@@ -1,6 +1,6 @@
 """Search as a process runs it, chosen once at start-up from the settings (SPEC §1).
 
-| settings | store | tasks, and query embeddings |
+| settings | store | tasks, and queries (embedding + lookup) |
 |---|---|---|
 | `TOLLGATE_QDRANT_URL` and Redis | the Qdrant server | arq workers (a round trip per query) |
 | `TOLLGATE_QDRANT_URL`, no Redis | the Qdrant server | this process |
@@ -27,8 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.kit.jobs import JobQueue, LocalJobQueue
 from api.search import tasks
 from api.search.edge import EdgeStore
-from api.search.embedder import LocalEmbedder, QueryEmbedder, WorkerQueryEmbedder
+from api.search.embedder import LocalEmbedder
 from api.search.indexer import Indexer
+from api.search.nearest import LocalNearest, Nearest, WorkerNearest
 from api.search.store import QdrantStore, VectorStore
 from api.settings import Settings
 
@@ -49,7 +50,7 @@ class Search:
     store: VectorStore | None = None
     indexer: Indexer | None = None
     queue: JobQueue | None = None
-    query_embedder: QueryEmbedder | None = None
+    nearest: Nearest | None = None
     _own_queue: LocalJobQueue | None = None
     _sweep: asyncio.Task[None] | None = None
     _warming: asyncio.Task[int] | None = None
@@ -80,9 +81,9 @@ class Search:
             return
         arq = settings.redis_url is not None
         self.queue = queue
-        self.query_embedder = self.indexer.embedder
+        self.nearest = LocalNearest(self.indexer.embedder, self.store)
         if self.store.shared and arq:
-            self.query_embedder = WorkerQueryEmbedder(queue)
+            self.nearest = WorkerNearest(queue)
         elif arq:  # the store is this process's own: so are its tasks
             table = tasks.tasks()
             self._own_queue = LocalJobQueue(

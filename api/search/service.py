@@ -39,21 +39,19 @@ async def search(
     data: SearchCreate,
     runtime: Search,
 ) -> list[SearchHitRead]:
-    store, embedder = runtime.store, runtime.query_embedder
-    if store is None or embedder is None:
+    nearest = runtime.nearest
+    if nearest is None:
         raise NotFound("Search is turned off on this server (TOLLGATE_SEARCH_ENABLED).")
     async with session_scope(sessionmaker) as session:
         where = await _filter(session, principal, data)
-    # No database session is held while the query is embedded (a worker's round trip).
+    # No database session is held meanwhile: this may be a worker's round trip.
     try:
-        vector = await embedder.embed_query(data.query)
-    except Exception as exc:
-        logger.warning("search: the query could not be embedded: %r", exc)
-        raise SearchUnavailable("The query could not be embedded right now; try again.") from exc
-    try:
-        hits = await store.query(vector, where, data.limit + OVERSAMPLE, data.min_score)
+        hits = await nearest.nearest(data.query, where, data.limit + OVERSAMPLE, data.min_score)
     except StoreUnavailable as exc:
         raise SearchUnavailable("The vector store is unreachable; try again shortly.") from exc
+    except Exception as exc:  # the model, or a worker that did not answer in time
+        logger.warning("search: the query could not be run: %r", exc)
+        raise SearchUnavailable("The query could not be run right now; try again.") from exc
     async with session_scope(sessionmaker) as session:
         rows = await SearchRepository(session, principal.tenant_id).visible(
             [hit.id for hit in hits], where.key_id

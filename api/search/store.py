@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx
+
 logger = logging.getLogger("tollgate.search")
 
 COLLECTION = "tollgate_messages"
@@ -53,6 +55,21 @@ class VectorFilter:
     role: str | None = None
     start: float | None = None  # created_at, unix seconds, inclusive
     end: float | None = None
+
+    def to_dict(self) -> dict[str, str | float | None]:
+        """Primitives, for a job's arguments."""
+        return {
+            "tenant_id": str(self.tenant_id),
+            "key_id": str(self.key_id) if self.key_id else None,
+            "thread_id": str(self.thread_id) if self.thread_id else None,
+            "role": self.role, "start": self.start, "end": self.end,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> VectorFilter:
+        ids = {k: uuid.UUID(raw[k]) if raw.get(k) else None for k in ("key_id", "thread_id")}
+        return cls(uuid.UUID(raw["tenant_id"]), **ids, role=raw.get("role"),
+                   start=raw.get("start"), end=raw.get("end"))  # fmt: skip
 
     def matches(self) -> list[tuple[str, str]]:
         pairs = [("tenant_id", str(self.tenant_id))]
@@ -115,18 +132,29 @@ class QdrantStore:
         timeout_seconds: int = 5,
         collection: str = COLLECTION,
     ) -> None:
-        from qdrant_client import AsyncQdrantClient
-
         self.collection = collection
+        self.url = url
+        self._api_key = api_key
+        self._timeout = timeout_seconds
         self._memory = url == MEMORY
-        if self._memory:
-            self._client = AsyncQdrantClient(location=MEMORY)
-        else:
-            # No version check: it is a blocking request in the constructor, at start-up.
-            self._client = AsyncQdrantClient(
-                url=url, api_key=api_key, timeout=timeout_seconds, check_compatibility=False
-            )
+        self._qdrant: Any = None  # the client, made on first use (see `_client`)
         self._ready = False  # the collection and its indexes exist (as far as we know)
+
+    @property
+    def _client(self) -> Any:
+        """qdrant-client, imported and connected on first use: a process that only pings
+        (an API whose workers do the rest) never pays its ~47 MB (measured)."""
+        if self._qdrant is None:
+            from qdrant_client import AsyncQdrantClient
+
+            if self._memory:
+                self._qdrant = AsyncQdrantClient(location=MEMORY)
+            else:  # no version check: it is a blocking request in the constructor
+                self._qdrant = AsyncQdrantClient(
+                    url=self.url, api_key=self._api_key, timeout=self._timeout,
+                    check_compatibility=False,
+                )  # fmt: skip
+        return self._qdrant
 
     async def _call(self, what: str, operation: Any) -> Any:
         from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -242,10 +270,21 @@ class QdrantStore:
         self._ready = False
 
     async def ping(self) -> None:
-        await self._call("collection_exists", self._client.collection_exists(self.collection))
+        """Qdrant's own readiness endpoint, over plain httpx (no client library needed)."""
+        if self._memory:
+            return
+        headers = {"api-key": self._api_key} if self._api_key else {}
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                response = await client.get(self.url.rstrip("/") + "/readyz", headers=headers)
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"Qdrant could not be reached: {exc!r}") from exc
+        if response.status_code != 200:
+            raise StoreUnavailable(f"Qdrant is not ready ({response.status_code}).")
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._qdrant is not None:
+            await self._qdrant.close()
 
     async def _missing_ok(self, what: str, operation: Any) -> None:
         with contextlib.suppress(_Missing):

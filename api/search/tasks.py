@@ -1,4 +1,4 @@
-"""Search's background tasks (`api.background`): indexing, query embeddings, deletions.
+"""Search's background tasks (`api.background`): indexing, queries, deletions.
 
 Each reads `ctx["search"]` (`api.search.runtime.Search`), built by the API's lifespan and the
 worker's start-up; a process without a store it may write (a worker beside the API's own
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from arq.worker import Retry
 
 from api.background import Task
-from api.search.embedder import EMBED_QUERY_JOB, QUERY_TIMEOUT_SECONDS
-from api.search.store import StoreUnavailable
+from api.search.nearest import QUERY_JOB, QUERY_TIMEOUT_SECONDS, LocalNearest
+from api.search.store import StoreUnavailable, VectorFilter
 
 if TYPE_CHECKING:
     from api.search.runtime import Search
@@ -55,11 +55,16 @@ async def index(ctx: dict[str, Any]) -> int:
         raise _retry(ctx) from exc
 
 
-async def embed_query(ctx: dict[str, Any], text: str) -> list[float]:
+async def query(
+    ctx: dict[str, Any], text: str, where: dict[str, Any], limit: int, min_score: float | None
+) -> list[list[str | float]]:
+    """A search's vector side, for an API that holds neither the model nor the client."""
     search = _search(ctx)
     if search is None or search.indexer is None:
         raise RuntimeError("search is not set up in this worker (TOLLGATE_QDRANT_URL)")
-    return (await search.indexer.embedder.embed([text]))[0]
+    nearest = LocalNearest(search.indexer.embedder, search.indexer.store)
+    hits = await nearest.nearest(text, VectorFilter.from_dict(where), limit, min_score)
+    return [[str(hit.id), hit.score] for hit in hits]
 
 
 async def delete_thread(ctx: dict[str, Any], tenant_id: str, thread_id: str) -> None:
@@ -87,9 +92,9 @@ def tasks() -> list[Task]:
         # keep_result 0: nobody awaits these, and arq would keep a result per turn for an hour.
         Task(INDEX, index, timeout_seconds=600, max_tries=8, every_seconds=SWEEP_SECONDS,
              keep_result_seconds=0),
-        # Kept a minute: the same query again within it is answered without a worker.
-        Task(EMBED_QUERY_JOB, embed_query, timeout_seconds=QUERY_TIMEOUT_SECONDS + 30,
-             max_tries=1, keep_result_seconds=60),
+        # Awaited at once: its result is kept only as long as the caller may take to read it.
+        Task(QUERY_JOB, query, timeout_seconds=QUERY_TIMEOUT_SECONDS + 30, max_tries=1,
+             keep_result_seconds=QUERY_TIMEOUT_SECONDS + 30),
         Task(DELETE_THREAD, delete_thread, timeout_seconds=60, max_tries=10,
              keep_result_seconds=0),
         Task(DELETE_POINTS, delete_points, timeout_seconds=60, max_tries=5,

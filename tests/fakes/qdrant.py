@@ -52,6 +52,7 @@ class FakeQdrant:
     def _serve(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application(middlewares=[self._outage], client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/readyz", self._readyz)
         name = "/collections/{name}"
         app.router.add_get(name + "/exists", self._exists)
         app.router.add_put(name, self._create)
@@ -116,13 +117,16 @@ class FakeQdrant:
             if request.transport is not None:
                 request.transport.abort()
             raise web.HTTPServiceUnavailable()
-        name = request.match_info.get("name", "")
+        name = request.match_info.get("name")
         creates = request.method == "PUT" and request.path == f"/collections/{name}"
         asks = creates or request.path.endswith("/exists")
-        if not asks and not self.client.collection_exists(name):
+        if name is not None and not asks and not self.client.collection_exists(name):
             error = {"status": {"error": f"Not found: Collection `{name}` doesn't exist!"}}
             return web.json_response({**error, "time": 0.0}, status=404)
         return await handler(request)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        return web.Response(text="all shards are ready")
 
     async def _exists(self, request: web.Request) -> web.Response:
         return _ok({"exists": self.client.collection_exists(request.match_info["name"])})
