@@ -97,6 +97,7 @@ class Search:
         """Load the model now, in the background (a worker's start-up)."""
         if self.indexer is not None:
             self._warming = asyncio.create_task(self.indexer.embedder.dimensions(), name="model")
+            self._warming.add_done_callback(_log_failure)
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -139,3 +140,8 @@ class Search:
     async def close(self) -> None:
         if self.store is not None:
             await self.store.close()
+
+
+def _log_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.error("search: the embedding model could not be loaded", exc_info=error)

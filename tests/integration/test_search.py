@@ -297,3 +297,25 @@ class TestBadInput:
         assert len(await hits(client, headers, query, start=at, end=at)) == 2
         assert await hits(client, headers, query, end="2020-01-01T00:00:00Z") == []
         assert await hits(client, headers, query, start="2999-01-01T00:00:00Z") == []
+
+
+class TestEmbeddedStoreBesideRedis:
+    async def test_the_api_indexes_its_own_store_even_when_workers_run_the_rest(
+        self, settings: Settings, redis_url: str
+    ):
+        """Redis set, no Qdrant URL: the store in the data dir is this process's, so its tasks
+        run here although the API leaves background jobs to `tollgate worker`."""
+        configured = settings.model_copy(update={
+            "search_enabled": True, "redis_url": redis_url, "qdrant_url": None,
+            "api_runs_background_jobs": False,
+        })  # fmt: skip
+        async with search_app(configured) as app:
+            client = app.client
+            tenant = await create_tenant(client)
+            _, headers = await _key(app, tenant, "writer")
+            thread_id = await new_thread(client, headers)
+            await send_turn(client, headers, thread_id, THREADS[1][6])
+            await wait_indexed(client, headers, [thread_id])
+            found = await hits(client, headers, "lithium battery in the hold", role="user")
+            assert "power bank" in found[0]["text"]
+        assert (configured.data_dir / "vectors").is_dir()
