@@ -21,6 +21,7 @@ from tests.factories.tenants import TenantFixture, bearer, create_key, create_te
 from tests.factories.usage import logs_when_settled
 from tests.fakes.max_bill import MaxBiller
 from tests.fakes.server import serve_in_thread
+from tests.fakes.tool_models import ChainingAnthropic, ToolHooks
 from tests.fakes.upstream import FakeUpstream, fixture
 
 CHAT = {"model": "gpt-4o", "messages": HELLO}
@@ -466,3 +467,35 @@ async def test_a_private_webhook_address_is_refused_at_submit(
             }, headers=headers)  # fmt: skip
             assert response.status_code == 400
             assert response.json()["error"]["param"] == "webhook_url"
+
+
+async def test_a_thread_turn_job_runs_its_tool_loop(settings: Settings):
+    """The job runs the turn on a worker, and the turn's tool calls are jobs of their own on
+    the same queue; the webhook sees a signed call, and the turn is stored once."""
+    with ChainingAnthropic() as anthropic, ToolHooks() as hooks:
+        assert isinstance(anthropic, ChainingAnthropic)
+        assert isinstance(hooks, ToolHooks)
+        configured = settings.model_copy(update={
+            "anthropic_api_key": SecretStr(anthropic.api_key),
+            "anthropic_base_url": anthropic.base_url, "allow_private_webhooks": True,
+        })  # fmt: skip
+        with serve_in_thread(create_app(configured)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                tenant, headers = await _user(http)
+                schema = {"type": "object", "properties": {"q": {"type": "string"}},
+                          "required": ["q"]}  # fmt: skip
+                tool = await http.post("/v1/tools", headers=tenant.headers, json={
+                    "name": "search", "input_schema": schema, "webhook_url": hooks.url("search"),
+                })  # fmt: skip
+                hooks.secrets["search"] = tool.json()["signing_secret"]
+                thread = (await http.post("/v1/threads", json={}, headers=headers)).json()
+                body = {"model": "claude-sonnet-4", "content": "find", "tools": ["search"]}
+                job = await _submit(http, headers, body=body,
+                                    endpoint=f"/v1/threads/{thread['id']}/messages")  # fmt: skip
+                done = await _finished(http, job["id"], headers)
+                history = await http.get(f"/v1/threads/{thread['id']}/messages", headers=headers)
+    assert done["status"] == "succeeded", done
+    assert done["result"]["content"][0]["text"] == 'Done: search={"q": "example"}'
+    assert [(name, valid) for name, _, valid, _ in hooks.calls] == [("search", True)]
+    assert [m["role"] for m in history.json()["data"]] == ["user", "assistant", "tool", "assistant"]
+    assert done["usage"]["cost_micros"] == done["result"]["usage"]["cost_micros"] > 0
