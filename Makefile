@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate test test-unit test-int lint fmt typecheck bench bench-usage up clean
+.PHONY: install run migrate test test-unit test-int lint fmt typecheck bench bench-usage bench-search up clean
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -49,6 +49,9 @@ bench: install
 
 bench-usage: install
 	$(BIN)/python bench/usage.py
+
+bench-search: install
+	$(BIN)/python bench/search.py
 
 up:
 	docker compose up --build

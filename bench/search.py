@@ -8,7 +8,7 @@
    10k (at 100k too with `--full`: minutes).
 2. indexing: thread messages per second through `Indexer` (claim, embed, upsert, mark) with the
    real model, 1,000 turns (a 25-word user message and a 120-word answer each), on SQLite and
-   on PostgreSQL.
+   on PostgreSQL; and short turns (8 and 16 words) on SQLite.
 3. processes (PostgreSQL + Redis, as docker-compose): `tollgate serve`'s RSS after 200 turns and
    100 searches (end-to-end latency) with search on, then off; `tollgate worker`'s RSS with the
    model loaded; a search's vector side (embed the query, ask the store) run by that worker on
@@ -188,7 +188,7 @@ def _sentence(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
 
 
-async def _seed_turns(url: str, turns: int) -> None:
+async def _seed_turns(url: str, turns: int, words: tuple[int, int]) -> None:
     """A tenant, a key and a thread through the API (search off), then `turns` turns written
     straight to the database, unindexed."""
     from asgi_lifespan import LifespanManager
@@ -221,11 +221,11 @@ async def _seed_turns(url: str, turns: int) -> None:
         rows = []
         for turn in range(turns):
             turn_id = uuid.uuid4()
-            for offset, (role, words) in enumerate((("user", 25), ("assistant", 120))):
+            for offset, (role, count) in enumerate(zip(("user", "assistant"), words, strict=True)):
                 rows.append(ThreadMessage(
                     id=turn_id if offset == 0 else uuid.uuid4(), tenant_id=tenant_id,
                     thread_id=thread_id, seq=2 * turn + offset, turn_id=turn_id, role=role,
-                    content=[{"type": "text", "text": _sentence(rng, words)}],
+                    content=[{"type": "text", "text": _sentence(rng, count)}],
                 ))  # fmt: skip
         session.add_all(rows)
         await session.execute(
@@ -234,7 +234,9 @@ async def _seed_turns(url: str, turns: int) -> None:
     await engine.dispose()
 
 
-async def bench_indexing(url: str, turns: int, workdir: Path) -> dict[str, Any]:
+async def bench_indexing(
+    url: str, turns: int, workdir: Path, words: tuple[int, int] = (25, 120)
+) -> dict[str, Any]:
     from api.db import create_engine, create_sessionmaker
     from api.migrate import upgrade_head
     from api.search.edge import EdgeStore
@@ -242,7 +244,7 @@ async def bench_indexing(url: str, turns: int, workdir: Path) -> dict[str, Any]:
     from api.search.indexer import Indexer
 
     await asyncio.to_thread(upgrade_head, url)
-    await _seed_turns(url, turns)
+    await _seed_turns(url, turns, words)
     engine = create_engine(url)
     store = EdgeStore(workdir / f"index-{uuid.uuid4().hex[:6]}")
     embedder = LocalEmbedder(None)
@@ -255,7 +257,7 @@ async def bench_indexing(url: str, turns: int, workdir: Path) -> dict[str, Any]:
     assert await store.count() == 2 * turns
     await store.close()
     await engine.dispose()
-    return {"turns": turns, "messages_per_s": round(done / seconds, 1),
+    return {"turns": turns, "words": list(words), "messages_per_s": round(done / seconds, 1),
             "turns_per_s": round(turns / seconds, 1), "seconds": round(seconds, 1)}  # fmt: skip
 
 
@@ -270,6 +272,9 @@ def part_indexing(turns: int, pg_admin: str) -> dict[str, Any]:
         results["postgres"] = asyncio.run(
             bench_indexing(_fresh_database(pg_admin, "bench_index"), turns, workdir)
         )
+        print("  indexing: SQLite, short messages (8 and 16 words)…", file=sys.stderr)
+        short = f"sqlite+aiosqlite:///{workdir / 'short.db'}"
+        results["sqlite_short"] = asyncio.run(bench_indexing(short, turns, workdir, (8, 16)))
     return results
 
 
@@ -472,8 +477,10 @@ def print_report(report: dict[str, Any]) -> None:
                   f"| {cell('one_tenant_optimized')} |")  # fmt: skip
         print(f"\nlocal mode on disk: {stores['local_disk_upserts_per_s']:,} upserts/s")
     for name, row in (report.get("indexing") or {}).items():
-        print(f"indexing ({name}): {row['turns_per_s']} turns/s, {row['messages_per_s']} "
-              f"messages/s ({row['turns']} turns in {row['seconds']} s)")  # fmt: skip
+        print(
+            f"indexing ({name}, {row['words']} words): {row['turns_per_s']} turns/s, "
+            f"{row['messages_per_s']} messages/s ({row['turns']} turns, {row['seconds']} s)"
+        )
     processes = report.get("processes")
     if processes:
         print(json.dumps(processes, indent=2))
