@@ -28,7 +28,7 @@ class TestSdkKeys:
             assert (updated.max_spend_usd, updated.rpm) == (None, 5)
             rotated = await sdk.keys.rotate(key.id)
             assert rotated.secret not in (None, key.secret)
-            names = [k.name async for k in sdk.keys.iter(page_size=1)]
+            names = [k.name async for k in sdk.keys.list(limit=1)]
             assert sorted(names) == ["alice", "master"]
             revoked = await sdk.keys.revoke(key.id)
             assert revoked.status == "revoked"

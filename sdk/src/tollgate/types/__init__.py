@@ -1,3 +1,108 @@
-from tollgate.types.key import Key, KeyLimit, KeyList
+from tollgate.types.billing import (
+    BillingLine,
+    BillingPlan,
+    BillingRecord,
+    BillingRun,
+    PlannedLine,
+    PlannedRecord,
+    StripeAccount,
+)
+from tollgate.types.job import Job, JobStatus, JobUsage
+from tollgate.types.key import Key, KeyLimit
+from tollgate.types.params import (
+    AlertSettingsParam,
+    FailoverSettingsParam,
+    LimitParam,
+    RoutingSettingsParam,
+)
+from tollgate.types.provider import Provider, ProviderDeleted, ProviderName
+from tollgate.types.search import SearchHit, SearchResults
+from tollgate.types.settings import (
+    Alert,
+    AlertSettings,
+    FailoverSettings,
+    RoutingSettings,
+    TenantSettings,
+    WebhookSecret,
+)
+from tollgate.types.shared import Deleted, TollgateModel
+from tollgate.types.thread import (
+    ContentBlockDeltaEvent,
+    ContentBlockStartEvent,
+    ContentBlockStopEvent,
+    Delta,
+    Message,
+    MessageCompletedEvent,
+    MessageDeltaEvent,
+    MessageStartEvent,
+    MessageStopEvent,
+    MessageUsage,
+    StreamEvent,
+    Thread,
+    ThreadStreamEvent,
+    ToolResultEvent,
+)
+from tollgate.types.tool import Tool
+from tollgate.types.usage import (
+    DayUsage,
+    KeyUsage,
+    Log,
+    ModelUsage,
+    Usage,
+    UsageExportRow,
+    UsageTotals,
+)
 
-__all__ = ["Key", "KeyLimit", "KeyList"]
+__all__ = [
+    "Alert",
+    "AlertSettings",
+    "AlertSettingsParam",
+    "BillingLine",
+    "BillingPlan",
+    "BillingRecord",
+    "BillingRun",
+    "ContentBlockDeltaEvent",
+    "ContentBlockStartEvent",
+    "ContentBlockStopEvent",
+    "DayUsage",
+    "Deleted",
+    "Delta",
+    "FailoverSettings",
+    "FailoverSettingsParam",
+    "Job",
+    "JobStatus",
+    "JobUsage",
+    "Key",
+    "KeyLimit",
+    "KeyUsage",
+    "LimitParam",
+    "Log",
+    "Message",
+    "MessageCompletedEvent",
+    "MessageDeltaEvent",
+    "MessageStartEvent",
+    "MessageStopEvent",
+    "MessageUsage",
+    "ModelUsage",
+    "PlannedLine",
+    "PlannedRecord",
+    "Provider",
+    "ProviderDeleted",
+    "ProviderName",
+    "RoutingSettings",
+    "RoutingSettingsParam",
+    "SearchHit",
+    "SearchResults",
+    "StreamEvent",
+    "StripeAccount",
+    "TenantSettings",
+    "Thread",
+    "ThreadStreamEvent",
+    "TollgateModel",
+    "Tool",
+    "ToolResultEvent",
+    "Usage",
+    "UsageExportRow",
+    "UsageTotals",
+    "WebhookSecret",
+]

@@ -3,15 +3,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
+
+from tollgate.types.shared import TollgateModel
 
 
-class _Model(BaseModel):
-    # New server fields must not break old clients.
-    model_config = ConfigDict(extra="allow")
+class KeyLimit(TollgateModel):
+    """A limit; `used` and `remaining` are this period's (on `retrieve`). Spend is in USD."""
 
-
-class KeyLimit(_Model):
     metric: Literal["spend_usd", "requests", "tokens"]
     period: Literal["day", "month", "total"]
     max: float
@@ -19,36 +18,31 @@ class KeyLimit(_Model):
     remaining: float | None = None
 
 
-class Key(_Model):
+class Key(TollgateModel):
     object: Literal["key"]
     id: str
     name: str
     scope: Literal["master", "standard"]
     test: bool
-    status: str
+    status: Literal["active", "revoked", "expired", "suspended"]
     prefix: str
     last_four: str
     secret: str | None = None
+    """Only in the answer of `create` and `rotate`: store it, it is never shown again."""
     max_spend_usd: float | None = None
-    limits: list[KeyLimit] = []
+    limits: list[KeyLimit] = Field(default_factory=list)
     allowed_providers: list[str] | None = None
     allowed_models: list[str] | None = None
     rpm: int | None = None
     tpm: int | None = None
     stripe_customer_id: str | None = None
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = Field(default_factory=dict)
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
     spend_micros: int | None = None
+    """This month's spend in micro-USD (on `retrieve` and `retrieve_self`)."""
     spend_usd: float | None = None
     remaining_micros: int | None = None
     remaining_usd: float | None = None
-
-
-class KeyList(_Model):
-    object: Literal["list"]
-    data: list[Key]
-    has_more: bool
-    next_cursor: str | None = None

@@ -1,0 +1,98 @@
+"""`client.settings` (the tenant's limits, alerts, failover and routing) and `client.alerts`
+(the budget alerts that fired)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tollgate._http import Call
+from tollgate._pagination import AsyncPaginator, SyncPage
+from tollgate._types import NOT_GIVEN, NotGiven, given
+from tollgate.resources._base import AsyncResource, SyncResource
+from tollgate.types.params import (
+    AlertSettingsParam,
+    FailoverSettingsParam,
+    LimitParam,
+    RoutingSettingsParam,
+)
+from tollgate.types.settings import Alert, TenantSettings, WebhookSecret
+
+_PATH = "/v1/settings"
+
+
+def _put(
+    limits: Sequence[LimitParam] | NotGiven | None,
+    alerts: AlertSettingsParam | NotGiven | None,
+    failover: FailoverSettingsParam | NotGiven | None,
+    routing: RoutingSettingsParam | NotGiven | None,
+) -> Call:
+    body = given(
+        limits=[dict(limit) for limit in limits] if isinstance(limits, Sequence) else limits,
+        alerts=alerts,
+        failover=failover,
+        routing=routing,
+    )
+    return Call("PUT", _PATH, json=body)
+
+
+class Settings(SyncResource):
+    def retrieve(self) -> TenantSettings:
+        return self._one(Call("GET", _PATH), TenantSettings)
+
+    def update(
+        self,
+        *,
+        limits: Sequence[LimitParam] | NotGiven | None = NOT_GIVEN,
+        alerts: AlertSettingsParam | NotGiven | None = NOT_GIVEN,
+        failover: FailoverSettingsParam | NotGiven | None = NOT_GIVEN,
+        routing: RoutingSettingsParam | NotGiven | None = NOT_GIVEN,
+    ) -> TenantSettings:
+        """Change the given groups only: `limits` on all keys together, where budget
+        `alerts` go (`{"webhook_url": …}`), cross-provider `failover` (`{"enabled": True}`),
+        the `routing` strategy."""
+        return self._one(_put(limits, alerts, failover, routing), TenantSettings)
+
+    def create_webhook_secret(self) -> WebhookSecret:
+        """A new secret that signs alerts, billing notices and job completions (shown once;
+        it replaces the previous one)."""
+        return self._one(Call("POST", f"{_PATH}/webhook-secret"), WebhookSecret)
+
+
+class AsyncSettings(AsyncResource):
+    async def retrieve(self) -> TenantSettings:
+        return await self._one(Call("GET", _PATH), TenantSettings)
+
+    async def update(
+        self,
+        *,
+        limits: Sequence[LimitParam] | NotGiven | None = NOT_GIVEN,
+        alerts: AlertSettingsParam | NotGiven | None = NOT_GIVEN,
+        failover: FailoverSettingsParam | NotGiven | None = NOT_GIVEN,
+        routing: RoutingSettingsParam | NotGiven | None = NOT_GIVEN,
+    ) -> TenantSettings:
+        """Change the given groups only."""
+        return await self._one(_put(limits, alerts, failover, routing), TenantSettings)
+
+    async def create_webhook_secret(self) -> WebhookSecret:
+        """A new secret that signs alerts, billing notices and job completions (shown once)."""
+        return await self._one(Call("POST", f"{_PATH}/webhook-secret"), WebhookSecret)
+
+
+def _alerts(limit: int | NotGiven, cursor: str | NotGiven) -> Call:
+    return Call("GET", "/v1/alerts", params=given(limit=limit, cursor=cursor))
+
+
+class Alerts(SyncResource):
+    def list(
+        self, *, limit: int | NotGiven = NOT_GIVEN, cursor: str | NotGiven = NOT_GIVEN
+    ) -> SyncPage[Alert]:
+        """The budget alerts that fired, newest first, with how delivery went."""
+        return self._page(_alerts(limit, cursor), Alert)
+
+
+class AsyncAlerts(AsyncResource):
+    def list(
+        self, *, limit: int | NotGiven = NOT_GIVEN, cursor: str | NotGiven = NOT_GIVEN
+    ) -> AsyncPaginator[Alert]:
+        """The budget alerts that fired, newest first."""
+        return self._page(_alerts(limit, cursor), Alert)

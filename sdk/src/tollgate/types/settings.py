@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from tollgate.types.key import KeyLimit
+from tollgate.types.shared import TollgateModel
+
+
+class AlertSettings(TollgateModel):
+    webhook_url: str | None = None
+    signing_secret_set: bool
+
+
+class FailoverSettings(TollgateModel):
+    enabled: bool
+
+
+class RoutingSettings(TollgateModel):
+    strategy: Literal["default", "cost", "latency", "round_robin", "weighted"]
+
+
+class TenantSettings(TollgateModel):
+    object: Literal["settings"]
+    limits: list[KeyLimit]
+    """Limits on all of the tenant's keys together."""
+    alerts: AlertSettings
+    failover: FailoverSettings
+    routing: RoutingSettings
+
+
+class WebhookSecret(TollgateModel):
+    """Signs budget alerts, billing notices and job completions; shown once."""
+
+    object: Literal["webhook_secret"]
+    secret: str
+
+
+class Alert(TollgateModel):
+    """A budget alert that fired (and was POSTed to the alerts webhook)."""
+
+    object: Literal["alert"]
+    id: str
+    type: str
+    scope: Literal["key", "tenant"]
+    key_id: str | None = None
+    metric: Literal["spend_usd", "requests", "tokens"]
+    period: str
+    period_tag: str
+    threshold: int
+    """50, 80 or 100 (percent of `max`)."""
+    max: float
+    used: float
+    max_micros: int | None = None
+    used_micros: int | None = None
+    created_at: datetime
+    delivered_at: datetime | None = None
+    attempts: int
+    last_error: str | None = None
