@@ -10,7 +10,12 @@ import asyncio
 import uuid
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.db import create_sessionmaker
+from api.search.embedder import LocalEmbedder
+from api.search.indexer import Indexer
+from api.search.store import QdrantStore
 from api.settings import Settings
 from tests.factories.search import (
     SearchApp,
@@ -319,3 +324,50 @@ class TestEmbeddedStoreBesideRedis:
             found = await hits(client, headers, "lithium battery in the hold", role="user")
             assert "power bank" in found[0]["text"]
         assert (configured.data_dir / "vectors").is_dir()
+
+
+class CountingEmbedder:
+    """The real model, counting what it is asked to embed."""
+
+    def __init__(self) -> None:
+        self.inner = LocalEmbedder(None)
+        self.texts: list[str] = []
+
+    async def embed(self, texts):
+        self.texts += list(texts)
+        return await self.inner.embed(texts)
+
+    async def dimensions(self) -> int:
+        return await self.inner.dimensions()
+
+    async def embed_query(self, text: str) -> list[float]:
+        return await self.inner.embed_query(text)
+
+
+class TestWorkersShareTheBacklog:
+    async def test_two_indexers_never_take_the_same_message(
+        self, settings: Settings, engine: AsyncEngine
+    ):
+        """Two workers' indexers on one backlog: on PostgreSQL each claims rows the other has
+        not locked (`FOR UPDATE SKIP LOCKED`), so none is embedded twice. SQLite has no row
+        locks (the embedded default runs one indexer, one batch at a time); two there may both
+        embed a message, and it still ends as one point."""
+        async with search_app(settings) as app:  # search off: the turns wait unindexed
+            client = app.client
+            tenant = await create_tenant(client)
+            _, headers = await _key(app, tenant, "writer")
+            thread_id = await new_thread(client, headers)
+            for text in THREADS[0] + THREADS[1]:
+                await send_turn(client, headers, thread_id, text)
+        store = QdrantStore(":memory:")
+        sessionmaker = create_sessionmaker(engine)
+        embedders = [CountingEmbedder(), CountingEmbedder()]
+        indexers = [Indexer(sessionmaker, store, e, batch_size=4) for e in embedders]
+        done = await asyncio.gather(*(i.index_pending() for i in indexers))
+        if settings.redis_url:  # PostgreSQL
+            assert sum(done) == 40
+            assert len(embedders[0].texts + embedders[1].texts) == 40
+            assert all(embedder.texts for embedder in embedders)  # both took a share
+        assert await store.count() == 40
+        assert await indexers[0].index_pending() == 0
+        await store.close()
