@@ -354,6 +354,43 @@ class TestAnthropicRequest:
         assert [t.name for t in request.tools] == ["get_weather"]
         assert request.warnings == ["tool 'web_search' dropped"]
 
+    def test_mid_conversation_system_messages_fold_into_the_system_in_order(self):
+        """Claude Code sends `role: "system"` messages inside `messages` (string or text blocks
+        with `cache_control`): off Claude they join the system instruction, in order."""
+        body = {
+            "model": "gpt-4o", "max_tokens": 64, "system": "First.",
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"},
+                {"role": "system", "content": [
+                    {"type": "text", "text": "Second.", "cache_control": {"type": "ephemeral"}},
+                ]},
+                {"role": "user", "content": [{"type": "text", "text": "Go",
+                                              "cache_control": {"type": "ephemeral"}}]},
+                {"role": "system", "content": "Third."},
+            ],
+        }  # fmt: skip
+        request = anthropic.parse_request(body)
+        assert request.system == ["First.", "Second.", "Third."]
+        assert [m.role for m in request.messages] == ["user", "assistant", "user"]
+        chat = openai_chat.render_request(request)
+        assert chat["messages"][0] == {"role": "system", "content": "First.\n\nSecond.\n\nThird."}
+        assert "cache_control" not in str(chat)
+        google = gemini.render_request(request)
+        assert google["systemInstruction"] == {"parts": [{"text": "First.\n\nSecond.\n\nThird."}]}
+        assert "cache_control" not in str(google)
+        assert responses.render_request(request)["instructions"] == "First.\n\nSecond.\n\nThird."
+
+    @pytest.mark.parametrize(
+        "content", [[{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}], 7]
+    )
+    def test_a_system_message_must_be_text(self, content: Any):
+        body = {"model": "gpt-4o", "max_tokens": 8,
+                "messages": [{"role": "system", "content": content}]}  # fmt: skip
+        with pytest.raises(InvalidRequest) as raised:
+            anthropic.parse_request(body)
+        assert (raised.value.param or "").startswith("messages[0].content")
+
     def test_cache_control_and_extras_stay_in_the_family(self):
         body = {**self.body, "metadata": {"user_id": "u"}, "top_k": 5}
         request = anthropic.parse_request(body)
@@ -590,7 +627,7 @@ class TestMalformedRequests:
             (openai_chat, {"model": "m", "messages": [], "tools": [
                 {"type": "function", "function": {"name": "f", "parameters": []}}]},
              "tools[0].function.parameters"),
-            (anthropic, {"model": "m", "messages": [{"role": "system", "content": "x"}]},
+            (anthropic, {"model": "m", "messages": [{"role": "tool", "content": "x"}]},
              "messages[0].role"),
             (anthropic, {"model": "m", "messages": [{"role": "user", "content": [
                 {"type": "image", "source": {"type": "file"}}]}]},

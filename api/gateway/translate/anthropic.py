@@ -5,6 +5,9 @@ Field table (Messages field → IR; anything not listed, e.g. `metadata`, `top_k
 `extras`, forwarded only to Anthropic):
 
 - `system` (string or text blocks) → `system`; `cache_control` hints stay within the family
+- `role: "system"` messages inside `messages` (mid-conversation instructions, sent with an
+  `anthropic-beta` of `mid-conversation-system-…`) → appended to `system` in order, as Chat's
+  `system` / `developer` messages are
 - `text`, `image` (base64 / url source) blocks → `Text`, `Image`; other block types → 400
 - `tool_use` (`input` object) / `tool_result` → `ToolCall` (arguments as a JSON string) /
   `ToolResult`
@@ -193,14 +196,15 @@ def _content(value: Any, param: str) -> list[ir.Part]:
     ]
 
 
-def _system(value: Any) -> list[str]:
+def _system(value: Any, param: str = "system") -> list[str]:
+    """A string or text blocks (their `cache_control` stays within the family)."""
     if value is None:
         return []
     if isinstance(value, str):
         return [value]
     return [
-        text(obj(b, f"system[{i}]").get("text"), f"system[{i}].text")
-        for i, b in enumerate(arr(value, "system"))
+        text(obj(b, f"{param}[{i}]").get("text"), f"{param}[{i}].text")
+        for i, b in enumerate(arr(value, param))
     ]
 
 
@@ -244,8 +248,13 @@ def parse_request(body: dict[str, Any]) -> ir.ChatRequest:
     for i, raw in enumerate(arr(required(body, "messages", "messages"), "messages")):
         message = obj(raw, f"messages[{i}]")
         role = message.get("role")
+        if role == "system":  # mid-conversation instructions (Claude Code sends them)
+            request.system += _system(message.get("content"), f"messages[{i}].content")
+            continue
         if role not in ("user", "assistant"):
-            raise InvalidRequest("`role` must be user or assistant.", param=f"messages[{i}].role")
+            raise InvalidRequest(
+                "`role` must be user, assistant or system.", param=f"messages[{i}].role"
+            )
         parts = _content(message.get("content"), f"messages[{i}].content")
         request.messages.append(ir.Message(role, parts))
     if body.get("tools"):
