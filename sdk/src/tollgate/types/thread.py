@@ -43,7 +43,8 @@ class Message(TollgateModel):
     provider: str | None = None
     stop_reason: str | None = None
     usage: MessageUsage | None = None
-    """The whole turn's usage, every model call of its tool loop included (on the answer)."""
+    """An assistant message's model call. On the answer `messages.create` returns (and the
+    stream's final event), the whole turn's: every model call of its tool loop."""
     request_id: str | None = None
     created_at: datetime
 
