@@ -81,6 +81,13 @@ class Family:
     render_response: Callable[[ir.ChatResponse], dict[str, Any]]
     encoder: Callable[[dict[str, Any], int], Encoder]  # (client body, created) → encoder
     error_tail: bytes = b""  # what follows an error event (chat: `[DONE]`)
+    # (answer, client body) → the answer, for a family whose answers repeat the request (a
+    # Responses object echoes its parameters); used instead of `render_response` when set.
+    render_echoing: Callable[[ir.ChatResponse, dict[str, Any]], dict[str, Any]] | None = None
+
+
+def _now() -> int:
+    return int(time.time())
 
 
 def _chat_encoder(body: dict[str, Any], created: int) -> Encoder:
@@ -106,7 +113,10 @@ RESPONSES = Family(
     "responses",
     responses.parse_request,
     responses.render_response,
-    lambda _body, created: responses_stream.StreamEncoder(created=created),
+    lambda body, created: responses_stream.StreamEncoder(created=created, request=body, clock=_now),
+    render_echoing=lambda answer, body: responses.render_response(
+        answer, body, completed_at=_now()
+    ),
 )
 
 PARSERS: dict[str, Callable[[dict[str, Any]], ir.ChatResponse]] = {
@@ -288,7 +298,8 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
     call.warn(request.warnings)
     headers = call.response_headers
     parsed.created = parsed.created or int(time.time())
-    payload = family.render_response(parsed)
+    echoing = family.render_echoing
+    payload = echoing(parsed, body) if echoing is not None else family.render_response(parsed)
     payload["provider"] = call.provider.name
     return JSONBody(orjson.dumps(payload), headers)
 

@@ -19,10 +19,27 @@ listed, e.g. `store`, `metadata`, `include`, goes to `extras`, which no other di
 - `status` completed (with function_call items) / incomplete `max_output_tokens` /
   `content_filter` → `end_turn` (`tool_use`) / `max_tokens` / `content_filter`
 - `usage.input_tokens` (⊇ cached), `output_tokens` (⊇ reasoning) → `Usage`
+
+The response object Tollgate renders has every field of the published one (the Open Responses
+`ResponseResource`, openai-python's `Response`), in OpenAI's order. It repeats the request as
+OpenAI does: `instructions`, `max_output_tokens`, `max_tool_calls`, `parallel_tool_calls`
+(default true), `previous_response_id`, `prompt_cache_key`, `reasoning` (`effort`, `summary`,
+null when not asked), `safety_identifier`, `store` (default true), `temperature` and `top_p`
+(default 1.0), `text` (`format` default `{"type": "text"}`, `verbosity` default medium),
+`tool_choice` (default auto), `tools` (the function tools offered, `strict` default true; the
+dropped built-in ones are not offered to the model, so not listed), `top_logprobs` (default 0),
+`truncation` (default disabled), `user`, `metadata` (default {}). Fields the request cannot set
+are what served it: `background` false, `service_tier` default, `presence_penalty` and
+`frequency_penalty` 0.0; `completed_at` is set once the response completed. Ids: the response
+`resp_` and 48 hex digits, its output items `msg_` (message), `fc_` (function call) and `rs_`
+(reasoning) followed by the response's digits and the item's position, so an item id is unique
+across responses and the same in a stream's events and its final response.
 """
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from api.errors import InvalidRequest
@@ -363,53 +380,196 @@ def _output_item(part: ir.Part, item_id: str) -> dict[str, Any] | None:
     return None
 
 
-def new_envelope(response_id: str, model: str, created: int) -> dict[str, Any]:
+# The response object ----------------------------------------------------------------------
+
+_ITEM_PREFIXES: dict[str, str] = {"text": "msg", "tool_call": "fc", "thinking": "rs"}
+_PART_KINDS: dict[type, ir.BlockKind] = {
+    ir.Text: "text",
+    ir.ToolCall: "tool_call",
+    ir.Thinking: "thinking",
+}
+_EFFORTS = frozenset({"none", "minimal", "low", "medium", "high", "xhigh"})
+_SUMMARIES = frozenset({"auto", "concise", "detailed"})
+_VERBOSITIES = frozenset({"low", "medium", "high"})
+
+
+def new_response_id() -> str:
+    """A response id as OpenAI writes them: `resp_` and 48 hex digits."""
+    return f"resp_{secrets.token_hex(24)}"
+
+
+def item_id(kind: ir.BlockKind, response_id: str, position: int) -> str:
+    """The id of the output item at `position`: its kind's prefix, the response's digits and
+    the position (unique within the response, and across responses as theirs are)."""
+    digits = response_id.partition("_")[2] or response_id
+    return f"{_ITEM_PREFIXES[kind]}_{digits}{position:04x}"
+
+
+def _string(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _integer(body: Mapping[str, Any], name: str, default: int | None = None) -> int | None:
+    value = body.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _number(body: Mapping[str, Any], name: str, default: float) -> float:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    return float(value)
+
+
+def _flag(body: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name)
+    return value if isinstance(value, bool) else default
+
+
+def _echo_tools(given: Any) -> list[dict[str, Any]]:
+    """The function tools offered, in the shape the API repeats them."""
+    tools: list[dict[str, Any]] = []
+    for tool in given if isinstance(given, list) else ():
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            continue
+        name = tool.get("name")
+        if not isinstance(name, str):
+            continue
+        parameters = tool.get("parameters")
+        tools.append(
+            {
+                "type": "function",
+                "name": name,
+                "description": _string(tool, "description"),
+                "parameters": parameters if isinstance(parameters, dict) else None,
+                "strict": _flag(tool, "strict", True),
+            }
+        )
+    return tools
+
+
+def _echo_tool_choice(given: Any) -> str | dict[str, Any]:
+    if given in ("auto", "none", "required"):
+        return str(given)
+    if isinstance(given, dict) and given.get("type") == "function":
+        name = given.get("name")
+        if isinstance(name, str):
+            return {"type": "function", "name": name}
+    return "auto"
+
+
+def _echo_text(given: Any) -> dict[str, Any]:
+    config = given if isinstance(given, dict) else {}
+    asked = config.get("format")
+    form: dict[str, Any] = {"type": "text"}
+    if isinstance(asked, dict) and asked.get("type") == "json_object":
+        form = {"type": "json_object"}
+    elif isinstance(asked, dict) and asked.get("type") == "json_schema":
+        form = {
+            "type": "json_schema",
+            "description": _string(asked, "description"),
+            "name": _string(asked, "name") or "",
+            "schema": asked.get("schema") if isinstance(asked.get("schema"), dict) else {},
+            "strict": _flag(asked, "strict", False),
+        }
+    verbosity = config.get("verbosity")
+    return {"format": form, "verbosity": verbosity if verbosity in _VERBOSITIES else "medium"}
+
+
+def _echo_reasoning(given: Any) -> dict[str, Any]:
+    config = given if isinstance(given, dict) else {}
+    effort, summary = config.get("effort"), config.get("summary")
+    return {
+        "effort": effort if effort in _EFFORTS else None,
+        "summary": summary if summary in _SUMMARIES else None,
+    }
+
+
+def new_envelope(
+    response_id: str, model: str, created: int, request: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The response object before its output, repeating `request` (the client's body) as the
+    API does; OpenAI's defaults for what it leaves out (see the module docstring)."""
+    body: Mapping[str, Any] = request or {}
+    truncation = body.get("truncation")
+    metadata = body.get("metadata")
     return {
         "id": response_id,
         "object": "response",
         "created_at": created,
         "status": "in_progress",
+        "background": False,
+        "completed_at": None,
         "error": None,
+        "frequency_penalty": 0.0,
         "incomplete_details": None,
-        "instructions": None,
+        "instructions": _string(body, "instructions"),
+        "max_output_tokens": _integer(body, "max_output_tokens"),
+        "max_tool_calls": _integer(body, "max_tool_calls"),
         "model": model,
         "output": [],
-        "parallel_tool_calls": True,
-        "tool_choice": "auto",
-        "tools": [],
+        "parallel_tool_calls": _flag(body, "parallel_tool_calls", True),
+        "presence_penalty": 0.0,
+        "previous_response_id": _string(body, "previous_response_id"),
+        "prompt_cache_key": _string(body, "prompt_cache_key"),
+        "reasoning": _echo_reasoning(body.get("reasoning")),
+        "safety_identifier": _string(body, "safety_identifier"),
+        "service_tier": "default",
+        "store": _flag(body, "store", True),
+        "temperature": _number(body, "temperature", 1.0),
+        "text": _echo_text(body.get("text")),
+        "tool_choice": _echo_tool_choice(body.get("tool_choice")),
+        "tools": _echo_tools(body.get("tools")),
+        "top_logprobs": _integer(body, "top_logprobs", 0),
+        "top_p": _number(body, "top_p", 1.0),
+        "truncation": truncation if truncation in ("auto", "disabled") else "disabled",
         "usage": None,
-        "metadata": {},
+        "user": _string(body, "user"),
+        "metadata": metadata if isinstance(metadata, dict) else {},
     }
 
 
-def finished(envelope: dict[str, Any], stop: ir.StopReason, usage: Usage) -> dict[str, Any]:
+def finished(
+    envelope: dict[str, Any], stop: ir.StopReason, usage: Usage, completed_at: int | None = None
+) -> dict[str, Any]:
+    """`envelope` as it ends: its status, usage, and when it completed (`completed_at`, or its
+    creation time when the caller keeps no clock)."""
     incomplete = {"max_tokens": "max_output_tokens", "content_filter": "content_filter"}
     if stop in incomplete:
         envelope["status"] = "incomplete"
         envelope["incomplete_details"] = {"reason": incomplete[stop]}
     else:
         envelope["status"] = "completed"
+        envelope["completed_at"] = envelope["created_at"] if completed_at is None else completed_at
     envelope["usage"] = render_usage(usage)
     return envelope
 
 
-def render_response(response: ir.ChatResponse) -> dict[str, Any]:
-    envelope = new_envelope(response.id, response.model, response.created)
+def render_response(
+    response: ir.ChatResponse,
+    request: Mapping[str, Any] | None = None,
+    *,
+    response_id: str | None = None,
+    completed_at: int | None = None,
+) -> dict[str, Any]:
+    """The response object for `response`, repeating `request` (the client's body); a new id
+    unless `response_id` is given."""
+    envelope = new_envelope(
+        response_id or new_response_id(), response.model, response.created, request
+    )
     merged: list[ir.Part] = []
     for part in response.parts:  # adjacent text parts are one message item
         if merged and isinstance(part, ir.Text) and isinstance(merged[-1], ir.Text):
             merged[-1] = ir.Text(merged[-1].text + part.text)
         else:
             merged.append(part)
-    envelope["output"] = [
-        item
-        for i, part in enumerate(merged)
-        if (item := _output_item(part, make_item_id(part, response.id, i))) is not None
-    ]
-    return finished(envelope, response.stop_reason, response.usage)
-
-
-def make_item_id(part: ir.Part | str, response_id: str, index: int) -> str:
-    kind = part if isinstance(part, str) else type(part).__name__
-    prefix = {"Text": "msg", "text": "msg", "ToolCall": "fc", "tool_call": "fc"}.get(kind, "rs")
-    return f"{prefix}_{response_id}_{index}"
+    output: list[dict[str, Any]] = envelope["output"]
+    for part in merged:
+        kind = _PART_KINDS.get(type(part))
+        if kind is None:
+            continue
+        item = _output_item(part, item_id(kind, envelope["id"], len(output)))
+        if item is not None:
+            output.append(item)
+    return finished(envelope, response.stop_reason, response.usage, completed_at)

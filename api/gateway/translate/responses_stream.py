@@ -1,12 +1,16 @@
 """Responses API streams: named events → IR events (`StreamDecoder`), IR events → the events the
 OpenAI SDK reads (`StreamEncoder`): response.created … response.completed (or
-response.incomplete), with `sequence_number`s; an error is one `error` event.
+response.incomplete), with `sequence_number`s; an error is one `error` event, then
+response.failed. The response in the lifecycle events is the whole published object, repeating
+the request (`responses.new_envelope`), with one id from the first event to the last, and item
+ids that are the same in the item events and the final response.
 
 Decoders: `feed(event)` per upstream SSE event, `close()` once the body ends, `usage` so far
 (for metering a stream cut off before its end)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from api.errors import AppError
@@ -16,8 +20,9 @@ from api.gateway.translate import ir
 from api.gateway.translate.fields import event_json, obj, sse
 from api.gateway.translate.responses import (
     finished,
-    make_item_id,
+    item_id,
     new_envelope,
+    new_response_id,
     stop_reason,
     usage_from,
 )
@@ -113,10 +118,27 @@ class StreamDecoder:
 class StreamEncoder:
     """IR events → Responses events with sequence numbers, ending in response.completed."""
 
-    def __init__(self, *, created: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        created: int = 0,
+        request: Mapping[str, Any] | None = None,
+        response_id: str | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        """`request`: the client's body, which the response repeats; `response_id`: a new one
+        unless given; `clock`: Unix seconds, for `completed_at` (else `created`)."""
         self._created = created
+        self._request = request
+        self._clock = clock
         self._sequence = 0
-        self._envelope: dict[str, Any] = new_envelope("", "", created)
+        model = request.get("model") if request is not None else None
+        self._envelope: dict[str, Any] = new_envelope(
+            response_id or new_response_id(),
+            model if isinstance(model, str) else "",
+            created,
+            request,
+        )
         self._items: dict[int, dict[str, Any]] = {}  # IR block index → output item
         self._texts: dict[int, list[str]] = {}
         self._started = False
@@ -127,7 +149,7 @@ class StreamEncoder:
         that response and is numbered after them."""
         self._sequence = events
         if start is not None:
-            self._envelope = new_envelope(start.id, start.model, self._created)
+            self._envelope = new_envelope(start.id, start.model, self._created, self._request)
             self._started = True
 
     def _emit(self, kind: str, **fields: Any) -> bytes:
@@ -137,7 +159,8 @@ class StreamEncoder:
 
     def feed(self, event: ir.StreamEvent) -> bytes:
         if isinstance(event, ir.MessageStart):
-            self._envelope = new_envelope(event.id, event.model, self._created)
+            if event.model:  # the model that answers, as the upstream names it
+                self._envelope["model"] = event.model
             return self._begin()
         if isinstance(event, ir.BlockStart):
             return self._start(event)
@@ -178,7 +201,8 @@ class StreamEncoder:
             return self._stop(event.index)
         if isinstance(event, ir.MessageEnd):
             out = b"".join(self._stop(i) for i in list(self._items))
-            response = finished(self._envelope, event.stop_reason, event.usage)
+            now = self._clock() if self._clock is not None else None
+            response = finished(self._envelope, event.stop_reason, event.usage, now)
             kind = (
                 "response.completed" if response["status"] == "completed" else "response.incomplete"
             )
@@ -210,18 +234,18 @@ class StreamEncoder:
 
     def _start(self, event: ir.BlockStart) -> bytes:
         position = len(self._envelope["output"])
-        item_id = make_item_id(event.kind, self._envelope["id"], position)
+        made = item_id(event.kind, self._envelope["id"], position)
         items: dict[str, dict[str, Any]] = {
             "text": {
-                "id": item_id,
+                "id": made,
                 "type": "message",
                 "status": "in_progress",
                 "content": [],
                 "role": "assistant",
             },
-            "thinking": {"id": item_id, "type": "reasoning", "summary": []},
+            "thinking": {"id": made, "type": "reasoning", "summary": []},
             "tool_call": {
-                "id": item_id,
+                "id": made,
                 "type": "function_call",
                 "status": "in_progress",
                 "arguments": "",
@@ -237,7 +261,7 @@ class StreamEncoder:
             part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
             out += self._emit(
                 "response.content_part.added",
-                item_id=item_id,
+                item_id=made,
                 output_index=position,
                 content_index=0,
                 part=part,
@@ -267,5 +291,12 @@ class StreamEncoder:
             )
             item.update(status="completed", arguments=said)
         elif said:
+            out += self._emit(
+                "response.reasoning_text.done",
+                item_id=item["id"],
+                output_index=position,
+                content_index=0,
+                text=said,
+            )
             item["content"] = [{"type": "reasoning_text", "text": said}]
         return out + self._emit("response.output_item.done", output_index=position, item=item)
