@@ -41,6 +41,7 @@ class Task:
 def tasks(settings: Settings) -> list[Task]:
     # Imported here: the domains import this module's `Task`.
     from api.job import runner as job_runner
+    from api.response import tasks as response_tasks
     from api.search import tasks as search_tasks
     from api.tool import runner as tool_runner
 
@@ -48,6 +49,7 @@ def tasks(settings: Settings) -> list[Task]:
         tool_runner.TASK,
         *job_runner.tasks(settings.job_timeout_seconds),
         *search_tasks.tasks(),
+        *response_tasks.TASKS,
     ]
 
 

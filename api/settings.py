@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     # worker that died is run again). Longer than a model call can take (the pipeline ends
     # and bills its own calls), checked below.
     job_timeout_seconds: float = Field(default=3600.0, ge=2, le=86_400)
+    # Stored responses (`/v1/responses` with `store`, the default) are kept this long.
+    response_retention_days: int = Field(default=30, ge=1, le=3650)
     # A running job's row is touched this often; three missed beats and it is run again.
     job_heartbeat_seconds: float = Field(default=10.0, gt=0, le=600)
 

@@ -19,6 +19,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from api.auth.service import Principal
 from api.errors import (
     AppError,
@@ -80,6 +82,10 @@ class Gateway:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Top-level request fields Tollgate does not know (`api/gateway/exposure.py`).
     unknown_fields: UnknownFields = "drop"
+    # Where endpoints that keep state (stored responses) read and write it; None in a bare
+    # `Gateway` (tests of the proxy alone), which stores nothing.
+    sessionmaker: async_sessionmaker[AsyncSession] | None = None
+    response_retention_days: int = 30
     # Settlements of requests whose client went away; awaited at shutdown.
     settling: set[asyncio.Task[int]] = field(default_factory=set)
     # Token counts per key in the current minute, in this process (`count_tokens`).

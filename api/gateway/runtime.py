@@ -117,6 +117,8 @@ class GatewayRuntime:
                 attempts_total=settings.upstream_total_timeout_seconds,
             ),
             unknown_fields=settings.unknown_fields,
+            sessionmaker=sessionmaker,
+            response_retention_days=settings.response_retention_days,
         )
         return cls(gateway, budget, ledger, drain, router, upstream, tenant_upstream, fast_redis)
 

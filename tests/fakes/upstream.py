@@ -126,6 +126,9 @@ class FakeUpstream:
     key_failures: dict[str, list[str]] = field(default_factory=dict)
     # Keys `GET /models` (the check a BYOK key gets on save) refuses with a 401.
     rejected_keys: set[str] = field(default_factory=set)
+    # Responses answers carry their fixture's id unless this is set (each then gets its own).
+    fresh_response_ids: bool = False
+    responses_made: int = 0
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -152,6 +155,7 @@ class FakeUpstream:
         self.failures.clear()
         self.key_failures.clear()
         self.rejected_keys.clear()
+        self.fresh_response_ids = False
 
     def keys_seen(self) -> list[str]:
         """The bearer key of every request seen, in order: which account served each."""
@@ -274,6 +278,11 @@ class FakeUpstream:
         else:
             events = sse_events("openai-responses/03_stream_text.sse")
         completed = json.loads(events[-1].split(b"data: ", 1)[1])["response"]
+        if self.fresh_response_ids:  # as the API does: every response its own id
+            self.responses_made += 1
+            fresh = f"resp_{self.responses_made:048x}"
+            events = [e.replace(completed["id"].encode(), fresh.encode()) for e in events]
+            completed["id"] = fresh
         self.reported.append(completed["usage"])
         if not body.get("stream"):
             return web.json_response(completed)

@@ -476,7 +476,7 @@ class TestErrorsInEachFamily:
             json={"model": "gpt-4o", "input": "Hi", "previous_response_id": "resp_1"},
             headers=headers,
         )
-        assert stateful.status_code == 400
+        assert stateful.status_code == 404  # no response stored under that id
         assert stateful.json()["error"]["param"] == "previous_response_id"
         bad_block = await every_http.post(
             "/v1/messages",

@@ -230,29 +230,30 @@ class TestGatewayEdits:
 class TestRefusals:
     @pytest.mark.parametrize(
         ("field", "value"),
-        [("background", True), ("previous_response_id", "resp_1"), ("conversation", "conv_1")],
+        [("background", True), ("conversation", "conv_1"), ("previous_response_id", "resp_1")],
     )
-    async def test_what_cannot_be_metered_or_is_stored_is_refused_before_openai(
+    async def test_what_cannot_be_metered_or_is_unknown_is_refused_before_openai(
         self, http: httpx.AsyncClient, upstream: FakeUpstream, field: str, value: Any
     ):
         headers = await _key(http)
         body = {"model": "gpt-4o", "input": "Hi", field: value}
         response = await http.post("/v1/responses", json=body, headers=headers)
-        assert response.status_code == 400
+        status = 404 if field == "previous_response_id" else 400  # no such stored response
+        assert response.status_code == status
         assert response.json()["error"]["param"] == field
         assert upstream.seen == []
         (entry,) = await logs_when_seen(http, headers, 1)
-        assert (entry["status"], entry["cost_micros"]) == (400, 0)
+        assert (entry["status"], entry["cost_micros"]) == (status, 0)
 
-    async def test_item_references_are_refused(
+    async def test_a_reference_to_no_stored_item_is_a_404(
         self, http: httpx.AsyncClient, upstream: FakeUpstream
     ):
         headers = await _key(http)
         given = [{"role": "user", "content": "Hi"}, {"type": "item_reference", "id": "msg_1"}]
         body = {"model": "gpt-4o", "input": given}
         response = await http.post("/v1/responses", json=body, headers=headers)
-        assert response.status_code == 400
-        assert response.json()["error"]["param"] == "input[1]"
+        assert response.status_code == 404
+        assert response.json()["error"]["param"] == "input[1].id"
         assert upstream.seen == []
 
     async def test_background_false_is_fine(self, http: httpx.AsyncClient, upstream: FakeUpstream):

@@ -34,6 +34,11 @@ Check = Callable[[dict[str, Any], UnknownFields], tuple[bool, Exposure]]
 Answer = Callable[[Call, dict[str, Any], bool], Awaitable[Response]]
 
 
+# What an endpoint that keeps state does to a body before it is checked (stored responses
+# resolve `previous_response_id` into the history itself, so the reservation counts it).
+Prepare = Callable[[Gateway, Principal, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """A model endpoint, as its dialect's routes module defines it."""
@@ -42,6 +47,7 @@ class Endpoint:
     check: Check
     budget_view: Callable[[dict[str, Any]], dict[str, Any]]
     answer: Answer
+    prepare: Prepare | None = None
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
@@ -82,6 +88,8 @@ async def serve(
     """The answer to `body` (`headers`: the request's, for a session id); `calls`, when given,
     receives the call, for its usage."""
     try:
+        if endpoint.prepare is not None:
+            body = await endpoint.prepare(gateway, principal, body)
         stream, exposure = endpoint.check(body, gateway.unknown_fields)
     except AppError as error:
         record_refusal(gateway, principal, request_id, endpoint.path, "", "", error)

@@ -1,50 +1,60 @@
 """OpenAI Responses endpoint: `POST /v1/responses`, streaming and not (SPEC §5.2).
 
-Stateless: nothing is stored, so `previous_response_id` and `conversation` are refused (400
-naming the field), and so is `background` (a background response finishes after the request,
-where it could not be metered); clients send the whole conversation in `input`.
+Stateful as at OpenAI, for every model: a response is stored in Tollgate's database unless the
+request says `store: false` (`api/response`), and `previous_response_id` and `item_reference`
+inputs are resolved from that store before the request is checked, reserved and sent, so the
+reservation counts the whole history. `conversation` and `background` are refused (400 naming
+the field).
 
 An OpenAI model gets the client's body as sent (reasoning items and their `encrypted_content`,
 `include`, `text` formats, custom and shell tools, unknown fields) with only the gateway's
 edits: the model name, `max_output_tokens` no larger than what was reserved, `store: false`
-(nothing of a tenant's is kept upstream either; `item_reference` inputs are refused), and
-hosted tools OpenAI bills per call (web and file search, code interpreter, image generation)
-dropped with an `X-Tollgate-Warning`, since their fees are not in the usage the gateway
-meters. Its stream is
-relayed event by event as it came. Other providers are reached through the IR
-(`dialects/translated.py`): DeepSeek via Chat Completions, Claude and Gemini natively.
-Errors are OpenAI-shaped, a mid-stream one an `error` event then `response.failed`.
+(nothing of a tenant's is kept at OpenAI: Tollgate stores it, and asks for reasoning items'
+`encrypted_content` so they can be sent back), and hosted tools OpenAI bills per call (web and
+file search, code interpreter, image generation) dropped with an `X-Tollgate-Warning`, since
+their fees are not in the usage the gateway meters. Its stream is relayed event by event as it
+came. Other providers are reached through the IR (`dialects/translated.py`): DeepSeek via Chat
+Completions, Claude and Gemini natively. Errors are OpenAI-shaped, a mid-stream one an `error`
+event then `response.failed`.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.auth.service import Principal
+from api.db import session_scope
 from api.errors import AppError, InvalidRequest
 from api.gateway import exposure as exposure_rules
 from api.gateway.dialects import entry, translated
 from api.gateway.exposure import Exposure, UnknownFields
-from api.gateway.pipeline import Call, upstream_body
+from api.gateway.pipeline import Call, Gateway, upstream_body
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
 from api.gateway.relay import EventStream, JSONBody
 from api.gateway.sse import SSEEvent, frame
 from api.gateway.translate import ir, responses, responses_stream
+from api.response import service as response_service
 
 router = APIRouter(tags=["gateway"])
 
 RESPONSES_PATH = "/v1/responses"
-_STATEFUL = ("previous_response_id", "conversation")
+_STATEFUL = ("conversation",)
 # Providers whose hosts serve the Responses API themselves.
 _NATIVE = frozenset({"openai"})
 # Hosted tools billed per call on top of tokens (their type names carry dated variants).
 _FAILED = b"response.failed"
 _FEE_TOOLS = ("web_search", "file_search", "code_interpreter", "image_generation")
+_ENCRYPTED = "reasoning.encrypted_content"
+_FINAL_MARK, _INCOMPLETE_MARK = b"response.completed", b"response.incomplete"
+logger = logging.getLogger("tollgate.gateway")
 
 
 def budget_view(body: dict[str, Any]) -> dict[str, Any]:
@@ -63,8 +73,8 @@ def _check_body(body: dict[str, Any]) -> bool:
     for name in _STATEFUL:
         if body.get(name) is not None:
             raise InvalidRequest(
-                f"{name}: this gateway keeps no response state; send the whole conversation "
-                "in `input`.",
+                f"{name}: conversations are not available; chain responses with "
+                "`previous_response_id`, or send the whole conversation in `input`.",
                 param=name,
             )
     if body.get("background") not in (None, False):
@@ -76,13 +86,6 @@ def _check_body(body: dict[str, Any]) -> bool:
     given = body.get("input")
     if not (isinstance(given, str) and given) and not (isinstance(given, list) and given):
         raise InvalidRequest("input: a string or a non-empty list of items.", param="input")
-    for i, item in enumerate(given if isinstance(given, list) else ()):
-        if isinstance(item, dict) and item.get("type") == "item_reference":
-            raise InvalidRequest(
-                f"input[{i}]: item references point at stored items; this gateway keeps no "
-                "response state, so send the item itself.",
-                param=f"input[{i}]",
-            )
     value = body.get("max_output_tokens")
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         raise InvalidRequest(
@@ -103,18 +106,40 @@ async def create_response(request: Request) -> Response:
     return await entry.proxy(request, ENDPOINT)
 
 
+# What the request being answered adds to the store (set by `_prepare`, read by `_answer`;
+# both run in the request's task, a failover's second answer included).
+_STORING: ContextVar[response_service.Storing | None] = ContextVar("storing", default=None)
+
+
+async def _prepare(gateway: Gateway, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    if gateway.sessionmaker is None:  # a bare gateway: nothing stored, nothing to resolve
+        return body
+    async with session_scope(gateway.sessionmaker) as session:
+        resolved, storing = await response_service.resolve(session, principal, body)
+    _STORING.set(storing)
+    return resolved
+
+
 async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
     """The answer from `call.provider` (run again by a cross-provider failover)."""
+    storing = _STORING.get()
     if call.provider.name not in _NATIVE or call.provider.dialect != "openai":
-        return await translated.respond(call, translated.RESPONSES, body, stream=stream)
+        made = await translated.respond(call, translated.RESPONSES, body, stream=stream)
+        return await _stored(call, storing, made)
     out = upstream_body(body, call, stream=False, caps=("max_output_tokens",))
-    out["store"] = False  # stateless upstream too: nothing of a tenant's kept at OpenAI
+    out["store"] = False  # nothing of a tenant's kept at OpenAI: Tollgate stores it
+    if storing is not None and storing.store:  # reasoning items, to be sent back later
+        given = out.get("include")
+        include: list[Any] = given if isinstance(given, list) else []
+        if _ENCRYPTED not in include:
+            out["include"] = [*include, _ENCRYPTED]
     dropped = _drop_fee_tools(out)
     upstream = UpstreamRequest("/responses", out, stream)
     async with call.failures_recorded():
         if stream:
             opened = await call.provider.open_stream(upstream)
-            return EventStream(_relay(call, out, opened), _headers(call, dropped))
+            relayed = EventStream(_relay(call, out, opened), _headers(call, dropped))
+            return await _stored(call, storing, relayed)
         answer = await call.provider.send(upstream)
         payload = translated.json_answer(answer.body, call.provider.name)
         usage = responses.usage_from(payload.get("usage"))
@@ -122,7 +147,71 @@ async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
             usage = translated.estimated_usage(usage, _parsed(out, call), _output_text(payload))
         await call.finish(usage)
     payload["provider"] = call.provider.name
+    await _remember(call, storing, payload)
     return JSONBody(orjson.dumps(payload), _headers(call, dropped))
+
+
+async def _stored(
+    call: Call, storing: response_service.Storing | None, answer: Response
+) -> Response:
+    """`answer`, stored once made: a JSON body now, a stream when its final event passes."""
+    if storing is None or not storing.store:
+        return answer
+    if isinstance(answer, EventStream):
+        answer.stream = _storing_stream(call, storing, answer.stream)
+    elif isinstance(answer, JSONBody):
+        await _remember(call, storing, orjson.loads(bytes(answer.body)))
+    return answer
+
+
+async def _storing_stream(
+    call: Call, storing: response_service.Storing, chunks: AsyncGenerator[bytes, None]
+) -> AsyncGenerator[bytes, None]:
+    """The relayed stream, unchanged; the response in its final event is stored before that
+    event goes out, so a client that chains on it at once finds it."""
+    try:
+        async for chunk in chunks:
+            if _FINAL_MARK in chunk or _INCOMPLETE_MARK in chunk:
+                final = _final_response(chunk)
+                if final is not None:
+                    await _remember(call, storing, final)
+            yield chunk
+    finally:
+        await chunks.aclose()
+
+
+def _final_response(chunk: bytes) -> dict[str, Any] | None:
+    for frame_bytes in chunk.split(b"\n\n"):
+        for line in frame_bytes.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                data = orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                continue
+            kind = data.get("type") if isinstance(data, dict) else None
+            if kind in ("response.completed", "response.incomplete"):
+                response = data.get("response")
+                return response if isinstance(response, dict) else None
+    return None
+
+
+async def _remember(
+    call: Call, storing: response_service.Storing | None, payload: dict[str, Any]
+) -> None:
+    """Store the response; a store that fails is logged, and the answer still goes out."""
+    gateway = call.gateway
+    if storing is None or not storing.store or gateway.sessionmaker is None:
+        return
+    try:
+        async with session_scope(gateway.sessionmaker) as session:
+            await response_service.remember(
+                session, call.principal, storing, payload,
+                retention_days=gateway.response_retention_days,
+            )  # fmt: skip
+    except Exception:
+        logger.exception("response %s of request %s was not stored", payload.get("id"),
+                         call.request_id)  # fmt: skip
 
 
 def _drop_fee_tools(out: dict[str, Any]) -> list[str]:
@@ -219,4 +308,4 @@ def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGen
     )
 
 
-ENDPOINT = entry.Endpoint(RESPONSES_PATH, _check, budget_view, _answer)
+ENDPOINT = entry.Endpoint(RESPONSES_PATH, _check, budget_view, _answer, _prepare)

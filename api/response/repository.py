@@ -1,0 +1,101 @@
+"""All SQL for stored responses. A standard key's repository sees only its own; a master key's
+all of its tenant's (as for threads)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Select, and_, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.kit.repository import TenantRepository
+from api.kit.time import utcnow
+from api.response.models import ResponseItem, StoredResponse
+
+
+class ResponseRepository(TenantRepository[StoredResponse]):
+    model = StoredResponse
+
+    def __init__(
+        self, session: AsyncSession, tenant_id: uuid.UUID, owner_key_id: uuid.UUID | None
+    ) -> None:
+        super().__init__(session, tenant_id)
+        self.owner_key_id = owner_key_id
+
+    def base(self) -> Select[tuple[StoredResponse]]:
+        statement = super().base().where(StoredResponse.expires_at > utcnow())
+        if self.owner_key_id is not None:
+            statement = statement.where(StoredResponse.key_id == self.owner_key_id)
+        return statement
+
+    async def by_response_id(self, response_id: str) -> StoredResponse | None:
+        statement = self.base().where(StoredResponse.response_id == response_id)
+        return cast(StoredResponse | None, (await self.session.scalars(statement)).one_or_none())
+
+    async def items(self, response: StoredResponse) -> list[ResponseItem]:
+        statement = (
+            select(ResponseItem)
+            .where(
+                ResponseItem.tenant_id == self.tenant_id, ResponseItem.response_pk == response.id
+            )
+            .order_by(ResponseItem.position)
+        )
+        return list((await self.session.execute(statement)).scalars())
+
+    async def item(self, item_id: str) -> ResponseItem | None:
+        """An item of one of this scope's live responses (the newest, should an id repeat)."""
+        statement = (
+            select(ResponseItem)
+            .join(StoredResponse, StoredResponse.id == ResponseItem.response_pk)
+            .where(
+                ResponseItem.tenant_id == self.tenant_id,
+                ResponseItem.item_id == item_id,
+                StoredResponse.expires_at > utcnow(),
+            )
+            .order_by(StoredResponse.created_at.desc())
+            .limit(1)
+        )
+        if self.owner_key_id is not None:
+            statement = statement.where(ResponseItem.key_id == self.owner_key_id)
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def remove(self, response: StoredResponse) -> None:
+        await self.session.execute(
+            delete(StoredResponse).where(
+                StoredResponse.tenant_id == self.tenant_id, StoredResponse.id == response.id
+            )
+        )
+
+    async def add(
+        self,
+        response: StoredResponse,
+        inputs: list[dict[str, Any]],
+        outputs: list[dict[str, Any]],
+    ) -> None:
+        self.session.add(response)
+        await self.session.flush()  # the items refer to it
+        for position, (item, output) in enumerate(
+            [(i, False) for i in inputs] + [(o, True) for o in outputs]
+        ):
+            self.session.add(
+                ResponseItem(
+                    tenant_id=response.tenant_id,
+                    key_id=response.key_id,
+                    response_pk=response.id,
+                    item_id=str(item.get("id") or ""),
+                    position=position,
+                    output=output,
+                    item=item,
+                )
+            )
+
+
+async def expire_unscoped(session: AsyncSession, now: datetime, limit: int = 1000) -> int:
+    """Delete up to `limit` responses past their retention (their items go with them)."""
+    stale = select(StoredResponse.id).where(StoredResponse.expires_at <= now).limit(limit)
+    ids = list((await session.execute(stale)).scalars())
+    if ids:
+        await session.execute(delete(StoredResponse).where(and_(StoredResponse.id.in_(ids))))
+    return len(ids)

@@ -1,0 +1,162 @@
+"""Stored responses (OpenAI Responses' `store`, `previous_response_id`, `item_reference`).
+
+`resolve` runs before a Responses request is checked, reserved and sent: it replaces
+`previous_response_id` with the stored conversation it names (every earlier response's input
+and output items, oldest first) and each `item_reference` input with the stored item, so that
+the reservation counts the whole history and every provider, OpenAI included (which is sent
+`store: false`), gets the items themselves. `remember` stores the response once it is made,
+unless the request said `store: false`. Instructions are not carried over, as at OpenAI.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth.service import Principal
+from api.errors import InvalidRequest, NotFound
+from api.kit.time import utcnow
+from api.response.models import StoredResponse
+from api.response.repository import ResponseRepository
+
+MAX_CHAIN = 1000  # responses followed back through previous_response_id
+_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
+              "reasoning": "rs"}  # fmt: skip
+
+
+@dataclass(slots=True)
+class Storing:
+    """What a request adds to the store once it is answered."""
+
+    store: bool
+    previous_response_id: str | None = None
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def repository(session: AsyncSession, principal: Principal) -> ResponseRepository:
+    owner = None if principal.is_master else principal.key_id
+    return ResponseRepository(session, principal.tenant_id, owner)
+
+
+def _as_items(given: Any) -> list[Any]:
+    if isinstance(given, str):
+        return [{"type": "message", "role": "user",
+                 "content": [{"type": "input_text", "text": given}]}]  # fmt: skip
+    return list(given) if isinstance(given, list) else []
+
+
+def _with_id(item: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(item.get("id"), str) and item["id"]:
+        return item
+    prefix = _ID_PREFIX.get(str(item.get("type", "message")), "item")
+    return {"id": f"{prefix}_{secrets.token_hex(24)}", **item}
+
+
+def forwarded(item: dict[str, Any]) -> dict[str, Any]:
+    """A stored item as it is sent upstream: ids only where the API needs them (reasoning
+    items, replayed with their `encrypted_content`); Tollgate's own ids mean nothing there."""
+    if item.get("type") == "reasoning":
+        return item
+    return {k: v for k, v in item.items() if k not in ("id", "status")}
+
+
+async def resolve(
+    session: AsyncSession, principal: Principal, body: dict[str, Any]
+) -> tuple[dict[str, Any], Storing]:
+    """`body` with its stored history and references resolved (see the module docstring)."""
+    store = body.get("store", True) is not False
+    previous = body.get("previous_response_id")
+    given = body.get("input")
+    references = isinstance(given, list) and any(
+        isinstance(i, dict) and i.get("type") == "item_reference" for i in given
+    )
+    if previous is None and not references:
+        items = _as_items(given)
+        plain = [i for i in items if isinstance(i, dict)]
+        return body, Storing(store, None, [_with_id(i) for i in plain] if store else [])
+    scope = repository(session, principal)
+    history: list[dict[str, Any]] = []
+    if previous is not None:
+        if not isinstance(previous, str) or not previous:
+            raise InvalidRequest(
+                "previous_response_id: must be a response id.", param="previous_response_id"
+            )
+        history = await _conversation(scope, previous)
+    inputs: list[dict[str, Any]] = []
+    for i, item in enumerate(_as_items(given)):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            item_id = item.get("id")
+            found = await scope.item(item_id) if isinstance(item_id, str) and item_id else None
+            if found is None:
+                raise NotFound(f"No stored item with id {item_id!r}.", param=f"input[{i}].id")
+            inputs.append(found.item)
+        elif isinstance(item, dict):
+            inputs.append(_with_id(item))
+        else:
+            inputs.append(item)  # not an item: the request check names it
+    resolved = {k: v for k, v in body.items() if k != "previous_response_id"}
+    resolved["input"] = [forwarded(i) if isinstance(i, dict) else i for i in history + inputs]
+    return resolved, Storing(store, previous, inputs if store else [])
+
+
+async def _conversation(scope: ResponseRepository, response_id: str) -> list[dict[str, Any]]:
+    chain: list[StoredResponse] = []
+    next_id: str | None = response_id
+    while next_id is not None:
+        found = await scope.by_response_id(next_id)
+        if found is None:
+            if not chain:
+                raise NotFound(
+                    f"No response with id {response_id!r}.", param="previous_response_id"
+                )
+            break  # an earlier response expired or was deleted: the history starts after it
+        chain.append(found)
+        if len(chain) >= MAX_CHAIN:
+            raise InvalidRequest(
+                f"previous_response_id: the conversation is longer than {MAX_CHAIN} responses.",
+                param="previous_response_id",
+            )
+        next_id = found.previous_response_id
+    items: list[dict[str, Any]] = []
+    for stored in reversed(chain):
+        items += [row.item for row in await scope.items(stored)]
+    return items
+
+
+async def remember(
+    session: AsyncSession,
+    principal: Principal,
+    storing: Storing,
+    payload: dict[str, Any],
+    *,
+    retention_days: int,
+) -> None:
+    """Store `payload` (the response object the client got) with its items."""
+    response_id = payload.get("id")
+    if not storing.store or not isinstance(response_id, str) or not response_id:
+        return
+    output = payload.get("output")
+    outputs = (
+        [_with_id(o) for o in output if isinstance(o, dict)] if isinstance(output, list) else []
+    )
+    now = utcnow()
+    stored = StoredResponse(
+        id=uuid.uuid4(), tenant_id=principal.tenant_id, key_id=principal.key_id,
+        response_id=response_id[:128], previous_response_id=storing.previous_response_id,
+        model=str(payload.get("model") or "")[:200], body=payload, created_at=now,
+        expires_at=now + timedelta(days=retention_days),
+    )  # fmt: skip
+    await repository(session, principal).add(stored, storing.inputs, outputs)
+    await session.flush()
+
+
+async def get(session: AsyncSession, principal: Principal, response_id: str) -> StoredResponse:
+    found = await repository(session, principal).by_response_id(response_id)
+    if found is None:
+        raise NotFound(f"No response with id {response_id!r}.", param="response_id")
+    return found
