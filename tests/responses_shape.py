@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "fixtures" / "responses_schema.json"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_bytes())
@@ -107,7 +107,7 @@ def check_stream(events: list[dict[str, Any]]) -> dict[str, Any]:
     assert kinds[:2] == ["response.created", "response.in_progress"], kinds
     assert kinds[-1] in TERMINAL, kinds
     assert sum(kind in TERMINAL for kind in kinds) == 1, kinds
-    lifecycle = [event["response"] for event in events if event["type"] in LIFECYCLE]
+    lifecycle: list[dict[str, Any]] = [e["response"] for e in events if e["type"] in LIFECYCLE]
     first, final = lifecycle[0], lifecycle[-1]
     for response in lifecycle:  # one response: the same id and request echo throughout
         assert {k: v for k, v in response.items() if k not in _CHANGING} == {

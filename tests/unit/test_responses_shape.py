@@ -6,6 +6,7 @@ own stream accumulator reading every event without losing a field."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,13 +34,13 @@ from tests.responses_shape import (
     response_errors,
     sse_data,
 )
-from tests.unit.translate_support import decode, load, replay
+from tests.unit.translate_support import Decoder, decode, load, replay
 
 _EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 CREATED, DONE = 1_760_000_000, 1_760_000_007
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 PLAIN = {"model": "claude-sonnet-4", "input": "Hi"}
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "background": False, "completed_at": DONE, "error": None, "frequency_penalty": 0.0,
     "incomplete_details": None, "instructions": None, "max_output_tokens": None,
     "max_tool_calls": None, "parallel_tool_calls": True, "presence_penalty": 0.0,
@@ -214,7 +215,7 @@ class TestThePublishedCaptures:
 
 # Streams ----------------------------------------------------------------------------------
 
-STREAMS = {
+STREAMS: dict[str, tuple[Callable[[], Decoder], str]] = {
     "anthropic text then tool": (
         anthropic_stream.StreamDecoder, "anthropic/03_stream_text_then_tool_use.sse"),
     "anthropic thinking": (
