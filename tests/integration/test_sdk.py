@@ -547,3 +547,37 @@ class TestSettingsAndAlerts:
 async def _delivered_alerts(sdk: Driver) -> list[Any] | None:
     alerts = await sdk.all(sdk.client.alerts.list)
     return alerts if len(alerts) == 3 and all(a.delivered_at for a in alerts) else None
+
+
+class TestStoredResponses:
+    async def test_read_page_and_delete_what_the_official_sdk_stored(self, sdk: Driver):
+        key = await sdk(sdk.client.keys.create, name="alice", test=True)
+        openai = sdk.client.openai(api_key=key.secret, max_retries=0)
+        try:
+            first = await sdk(openai.responses.create, model=MODEL, input="Hi")
+            history = [
+                {"role": "user", "content": "one"}, {"role": "assistant", "content": "two"},
+                {"role": "user", "content": "three"},
+            ]  # fmt: skip
+            second = await sdk(
+                openai.responses.create, model=MODEL, input=history, previous_response_id=first.id
+            )
+        finally:
+            await sdk(openai.close)
+        alice = sdk.as_key(key.secret)
+        stored = await alice(alice.client.responses.retrieve, second.id)
+        assert (stored.id, stored.previous_response_id) == (second.id, second.previous_response_id)
+        assert stored.output_text == second.output_text
+        as_master = await sdk(sdk.client.responses.retrieve, second.id)
+        assert as_master.output == stored.output
+
+        items = await alice.all(alice.client.responses.input_items.list, second.id, limit=1)
+        texts = [item.text for item in items if item.type == "message"]
+        assert texts[:3] == ["three", "two", "one"]  # newest first, a page of one at a time
+        oldest = await alice(alice.client.responses.input_items.list, second.id, order="asc")
+        assert [i.id for i in oldest.data] == [i.id for i in reversed(items)]
+
+        deleted = await sdk(sdk.client.responses.delete, first.id)
+        assert (deleted.id, deleted.deleted) == (first.id, True)
+        with pytest.raises(tollgate.NotFoundError):
+            await alice(alice.client.responses.retrieve, first.id)

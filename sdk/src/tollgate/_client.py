@@ -16,6 +16,7 @@ from tollgate.resources.billing import AsyncBilling, Billing
 from tollgate.resources.jobs import AsyncJobs, Jobs
 from tollgate.resources.keys import AsyncKeys, Keys
 from tollgate.resources.providers import AsyncProviders, Providers
+from tollgate.resources.responses import AsyncResponses, Responses
 from tollgate.resources.search import AsyncSearch, Search
 from tollgate.resources.settings import Alerts, AsyncAlerts, AsyncSettings, Settings
 from tollgate.resources.threads import AsyncThreads, Threads
@@ -161,6 +162,10 @@ class Tollgate(_Options):
     def alerts(self) -> Alerts:
         return Alerts(self._http)
 
+    @cached_property
+    def responses(self) -> Responses:
+        return Responses(self._http)
+
     def openai(self, *, api_key: str | None = None, **options: Any) -> _openai.OpenAI:
         """The official OpenAI client, pointed at Tollgate (chat, Responses, models), with
         this client's key or `api_key` (an end-user's). Needs `tollgate[openai]`."""
@@ -278,6 +283,10 @@ class AsyncTollgate(_Options):
     @cached_property
     def alerts(self) -> AsyncAlerts:
         return AsyncAlerts(self._http)
+
+    @cached_property
+    def responses(self) -> AsyncResponses:
+        return AsyncResponses(self._http)
 
     def openai(self, *, api_key: str | None = None, **options: Any) -> _openai.AsyncOpenAI:
         """The official async OpenAI client, pointed at Tollgate. Needs `tollgate[openai]`."""

@@ -81,6 +81,7 @@ class Call:
     idempotent: bool = True
     idempotency_key: str | NotGiven = NOT_GIVEN
     headers: Mapping[str, str] = field(default_factory=dict)
+    cursor_param: str = "cursor"  # where a list's next page is asked for
 
 
 def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -1,5 +1,5 @@
-"""Cursor pages (`{"object": "list", "data", "has_more", "next_cursor"}`) that fetch the next
-page as you iterate.
+"""Cursor pages (`{"object": "list", "data", "has_more", "next_cursor"}`, or OpenAI's
+`last_id` and `?after=` for stored responses' items) that fetch the next page as you iterate.
 
     for key in client.keys.list():            # every key, a page at a time
     page = client.keys.list(limit=10)         # or one page: page.data, page.has_more
@@ -22,11 +22,12 @@ T = TypeVar("T", bound=BaseModel)
 
 def _parse(body: Any, model: type[T]) -> tuple[list[T], bool, str | None]:
     data = [model.model_validate(item) for item in body["data"]]
-    return data, bool(body.get("has_more")), body.get("next_cursor")
+    cursor = body.get("next_cursor", body.get("last_id"))
+    return data, bool(body.get("has_more")), cursor if isinstance(cursor, str) else None
 
 
 def _next_call(call: Call, cursor: str) -> Call:
-    return dataclasses.replace(call, params={**(call.params or {}), "cursor": cursor})
+    return dataclasses.replace(call, params={**(call.params or {}), call.cursor_param: cursor})
 
 
 class SyncPage(Generic[T]):

@@ -53,4 +53,7 @@ ROUTES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("PUT", "/v1/settings"): ("settings.update",),
     ("POST", "/v1/settings/webhook-secret"): ("settings.create_webhook_secret",),
     ("GET", "/v1/alerts"): ("alerts.list",),
+    ("GET", "/v1/responses/{response_id}"): ("responses.retrieve",),
+    ("DELETE", "/v1/responses/{response_id}"): ("responses.delete",),
+    ("GET", "/v1/responses/{response_id}/input_items"): ("responses.input_items.list",),
 }

@@ -2,6 +2,7 @@ from tollgate.resources.billing import AsyncBilling, AsyncRuns, AsyncStripe, Bil
 from tollgate.resources.jobs import AsyncJobs, Jobs
 from tollgate.resources.keys import AsyncKeys, Keys
 from tollgate.resources.providers import AsyncProviders, Providers
+from tollgate.resources.responses import AsyncInputItems, AsyncResponses, InputItems, Responses
 from tollgate.resources.search import AsyncSearch, Search
 from tollgate.resources.settings import Alerts, AsyncAlerts, AsyncSettings, Settings
 from tollgate.resources.threads import AsyncMessages, AsyncThreads, Messages, Threads
@@ -12,11 +13,13 @@ __all__ = [
     "Alerts",
     "AsyncAlerts",
     "AsyncBilling",
+    "AsyncInputItems",
     "AsyncJobs",
     "AsyncKeys",
     "AsyncLogs",
     "AsyncMessages",
     "AsyncProviders",
+    "AsyncResponses",
     "AsyncRuns",
     "AsyncSearch",
     "AsyncSettings",
@@ -25,11 +28,13 @@ __all__ = [
     "AsyncTools",
     "AsyncUsageReports",
     "Billing",
+    "InputItems",
     "Jobs",
     "Keys",
     "Logs",
     "Messages",
     "Providers",
+    "Responses",
     "Runs",
     "Search",
     "Settings",

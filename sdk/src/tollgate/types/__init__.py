@@ -16,6 +16,7 @@ from tollgate.types.params import (
     RoutingSettingsParam,
 )
 from tollgate.types.provider import Provider, ProviderDeleted, ProviderName
+from tollgate.types.response import Response, ResponseDeleted, ResponseItem
 from tollgate.types.search import SearchHit, SearchResults
 from tollgate.types.settings import (
     Alert,
@@ -89,6 +90,9 @@ __all__ = [
     "Provider",
     "ProviderDeleted",
     "ProviderName",
+    "Response",
+    "ResponseDeleted",
+    "ResponseItem",
     "RoutingSettings",
     "RoutingSettingsParam",
     "SearchHit",
