@@ -45,6 +45,7 @@ from api.kit.webhook_client import create_webhook_client
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, ProxyLane, RequestIdMiddleware
 from api.provider.routes import router as providers_router
+from api.response.conversation_routes import router as conversations_router
 from api.response.routes import router as stored_responses_router
 from api.search.routes import router as search_router
 from api.search.runtime import Search
@@ -178,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(search_router)
     app.include_router(jobs_router)
     app.include_router(stored_responses_router)
+    app.include_router(conversations_router)
     app.include_router(tools_router)
     app.include_router(providers_router)
     proxy_routes = {

@@ -13,7 +13,7 @@ from api.db import Base
 from api.idempotency.models import IdempotencyRecord
 from api.job.models import Job
 from api.provider.models import ProviderCredential
-from api.response.models import ResponseItem, StoredResponse
+from api.response.models import Conversation, ConversationItem, ResponseItem, StoredResponse
 from api.tenant.models import Tenant
 from api.thread.models import Thread, ThreadMessage
 from api.tool.models import Tool
@@ -26,6 +26,8 @@ __all__ = [
     "BillingLine",
     "BillingRecord",
     "BillingRun",
+    "Conversation",
+    "ConversationItem",
     "IdempotencyRecord",
     "Job",
     "KeySecret",

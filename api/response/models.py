@@ -59,3 +59,42 @@ class ResponseItem(IdMixin, Base):
     position: Mapped[int] = mapped_column(Integer)  # inputs first, then outputs, in order
     output: Mapped[bool] = mapped_column(default=False)
     item: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class Conversation(IdMixin, Base):
+    """OpenAI's Conversations API: a list of Responses items that responses naming it read and
+    add to. Its own list of items, not a thread: see docs/decisions/0005."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "conversation_id", name="uq_conversations_tenant_conv"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    key_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
+    conversation_id: Mapped[str] = mapped_column(String(128))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    next_position: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class ConversationItem(IdMixin, Base):
+    __tablename__ = "conversation_items"
+    __table_args__ = (
+        Index("ix_conversation_items_conv_position", "conversation_pk", "position"),
+        Index("ix_conversation_items_tenant_item", "tenant_id", "item_id"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    conversation_pk: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    item_id: Mapped[str] = mapped_column(String(128))
+    position: Mapped[int] = mapped_column(Integer)
+    item: Mapped[dict[str, Any]] = mapped_column(JSONType)

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth.service import Principal
 from api.errors import InvalidRequest, NotFound
 from api.kit.time import utcnow
+from api.response import conversations
 from api.response.models import StoredResponse
 from api.response.repository import ResponseRepository
 
@@ -36,6 +37,11 @@ class Storing:
     store: bool
     previous_response_id: str | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    conversation_id: str | None = None  # the conversation the items are added to
+
+    @property
+    def keeps(self) -> bool:
+        return self.store or self.conversation_id is not None
 
 
 def repository(session: AsyncSession, principal: Principal) -> ResponseRepository:
@@ -71,37 +77,60 @@ async def resolve(
     """`body` with its stored history and references resolved (see the module docstring)."""
     store = body.get("store", True) is not False
     previous = body.get("previous_response_id")
+    conversation = body.get("conversation")
     given = body.get("input")
     references = isinstance(given, list) and any(
         isinstance(i, dict) and i.get("type") == "item_reference" for i in given
     )
-    if previous is None and not references:
+    if previous is None and conversation is None and not references:
         items = _as_items(given)
         plain = [i for i in items if isinstance(i, dict)]
         return body, Storing(store, None, [_with_id(i) for i in plain] if store else [])
     scope = repository(session, principal)
     history: list[dict[str, Any]] = []
+    conversation_id = None
+    if previous is not None and conversation is not None:
+        raise InvalidRequest(
+            "conversation: give a conversation or a previous_response_id, not both.",
+            param="conversation",
+        )
     if previous is not None:
         if not isinstance(previous, str) or not previous:
             raise InvalidRequest(
                 "previous_response_id: must be a response id.", param="previous_response_id"
             )
         history = await _conversation(scope, previous)
+    if conversation is not None:
+        conversation_id = conversations.conversation_id_of(conversation)
+        held = await conversations.get(session, principal, conversation_id, param="conversation")
+        rows = await conversations.repository(session, principal).items(held)
+        history = [row.item for row in rows]
     inputs: list[dict[str, Any]] = []
     for i, item in enumerate(_as_items(given)):
         if isinstance(item, dict) and item.get("type") == "item_reference":
             item_id = item.get("id")
-            found = await scope.item(item_id) if isinstance(item_id, str) and item_id else None
-            if found is None:
+            stored = await _item(session, principal, item_id)
+            if stored is None:
                 raise NotFound(f"No stored item with id {item_id!r}.", param=f"input[{i}].id")
-            inputs.append(found.item)
+            inputs.append(stored)
         elif isinstance(item, dict):
             inputs.append(_with_id(item))
         else:
             inputs.append(item)  # not an item: the request check names it
-    resolved = {k: v for k, v in body.items() if k != "previous_response_id"}
+    resolved = {k: v for k, v in body.items() if k not in ("previous_response_id", "conversation")}
     resolved["input"] = [forwarded(i) if isinstance(i, dict) else i for i in history + inputs]
-    return resolved, Storing(store, previous, inputs if store else [])
+    return resolved, Storing(store, previous, inputs, conversation_id)
+
+
+async def _item(session: AsyncSession, principal: Principal, item_id: Any) -> dict[str, Any] | None:
+    """A stored response's item, else a conversation's, of this scope."""
+    if not isinstance(item_id, str) or not item_id:
+        return None
+    found = await repository(session, principal).item(item_id)
+    if found is not None:
+        return found.item
+    held = await conversations.repository(session, principal).item_by_id(item_id)
+    return held.item if held is not None else None
 
 
 async def _conversation(scope: ResponseRepository, response_id: str) -> list[dict[str, Any]]:
@@ -136,14 +165,26 @@ async def remember(
     *,
     retention_days: int,
 ) -> None:
-    """Store `payload` (the response object the client got) with its items."""
+    """Store `payload` (the response object the client got) with its items, and add them to
+    the request's conversation (whatever `store` said, as at OpenAI)."""
     response_id = payload.get("id")
-    if not storing.store or not isinstance(response_id, str) or not response_id:
-        return
     output = payload.get("output")
     outputs = (
         [_with_id(o) for o in output if isinstance(o, dict)] if isinstance(output, list) else []
     )
+    if storing.conversation_id is not None:
+        try:
+            conversation = await conversations.get(
+                session, principal, storing.conversation_id, lock=True
+            )
+        except NotFound:  # deleted while the response was made: nothing to add to
+            pass
+        else:
+            scope = conversations.repository(session, principal)
+            scope.append(conversation, [*storing.inputs, *outputs])
+            await session.flush()
+    if not storing.store or not isinstance(response_id, str) or not response_id:
+        return
     now = utcnow()
     stored = StoredResponse(
         id=uuid.uuid4(), tenant_id=principal.tenant_id, key_id=principal.key_id,

@@ -222,3 +222,123 @@ async def test_retention_hides_and_then_deletes_expired_responses(
     assert (
         await every_http.get(f"/v1/responses/{answer['id']}", headers=headers)
     ).status_code == 404
+
+
+class TestConversations:
+    @pytest.mark.parametrize("provider", ["openai", "anthropic"])
+    async def test_responses_read_and_add_to_a_conversation(
+        self, every_http: httpx.AsyncClient, sent: Any, provider: str
+    ):
+        _, headers = await _user(every_http)
+        model = MODELS[provider]
+        created = await every_http.post("/v1/conversations", headers=headers, json={
+            "metadata": {"topic": "zoo"},
+            "items": [{"type": "message", "role": "user", "content": "My pet is a QUOKKA."}],
+        })  # fmt: skip
+        assert created.status_code == 200, created.text
+        conversation = created.json()
+        assert conversation["object"] == "conversation"
+        assert conversation["id"].startswith("conv_")
+        assert conversation["metadata"] == {"topic": "zoo"}
+        await _respond(every_http, headers, model=model, input="Say hi.",
+                       conversation=conversation["id"])  # fmt: skip
+        await _respond(every_http, headers, model=model, input="Which pet?",
+                       conversation={"id": conversation["id"]}, store=False)  # fmt: skip
+        last = json.dumps(sent(provider)[-1], ensure_ascii=False)
+        assert "QUOKKA" in last
+        assert "Say hi." in last
+        assert "conversation" not in sent(provider)[-1]
+        items = (await every_http.get(f"/v1/conversations/{conversation['id']}/items",
+                                      params={"order": "asc"}, headers=headers)).json()  # fmt: skip
+        kinds = [(i["type"], i.get("role")) for i in items["data"]]
+        assert kinds[:2] == [("message", "user"), ("message", "user")]
+        assert ("message", "assistant") in kinds
+        assert "Which pet?" in json.dumps(items["data"])  # added although store was false
+        first = items["data"][0]
+        one = await every_http.get(
+            f"/v1/conversations/{conversation['id']}/items/{first['id']}", headers=headers
+        )
+        assert one.json() == first
+        added = await every_http.post(
+            f"/v1/conversations/{conversation['id']}/items", headers=headers,
+            json={"items": [{"type": "message", "role": "user", "content": "Also a GOAT."}]},
+        )  # fmt: skip
+        assert added.status_code == 200
+        assert added.json()["data"][0]["id"]
+        removed = await every_http.delete(
+            f"/v1/conversations/{conversation['id']}/items/{first['id']}", headers=headers
+        )
+        assert removed.json()["id"] == conversation["id"]
+        await _respond(every_http, headers, model=model, input="Pets?",
+                       conversation=conversation["id"])  # fmt: skip
+        last = json.dumps(sent(provider)[-1], ensure_ascii=False)
+        listed = (await every_http.get(f"/v1/conversations/{conversation['id']}/items",
+                                       headers=headers)).json()  # fmt: skip
+        assert first["id"] not in [i["id"] for i in listed["data"]]
+        if provider == "openai":  # (the Claude fake's answers echo what they were told)
+            assert "QUOKKA" not in last
+        assert "GOAT" in last
+        farm = {"metadata": {"topic": "farm"}}
+        renamed = await every_http.post(
+            f"/v1/conversations/{conversation['id']}", headers=headers, json=farm
+        )
+        assert renamed.json()["metadata"] == {"topic": "farm"}
+        deleted = await every_http.delete(f"/v1/conversations/{conversation['id']}",
+                                          headers=headers)  # fmt: skip
+        assert deleted.json() == {"id": conversation["id"], "object": "conversation.deleted",
+                                  "deleted": True}  # fmt: skip
+        gone = await every_http.post("/v1/responses", headers=headers, json={
+            "model": model, "input": "x", "conversation": conversation["id"]})  # fmt: skip
+        assert gone.status_code == 404
+        assert gone.json()["error"]["param"] == "conversation"
+
+    async def test_another_keys_or_tenants_conversation_is_404(
+        self, every_http: httpx.AsyncClient, sent: Any
+    ):
+        tenant = await create_tenant(every_http)
+        alice = bearer((await create_key(every_http, tenant))["secret"])
+        bob = bearer((await create_key(every_http, tenant))["secret"])
+        other_tenant, eve = await _user(every_http)
+        said = [{"type": "message", "role": "user", "content": "private 5521"}]
+        conversation = (
+            await every_http.post("/v1/conversations", headers=alice, json={"items": said})
+        ).json()
+        conv = conversation["id"]
+        item_id = (await every_http.get(f"/v1/conversations/{conv}/items",
+                                        headers=alice)).json()["data"][0]["id"]  # fmt: skip
+        before = len(sent("openai"))
+        for headers in (bob, eve, other_tenant.headers):
+            for method, path in [("GET", f"/v1/conversations/{conv}"),
+                                 ("DELETE", f"/v1/conversations/{conv}"),
+                                 ("GET", f"/v1/conversations/{conv}/items"),
+                                 ("GET", f"/v1/conversations/{conv}/items/{item_id}")]:  # fmt: skip
+                response = await every_http.request(method, path, headers=headers)
+                assert response.status_code == 404, (method, path)
+            used = await every_http.post("/v1/responses", headers=headers, json={
+                "model": "gpt-4o", "input": "x", "conversation": conv})  # fmt: skip
+            assert used.status_code == 404
+            reference = [{"type": "item_reference", "id": item_id}]
+            referenced = await every_http.post(
+                "/v1/responses", headers=headers, json={"model": "gpt-4o", "input": reference}
+            )
+            assert referenced.status_code == 404
+        assert len(sent("openai")) == before
+        assert (
+            await every_http.get(f"/v1/conversations/{conv}", headers=tenant.headers)
+        ).status_code == 200
+
+    async def test_bad_conversation_requests_are_named(self, every_http: httpx.AsyncClient):
+        _, headers = await _user(every_http)
+        conv = (await every_http.post("/v1/conversations", headers=headers, json={})).json()["id"]
+        for path, body, param in [
+            ("/v1/conversations", {"items": "x"}, "items"),
+            ("/v1/conversations", {"items": [{"type": "item_reference", "id": "a"}]}, "items[0]"),
+            ("/v1/conversations", {"metadata": {"k": 1}}, "metadata"),
+            (f"/v1/conversations/{conv}/items", {"items": []}, "items"),
+            ("/v1/responses", {"model": "gpt-4o", "input": "x", "conversation": conv,
+                               "previous_response_id": "resp_1"}, "conversation"),
+            ("/v1/responses", {"model": "gpt-4o", "input": "x", "conversation": 5}, "conversation"),
+        ]:  # fmt: skip
+            response = await every_http.post(path, headers=headers, json=body)
+            assert response.status_code == 400, (path, response.text)
+            assert response.json()["error"]["param"] == param

@@ -3,8 +3,8 @@
 Stateful as at OpenAI, for every model: a response is stored in Tollgate's database unless the
 request says `store: false` (`api/response`), and `previous_response_id` and `item_reference`
 inputs are resolved from that store before the request is checked, reserved and sent, so the
-reservation counts the whole history. `conversation` and `background` are refused (400 naming
-the field).
+reservation counts the whole history; so is `conversation` (`api/response/conversations.py`),
+whose items the response reads and then adds to. `background` is refused (400 naming it).
 
 An OpenAI model gets the client's body as sent (reasoning items and their `encrypted_content`,
 `include`, `text` formats, custom and shell tools, unknown fields) with only the gateway's
@@ -46,7 +46,6 @@ from api.response import service as response_service
 router = APIRouter(tags=["gateway"])
 
 RESPONSES_PATH = "/v1/responses"
-_STATEFUL = ("conversation",)
 # Providers whose hosts serve the Responses API themselves.
 _NATIVE = frozenset({"openai"})
 # Hosted tools billed per call on top of tokens (their type names carry dated variants).
@@ -70,13 +69,6 @@ def _check_body(body: dict[str, Any]) -> bool:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model: a model name is required.", param="model")
-    for name in _STATEFUL:
-        if body.get(name) is not None:
-            raise InvalidRequest(
-                f"{name}: conversations are not available; chain responses with "
-                "`previous_response_id`, or send the whole conversation in `input`.",
-                param=name,
-            )
     if body.get("background") not in (None, False):
         raise InvalidRequest(
             "background: background responses are not supported; a response is metered as "
@@ -155,7 +147,7 @@ async def _stored(
     call: Call, storing: response_service.Storing | None, answer: Response
 ) -> Response:
     """`answer`, stored once made: a JSON body now, a stream when its final event passes."""
-    if storing is None or not storing.store:
+    if storing is None or not storing.keeps:
         return answer
     if isinstance(answer, EventStream):
         answer.stream = _storing_stream(call, storing, answer.stream)
@@ -201,7 +193,7 @@ async def _remember(
 ) -> None:
     """Store the response; a store that fails is logged, and the answer still goes out."""
     gateway = call.gateway
-    if storing is None or not storing.store or gateway.sessionmaker is None:
+    if storing is None or not storing.keeps or gateway.sessionmaker is None:
         return
     try:
         async with session_scope(gateway.sessionmaker) as session:

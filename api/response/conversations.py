@@ -1,0 +1,223 @@
+"""Conversations (OpenAI's Conversations API, SPEC §5.2): create, read, update, delete, and
+their items; and what `/v1/responses` with `conversation` reads from and adds to one.
+
+A standard key sees only its own conversations, a master key all of its tenant's; anything else
+is a 404. Items keep their exact Responses shape (ids, reasoning `encrypted_content`, function
+calls), numbered in the order they were added.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any, cast
+
+from sqlalchemy import Select, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth.service import Principal
+from api.errors import InvalidRequest, NotFound
+from api.kit.repository import TenantRepository
+from api.kit.time import utcnow
+from api.response.models import Conversation, ConversationItem
+
+MAX_ITEMS_PER_CALL = 20  # as at OpenAI
+MAX_METADATA = 16
+_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
+              "reasoning": "rs"}  # fmt: skip
+
+
+def with_id(item: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(item.get("id"), str) and item["id"]:
+        return item
+    prefix = _ID_PREFIX.get(str(item.get("type", "message")), "item")
+    return {"id": f"{prefix}_{secrets.token_hex(24)}", **item}
+
+
+class ConversationRepository(TenantRepository[Conversation]):
+    model = Conversation
+
+    def __init__(
+        self, session: AsyncSession, tenant_id: uuid.UUID, owner_key_id: uuid.UUID | None
+    ) -> None:
+        super().__init__(session, tenant_id)
+        self.owner_key_id = owner_key_id
+
+    def base(self) -> Select[tuple[Conversation]]:
+        statement = super().base()
+        if self.owner_key_id is not None:
+            statement = statement.where(Conversation.key_id == self.owner_key_id)
+        return statement
+
+    async def by_conversation_id(
+        self, conversation_id: str, *, lock: bool = False
+    ) -> Conversation | None:
+        statement = self.base().where(Conversation.conversation_id == conversation_id)
+        if lock:  # positions are handed out under the row's lock
+            statement = statement.with_for_update()
+        found = (await self.session.scalars(statement)).one_or_none()
+        return cast(Conversation | None, found)
+
+    async def items(self, conversation: Conversation) -> list[ConversationItem]:
+        statement = (
+            select(ConversationItem)
+            .where(
+                ConversationItem.tenant_id == self.tenant_id,
+                ConversationItem.conversation_pk == conversation.id,
+            )
+            .order_by(ConversationItem.position)
+        )
+        return list((await self.session.scalars(statement)).all())
+
+    async def item(self, conversation: Conversation, item_id: str) -> ConversationItem | None:
+        statement = select(ConversationItem).where(
+            ConversationItem.tenant_id == self.tenant_id,
+            ConversationItem.conversation_pk == conversation.id,
+            ConversationItem.item_id == item_id,
+        )
+        return (await self.session.scalars(statement.limit(1))).one_or_none()
+
+    async def item_by_id(self, item_id: str) -> ConversationItem | None:
+        """An item of any of this scope's conversations (the newest, should an id repeat)."""
+        statement = (
+            select(ConversationItem)
+            .join(Conversation, Conversation.id == ConversationItem.conversation_pk)
+            .where(
+                ConversationItem.tenant_id == self.tenant_id, ConversationItem.item_id == item_id
+            )
+            .order_by(ConversationItem.position.desc())
+            .limit(1)
+        )
+        if self.owner_key_id is not None:
+            statement = statement.where(Conversation.key_id == self.owner_key_id)
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def remove(self, conversation: Conversation) -> None:
+        await self.session.execute(
+            delete(Conversation).where(
+                Conversation.tenant_id == self.tenant_id, Conversation.id == conversation.id
+            )
+        )
+
+    async def remove_item(self, item: ConversationItem) -> None:
+        await self.session.execute(
+            delete(ConversationItem).where(
+                ConversationItem.tenant_id == self.tenant_id, ConversationItem.id == item.id
+            )
+        )
+
+    def append(self, conversation: Conversation, items: list[dict[str, Any]]) -> None:
+        """Add `items` at the end; the caller holds the conversation's row lock."""
+        for item in items:
+            self.session.add(
+                ConversationItem(
+                    tenant_id=self.tenant_id,
+                    conversation_pk=conversation.id,
+                    item_id=str(item.get("id") or ""),
+                    position=conversation.next_position,
+                    item=item,
+                )
+            )
+            conversation.next_position += 1
+
+
+def repository(session: AsyncSession, principal: Principal) -> ConversationRepository:
+    owner = None if principal.is_master else principal.key_id
+    return ConversationRepository(session, principal.tenant_id, owner)
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if (
+        not isinstance(value, dict)
+        or len(value) > MAX_METADATA
+        or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
+            for k, v in value.items()
+        )
+    ):
+        raise InvalidRequest(
+            f"metadata: at most {MAX_METADATA} string pairs (keys up to 64 characters, values "
+            "up to 512).",
+            param="metadata",
+        )
+    return dict(value)
+
+
+def checked_items(value: Any, param: str = "items") -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_ITEMS_PER_CALL:
+        raise InvalidRequest(f"{param}: a list of at most {MAX_ITEMS_PER_CALL} items.", param=param)
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"{param}[{i}]: must be an item object.", param=f"{param}[{i}]")
+        if item.get("type") == "item_reference":
+            raise InvalidRequest(
+                f"{param}[{i}]: add the item itself to a conversation.", param=f"{param}[{i}]"
+            )
+    return [with_id(item) for item in value]
+
+
+def render(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.conversation_id,
+        "object": "conversation",
+        "created_at": int(conversation.created_at.timestamp()),
+        "metadata": conversation.metadata_,
+    }
+
+
+async def create(session: AsyncSession, principal: Principal, body: dict[str, Any]) -> Conversation:
+    items = checked_items(body.get("items"))
+    conversation = Conversation(
+        tenant_id=principal.tenant_id, key_id=principal.key_id,
+        conversation_id=f"conv_{secrets.token_hex(24)}", metadata_=_metadata(body.get("metadata")),
+        next_position=0, created_at=utcnow(),
+    )  # fmt: skip
+    session.add(conversation)
+    await session.flush()
+    repository(session, principal).append(conversation, items)
+    await session.flush()
+    return conversation
+
+
+async def get(
+    session: AsyncSession, principal: Principal, conversation_id: str, *, lock: bool = False,
+    param: str = "conversation_id",
+) -> Conversation:  # fmt: skip
+    found = await repository(session, principal).by_conversation_id(conversation_id, lock=lock)
+    if found is None:
+        raise NotFound(f"No conversation with id {conversation_id!r}.", param=param)
+    return found
+
+
+async def update(
+    session: AsyncSession, principal: Principal, conversation_id: str, body: dict[str, Any]
+) -> Conversation:
+    conversation = await get(session, principal, conversation_id)
+    conversation.metadata_ = _metadata(body.get("metadata"))
+    await session.flush()
+    return conversation
+
+
+async def add_items(
+    session: AsyncSession, principal: Principal, conversation_id: str, value: Any
+) -> list[dict[str, Any]]:
+    items = checked_items(value)
+    if not items:
+        raise InvalidRequest("items: at least one item.", param="items")
+    conversation = await get(session, principal, conversation_id, lock=True)
+    repository(session, principal).append(conversation, items)
+    await session.flush()
+    return items
+
+
+def conversation_id_of(value: Any) -> str:
+    """`conversation` on a Responses request: an id, or `{"id": …}`."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("conversation: a conversation id.", param="conversation")
+    return value
