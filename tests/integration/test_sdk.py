@@ -581,3 +581,45 @@ class TestStoredResponses:
         assert (deleted.id, deleted.deleted) == (first.id, True)
         with pytest.raises(tollgate.NotFoundError):
             await alice(alice.client.responses.retrieve, first.id)
+
+    async def test_a_conversation_and_its_items(self, sdk: Driver):
+        key = await sdk(sdk.client.keys.create, name="alice", test=True)
+        alice = sdk.as_key(key.secret)
+        conversations = alice.client.conversations
+        first = {"type": "message", "role": "user", "content": "I am planning a trip."}
+        conversation = await alice(conversations.create, items=[first], metadata={"chat": "c1"})
+        assert conversation.id.startswith("conv_")
+        updated = await alice(conversations.update, conversation.id, metadata={"chat": "c2"})
+        assert updated.metadata == {"chat": "c2"}
+        added = await alice(
+            conversations.items.create, conversation.id,
+            items=[{"type": "message", "role": "user", "content": "To Lisbon."}],
+        )  # fmt: skip
+        added_id = added.data[0].id
+        assert added_id is not None
+
+        openai = sdk.client.openai(api_key=key.secret, max_retries=0)
+        try:
+            reply = await sdk(
+                openai.responses.create, model=MODEL, input="What should I pack?",
+                conversation=conversation.id,
+            )  # fmt: skip
+        finally:
+            await sdk(openai.close)
+        items = await alice.all(conversations.items.list, conversation.id, order="asc", limit=1)
+        assert [item.text for item in items[:3]] == [
+            "I am planning a trip.", "To Lisbon.", "What should I pack?",
+        ]  # fmt: skip
+        assert items[-1].text == reply.output_text  # the answer joined the conversation
+
+        item = await alice(conversations.items.retrieve, conversation.id, added_id)
+        assert item.text == "To Lisbon."
+        assert (await alice(conversations.items.delete, conversation.id, added_id)).id == (
+            conversation.id
+        )
+        with pytest.raises(tollgate.NotFoundError):
+            await alice(conversations.items.retrieve, conversation.id, added_id)
+        assert (await sdk(sdk.client.conversations.retrieve, conversation.id)).id == conversation.id
+        assert (await alice(conversations.delete, conversation.id)).deleted
+        with pytest.raises(tollgate.NotFoundError):
+            await alice(conversations.retrieve, conversation.id)

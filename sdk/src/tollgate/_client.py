@@ -13,6 +13,7 @@ from tollgate._errors import TollgateError
 from tollgate._http import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, AsyncHTTP, SyncHTTP
 from tollgate._types import NOT_GIVEN, NotGiven, Timeout
 from tollgate.resources.billing import AsyncBilling, Billing
+from tollgate.resources.conversations import AsyncConversations, Conversations
 from tollgate.resources.jobs import AsyncJobs, Jobs
 from tollgate.resources.keys import AsyncKeys, Keys
 from tollgate.resources.providers import AsyncProviders, Providers
@@ -166,6 +167,10 @@ class Tollgate(_Options):
     def responses(self) -> Responses:
         return Responses(self._http)
 
+    @cached_property
+    def conversations(self) -> Conversations:
+        return Conversations(self._http)
+
     def openai(self, *, api_key: str | None = None, **options: Any) -> _openai.OpenAI:
         """The official OpenAI client, pointed at Tollgate (chat, Responses, models), with
         this client's key or `api_key` (an end-user's). Needs `tollgate[openai]`."""
@@ -287,6 +292,10 @@ class AsyncTollgate(_Options):
     @cached_property
     def responses(self) -> AsyncResponses:
         return AsyncResponses(self._http)
+
+    @cached_property
+    def conversations(self) -> AsyncConversations:
+        return AsyncConversations(self._http)
 
     def openai(self, *, api_key: str | None = None, **options: Any) -> _openai.AsyncOpenAI:
         """The official async OpenAI client, pointed at Tollgate. Needs `tollgate[openai]`."""

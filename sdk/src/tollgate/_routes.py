@@ -56,4 +56,16 @@ ROUTES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("GET", "/v1/responses/{response_id}"): ("responses.retrieve",),
     ("DELETE", "/v1/responses/{response_id}"): ("responses.delete",),
     ("GET", "/v1/responses/{response_id}/input_items"): ("responses.input_items.list",),
+    ("POST", "/v1/conversations"): ("conversations.create",),
+    ("GET", "/v1/conversations/{conversation_id}"): ("conversations.retrieve",),
+    ("POST", "/v1/conversations/{conversation_id}"): ("conversations.update",),
+    ("DELETE", "/v1/conversations/{conversation_id}"): ("conversations.delete",),
+    ("GET", "/v1/conversations/{conversation_id}/items"): ("conversations.items.list",),
+    ("POST", "/v1/conversations/{conversation_id}/items"): ("conversations.items.create",),
+    ("GET", "/v1/conversations/{conversation_id}/items/{item_id}"): (
+        "conversations.items.retrieve",
+    ),
+    ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}"): (
+        "conversations.items.delete",
+    ),
 }

@@ -1,4 +1,10 @@
 from tollgate.resources.billing import AsyncBilling, AsyncRuns, AsyncStripe, Billing, Runs, Stripe
+from tollgate.resources.conversations import (
+    AsyncConversationItems,
+    AsyncConversations,
+    ConversationItems,
+    Conversations,
+)
 from tollgate.resources.jobs import AsyncJobs, Jobs
 from tollgate.resources.keys import AsyncKeys, Keys
 from tollgate.resources.providers import AsyncProviders, Providers
@@ -13,6 +19,8 @@ __all__ = [
     "Alerts",
     "AsyncAlerts",
     "AsyncBilling",
+    "AsyncConversationItems",
+    "AsyncConversations",
     "AsyncInputItems",
     "AsyncJobs",
     "AsyncKeys",
@@ -28,6 +36,8 @@ __all__ = [
     "AsyncTools",
     "AsyncUsageReports",
     "Billing",
+    "ConversationItems",
+    "Conversations",
     "InputItems",
     "Jobs",
     "Keys",

@@ -16,7 +16,14 @@ from tollgate.types.params import (
     RoutingSettingsParam,
 )
 from tollgate.types.provider import Provider, ProviderDeleted, ProviderName
-from tollgate.types.response import Response, ResponseDeleted, ResponseItem
+from tollgate.types.response import (
+    Conversation,
+    ConversationDeleted,
+    ConversationItemList,
+    Response,
+    ResponseDeleted,
+    ResponseItem,
+)
 from tollgate.types.search import SearchHit, SearchResults
 from tollgate.types.settings import (
     Alert,
@@ -65,6 +72,9 @@ __all__ = [
     "ContentBlockDeltaEvent",
     "ContentBlockStartEvent",
     "ContentBlockStopEvent",
+    "Conversation",
+    "ConversationDeleted",
+    "ConversationItemList",
     "DayUsage",
     "Deleted",
     "Delta",

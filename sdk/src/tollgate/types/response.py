@@ -51,3 +51,29 @@ class ResponseDeleted(TollgateModel):
     id: str
     object: Literal["response"]
     deleted: bool
+
+
+class Conversation(TollgateModel):
+    """A Conversations API conversation: its items are what a Responses request with
+    `conversation=` continues from."""
+
+    id: str
+    object: Literal["conversation"]
+    created_at: int
+    metadata: dict[str, Any] | None = None
+
+
+class ConversationDeleted(TollgateModel):
+    id: str
+    object: Literal["conversation.deleted"]
+    deleted: bool
+
+
+class ConversationItemList(TollgateModel):
+    """The items `conversations.items.create` added, with their ids."""
+
+    object: Literal["list"]
+    data: list[ResponseItem]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
