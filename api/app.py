@@ -32,6 +32,7 @@ from api.gateway.dialects.anthropic.routes import (
     create_message,
 )
 from api.gateway.dialects.anthropic.routes import router as anthropic_router
+from api.gateway.dialects.gemini.routes import router as gemini_router
 from api.gateway.dialects.openai.routes import CHAT_PATH, create_chat_completion
 from api.gateway.dialects.openai.routes import router as openai_router
 from api.gateway.dialects.responses.routes import RESPONSES_PATH, create_response
@@ -43,7 +44,12 @@ from api.job.routes import router as jobs_router
 from api.kit.crypto import SecretBox
 from api.kit.webhook_client import create_webhook_client
 from api.metrics import Metrics
-from api.middleware import BodySizeLimitMiddleware, ProxyLane, RequestIdMiddleware
+from api.middleware import (
+    BodySizeLimitMiddleware,
+    ProxyLane,
+    RequestIdMiddleware,
+    google_query_key,
+)
 from api.provider.routes import router as providers_router
 from api.response.conversation_routes import router as conversations_router
 from api.response.routes import router as stored_responses_router
@@ -68,6 +74,8 @@ class TollgateApp(FastAPI):
     lane: ProxyLane | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and b"key=" in scope["query_string"]:
+            google_query_key(scope)  # before anything can log the URL with a key in it
         lane = self.lane
         handler = lane.handler(scope) if lane is not None else None
         if handler is None:
@@ -168,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_router)  # first: the proxy's routes are matched most often
     app.include_router(anthropic_router)
     app.include_router(responses_router)
+    app.include_router(gemini_router)
     app.include_router(health_router)
     app.include_router(keys_router)
     app.include_router(usage_router)

@@ -23,6 +23,7 @@ from api.errors import (
     RequestTooLarge,
     anthropic_body,
     error_headers,
+    google_body,
     openai_body,
 )
 
@@ -31,8 +32,18 @@ logger = logging.getLogger("tollgate.errors")
 _ANTHROPIC_PATHS = ("/v1/messages",)
 
 
+def google_path(path: str) -> bool:
+    """Google's model API: everything under `/v1beta/`, and `/v1/models/{model}:{method}`."""
+    return path.startswith("/v1beta/") or (path.startswith("/v1/models/") and ":" in path)
+
+
 def render_error(path: str, error: AppError) -> JSONResponse:
-    body = anthropic_body(error) if path.startswith(_ANTHROPIC_PATHS) else openai_body(error)
+    if path.startswith(_ANTHROPIC_PATHS):
+        body = anthropic_body(error)
+    elif google_path(path):
+        body = google_body(error)
+    else:
+        body = openai_body(error)
     return JSONResponse(body, status_code=error.status_code, headers=error_headers(error))
 
 

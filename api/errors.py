@@ -30,7 +30,8 @@
     └── UpstreamTimeout           504 upstream_timeout
 
 `ERROR_TABLE` is the only place that says which status, OpenAI `type` and Anthropic `type` a
-class renders as, and whether clients should retry (`x-should-retry`, SPEC §6).
+class renders as, and whether clients should retry (`x-should-retry`, SPEC §6). Google's shape
+(`google_body`) names the canonical status of the HTTP status, as Google's own errors do.
 """
 
 from __future__ import annotations
@@ -296,3 +297,62 @@ def openai_body(err: AppError) -> dict[str, Any]:
 def anthropic_body(err: AppError) -> dict[str, Any]:
     row = ERROR_TABLE[type(err)]
     return {"type": "error", "error": {"type": row.anthropic_type, "message": err.message}}
+
+
+# Google's canonical status per HTTP status (google.rpc.Code's HTTP mapping; 402, 405 and 502
+# have none there: the nearest in meaning).
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    402: "RESOURCE_EXHAUSTED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+GOOGLE_STATUSES = frozenset({*_GOOGLE_STATUS.values(), "FAILED_PRECONDITION", "OUT_OF_RANGE",
+                             "ALREADY_EXISTS", "DATA_LOSS", "UNKNOWN"})  # fmt: skip
+
+
+def google_status(err: AppError) -> str:
+    """The canonical status of `err`: a Gemini upstream's own, when it is relayed."""
+    if err.public_code in GOOGLE_STATUSES:
+        return err.public_code
+    if isinstance(err, PaymentRequired):
+        return "FAILED_PRECONDITION"
+    status = err.status_code
+    return _GOOGLE_STATUS.get(status, "INVALID_ARGUMENT" if status < 500 else "INTERNAL")
+
+
+def google_body(err: AppError) -> dict[str, Any]:
+    """Google's error shape (`google.rpc.Status` in JSON): the gateway's `code` is the
+    ErrorInfo reason, a field at fault a BadRequest field violation, a retry hint RetryInfo."""
+    details: list[dict[str, Any]] = [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": err.public_code.upper(),
+         "domain": "tollgate"}
+    ]  # fmt: skip
+    if err.param:
+        violation = {"field": err.param, "description": err.message}
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [violation]}
+        )
+    retry_after = err.headers.get("retry-after")
+    if retry_after is not None and retry_after.isdigit():
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after}s"}
+        )
+    status = err.status_code
+    return {
+        "error": {
+            "code": status, "message": err.message, "status": google_status(err),
+            "details": details,
+        }
+    }  # fmt: skip

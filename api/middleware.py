@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.error_handlers import render_error, render_exception
+from api.error_handlers import google_path, render_error, render_exception
 from api.errors import RequestTooLarge
 
 # Matched whole (`fullmatch`): with `match` and `$`, a trailing newline would pass and be
@@ -47,6 +48,26 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+_KEY_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key"})
+
+
+def google_query_key(scope: Scope) -> None:
+    """A key sent as `?key=` (Google's clients may) taken out of the query string, in place,
+    before the access log or anything else writes the URL down; on Google's model paths it
+    becomes the `x-goog-api-key` header, unless a key header came too. Other routes take no
+    key in the URL: there it is only removed. `TollgateApp` calls it first, for every request
+    whose query string may hold one."""
+    pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    keys = [value for name, value in pairs if name == "key"]
+    if not keys:
+        return
+    scope["query_string"] = urlencode([(n, v) for n, v in pairs if n != "key"]).encode()
+    headers = list(scope["headers"])
+    if google_path(scope["path"]) and not any(name in _KEY_HEADERS for name, _ in headers):
+        headers.append((b"x-goog-api-key", keys[0].encode("latin-1", "replace")))
+        scope["headers"] = headers
 
 
 class BodySizeLimitMiddleware:

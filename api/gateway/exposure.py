@@ -270,3 +270,162 @@ def apply(exposure: Exposure, body: dict[str, Any]) -> dict[str, Any]:
     if exposure.tools is not None:
         out["tools"] = exposure.tools
     return out
+
+
+# Gemini `generateContent` (`api/gateway/dialects/gemini`; the model is in the URL, `model` is
+# the gateway's copy of it). Reviewed against https://ai.google.dev/api/generate-content.
+GEMINI_FREE = frozenset(
+    {
+        "model", "contents", "systemInstruction", "toolConfig", "safetySettings", "labels",
+        "store",
+        "tools", "generationConfig", "serviceTier",  # checked below
+    }
+)  # fmt: skip
+GEMINI_GENERATION_FREE = frozenset(
+    {
+        "temperature", "topP", "topK", "stopSequences", "seed", "presencePenalty",
+        "frequencyPenalty", "responseMimeType", "responseSchema", "responseJsonSchema",
+        "_responseJsonSchema", "responseLogprobs", "logprobs", "mediaResolution",
+        "enableEnhancedCivicAnswers", "thinkingConfig",
+        "maxOutputTokens", "candidateCount", "responseModalities",  # checked below
+    }
+)  # fmt: skip
+_GEMINI_REFUSED = {
+    "cachedContent": "a cached content lives in the provider account the gateway shares, and "
+    "its size is not known before the call",
+    "speechConfig": _REFUSED["audio"],
+    "imageConfig": "image output is billed at image prices this gateway does not hold",
+}
+# Tools Google runs inside the call: billed per use (Search, Maps grounding) or growing the
+# input without a bound the body shows (code execution's turns, fetched URLs, file stores).
+# Dropped with a warning, as the other families' hosted tools are.
+GEMINI_FEE_TOOLS = frozenset(
+    {
+        "googleSearch", "googleSearchRetrieval", "googleMaps", "codeExecution", "urlContext",
+        "fileSearch", "retrieval", "enterpriseWebSearch", "parallelAiSearch", "exaAiSearch",
+    }
+)  # fmt: skip
+_GEMINI_CLIENT_TOOLS = frozenset({"functionDeclarations", "computerUse"})
+MAX_CANDIDATES = 8  # Gemini's own bound on candidateCount
+_GEMINI_TIERS = frozenset({"unspecified", "standard", "flex"})  # flex is billed at list price
+# Files uploaded to the provider account (the Files API): another account user's, never a
+# tenant's (the gateway has no Files API).
+_PROVIDER_FILES = ("files/", "https://generativelanguage.googleapis.com/")
+
+
+def gemini(body: dict[str, Any], unknown: UnknownFields = "drop") -> Exposure:
+    """Gemini's `generateContent` (Gemini upstreams get it as sent, less what is dropped)."""
+    exposure = Exposure()
+    generation = body.get("generationConfig")
+    if isinstance(generation, dict):
+        _gemini_generation(generation, unknown, exposure)
+    for name, value in body.items():
+        if name in GEMINI_FREE or value is None:
+            continue
+        if name in _GEMINI_REFUSED:
+            raise _refuse(name, _GEMINI_REFUSED[name])
+        if unknown == "refuse":
+            raise _refuse(name, "the gateway does not know what this field costs")
+        if unknown == "drop":
+            exposure.dropped.append(name)
+    if exposure.dropped:
+        exposure.warnings.append(f"dropped unknown fields: {', '.join(exposure.dropped)}")
+    tier = body.get("serviceTier")
+    if tier is not None and str(tier).lower() not in _GEMINI_TIERS:
+        raise _refuse("serviceTier", f"the {tier!r} tier is not priced in the catalog")
+    _gemini_files(exposure, body.get("systemInstruction"), body.get("contents"))
+    _gemini_tools(exposure, body.get("tools"), unknown)
+    return exposure
+
+
+def _gemini_generation(
+    generation: dict[str, Any], unknown: UnknownFields, exposure: Exposure
+) -> None:
+    for name, value in generation.items():
+        param = f"generationConfig.{name}"
+        if name in _GEMINI_REFUSED:
+            raise _refuse(param, _GEMINI_REFUSED[name])
+        if name in GEMINI_GENERATION_FREE or value is None or unknown == "pass":
+            continue
+        if unknown == "refuse":
+            raise _refuse(param, "the gateway does not know what this field costs")
+        exposure.dropped.append(param)
+    count = generation.get("candidateCount", 1)
+    if count is not None and (
+        not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_CANDIDATES
+    ):
+        raise InvalidRequest(
+            f"generationConfig.candidateCount: must be an integer from 1 to {MAX_CANDIDATES}.",
+            param="generationConfig.candidateCount",
+        )
+    exposure.choices = count or 1
+    modalities = generation.get("responseModalities")
+    if isinstance(modalities, list) and any(str(m).upper() != "TEXT" for m in modalities):
+        raise _refuse(
+            "generationConfig.responseModalities",
+            "image and audio output are billed at prices this gateway does not hold",
+        )
+
+
+def _gemini_files(exposure: Exposure, *parts: Any) -> None:
+    """Files by URI: refused from the provider account's own store; elsewhere (YouTube, the
+    web) their tokens are not bounded by the body, so the input may fill the context window."""
+    if b'"fileData"' not in orjson.dumps(list(parts)):
+        return
+    for node in _walk(list(parts)):
+        data = node.get("fileData")
+        if not isinstance(data, dict):
+            continue
+        uri = data.get("fileUri")
+        if isinstance(uri, str) and uri.startswith(_PROVIDER_FILES):
+            raise _refuse(
+                "fileData.fileUri",
+                "files uploaded to the provider account are not reachable through this gateway",
+            )
+        exposure.whole_context = True
+
+
+def _gemini_tools(exposure: Exposure, tools: Any, unknown: UnknownFields) -> None:
+    """Function declarations (and computer use: the client acts) are free; tools Google runs
+    are dropped with a warning; MCP servers are refused; other kinds follow `unknown`."""
+    if not isinstance(tools, list) or not tools:
+        return
+    kept: list[Any] = []
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            kept.append(tool)  # the translator or the upstream names the error
+            continue
+        out: dict[str, Any] = {}
+        for kind, value in tool.items():
+            if kind in _GEMINI_CLIENT_TOOLS or (unknown == "pass" and kind not in _GEMINI_SPECIAL):
+                out[kind] = value
+            elif kind == "mcpServers":
+                raise _refuse(f"tools[{index}].mcpServers", _REFUSED["mcp_servers"])
+            elif kind in GEMINI_FEE_TOOLS:
+                exposure.warnings.append(f"tools[{index}].{kind} dropped: billed per use")
+            elif unknown == "refuse":
+                raise _refuse(f"tools[{index}].{kind}", "the gateway does not know what it costs")
+            else:
+                exposure.warnings.append(f"dropped tools[{index}].{kind}: an unknown tool")
+        if "functionDeclarations" in out:
+            exposure.extra_input_tokens += _TOOL_USE_TOKENS
+        if out:
+            kept.append(out)
+    if kept != tools:
+        exposure.tools = kept
+
+
+_GEMINI_SPECIAL = frozenset({"mcpServers", *GEMINI_FEE_TOOLS})
+
+
+def apply_gemini(exposure: Exposure, body: dict[str, Any]) -> dict[str, Any]:
+    """`apply` for a Gemini body: unknown `generationConfig` fields dropped too, and `tools`
+    left out when none is left."""
+    out = apply(exposure, body)
+    nested = [name.partition(".")[2] for name in exposure.dropped if "." in name]
+    generation = out.get("generationConfig")
+    if nested and isinstance(generation, dict):
+        out = {**out, "generationConfig": {k: v for k, v in generation.items() if k not in nested}}
+    if out.get("tools") == []:
+        out = {k: v for k, v in out.items() if k not in ("tools", "toolConfig")}
+    return out

@@ -3,6 +3,8 @@
     POST /v1beta/models/{model}:generateContent
     POST /v1beta/models/{model}:streamGenerateContent?alt=sse   (CRLF-framed `data:` events;
          without alt=sse, one JSON array as Gemini sends it)
+    POST /v1beta/models/{model}:countTokens   (`contents` or `generateContentRequest`; counted
+         as the answers' `promptTokenCount` counts them)
 
 Base URL `http://127.0.0.1:PORT`. It checks `x-goog-api-key` (or `?key=`), calls the first
 allowed function (whole, with a `thoughtSignature`, no call id) when tools are declared, calling
@@ -73,7 +75,7 @@ class FakeGemini(LoopbackServer):
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         model, _, action = request.match_info["target"].partition(":")
-        if action not in ("generateContent", "streamGenerateContent"):
+        if action not in ("generateContent", "streamGenerateContent", "countTokens"):
             return _status(404, "NOT_FOUND", f"Unknown method {action!r}.")
         try:
             body = await request.json()
@@ -87,6 +89,13 @@ class FakeGemini(LoopbackServer):
         if mode in _ERRORS:
             status, headers, payload = http_fixture(_ERRORS[mode])
             return web.Response(status=status, body=payload, headers=headers)
+        if action == "countTokens":
+            inner = body.get("generateContentRequest") or body
+            if not str(inner.get("model", model)).endswith(model):
+                return _status(400, "INVALID_ARGUMENT", "generateContentRequest.model differs.")
+            total = sum(_tokens(_text_of(c.get("parts", []))) for c in inner.get("contents", []))
+            return web.json_response({"totalTokens": total, "promptTokensDetails": [
+                {"modality": "TEXT", "tokenCount": total}]})  # fmt: skip
         if not isinstance(body.get("contents"), list) or not body["contents"]:
             return _status(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: "
                            "contents is not specified")  # fmt: skip

@@ -17,7 +17,10 @@ listed, e.g. `safetySettings`, `cachedContent`, goes to `extras`, forwarded only
 - `toolConfig.functionCallingConfig` AUTO / ANY / NONE / ANY + `allowedFunctionNames` →
   auto / required / none / tool
 - `generationConfig` `maxOutputTokens`, `temperature`, `topP`, `stopSequences`,
-  `thinkingConfig.thinkingBudget` → same
+  `thinkingConfig.thinkingBudget` → same (-1, dynamic thinking, is the target's default)
+- `generationConfig.responseMimeType` `application/json` → JSON mode; with
+  `responseJsonSchema` (JSON Schema) or `responseSchema` (Gemini's subset, upper-case types
+  allowed) → a JSON schema named `response`
 - `finishReason` STOP (with calls) / MAX_TOKENS / SAFETY, RECITATION, … → `end_turn`
   (`tool_use`) / `max_tokens` / `content_filter`
 - `usageMetadata` → `Usage`: output = `candidatesTokenCount` + `thoughtsTokenCount` (Gemini's
@@ -55,6 +58,8 @@ _FILTERED = (
     "IMAGE_SAFETY",
     "LANGUAGE",
 )
+# IR stop reason → `finishReason` (anything else is STOP).
+FINISH_REASONS = {"max_tokens": "MAX_TOKENS", "content_filter": "SAFETY", "other": "OTHER"}
 _MODES_IN = {"AUTO": "auto", "ANY": "required", "NONE": "none", "VALIDATED": "auto"}
 _MODES_OUT = {"auto": "AUTO", "required": "ANY", "none": "NONE", "tool": "ANY"}
 # The OpenAPI 3.0 subset Gemini's Schema accepts; anything else (additionalProperties, $schema,
@@ -336,8 +341,11 @@ def parse_part(raw: Any, param: str, calls: list[ir.ToolCall], prefix: str) -> i
     if "functionResponse" in part:
         answer = obj(part["functionResponse"], f"{param}.functionResponse")
         name = text(answer.get("name"), f"{param}.functionResponse.name")
-        # Answers pair with the earliest unanswered call of that name.
-        match = next((c for c in calls if c.name == name), None)
+        # Answers pair with their call by id where both carry one, else with the earliest
+        # unanswered call of that name.
+        given = answer.get("id")
+        match = next((c for c in calls if isinstance(given, str) and c.id == given), None)
+        match = match or next((c for c in calls if c.name == name), None)
         if match is not None:
             calls.remove(match)
         content: list[ir.Text | ir.Image] = [ir.Text(dumps(answer.get("response", {})))]
@@ -402,7 +410,44 @@ def _parse_config(body: dict[str, Any], request: ir.ChatRequest) -> None:
     stops = generation.get("stopSequences") or []
     request.stop = [text(s, "generationConfig.stopSequences") for s in arr(stops, "stopSequences")]
     thinking = obj(generation.get("thinkingConfig", {}), "generationConfig.thinkingConfig")
-    request.thinking_budget = opt_int(thinking, "thinkingBudget", "thinkingConfig.thinkingBudget")
+    if thinking.get("thinkingBudget") != -1:  # -1: dynamic, the target's own default
+        request.thinking_budget = opt_int(
+            thinking, "thinkingBudget", "generationConfig.thinkingConfig.thinkingBudget"
+        )
+    request.output_format = _output_format(generation)
+
+
+def _output_format(generation: dict[str, Any]) -> dict[str, Any] | None:
+    if generation.get("responseMimeType") != "application/json":
+        return None
+    given = generation.get("responseJsonSchema", generation.get("_responseJsonSchema"))
+    if given is None and generation.get("responseSchema") is not None:
+        given = _lower_types(obj(generation["responseSchema"], "generationConfig.responseSchema"))
+    if given is None:
+        return {"type": "json_object"}
+    schema = obj(given, "generationConfig.responseJsonSchema")
+    return {"type": "json_schema", "name": "response", "schema": schema}
+
+
+def _lower_types(schema: Any, depth: int = 0) -> Any:
+    """Gemini's Schema (`"type": "OBJECT"`, as the SDK writes it) as JSON Schema spells it."""
+    if depth > _MAX_SCHEMA_DEPTH:
+        return {}
+    if isinstance(schema, list):
+        return [_lower_types(item, depth + 1) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "type" and isinstance(value, str):
+            out[key] = value.lower()
+        elif key == "properties" and isinstance(value, dict):
+            out[key] = {name: _lower_types(v, depth + 1) for name, v in value.items()}
+        elif key in ("items", "anyOf"):
+            out[key] = _lower_types(value, depth + 1)
+        else:
+            out[key] = value
+    return out
 
 
 # Responses --------------------------------------------------------------------------------
@@ -449,12 +494,11 @@ def render_response(response: ir.ChatResponse) -> dict[str, Any]:
             rendered = _render_part(part, {}, "content")
             if rendered is not None:
                 parts.append(rendered)
-    finish = {"max_tokens": "MAX_TOKENS", "content_filter": "SAFETY", "other": "OTHER"}
     return {
         "candidates": [
             {
                 "content": {"parts": parts, "role": "model"},
-                "finishReason": finish.get(response.stop_reason, "STOP"),
+                "finishReason": FINISH_REASONS.get(response.stop_reason, "STOP"),
                 "index": 0,
             }
         ],

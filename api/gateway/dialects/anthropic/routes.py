@@ -160,7 +160,7 @@ def _relay(call: Call, body: dict[str, Any], stream: UpstreamStream) -> AsyncGen
     return translated.relay_events(call, stream, decoder, _Verbatim(), request, deltas)
 
 
-async def _counting_provider(
+async def counting_provider(
     gateway: Gateway, principal: Principal, provider: str, test: bool
 ) -> Provider:
     """Who counts: the first ready account (the tenant's own key first), else the registry's."""
@@ -182,9 +182,9 @@ async def count_tokens(request: Request) -> Response:
     body = await read_json_object(request)
     route = gateway.catalog.resolve(_check_model(body))
     check_access(principal, route)
-    _count_admitted(gateway, principal.key)
+    count_admitted(gateway, principal.key)
     test = principal.key.test
-    provider = await _counting_provider(gateway, principal, route.provider, test)
+    provider = await counting_provider(gateway, principal, route.provider, test)
     if provider.dialect == "anthropic":
         out = {**body, "model": route.upstream_model}
         upstream = UpstreamRequest(COUNT_TOKENS_PATH, out, False, forwarded_headers(request))
@@ -203,10 +203,11 @@ async def count_tokens(request: Request) -> Response:
     return JSONBody(orjson.dumps(counted), {ESTIMATE_HEADER: "estimated"})
 
 
-def _count_admitted(gateway: Gateway, key: ApiKey) -> None:
+def count_admitted(gateway: Gateway, key: ApiKey) -> None:
     """Counting is not a model call: it leaves the key's limits and counters alone. It is held
     to the key's `rpm` all the same, in this process, so a flood of counts cannot use up the
-    provider account's own limits for everyone (Anthropic counts Claude prompts)."""
+    provider account's own limits for everyone (Anthropic and Google count their models'
+    prompts)."""
     if key.rpm is None:
         return
     now = time.time()

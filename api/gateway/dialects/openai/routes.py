@@ -16,13 +16,15 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.auth.models import ApiKey
 from api.deps import GatewayDep, GatewayPrincipal
 from api.errors import InvalidRequest, UpstreamError, openai_body
 from api.gateway import exposure as exposure_rules
 from api.gateway import usage as usage_rules
+from api.gateway.catalog import ModelEntry
 from api.gateway.dialects import entry, translated
 from api.gateway.exposure import Exposure, UnknownFields
-from api.gateway.pipeline import Call, upstream_body
+from api.gateway.pipeline import Call, Gateway, upstream_body
 from api.gateway.providers.base import UpstreamRequest
 from api.gateway.relay import EventStream, JSONBody
 from api.gateway.sse import SSEEvent, frame
@@ -155,9 +157,8 @@ def _usage_only(data: bytes) -> bool:
     return isinstance(chunk, dict) and chunk.get("choices") == []
 
 
-@router.get("/v1/models")
-async def list_models(principal: GatewayPrincipal, gateway: GatewayDep) -> dict[str, Any]:
-    key = principal.key
+async def visible_models(key: ApiKey, gateway: Gateway) -> list[ModelEntry]:
+    """The catalog's models `key` may use, with a provider configured for them, by id."""
     available = gateway.providers.available()
     if gateway.router is not None:  # and the providers the tenant brought its own key for
         available |= set((await gateway.router.tenant(key.tenant_id)).accounts)
@@ -168,6 +169,12 @@ async def list_models(principal: GatewayPrincipal, gateway: GatewayDep) -> dict[
         and (key.allowed_models is None or entry.id in key.allowed_models)
         and (key.test or entry.provider in available)
     ]
+    return sorted(entries, key=lambda e: e.id)
+
+
+@router.get("/v1/models")
+async def list_models(principal: GatewayPrincipal, gateway: GatewayDep) -> dict[str, Any]:
+    entries = await visible_models(principal.key, gateway)
     data = [
         {
             "id": entry.id,
@@ -182,7 +189,7 @@ async def list_models(principal: GatewayPrincipal, gateway: GatewayDep) -> dict[
             "context_window": entry.context_window,
             "max_output_tokens": entry.max_output_tokens,
         }
-        for entry in sorted(entries, key=lambda e: e.id)
+        for entry in entries
     ]
     return {
         "object": "list",
