@@ -437,3 +437,61 @@ class TestWebhooks:
 
         header = signature("tool-secret", self.BODY)
         webhooks.verify("tool-secret", header, self.BODY)
+
+
+class TestAsyncClient:
+    @staticmethod
+    def _client(handler) -> tollgate.AsyncTollgate:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        return tollgate.AsyncTollgate(api_key="qlk_live_x", base_url="http://t", http_client=http)
+
+    async def test_retries_reuse_the_idempotency_key(self, monkeypatch: pytest.MonkeyPatch):
+        waited: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waited.append(seconds)
+
+        monkeypatch.setattr(_http.asyncio, "sleep", sleep)
+        seen: list[httpx.Request] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            if len(seen) == 1:
+                raise httpx.RemoteProtocolError("dropped", request=request)
+            if len(seen) == 2:
+                return _error(409, "conflict", **{"retry-after-ms": "5"})
+            return httpx.Response(202, json={**KEY})
+
+        key = await self._client(handler).keys.create(name="a")
+        assert key.id == "k1"
+        assert len({r.headers["idempotency-key"] for r in seen}) == 1
+        assert len(waited) == 2
+        assert waited[1] == 0.005
+
+    async def test_pages_are_awaited_or_walked(self):
+        def handler(request: httpx.Request) -> httpx.Response:
+            cursor = request.url.params.get("cursor")
+            body = {"object": "list", "data": [{**KEY, "id": cursor or "k0"}],
+                    "has_more": cursor is None, "next_cursor": "k1"}  # fmt: skip
+            return httpx.Response(200, json=body)
+
+        client = self._client(handler)
+        page = await client.keys.list()
+        assert ([k.id for k in page.data], page.has_more) == (["k0"], True)
+        assert [k.id async for k in client.keys.list()] == ["k0", "k1"]
+
+    async def test_a_stream_error_event_raises(self):
+        body = _sse(
+            ("message_start", {"type": "message_start", "message": {}}),
+            ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}),
+        )
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+        stream = await self._client(handler).threads.messages.stream("t1", model="m", content="x")
+        first = await anext(stream)
+        with pytest.raises(tollgate.APIStreamError) as caught:
+            await anext(stream)
+        assert (first.type, caught.value.type) == ("message_start", "overloaded_error")
+        assert stream.response.is_closed
