@@ -136,6 +136,28 @@ class TestShape:
             response = await _ask(every_http, headers, body, stream)
             assert repeated(response) == EVERYTHING_REPEATED
 
+    @pytest.mark.parametrize("model", MODELS)
+    async def test_a_chained_response_names_what_it_continues(
+        self, every_http: httpx.AsyncClient, model: str
+    ):
+        headers = await _headers(every_http)
+        first = await _ask(every_http, headers, {"model": model, "input": "Hello"}, False)
+        assert first["previous_response_id"] is None
+        assert "conversation" not in first
+        for stream in (False, True):
+            body = {"model": model, "input": "And then?", "previous_response_id": first["id"]}
+            chained = await _ask(every_http, headers, body, stream)
+            assert chained["previous_response_id"] == first["id"]
+            assert chained["id"] != first["id"]
+        made = await every_http.post("/v1/conversations", json={}, headers=headers)
+        assert made.status_code == 200, made.text
+        conversation = made.json()["id"]
+        for stream in (False, True):
+            body = {"model": model, "input": "Hi", "conversation": conversation}
+            held = await _ask(every_http, headers, body, stream)
+            assert held["conversation"] == {"id": conversation}
+            assert held["previous_response_id"] is None
+
 
 # The official SDK ---------------------------------------------------------------------------
 

@@ -130,6 +130,15 @@ class TestTheResponseObject:
         assert echoed(rendered) == EVERYTHING_ECHOED  # the built-in tool was not offered
         sdk_kept(rendered)
 
+    @pytest.mark.parametrize("given", ["conv_1", {"id": "conv_1"}])
+    def test_a_conversation_is_named_as_an_object(self, given: Any):
+        rendered = responses.render_response(
+            answer(ir.Text("Hello")), {**PLAIN, "conversation": given}, completed_at=DONE
+        )
+        check_response(rendered)
+        assert rendered["conversation"] == {"id": "conv_1"}
+        assert sdk_kept(rendered).conversation is not None
+
     def test_ids_one_scheme_each_item_its_own(self):
         parts = (
             ir.Thinking("Think.", signature="sig"),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -270,8 +270,18 @@ def json_answer(raw: bytes, provider: str) -> dict[str, Any]:
 # Requests ---------------------------------------------------------------------------------
 
 
-async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: bool) -> Response:
-    """Answer `body` (in `family`'s shape) from `call.provider`, whatever its dialect."""
+async def respond(
+    call: Call,
+    family: Family,
+    body: dict[str, Any],
+    *,
+    stream: bool,
+    repeat: Mapping[str, Any] | None = None,
+) -> Response:
+    """Answer `body` (in `family`'s shape) from `call.provider`, whatever its dialect.
+    `repeat`: what an answer that repeats its request (a Responses object) repeats beside the
+    body: what the gateway resolved out of it (a stored response's `previous_response_id`)."""
+    shown = {**body, **repeat} if repeat else body
     async with call.failures_recorded():
         request = family.parse_request(body)
         upstream = upstream_request(call, request, stream=stream)
@@ -280,7 +290,7 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
             call.warn(request.warnings)
             headers = call.response_headers
             decoder = DECODERS[call.provider.dialect]()
-            output = Translating(family.encoder(body, int(time.time())), family.error_tail)
+            output = Translating(family.encoder(shown, int(time.time())), family.error_tail)
             events = relay_events(call, opened, decoder, output, request)
             return EventStream(events, headers)
         answer = await call.provider.send(upstream)
@@ -299,7 +309,7 @@ async def respond(call: Call, family: Family, body: dict[str, Any], *, stream: b
     headers = call.response_headers
     parsed.created = parsed.created or int(time.time())
     echoing = family.render_echoing
-    payload = echoing(parsed, body) if echoing is not None else family.render_response(parsed)
+    payload = echoing(parsed, shown) if echoing is not None else family.render_response(parsed)
     payload["provider"] = call.provider.name
     return JSONBody(orjson.dumps(payload), headers)
 

@@ -15,7 +15,8 @@ listed, e.g. `store`, `metadata`, `include`, goes to `extras`, which no other di
 - `tool_choice` auto / none / required / {type:function,name} → `ToolChoice`
 - `max_output_tokens`, `temperature`, `top_p`, `stream`, `parallel_tool_calls`,
   `reasoning.effort` → same
-- `previous_response_id`, `conversation` → 400: the gateway keeps no response state
+- `previous_response_id`, `conversation` → resolved into `input` from the store before
+  translation (`api/response`); in a body that reaches the translator → 400
 - `status` completed (with function_call items) / incomplete `max_output_tokens` /
   `content_filter` → `end_turn` (`tool_use`) / `max_tokens` / `content_filter`
 - `usage.input_tokens` (⊇ cached), `output_tokens` (⊇ reasoning) → `Usage`
@@ -28,12 +29,13 @@ null when not asked), `safety_identifier`, `store` (default true), `temperature`
 (default 1.0), `text` (`format` default `{"type": "text"}`, `verbosity` default medium),
 `tool_choice` (default auto), `tools` (the function tools offered, `strict` default true; the
 dropped built-in ones are not offered to the model, so not listed), `top_logprobs` (default 0),
-`truncation` (default disabled), `user`, `metadata` (default {}). Fields the request cannot set
-are what served it: `background` false, `service_tier` default, `presence_penalty` and
-`frequency_penalty` 0.0; `completed_at` is set once the response completed. Ids: the response
-`resp_` and 48 hex digits, its output items `msg_` (message), `fc_` (function call) and `rs_`
-(reasoning) followed by the response's digits and the item's position, so an item id is unique
-across responses and the same in a stream's events and its final response.
+`truncation` (default disabled), `user`, `metadata` (default {}), and `conversation` (`{"id"}`)
+when it names one. Fields the request cannot set are what served it: `background` false,
+`service_tier` default, `presence_penalty` and `frequency_penalty` 0.0; `completed_at` is set
+once the response completed. Ids: the response `resp_` and 48 hex digits, its output items
+`msg_` (message), `fc_` (function call) and `rs_` (reasoning) followed by the response's digits
+and the item's position, so an item id is unique across responses and the same in a stream's
+events and its final response.
 """
 
 from __future__ import annotations
@@ -494,7 +496,7 @@ def new_envelope(
     body: Mapping[str, Any] = request or {}
     truncation = body.get("truncation")
     metadata = body.get("metadata")
-    return {
+    envelope = {
         "id": response_id,
         "object": "response",
         "created_at": created,
@@ -528,6 +530,12 @@ def new_envelope(
         "user": _string(body, "user"),
         "metadata": metadata if isinstance(metadata, dict) else {},
     }
+    conversation = body.get("conversation")  # an id, or {"id": …}
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    if isinstance(conversation, str) and conversation:
+        envelope["conversation"] = {"id": conversation}
+    return envelope
 
 
 def finished(

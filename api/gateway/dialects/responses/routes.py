@@ -116,7 +116,13 @@ async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
     """The answer from `call.provider` (run again by a cross-provider failover)."""
     storing = _STORING.get()
     if call.provider.name not in _NATIVE or call.provider.dialect != "openai":
-        made = await translated.respond(call, translated.RESPONSES, body, stream=stream)
+        chained = None  # what `_prepare` resolved out of the body: the response repeats it
+        if storing is not None:
+            chained = {"previous_response_id": storing.previous_response_id,
+                       "conversation": storing.conversation_id}  # fmt: skip
+        made = await translated.respond(
+            call, translated.RESPONSES, body, stream=stream, repeat=chained
+        )
         return await _stored(call, storing, made)
     out = upstream_body(body, call, stream=False, caps=("max_output_tokens",))
     out["store"] = False  # nothing of a tenant's kept at OpenAI: Tollgate stores it
