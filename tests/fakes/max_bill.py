@@ -1,5 +1,6 @@
 """An upstream that bills every request the most its fields allow (OpenAI chat and Responses,
-Anthropic Messages), for testing that a cap holds for every request shape.
+Anthropic Messages, Gemini generateContent), for testing that a cap holds for every request
+shape.
 
 It answers with usage at the ceiling of what the request permits:
 every output token of every answer (`n`), the prompt at its byte bound (no tokenizer counts
@@ -24,7 +25,8 @@ from starlette.routing import Route
 
 from api.gateway.tokens import prompt_token_bound
 
-CONTEXT = {"claude-sonnet-4-20250514": 200_000, "gpt-4o": 128_000, "gpt-4o-mini": 128_000}
+CONTEXT = {"claude-sonnet-4-20250514": 200_000, "gpt-4o": 128_000, "gpt-4o-mini": 128_000,
+           "gemini-2.5-flash": 1_048_576}  # fmt: skip
 UNBOUNDED_SEARCHES = 50  # what a search tool without `max_uses` could run up
 TOOL_USE_PROMPT, SERVER_TOOL_PROMPT = 346, 700  # Anthropic's documented tool system prompts
 
@@ -50,6 +52,7 @@ class MaxBiller:
                 Route("/openai/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/openai/v1/responses", self._responses, methods=["POST"]),
                 Route("/anthropic/v1/messages", self._messages, methods=["POST"]),
+                Route("/gemini/v1beta/models/{target}", self._gemini, methods=["POST"]),
             ]
         )
 
@@ -188,3 +191,27 @@ class MaxBiller:
             "message_delta", {"delta": {"stop_reason": "max_tokens", "stop_sequence": None},
                               "usage": {"output_tokens": body["max_tokens"]}}
         ) + event("message_stop", {})  # fmt: skip
+
+    async def _gemini(self, request: Request) -> JSONResponse:
+        """Every candidate's whole `maxOutputTokens` (thoughts count within it, nearly all of
+        it here), and the context window once a file by URL may fill it."""
+        body = await request.json()
+        model = request.path_params["target"].partition(":")[0]
+        self.seen.append({"model": model, **body})
+        await asyncio.sleep(self.delay_seconds)
+        generation = body["generationConfig"]
+        output = generation["maxOutputTokens"] * generation.get("candidateCount", 1)
+        prompt = self._input(
+            {**body, "model": model}, body.get("systemInstruction"), *body["contents"]
+        )
+        if any("fileData" in node for node in _nodes(body["contents"])):
+            prompt = max(prompt, CONTEXT[model])
+        usage = {"promptTokenCount": prompt, "candidatesTokenCount": 1,
+                 "thoughtsTokenCount": output - 1, "totalTokenCount": prompt + output}  # fmt: skip
+        self.billed.append({"model": model, **usage})
+        candidate = {"content": {"parts": [{"text": "x"}], "role": "model"},
+                     "finishReason": "MAX_TOKENS", "index": 0}  # fmt: skip
+        return JSONResponse(
+            {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model,
+             "responseId": "max"}
+        )  # fmt: skip

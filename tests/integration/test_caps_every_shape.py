@@ -32,6 +32,9 @@ from tests.fakes.server import serve_in_thread
 SYSTEM = [{"type": "text", "text": "Be brief. " * 2_000}]  # cache writes are of input
 PDF = {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}
 SEARCH = {"type": "web_search_20250305", "name": "web_search"}
+FLASH = "/v1beta/models/gemini-2.5-flash:generateContent"
+GEMINI_HELLO = [{"role": "user", "parts": [{"text": "Hello"}]}]
+VIDEO = {"fileData": {"mimeType": "video/mp4", "fileUri": "https://www.youtube.com/watch?v=x"}}
 
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
     "chat n": ("/v1/chat/completions",
@@ -61,6 +64,12 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
         "messages": [{"role": "user", "content": "word " * 50_000}]}),
     "dated snapshot": ("/v1/chat/completions",
                        {"model": "gpt-4o-2024-05-13", "messages": HELLO, "max_tokens": 300}),
+    "Gemini candidateCount": (FLASH, {"contents": GEMINI_HELLO,
+                              "generationConfig": {"maxOutputTokens": 200, "candidateCount": 8}}),
+    "Gemini without maxOutputTokens": (FLASH, {"contents": GEMINI_HELLO}),
+    "Gemini file by URL": (FLASH, {
+        "contents": [{"role": "user", "parts": [VIDEO, {"text": "Sum up."}]}],
+        "generationConfig": {"maxOutputTokens": 50}}),
 }  # fmt: skip
 
 REFUSED: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -83,11 +92,19 @@ REFUSED: dict[str, tuple[str, dict[str, Any], str]] = {
                            "tools[0]"),
     "Responses stored prompt": ("/v1/responses", {"prompt": {"id": "pmpt_1"}}, "prompt"),
     "unknown dated snapshot": ("/v1/chat/completions", {"model": "gpt-4o-2023-01-01"}, "model"),
+    "Gemini cached content": (FLASH, {"cachedContent": "cachedContents/x"}, "cachedContent"),
+    "Gemini priority tier": (FLASH, {"serviceTier": "priority"}, "serviceTier"),
+    "Gemini image output": (FLASH, {"generationConfig": {"responseModalities": ["IMAGE"]}},
+                            "generationConfig.responseModalities"),
+    "Gemini MCP servers": (FLASH, {"tools": [{"mcpServers": []}]}, "tools[0].mcpServers"),
+    "Gemini candidateCount out of range": (FLASH, {"generationConfig": {"candidateCount": 9}},
+                                           "generationConfig.candidateCount"),
 }  # fmt: skip
 BASES = {
     "/v1/chat/completions": {"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": 10},
     "/v1/messages": {"model": "claude-sonnet-4", "messages": HELLO, "max_tokens": 10},
     "/v1/responses": {"model": "gpt-4o", "input": "Hi", "max_output_tokens": 10},
+    FLASH: {"contents": GEMINI_HELLO},
 }
 
 
@@ -110,6 +127,8 @@ async def gateway(settings: Settings, biller: tuple[MaxBiller, str]) -> Any:
             "openai_base_url": f"{url}/openai/v1",
             "anthropic_api_key": SecretStr("sk-ant-operator"),
             "anthropic_base_url": f"{url}/anthropic",
+            "gemini_api_key": SecretStr("AIza-operator"),
+            "gemini_base_url": f"{url}/gemini",
         }
     )
     with serve_in_thread(create_app(configured)) as base:

@@ -101,7 +101,7 @@ def _bounded(content: Any) -> Any:
     parts = content.get("parts") if isinstance(content, dict) else None
     if not isinstance(parts, list):
         return content
-    return [_image_marker(part) for part in parts]
+    return {**content, "parts": [_image_marker(part) for part in parts]}
 
 
 def _image_marker(part: Any) -> Any:
