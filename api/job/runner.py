@@ -26,8 +26,11 @@ from typing import Any
 import httpx
 import orjson
 from arq.worker import Retry
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import service as auth_service
+from api.auth.repository import ApiKeyRepository
+from api.auth.service import Principal
 from api.background import Task
 from api.db import session_scope
 from api.error_handlers import render_error
@@ -40,6 +43,7 @@ from api.job.models import FAILED, SUCCEEDED, Job
 from api.kit.time import utcnow
 from api.kit.webhook_client import refused
 from api.kit.webhooks import post_signed
+from api.response import service as response_service
 from api.tenant.models import Tenant
 from api.thread import turns
 
@@ -93,6 +97,13 @@ async def run(ctx: dict[str, Any], job_id: str) -> str:
     try:
         async with session_scope(sessionmaker) as session:
             stored = await repository.finish_unscoped(session, job.id, job.attempts, outcome)
+            background = job.metadata_.get(job_service.BACKGROUND_KEY)
+            if stored and background and outcome["status"] == FAILED:
+                principal = await _owner(session, job)
+                if principal is not None:
+                    await response_service.background_failed(
+                        session, principal, background, outcome["error"]
+                    )
     except Exception as exc:  # the answer is lost: the next attempt asks for it again
         raise Retry(defer=RETRY_SECONDS[min(ctx.get("job_try", 1), 3) - 1]) from exc
     if stored and job.webhook_url:
@@ -122,9 +133,16 @@ async def _execute(ctx: dict[str, Any], job: Job) -> dict[str, Any]:
             principal = await auth_service.principal_for_key(session, job.tenant_id, job.key_id)
         target = job_service.target(job.endpoint)
         if target.model is not None:
-            response = await entry.serve(
-                gateway, principal, request_id, target.model, dict(job.body), calls=calls
+            # A background response is stored under the id its client was given at submit.
+            token = response_service.BACKGROUND_ID.set(
+                job.metadata_.get(job_service.BACKGROUND_KEY)
             )
+            try:
+                response = await entry.serve(
+                    gateway, principal, request_id, target.model, dict(job.body), calls=calls
+                )
+            finally:
+                response_service.BACKGROUND_ID.reset(token)
             return _succeeded(response.status_code, orjson.loads(bytes(response.body)), calls)
         assert target.thread_id is not None
         turn_context: turns.TurnContext = ctx["turns"]
@@ -150,6 +168,12 @@ async def _execute(ctx: dict[str, Any], job: Job) -> dict[str, Any]:
             logger.exception("job %s failed after its model call", job.id)
             return _failed(job, InternalError(), calls)
         raise Retry(defer=RETRY_SECONDS[0]) from exc  # before any call (the database, say)
+
+
+async def _owner(session: AsyncSession, job: Job) -> Principal | None:
+    """The job's key as a principal, whatever its status now (to update what it owns)."""
+    found = await ApiKeyRepository(session, job.tenant_id).with_tenant_limits(job.key_id)
+    return None if found is None else Principal(job.tenant_id, found[0], tuple(found[1]))
 
 
 def _usage(calls: list[Call]) -> dict[str, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -30,11 +31,14 @@ from api.kit.ids import parse_id
 from api.kit.money import micros_to_usd
 from api.kit.pagination import Page
 from api.kit.webhooks import check_url
+from api.response import service as response_service
 from api.tenant.models import Tenant
 from api.thread import service as thread_service
 from api.thread.schemas import MessageCreate
 from api.tool import service as tool_service
 
+RESPONSES = responses_routes.RESPONSES_PATH
+BACKGROUND_KEY = "background_response_id"  # in a job's metadata: the response it makes
 MODEL_ENDPOINTS: dict[str, entry.Endpoint] = {
     e.path: e for e in (chat_routes.ENDPOINT, messages_routes.ENDPOINT, responses_routes.ENDPOINT)
 }
@@ -140,6 +144,33 @@ async def submit(
     session.add(job)
     await session.flush()
     return job
+
+
+async def submit_background_response(
+    session: AsyncSession, gateway: Gateway, principal: Principal, body: dict[str, Any]
+) -> tuple[Job, dict[str, Any]]:
+    """`POST /v1/responses` with `background: true`: a job that makes the response, and the
+    stored response (`queued`) its client polls with `GET /v1/responses/{id}` meanwhile."""
+    if body.get("store") is False:
+        raise InvalidRequest("store: a background response is stored; drop store: false.",
+                             param="store")  # fmt: skip
+    if body.get("stream"):
+        raise InvalidRequest(
+            "stream: a background response does not stream here; poll GET /v1/responses/{id}.",
+            param="stream",
+        )
+    response_id = response_service.new_id()
+    job_body = {k: v for k, v in body.items() if k != "background"}
+    data = JobCreate(endpoint=RESPONSES, body=job_body, metadata={BACKGROUND_KEY: response_id})
+    try:
+        job = await submit(session, gateway, principal, data, allow_private_webhooks=False)
+    except InvalidRequest as error:  # named as the endpoint names it, not under `body.`
+        param = (error.param or "").removeprefix("body.") or None
+        raise InvalidRequest(error.message.removeprefix("body: "), param=param) from None
+    shown = await response_service.hold_background(
+        session, principal, response_id, job_body, retention_days=gateway.response_retention_days
+    )
+    return job, shown
 
 
 def jobs(session: AsyncSession, principal: Principal) -> JobRepository:

@@ -76,6 +76,14 @@ class ResponseRepository(TenantRepository[StoredResponse]):
     ) -> None:
         self.session.add(response)
         await self.session.flush()  # the items refer to it
+        await self.add_items(response, inputs, outputs)
+
+    async def add_items(
+        self,
+        response: StoredResponse,
+        inputs: list[dict[str, Any]],
+        outputs: list[dict[str, Any]],
+    ) -> None:
         for position, (item, output) in enumerate(
             [(i, False) for i in inputs] + [(o, True) for o in outputs]
         ):
@@ -90,6 +98,7 @@ class ResponseRepository(TenantRepository[StoredResponse]):
                     item=item,
                 )
             )
+        await self.session.flush()
 
 
 async def expire_unscoped(session: AsyncSession, now: datetime, limit: int = 1000) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -26,6 +27,8 @@ from api.response.models import StoredResponse
 from api.response.repository import ResponseRepository
 
 MAX_CHAIN = 1000  # responses followed back through previous_response_id
+# Set by the job that makes a background response: the id its client was given at submit.
+BACKGROUND_ID: ContextVar[str | None] = ContextVar("background_response_id", default=None)
 _ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
               "reasoning": "rs"}  # fmt: skip
 
@@ -180,10 +183,17 @@ async def remember(
         except NotFound:  # deleted while the response was made: nothing to add to
             pass
         else:
-            scope = conversations.repository(session, principal)
-            scope.append(conversation, [*storing.inputs, *outputs])
+            held_items = conversations.repository(session, principal)
+            held_items.append(conversation, [*storing.inputs, *outputs])
             await session.flush()
+    if (background := BACKGROUND_ID.get()) is not None:
+        payload, response_id = {**payload, "id": background, "background": True}, background
     if not storing.store or not isinstance(response_id, str) or not response_id:
+        return
+    scope = repository(session, principal)
+    if background is not None and (held := await scope.by_response_id(background)) is not None:
+        held.body, held.model = payload, str(payload.get("model") or "")[:200]
+        await scope.add_items(held, storing.inputs, outputs)
         return
     now = utcnow()
     stored = StoredResponse(
@@ -192,8 +202,47 @@ async def remember(
         model=str(payload.get("model") or "")[:200], body=payload, created_at=now,
         expires_at=now + timedelta(days=retention_days),
     )  # fmt: skip
-    await repository(session, principal).add(stored, storing.inputs, outputs)
-    await session.flush()
+    await scope.add(stored, storing.inputs, outputs)
+
+
+def new_id() -> str:
+    return f"resp_{secrets.token_hex(24)}"
+
+
+async def hold_background(
+    session: AsyncSession, principal: Principal, response_id: str, body: dict[str, Any]
+    , *, retention_days: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The stored response a background request's client polls until its job has made it."""
+    now = utcnow()
+    shown: dict[str, Any] = {
+        "id": response_id, "object": "response", "created_at": int(now.timestamp()),
+        "status": "queued", "background": True, "model": body.get("model"), "output": [],
+        "error": None, "incomplete_details": None, "usage": None,
+        "previous_response_id": body.get("previous_response_id"),
+        "metadata": body.get("metadata") or {}, "store": True,
+    }  # fmt: skip
+    stored = StoredResponse(
+        id=uuid.uuid4(), tenant_id=principal.tenant_id, key_id=principal.key_id,
+        response_id=response_id, previous_response_id=None,
+        model=str(body.get("model") or "")[:200], body=shown, created_at=now,
+        expires_at=now + timedelta(days=retention_days),
+    )  # fmt: skip
+    await repository(session, principal).add(stored, [], [])
+    return shown
+
+
+async def background_failed(
+    session: AsyncSession, principal: Principal, response_id: str, error: dict[str, Any]
+) -> None:
+    """The job behind a background response failed: the response says so, with the error."""
+    held = await repository(session, principal).by_response_id(response_id)
+    if held is not None and held.body.get("status") == "queued":
+        inner = error.get("error")
+        detail: dict[str, Any] = inner if isinstance(inner, dict) else error
+        held.body = {**held.body, "status": "failed", "error": {
+            "code": detail.get("code") or "server_error", "message": detail.get("message", ""),
+        }}  # fmt: skip
 
 
 async def get(session: AsyncSession, principal: Principal, response_id: str) -> StoredResponse:

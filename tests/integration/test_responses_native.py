@@ -230,7 +230,7 @@ class TestGatewayEdits:
 class TestRefusals:
     @pytest.mark.parametrize(
         ("field", "value"),
-        [("background", True), ("conversation", "conv_1"), ("previous_response_id", "resp_1")],
+        [("background", "yes"), ("conversation", "conv_1"), ("previous_response_id", "resp_1")],
     )
     async def test_what_cannot_be_metered_or_is_unknown_is_refused_before_openai(
         self, http: httpx.AsyncClient, upstream: FakeUpstream, field: str, value: Any
@@ -238,7 +238,7 @@ class TestRefusals:
         headers = await _key(http)
         body = {"model": "gpt-4o", "input": "Hi", field: value}
         response = await http.post("/v1/responses", json=body, headers=headers)
-        status = 404 if field == "previous_response_id" else 400  # no such stored response
+        status = 400 if field == "background" else 404  # no such stored response
         assert response.status_code == status
         assert response.json()["error"]["param"] == field
         assert upstream.seen == []

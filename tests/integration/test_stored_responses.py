@@ -5,6 +5,7 @@ own store, and another key or tenant gets a 404 with nothing sent upstream."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -341,4 +342,62 @@ class TestConversations:
         ]:  # fmt: skip
             response = await every_http.post(path, headers=headers, json=body)
             assert response.status_code == 400, (path, response.text)
+            assert response.json()["error"]["param"] == param
+
+
+class TestBackground:
+    async def _polled(
+        self, http: httpx.AsyncClient, headers: dict[str, str], response_id: str
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        for _ in range(300):
+            body = (await http.get(f"/v1/responses/{response_id}", headers=headers)).json()
+            if body["status"] not in ("queued", "in_progress"):
+                return body
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the background response never finished: {body}")
+
+    @pytest.mark.parametrize("provider", ["openai", "anthropic"])
+    async def test_a_background_response_is_made_by_a_job_and_polled(
+        self, every_http: httpx.AsyncClient, sent: Any, provider: str
+    ):
+        tenant, headers = await _user(every_http)
+        queued = await _respond(every_http, headers, model=MODELS[provider], input="Later: OKAPI.",
+                                background=True)  # fmt: skip
+        assert queued["status"] == "queued"
+        assert queued["background"] is True
+        assert queued["id"].startswith("resp_")
+        done = await self._polled(every_http, headers, queued["id"])
+        assert done["status"] == "completed", done
+        assert done["id"] == queued["id"]
+        assert done["output"]
+        assert len(sent(provider)) == 1
+        assert "background" not in sent(provider)[0]
+        (entry,) = await logs_when_settled(every_http, tenant, 1)
+        assert entry["status"] == 200
+        assert entry["cost_micros"] > 0
+        follow = await _respond(every_http, headers, model=MODELS[provider], input="What, later?",
+                                previous_response_id=queued["id"])  # fmt: skip
+        assert follow["status"] == "completed"
+        assert "OKAPI" in json.dumps(sent(provider)[-1])
+
+    async def test_a_background_response_refused_for_budget_ends_failed(
+        self, every_http: httpx.AsyncClient, sent: Any
+    ):
+        tenant = await create_tenant(every_http)
+        key = await create_key(every_http, tenant, max_spend_usd=0.000001)
+        headers = bearer(key["secret"])
+        queued = await _respond(every_http, headers, model="gpt-4o", input="Hi", background=True)
+        done = await self._polled(every_http, headers, queued["id"])
+        assert done["status"] == "failed"
+        assert done["error"]["code"] == "budget_exceeded"
+        assert sent("openai") == []
+
+    async def test_background_needs_store_and_no_stream(self, every_http: httpx.AsyncClient):
+        _, headers = await _user(every_http)
+        for extra, param in [({"store": False}, "store"), ({"stream": True}, "stream"),
+                             ({"input": []}, "input")]:  # fmt: skip
+            body = {"model": "gpt-4o", "input": "Hi", "background": True, **extra}
+            response = await every_http.post("/v1/responses", headers=headers, json=body)
+            assert response.status_code == 400, response.text
             assert response.json()["error"]["param"] == param

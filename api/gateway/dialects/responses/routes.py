@@ -4,7 +4,8 @@ Stateful as at OpenAI, for every model: a response is stored in Tollgate's datab
 request says `store: false` (`api/response`), and `previous_response_id` and `item_reference`
 inputs are resolved from that store before the request is checked, reserved and sent, so the
 reservation counts the whole history; so is `conversation` (`api/response/conversations.py`),
-whose items the response reads and then adds to. `background` is refused (400 naming it).
+whose items the response reads and then adds to. `background: true` makes the response in an
+async job (`api/job`), stored `queued` at once under the id the client polls.
 
 An OpenAI model gets the client's body as sent (reasoning items and their `encrypted_content`,
 `include`, `text` formats, custom and shell tools, unknown fields) with only the gateway's
@@ -32,6 +33,7 @@ from fastapi.responses import Response
 
 from api.auth.service import Principal
 from api.db import session_scope
+from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest
 from api.gateway import exposure as exposure_rules
 from api.gateway.dialects import entry, translated
@@ -53,6 +55,7 @@ _FAILED = b"response.failed"
 _FEE_TOOLS = ("web_search", "file_search", "code_interpreter", "image_generation")
 _ENCRYPTED = "reasoning.encrypted_content"
 _FINAL_MARK, _INCOMPLETE_MARK = b"response.completed", b"response.incomplete"
+_BACKGROUND_MARK = b'"background"'
 logger = logging.getLogger("tollgate.gateway")
 
 
@@ -69,12 +72,8 @@ def _check_body(body: dict[str, Any]) -> bool:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model: a model name is required.", param="model")
-    if body.get("background") not in (None, False):
-        raise InvalidRequest(
-            "background: background responses are not supported; a response is metered as "
-            "it is made, so make it in the request (stream it if it takes long).",
-            param="background",
-        )
+    if body.get("background") not in (None, False):  # `true` is diverted before this
+        raise InvalidRequest("background: must be a boolean.", param="background")
     given = body.get("input")
     if not (isinstance(given, str) and given) and not (isinstance(given, list) and given):
         raise InvalidRequest("input: a string or a non-empty list of items.", param="input")
@@ -95,7 +94,31 @@ def _check(body: dict[str, Any], unknown: UnknownFields) -> tuple[bool, Exposure
 
 @router.post(RESPONSES_PATH)
 async def create_response(request: Request) -> Response:
+    if _BACKGROUND_MARK in await request.body():  # only then is a body read twice
+        principal = await gateway_principal(request)
+        body = await entry.read_json_object(request)
+        if body.get("background") is True:
+            return await _background(request, principal, body)
     return await entry.proxy(request, ENDPOINT)
+
+
+async def _background(request: Request, principal: Principal, body: dict[str, Any]) -> Response:
+    """`background: true`: an async job makes the response (the same pipeline, caps and
+    metering, when it runs); the client gets it `queued` now and polls `GET /v1/responses/{id}`."""
+    # Imported here: the job domain reads this module's ENDPOINT.
+    from api.job import runner as job_runner
+    from api.job import service as job_service
+
+    gateway: Gateway = request.state.gateway
+    assert gateway.sessionmaker is not None
+    async with session_scope(gateway.sessionmaker) as session:
+        job, shown = await job_service.submit_background_response(session, gateway, principal, body)
+    try:
+        queue = request.state.turns.jobs
+        await queue.enqueue(job_runner.RUN, str(job.id), job_id=job_runner.queue_id(job.id))
+    except Exception:  # stored: the jobs' recovery sweep sends it
+        logger.warning("background response %s was stored but not queued", shown["id"])
+    return JSONBody(orjson.dumps(shown))
 
 
 # What the request being answered adds to the store (set by `_prepare`, read by `_answer`;
