@@ -17,6 +17,8 @@ from tests.factories.tenants import bearer, create_key, create_tenant
 from tests.responses_shape import check_ids, check_response, check_stream, kept, sse_data
 
 MODELS = ["claude-sonnet-4", "gemini-2.5-flash", "deepseek-chat"]
+# A test key's model is answered by the built-in mock, through the same translation.
+MOCK = "mock:gpt-4o"
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather for a city",
           "parameters": WEATHER, "strict": False}]  # fmt: skip
@@ -57,6 +59,13 @@ def repeated(response: dict[str, Any]) -> dict[str, Any]:
     return {k: response[k] for k in DEFAULTS}
 
 
+async def _secret(http: httpx.AsyncClient, model: str) -> tuple[str, str]:
+    """A key's secret for `model` (a test key for the mock), and the model name to ask for."""
+    tenant = await create_tenant(http)
+    key = await create_key(http, tenant, test=model == MOCK)
+    return key["secret"], model.removeprefix("mock:")
+
+
 async def _headers(http: httpx.AsyncClient) -> dict[str, str]:
     tenant = await create_tenant(http)
     return bearer((await create_key(http, tenant))["secret"])
@@ -93,11 +102,12 @@ def _text(response: dict[str, Any]) -> str:
 
 
 class TestShape:
-    @pytest.mark.parametrize("model", MODELS)
+    @pytest.mark.parametrize("model", [*MODELS, MOCK])
     async def test_every_answer_and_event_has_the_published_shape(
         self, every_http: httpx.AsyncClient, model: str
     ):
-        headers = await _headers(every_http)
+        secret, model = await _secret(every_http, model)
+        headers = bearer(secret)
         said = [{"role": "user", "content": "Hello"}]
         for stream in (False, True):
             text = await _ask(every_http, headers, {"model": model, "input": said}, stream)
@@ -199,11 +209,11 @@ class Recording(httpx.AsyncBaseTransport):
 
 
 class TestOpenAISDK:
-    @pytest.mark.parametrize("model", MODELS)
+    @pytest.mark.parametrize("model", [*MODELS, MOCK])
     async def test_reads_every_field_plain_and_streamed(
         self, every_http: httpx.AsyncClient, every_provider_url: str, model: str
     ):
-        key = (await create_key(every_http, await create_tenant(every_http)))["secret"]
+        key, model = await _secret(every_http, model)
         recording = Recording()
         async with (
             httpx.AsyncClient(transport=recording, timeout=30) as http,
