@@ -27,7 +27,7 @@ from tests.factories.billing import SECRET_KEY as STRIPE_KEY
 from tests.factories.billing import WEBHOOK_SECRET, add_spend, invoices_of, month_moment
 from tests.fakes.server import serve_in_thread
 from tests.fakes.stripe import LocalStripe
-from tests.integration.test_sdk import ToolServer, create_tenant, run_tool_server
+from tests.integration.test_sdk import ToolServer, create_tenant, eventually, run_tool_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -123,5 +123,32 @@ async def test_every_snippet_runs(
     assert answers[3] == "You have used today's free messages. Upgrade to keep chatting."
     assert dict(ns["report"])["alice@example.com"] > 0  # the async client's report
     assert "not_found" in output.getvalue()
+    ns["openai"].close()
+    client.close()
+
+
+FRONT_PAGE = Path(__file__).parents[2] / "README.md"
+
+
+async def test_the_front_pages_quickstart_runs(
+    gateway_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """README.md's Python, with a tenant's master key as `MASTER` and the server's URL in
+    TOLLGATE_BASE_URL (the README's server is `make run`'s on the default address)."""
+    _, master = create_tenant(gateway_url)
+    monkeypatch.setenv("TOLLGATE_BASE_URL", gateway_url)
+    monkeypatch.chdir(tmp_path)
+    ns: dict[str, Any] = {"__name__": "readme", "MASTER": master}
+    blocks = BLOCK.findall(FRONT_PAGE.read_text())
+    assert blocks
+    with contextlib.redirect_stdout(io.StringIO()):
+        for index, code in enumerate(blocks):
+            compiled = compile(code, f"{FRONT_PAGE}:snippet {index + 1}", "exec")
+            await asyncio.to_thread(exec, compiled, ns)
+    assert ns["reply"].choices[0].message.content
+    client = ns["client"]
+    # With Redis the ledger reaches the reports a moment after the answer; `make run` has none.
+    by_key = await eventually(lambda: client.usage.query().by_key)
+    assert [(row.key_name, row.requests) for row in by_key] == [("alice", 1)]
     ns["openai"].close()
     client.close()
