@@ -566,7 +566,7 @@ class TestStoredResponses:
             await sdk(openai.close)
         alice = sdk.as_key(key.secret)
         stored = await alice(alice.client.responses.retrieve, second.id)
-        assert (stored.id, stored.previous_response_id) == (second.id, second.previous_response_id)
+        assert (stored.id, stored.previous_response_id) == (second.id, first.id)
         assert stored.output_text == second.output_text
         as_master = await sdk(sdk.client.responses.retrieve, second.id)
         assert as_master.output == stored.output
