@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate test test-unit test-int lint fmt typecheck bench bench-usage bench-search up clean
+CLIENTS := tests/e2e/clients
+CLIENTS_STAMP := $(CLIENTS)/node_modules/.installed-stamp
+
+.PHONY: install clients run migrate test test-unit test-int lint fmt typecheck bench bench-usage bench-search up clean
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -14,6 +17,13 @@ $(STAMP): pyproject.toml sdk/pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# The Node clients the compatibility suite runs (tests/e2e/clients), exactly as locked.
+$(CLIENTS_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	cd $(CLIENTS) && npm ci --no-audit --no-fund
+	@touch $(CLIENTS_STAMP)
+
+clients: $(CLIENTS_STAMP)
 
 run: install
 	$(BIN)/tollgate serve
@@ -34,13 +44,13 @@ typecheck: install
 
 # Starts throwaway PostgreSQL and Redis servers (installing them with apt-get when missing and
 # running as root), runs the suite against them, and stops them.
-test: lint typecheck
+test: lint typecheck clients
 	$(BIN)/python tools/testenv.py -- $(BIN)/python -m pytest
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
 
-test-int: install
+test-int: install clients
 	$(BIN)/python tools/testenv.py -- $(BIN)/python -m pytest tests/integration tests/e2e
 
 # Needs wrk (apt-get install wrk) and the PostgreSQL and Redis servers tools/testenv.py starts.

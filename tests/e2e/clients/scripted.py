@@ -8,7 +8,9 @@ models read directives the test writes into the user's prompt instead:
     [[call NAME ARGS]]      call the offered tool NAME with ARGS (a JSON object); several may
                             be given: the first whose tool is offered is called
 
-Once the conversation holds a tool result, the model answers `Tool result: <result text>`, so
+A call comes after a line of text (`Let me check.`), as models often say something first, so
+clients carry text and a call in one turn. Once the conversation holds a tool result, the model
+answers `Tool result: <result text>`, so
 the answer proves the client ran the tool and sent its output back. Without a directive it
 answers `OK` (agents make side calls of their own, e.g. a title). Usage is reported as the
 parent fakes report it, so what Tollgate metered can be checked against it.
@@ -32,6 +34,7 @@ from tests.fakes.upstream import _ENCODING, FakeUpstream, Seen, client_port
 
 _SAY = re.compile(r"\[\[say (.+?)\]\]", re.S)
 _CALL = re.compile(r"\[\[call (\S+) (\{.*?\})\]\]", re.S)
+PREAMBLE = "Let me check."
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ def decide(said: list[str], results: list[str], offered: list[str]) -> Turn:
     text = "\n".join(said)
     for name, raw in _CALL.findall(text):
         if name in offered:
-            return Turn(tool=name, arguments=json.loads(raw))
+            return Turn(text=PREAMBLE, tool=name, arguments=json.loads(raw))
     if _CALL.search(text):
         return Turn(text=f"No such tool offered; offered: {', '.join(offered)}")
     found = _SAY.search(text)
@@ -122,10 +125,12 @@ class ScriptedGemini(FakeGemini):
         prompt = sum(_tokens(_flat(c.get("parts", []))) for c in body["contents"])
         response_id = hashlib.sha256(json.dumps(body["contents"]).encode()).hexdigest()[:22]
         if turn.tool is not None:
-            part = {"functionCall": {"name": turn.tool, "args": turn.arguments},
+            call = {"functionCall": {"name": turn.tool, "args": turn.arguments},
                     "thoughtSignature": gemini_upstream.SIGNATURE}  # fmt: skip
+            # Gemini calls without a word first (and the parent fake's unstreamed answer keeps
+            # either text or calls).
             usage = gemini_upstream._usage(prompt, _tokens(json.dumps(turn.arguments)))
-            return [gemini_upstream._chunk([part], usage, model, response_id, "STOP")]
+            return [gemini_upstream._chunk([call], usage, model, response_id, "STOP")]
         usage = gemini_upstream._usage(prompt, _tokens(turn.text))
         return [gemini_upstream._chunk([{"text": turn.text}], usage, model, response_id, "STOP")]
 
@@ -149,14 +154,14 @@ class ScriptedOpenAI(FakeUpstream):
         offered = [t["function"]["name"] for t in body.get("tools") or [] if "function" in t]
         turn = decide(said, results, offered)
         prompt = sum(_tokens(_flat(m.get("content"))) + 4 for m in body["messages"])
-        message: dict[str, Any] = {"role": "assistant", "content": turn.text or None}
+        message: dict[str, Any] = {"role": "assistant", "content": turn.text}
         if turn.tool is not None:
             digest = hashlib.sha256(json.dumps(body["messages"]).encode()).hexdigest()[:16]
             message["tool_calls"] = [{
                 "id": f"call_{digest}", "type": "function",
                 "function": {"name": turn.tool, "arguments": json.dumps(turn.arguments)},
             }]  # fmt: skip
-        completion = _tokens(turn.text or json.dumps(turn.arguments))
+        completion = _tokens(turn.text) + _tokens(json.dumps(turn.arguments) if turn.tool else "")
         usage = {"prompt_tokens": prompt, "completion_tokens": completion,
                  "total_tokens": prompt + completion}  # fmt: skip
         self.reported.append(usage)
@@ -168,10 +173,9 @@ class ScriptedOpenAI(FakeUpstream):
                                                    "finish_reason": finish}]})  # fmt: skip
         chunk = {**head, "object": "chat.completion.chunk"}
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        deltas.append({"content": turn.text})
         if turn.tool is not None:
             deltas.append({"tool_calls": [{"index": 0, **message["tool_calls"][0]}]})
-        else:
-            deltas.append({"content": turn.text})
         events = [
             {**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas
         ]
@@ -191,27 +195,27 @@ class ScriptedOpenAI(FakeUpstream):
         offered = [t["name"] for t in body.get("tools") or [] if "name" in t]
         turn = decide(said, results, offered)
         self.responses_made += 1
-        response_id = f"resp_{self.responses_made:048x}"
+        n = self.responses_made
+        part = {"type": "output_text", "text": turn.text, "annotations": [], "logprobs": []}
+        output: list[dict[str, Any]] = [{"id": f"msg_{n:048x}", "type": "message",
+                                         "status": "completed", "role": "assistant",
+                                         "content": [part]}]  # fmt: skip
         if turn.tool is not None:
-            item: dict[str, Any] = {
-                "id": f"fc_{self.responses_made:048x}", "type": "function_call",
-                "status": "completed", "arguments": json.dumps(turn.arguments),
-                "call_id": f"call_{self.responses_made:024x}", "name": turn.tool,
-            }  # fmt: skip
-        else:
-            part = {"type": "output_text", "text": turn.text, "annotations": [], "logprobs": []}
-            item = {"id": f"msg_{self.responses_made:048x}", "type": "message",
-                    "status": "completed", "role": "assistant", "content": [part]}  # fmt: skip
+            output.append({
+                "id": f"fc_{n:048x}", "type": "function_call", "status": "completed",
+                "arguments": json.dumps(turn.arguments), "call_id": f"call_{n:024x}",
+                "name": turn.tool,
+            })  # fmt: skip
         prompt = sum(_tokens(_flat(i.get("content") or i.get("output") or "")) + 4 for i in items)
         prompt += _tokens(body.get("instructions") or "")
-        output = _tokens(turn.text or json.dumps(turn.arguments))
+        spent = _tokens(turn.text) + _tokens(json.dumps(turn.arguments) if turn.tool else "")
         usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
-                 "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
-                 "total_tokens": prompt + output}  # fmt: skip
+                 "output_tokens": spent, "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": prompt + spent}  # fmt: skip
         self.reported.append(usage)
         response = {
-            "id": response_id, "object": "response", "created_at": 1, "status": "completed",
-            "model": body["model"], "output": [item], "usage": usage, "error": None,
+            "id": f"resp_{n:048x}", "object": "response", "created_at": 1, "status": "completed",
+            "model": body["model"], "output": output, "usage": usage, "error": None,
             "incomplete_details": None, "instructions": body.get("instructions"),
             "tools": body.get("tools") or [], "parallel_tool_calls": True,
             "tool_choice": body.get("tool_choice", "auto"), "store": body.get("store", True),
@@ -220,7 +224,7 @@ class ScriptedOpenAI(FakeUpstream):
         }  # fmt: skip
         if not body.get("stream"):
             return web.json_response(response)
-        return await self._send(request, _response_events(response, item))
+        return await self._send(request, _response_events(response))
 
     async def _send(self, request: web.Request, events: list[bytes]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -234,34 +238,35 @@ class ScriptedOpenAI(FakeUpstream):
         return response
 
 
-def _response_events(response: dict[str, Any], item: dict[str, Any]) -> list[bytes]:
+def _response_events(response: dict[str, Any]) -> list[bytes]:
     """A Responses stream as OpenAI sends it, each event with its sequence number."""
     pending = {**response, "status": "in_progress", "output": [], "usage": None}
-    empty = {**item, "status": "in_progress"}
     events: list[dict[str, Any]] = [
         {"type": "response.created", "response": pending},
         {"type": "response.in_progress", "response": pending},
     ]
-    where = {"item_id": item["id"], "output_index": 0}
-    if item["type"] == "function_call":
-        events.append({"type": "response.output_item.added", "output_index": 0,
-                       "item": {**empty, "arguments": ""}})  # fmt: skip
-        events.append({"type": "response.function_call_arguments.delta", **where,
-                       "delta": item["arguments"]})  # fmt: skip
-        events.append({"type": "response.function_call_arguments.done", **where,
-                       "name": item["name"], "arguments": item["arguments"]})  # fmt: skip
-    else:
-        part = item["content"][0]
-        events.append({"type": "response.output_item.added", "output_index": 0,
-                       "item": {**empty, "content": []}})  # fmt: skip
-        at = {**where, "content_index": 0}
-        events.append({"type": "response.content_part.added", **at,
-                       "part": {**part, "text": ""}})  # fmt: skip
-        events.append({"type": "response.output_text.delta", **at, "delta": part["text"],
-                       "logprobs": []})  # fmt: skip
-        events.append({"type": "response.output_text.done", **at, "text": part["text"],
-                       "logprobs": []})  # fmt: skip
-        events.append({"type": "response.content_part.done", **at, "part": part})
-    events.append({"type": "response.output_item.done", "output_index": 0, "item": item})
+    for index, item in enumerate(response["output"]):
+        where = {"item_id": item["id"], "output_index": index}
+        empty = {**item, "status": "in_progress"}
+        if item["type"] == "function_call":
+            events.append({"type": "response.output_item.added", "output_index": index,
+                           "item": {**empty, "arguments": ""}})  # fmt: skip
+            events.append({"type": "response.function_call_arguments.delta", **where,
+                           "delta": item["arguments"]})  # fmt: skip
+            events.append({"type": "response.function_call_arguments.done", **where,
+                           "name": item["name"], "arguments": item["arguments"]})  # fmt: skip
+        else:
+            part = item["content"][0]
+            events.append({"type": "response.output_item.added", "output_index": index,
+                           "item": {**empty, "content": []}})  # fmt: skip
+            at = {**where, "content_index": 0}
+            events.append({"type": "response.content_part.added", **at,
+                           "part": {**part, "text": ""}})  # fmt: skip
+            events.append({"type": "response.output_text.delta", **at, "delta": part["text"],
+                           "logprobs": []})  # fmt: skip
+            events.append({"type": "response.output_text.done", **at, "text": part["text"],
+                           "logprobs": []})  # fmt: skip
+            events.append({"type": "response.content_part.done", **at, "part": part})
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
     events.append({"type": "response.completed", "response": response})
     return [_sse({**e, "sequence_number": n}, e["type"]) for n, e in enumerate(events)]
