@@ -15,7 +15,7 @@ is, per family:
   `X-Tollgate-Warning` (the default), passed, or refused: `Gateway.unknown_fields`.
 
 Only a same-family upstream ever sees these fields: a translated request carries what the IR
-maps and nothing else. The README has the table of choices.
+maps and nothing else. `docs/keys-and-caps.md` has the table of choices.
 """
 
 from __future__ import annotations

@@ -28,6 +28,14 @@ _ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "
 
 
 def with_id(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as it is kept: with an id, and a message in its full form (`type`, content
+    parts), as OpenAI lists them back."""
+    if "type" not in item and "role" in item:
+        item = {"type": "message", **item}
+    content = item.get("content")
+    if item.get("type") == "message" and isinstance(content, str):
+        part = "output_text" if item.get("role") == "assistant" else "input_text"
+        item = {**item, "content": [{"type": part, "text": content}]}
     if isinstance(item.get("id"), str) and item["id"]:
         return item
     prefix = _ID_PREFIX.get(str(item.get("type", "message")), "item")

@@ -29,8 +29,6 @@ from api.response.repository import ResponseRepository
 MAX_CHAIN = 1000  # responses followed back through previous_response_id
 # Set by the job that makes a background response: the id its client was given at submit.
 BACKGROUND_ID: ContextVar[str | None] = ContextVar("background_response_id", default=None)
-_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
-              "reasoning": "rs"}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -59,13 +57,6 @@ def _as_items(given: Any) -> list[Any]:
     return list(given) if isinstance(given, list) else []
 
 
-def _with_id(item: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(item.get("id"), str) and item["id"]:
-        return item
-    prefix = _ID_PREFIX.get(str(item.get("type", "message")), "item")
-    return {"id": f"{prefix}_{secrets.token_hex(24)}", **item}
-
-
 def forwarded(item: dict[str, Any]) -> dict[str, Any]:
     """A stored item as it is sent upstream: ids only where the API needs them (reasoning
     items, replayed with their `encrypted_content`); Tollgate's own ids mean nothing there."""
@@ -88,7 +79,9 @@ async def resolve(
     if previous is None and conversation is None and not references:
         items = _as_items(given)
         plain = [i for i in items if isinstance(i, dict)]
-        return body, Storing(store, None, [_with_id(i) for i in plain] if store else [])
+        return body, Storing(
+            store, None, [conversations.with_id(i) for i in plain] if store else []
+        )
     scope = repository(session, principal)
     history: list[dict[str, Any]] = []
     conversation_id = None
@@ -117,7 +110,7 @@ async def resolve(
                 raise NotFound(f"No stored item with id {item_id!r}.", param=f"input[{i}].id")
             inputs.append(stored)
         elif isinstance(item, dict):
-            inputs.append(_with_id(item))
+            inputs.append(conversations.with_id(item))
         else:
             inputs.append(item)  # not an item: the request check names it
     resolved = {k: v for k, v in body.items() if k not in ("previous_response_id", "conversation")}
@@ -173,7 +166,9 @@ async def remember(
     response_id = payload.get("id")
     output = payload.get("output")
     outputs = (
-        [_with_id(o) for o in output if isinstance(o, dict)] if isinstance(output, list) else []
+        [conversations.with_id(o) for o in output if isinstance(o, dict)]
+        if isinstance(output, list)
+        else []
     )
     if storing.conversation_id is not None:
         try:
