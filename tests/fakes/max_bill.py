@@ -123,7 +123,8 @@ class MaxBiller:
         item = {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
                 "content": [text]}  # fmt: skip
         return JSONResponse(
-            {"id": "resp_max", "object": "response", "created_at": 1, "status": "incomplete",
+            {"id": f"resp_max{len(self.seen)}", "object": "response", "created_at": 1,
+             "status": "incomplete",
              "model": body["model"], "output": [item], "usage": usage}
         )  # fmt: skip
 

@@ -287,3 +287,40 @@ class TestLongRequests:
         assert second.status_code == 402, second.text
         assert (await first).status_code == 200
         assert await _spend(http, tenant, 2) <= one
+
+
+async def test_a_chained_response_reserves_its_whole_stored_history(
+    gateway: tuple[httpx.AsyncClient, MaxBiller],
+):
+    """`previous_response_id` is resolved before the reservation: a short new input on a long
+    stored history is held at the history's worst case, so twenty at once stay within a cap
+    of four and a half of them."""
+    http, fake = gateway
+    history = {"model": "gpt-4o", "input": "lorem ipsum " * 4000, "max_output_tokens": 10}
+
+    free = await create_tenant(http)
+    alone = bearer((await create_key(http, free))["secret"])
+    first = (await http.post("/v1/responses", json=history, headers=alone)).json()
+    chained = {"model": "gpt-4o", "input": "Go on.", "max_output_tokens": 10,
+               "previous_response_id": first["id"]}  # fmt: skip
+    response = await http.post("/v1/responses", json=chained, headers=alone)
+    assert response.status_code == 200, response.text
+    logs = await logs_when_settled(http, free, 2)
+    costs = sorted(entry["cost_micros"] for entry in logs)
+    assert costs[0] > 0
+    one_chain = max(costs)  # the chained request: the whole history and the new input
+
+    tenant = await create_tenant(http)
+    key = await create_key(http, tenant, max_spend_usd=(costs[0] + 4.5 * one_chain) / 1_000_000)
+    headers = bearer(key["secret"])
+    mine = (await http.post("/v1/responses", json=history, headers=headers)).json()
+    body = {**chained, "previous_response_id": mine["id"]}
+    before = len(fake.seen)
+    fake.delay_seconds = 0.5
+    statuses = Counter(await asyncio.gather(
+        *(_status(http.post("/v1/responses", json=body, headers=headers)) for _ in range(20))
+    ))  # fmt: skip
+    assert set(statuses) <= {200, 402}, statuses
+    assert 1 <= statuses[200] <= 5
+    assert len(fake.seen) - before == statuses[200]
+    assert await _spend(http, tenant, 21) <= costs[0] + 4.5 * one_chain
