@@ -182,10 +182,13 @@ class TestGenerateContent:
         )
         assert second.text
         assert not second.function_calls
-        # The upstream got the call and its result back, in its own format.
-        said = orjson.dumps(_seen(model, upstream, claude, gemini)).decode()
+        # The upstream got the call and its result back, in its own format, and the tool's
+        # schema (google-genai sends it as `parameters_json_schema`).
+        seen = _seen(model, upstream, claude, gemini)
+        said = orjson.dumps(seen).decode()
         assert "21" in said
         assert calls[0].name in said
+        assert '"location":{"type":"string"}' in orjson.dumps(seen["tools"]).decode()
         logs = await logs_when_seen(every_http, headers, 2)
         assert [e["status"] for e in logs] == [200, 200]
         if model.startswith("gemini"):  # the signature went back to Google with its call
@@ -210,6 +213,53 @@ class TestGenerateContent:
         assert calls[0].name == "get_weather"
         assert isinstance(calls[0].args, dict)
         assert "tools" in claude.seen[-1].body
+
+    @pytest.mark.parametrize("model", ["claude-sonnet-4", "gpt-4o-mini"])
+    async def test_a_chat_session_streams_turn_after_turn(
+        self, every_provider_url: str, every_http: httpx.AsyncClient, claude: FakeAnthropic,
+        upstream: FakeUpstream, model: str,
+    ):  # fmt: skip
+        """google-genai's chat keeps the streamed chunks as history and sends them back."""
+        headers, secret = await _key(every_http)
+        chat = _sdk(every_provider_url, secret).aio.chats.create(model=model)
+        for said in ("Hello there", "And again"):
+            text = [c.text or "" async for c in await chat.send_message_stream(said)]
+            assert "".join(text)
+        fake = claude if model.startswith("claude") else upstream
+        history = orjson.dumps(fake.seen[-1].body).decode()
+        assert "Hello there" in history
+        assert "And again" in history
+        if fake is claude:  # the chunks the SDK kept, one assistant turn again
+            roles = [m["role"] for m in claude.seen[-1].body["messages"]]
+            assert roles == ["user", "assistant", "user"]
+        await logs_when_seen(every_http, headers, 2)
+
+    @pytest.mark.parametrize("include", [True, False])
+    @pytest.mark.parametrize("stream", [True, False])
+    async def test_claudes_thinking_is_a_thought_part_only_when_asked_for(
+        self, every_provider_url: str, every_http: httpx.AsyncClient, claude: FakeAnthropic,
+        include: bool, stream: bool,
+    ):  # fmt: skip
+        _, secret = await _key(every_http)
+        models = _sdk(every_provider_url, secret).aio.models
+        thinking = types.ThinkingConfig(thinking_budget=2048, include_thoughts=include)
+        config = types.GenerateContentConfig(thinking_config=thinking, max_output_tokens=4096)
+        if stream:
+            opened = await models.generate_content_stream(
+                model="claude-sonnet-4", contents="Hello there", config=config
+            )
+            answers = [chunk async for chunk in opened]
+        else:
+            answers = [
+                await models.generate_content(
+                    model="claude-sonnet-4", contents="Hello there", config=config
+                )
+            ]
+        assert claude.seen[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+        parts = [p for a in answers for c in a.candidates or [] for p in c.content.parts or []]  # type: ignore[union-attr]
+        thoughts = "".join(p.text or "" for p in parts if p.thought)
+        assert thoughts == ("Let me think about that." if include else "")
+        assert "".join(a.text or "" for a in answers) == "You said: Hello there"
 
 
 class TestCountTokens:

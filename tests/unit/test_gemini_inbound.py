@@ -79,6 +79,9 @@ class TestStreamEncoder:
         assert "".join(p["text"] for p in thoughts) == thought_text
         answer = "".join(e.text for e in events if isinstance(e, ir.TextDelta))
         assert text_of(chunks) == answer  # google-genai's `.text` leaves thoughts out
+        unasked = data_of(encode(gemini_stream.StreamEncoder(thoughts=False), events))
+        assert not [p for c in unasked for p in c["candidates"][0]["content"]["parts"]
+                    if p.get("thought")]  # fmt: skip
 
     @pytest.mark.parametrize("name", ["06_stream_text_alt_sse", "07_stream_function_calls_alt_sse"])
     def test_a_gemini_stream_round_trips_through_the_ir(self, name: str):
@@ -234,6 +237,61 @@ class TestFieldPolicy:
         assert exposure.apply_gemini(passed, body) == body
         with pytest.raises(InvalidRequest):
             exposure.gemini(body, "refuse")
+
+
+# What google-genai 3.6 puts on the wire (captured): proto names in some nested objects.
+SDK_BODY: dict[str, Any] = {
+    "contents": [{"role": "user", "parts": [
+        {"inlineData": {"data": "YWJj", "mime_type": "image/png"}},
+        {"fileData": {"file_uri": "https://x/y.png", "mime_type": "image/png"}},
+        {"text": "hi_there"}]}],
+    "tools": [{"functionDeclarations": [{"name": "get_weather", "parameters_json_schema": {
+        "type": "object", "properties": {"the_city": {"type": "string"}}}}]}],
+    "generationConfig": {"thinkingConfig": {"include_thoughts": True, "thinking_budget": 100}},
+}  # fmt: skip
+
+
+class TestSpellings:
+    def test_proto_names_are_read_in_camel_case_and_client_data_left_alone(self):
+        body = gemini.canonical(SDK_BODY)
+        parts = body["contents"][0]["parts"]
+        assert parts[0] == {"inlineData": {"data": "YWJj", "mimeType": "image/png"}}
+        assert parts[1] == {"fileData": {"fileUri": "https://x/y.png", "mimeType": "image/png"}}
+        assert parts[2] == {"text": "hi_there"}
+        declaration = body["tools"][0]["functionDeclarations"][0]
+        assert declaration["parametersJsonSchema"]["properties"] == {"the_city": {"type": "string"}}
+        thinking = body["generationConfig"]["thinkingConfig"]
+        assert thinking == {"includeThoughts": True, "thinkingBudget": 100}
+        parsed = gemini.parse_request(body, model="m")
+        assert parsed.thinking_budget == 100
+        assert parsed.tools[0].parameters["properties"] == {"the_city": {"type": "string"}}
+        assert parsed.messages[0].parts[0] == ir.Image(media_type="image/png", data="YWJj")
+
+    def test_no_field_escapes_the_cost_policy_by_its_other_name(self):
+        snake = {"contents": [{"role": "user", "parts": [
+                    {"file_data": {"file_uri": "https://www.youtube.com/watch?v=x"}}]}],
+                 "generation_config": {"candidate_count": 8, "max_output_tokens": 5}}  # fmt: skip
+        seen = exposure.gemini(gemini.canonical(snake))
+        assert seen.whole_context
+        assert seen.choices == 8
+        assert seen.dropped == []
+        for refused in ({"cached_content": "cachedContents/1"},
+                        {"contents": [{"parts": [{"file_data": {"file_uri": "files/abc"}}]}]},
+                        {"tools": [{"mcp_servers": []}]}):  # fmt: skip
+            with pytest.raises(InvalidRequest):
+                exposure.gemini(gemini.canonical({"contents": HELLO, **refused}))
+        search = {"contents": HELLO, "tools": [{"google_search": {}}]}
+        assert "googleSearch" in exposure.gemini(gemini.canonical(search)).warnings[0]
+
+    def test_gemini_schemas_are_read_as_json_schema(self):
+        declaration = {"name": "f", "parameters": {"type": "OBJECT", "any_of": [
+            {"type": "STRING"}], "properties": {"max_items": {"type": "INTEGER"}}}}  # fmt: skip
+        body = gemini.canonical(
+            {"contents": HELLO, "tools": [{"functionDeclarations": [declaration]}]}
+        )
+        (tool,) = gemini.parse_request(body, model="m").tools
+        assert tool.parameters == {"type": "object", "anyOf": [{"type": "string"}],
+                                   "properties": {"max_items": {"type": "integer"}}}  # fmt: skip
 
 
 class TestGoogleErrors:

@@ -13,7 +13,11 @@ listed, e.g. `safetySettings`, `cachedContent`, goes to `extras`, forwarded only
 - `functionResponse{name,response}` → `ToolResult`; Gemini answers by *name*, taken from the
   call with that id; the result goes in `response.result` unless it is a JSON object
 - `text` with `thought: true` → `Thinking`; thinking is never sent back to Gemini
-- `tools[].functionDeclarations[]` → `Tool`; schemas are cut to Gemini's subset (`clean_schema`)
+- `tools[].functionDeclarations[]` → `Tool`: `parametersJsonSchema` as given, or `parameters`
+  (Gemini's Schema) with its types in lower case; schemas sent to Gemini are cut to its subset
+  (`clean_schema`)
+- field names in snake_case (proto names, which Google's JSON takes and google-genai sends in
+  places) → lowerCamelCase first (`canonical`), client data and schemas left alone
 - `toolConfig.functionCallingConfig` AUTO / ANY / NONE / ANY + `allowedFunctionNames` →
   auto / required / none / tool
 - `generationConfig` `maxOutputTokens`, `temperature`, `topP`, `stopSequences`,
@@ -353,6 +357,74 @@ def parse_part(raw: Any, param: str, calls: list[ir.ToolCall], prefix: str) -> i
     raise InvalidRequest("Unsupported part.", param=param)
 
 
+def _parameters(declaration: dict[str, Any], param: str) -> dict[str, Any]:
+    """A declaration's parameters as JSON Schema: `parametersJsonSchema` as given, Gemini's
+    `parameters` Schema with its types in lower case."""
+    if declaration.get("parametersJsonSchema") is not None:
+        return obj(declaration["parametersJsonSchema"], f"{param}.parametersJsonSchema")
+    given = obj(declaration.get("parameters", {"type": "object"}), f"{param}.parameters")
+    lowered: dict[str, Any] = _lower_types(given)
+    return lowered
+
+
+# Fields whose values are the client's own data or a schema, whose names are not Gemini's.
+_OPAQUE = frozenset(
+    {"args", "response", "parametersJsonSchema", "responseJsonSchema", "_responseJsonSchema",
+     "labels", "data", "text", "metadata"}
+)  # fmt: skip
+_SCHEMAS = frozenset({"parameters", "responseSchema"})
+_MAX_DEPTH = 64
+
+
+def _camel(name: str) -> str:
+    head, _, rest = name.partition("_")
+    if not head or not rest:
+        return name
+    return head + "".join(word[:1].upper() + word[1:] for word in rest.split("_"))
+
+
+def canonical(value: Any, depth: int = 0) -> Any:
+    """A Gemini request with its field names in lowerCamelCase. Google's JSON mapping takes
+    proto field names too, and google-genai sends some (`thinkingConfig.thinking_budget`,
+    `inlineData.mime_type`, `parameters_json_schema`): read once in one spelling, so that no
+    field escapes the cost policy or the translator by its other name. The client's own data
+    (call arguments, function results, JSON schemas, labels) is left as it is."""
+    if depth > _MAX_DEPTH:
+        return value
+    if isinstance(value, list):
+        return [canonical(item, depth + 1) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = _camel(key) if "_" in key else key
+        if name in _OPAQUE:
+            out[name] = item
+        elif name in _SCHEMAS:
+            out[name] = _schema(item, depth + 1)
+        else:
+            out[name] = canonical(item, depth + 1)
+    return out
+
+
+def _schema(schema: Any, depth: int) -> Any:
+    """Gemini's Schema with its keywords in lowerCamelCase (property names left alone)."""
+    if depth > _MAX_DEPTH or not isinstance(schema, dict | list):
+        return schema
+    if isinstance(schema, list):
+        return [_schema(item, depth + 1) for item in schema]
+    out: dict[str, Any] = {}
+    for key, item in schema.items():
+        name = _camel(key) if "_" in key else key
+        if name == "properties" and isinstance(item, dict):
+            out[name] = {prop: _schema(inner, depth + 1) for prop, inner in item.items()}
+        elif name in ("items", "anyOf"):
+            out[name] = _schema(item, depth + 1)
+        else:
+            out[name] = item
+    return out
+
+
 def parse_request(body: dict[str, Any], *, model: str = "") -> ir.ChatRequest:
     """A Gemini-shaped request body; the model comes from the URL."""
     request = ir.ChatRequest(model=model or str(body.get("model", "")), messages=[])
@@ -384,7 +456,7 @@ def parse_request(body: dict[str, Any], *, model: str = "") -> ir.ChatRequest:
                         declaration.get("name"), f"tools[{i}].functionDeclarations[{j}].name"
                     ),
                     description=opt_str(declaration, "description", "description"),
-                    parameters=obj(declaration.get("parameters", {"type": "object"}), "parameters"),
+                    parameters=_parameters(declaration, f"tools[{i}].functionDeclarations[{j}]"),
                 )
             )
     _parse_config(body, request)

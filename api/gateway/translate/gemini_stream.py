@@ -151,8 +151,9 @@ class StreamEncoder:
     `finishReason` and the usage; an error is one `{"error": …}` chunk, then the end.
     """
 
-    def __init__(self, *, sse: bool = True) -> None:
+    def __init__(self, *, sse: bool = True, thoughts: bool = True) -> None:
         self._sse = sse
+        self._thoughts = thoughts  # Gemini writes thoughts only when asked (`includeThoughts`)
         self._id = ""
         self._model = ""
         self._written = 0
@@ -170,7 +171,7 @@ class StreamEncoder:
             self._calls[event.index][1].append(event.arguments)
         elif isinstance(event, ir.TextDelta) and event.text:
             return self._chunk([{"text": event.text}])
-        elif isinstance(event, ir.ThinkingDelta) and event.text:
+        elif isinstance(event, ir.ThinkingDelta) and event.text and self._thoughts:
             return self._chunk([{"text": event.text, "thought": True}])
         elif isinstance(event, ir.BlockStop) and event.index in self._calls:
             return self._call(*self._calls.pop(event.index))

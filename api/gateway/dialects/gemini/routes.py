@@ -12,13 +12,15 @@ The POSTs are served under `/v1/models/{model}:…` too (google-genai's default 
 headers), or in `?key=`, which `api.middleware.google_query_key` moves into that header before
 anything can log the URL. `{model}` may be `provider/model`.
 
-A Gemini model gets the client's body as sent, with only the gateway's edits: the model (in the
-path), `generationConfig.maxOutputTokens` no larger than what was reserved (always sent: Gemini
-counts thoughts within it, so it bounds what a call bills), and what the cost policy of its
-fields drops (`exposure.gemini`: hosted tools, unknown fields). Its stream is relayed chunk by
-chunk as it came. Other models are translated through the IR (`dialects/translated.py`).
-A stream's last chunk (the one with `finishReason`) goes out after the call is metered. Errors
-are Google-shaped (`api/error_handlers.py`), a mid-stream one a last `{"error": …}` chunk.
+Field names are read in either of the spellings Google takes (`thinking_budget` as well as
+`thinkingBudget`: google-genai sends both kinds) and sent on in lowerCamelCase. A Gemini model
+gets the client's body as sent, with only the gateway's edits: the model (in the path),
+`generationConfig.maxOutputTokens` no larger than what was reserved (always sent: Gemini counts
+thoughts within it, so it bounds what a call bills), and what the cost policy of its fields
+drops (`exposure.gemini`: hosted tools, unknown fields). Its stream is relayed chunk by chunk
+as it came. Other models are translated through the IR (`dialects/translated.py`). A stream's
+last chunk (the one with `finishReason`) goes out after the call is metered. Errors are
+Google-shaped (`api/error_handlers.py`), a mid-stream one a last `{"error": …}` chunk.
 """
 
 from __future__ import annotations
@@ -74,8 +76,22 @@ def _family(*, sse: bool) -> translated.Family:
         "gemini",
         gemini.parse_request,
         gemini.render_response,
-        lambda _body, _created: gemini_stream.StreamEncoder(sse=sse),
+        lambda body, _: gemini_stream.StreamEncoder(sse=sse, thoughts=_wants_thoughts(body)),
+        render_echoing=_render,
     )
+
+
+def _wants_thoughts(body: dict[str, Any]) -> bool:
+    """Gemini returns thought summaries only to `thinkingConfig.includeThoughts`."""
+    generation = body.get("generationConfig")
+    thinking = generation.get("thinkingConfig") if isinstance(generation, dict) else None
+    return isinstance(thinking, dict) and thinking.get("includeThoughts") is True
+
+
+def _render(answer: ir.ChatResponse, body: dict[str, Any]) -> dict[str, Any]:
+    if not _wants_thoughts(body):
+        answer.parts = [part for part in answer.parts if not isinstance(part, ir.Thinking)]
+    return gemini.render_response(answer)
 
 
 GEMINI = _family(sse=True)
@@ -165,6 +181,12 @@ def _model_of(request: Request) -> str:
     return model.removeprefix("models/")
 
 
+def _canonical(body: dict[str, Any]) -> dict[str, Any]:
+    """The body with Gemini's field names in one spelling (`gemini.canonical`)."""
+    out: dict[str, Any] = gemini.canonical(body)
+    return out
+
+
 async def _principal(request: Request) -> Principal:
     try:
         return await gateway_principal(request)
@@ -186,7 +208,7 @@ async def _proxy(request: Request, endpoint: entry.Endpoint) -> Response:
             if request.query_params.get("alt", "json") != "json":
                 raise InvalidRequest("alt: sse, or json for one JSON array.", param="alt")
             endpoint = STREAM_ARRAY
-        body = await entry.read_json_object(request)
+        body = _canonical(await entry.read_json_object(request))
     except AppError as error:
         record_refusal(gateway, principal, request_id, endpoint.path, "", "", error)
         raise
@@ -348,7 +370,7 @@ async def count_tokens(request: Request) -> Response:
     `x-tollgate-token-count: estimated`. Not a model call: nothing is metered."""
     principal = await _principal(request)
     gateway: Gateway = request.state.gateway
-    body = await entry.read_json_object(request)
+    body = _canonical(await entry.read_json_object(request))
     counted = _counted(body)
     route = gateway.catalog.resolve(_model_of(request))
     check_access(principal, route)
