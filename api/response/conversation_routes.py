@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from api.deps import DbSession, Principal
 from api.errors import InvalidRequest, NotFound
 from api.response import conversations
+from api.response.routes import item_page
 
 router = APIRouter(prefix="/v1/conversations", tags=["responses"])
 
@@ -52,17 +53,6 @@ async def delete_conversation(
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
 
-def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
-    page = items[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0].get("id") if page else None,
-        "last_id": page[-1].get("id") if page else None,
-        "has_more": len(items) > limit,
-    }
-
-
 @router.get("/{conversation_id}/items")
 async def list_items(
     conversation_id: str,
@@ -74,14 +64,7 @@ async def list_items(
 ) -> dict[str, Any]:
     found = await conversations.get(session, principal, conversation_id)
     items = [row.item for row in await conversations.repository(session, principal).items(found)]
-    if order == "desc":
-        items.reverse()
-    if after is not None:
-        ids = [item.get("id") for item in items]
-        if after not in ids:
-            raise NotFound(f"No item with id {after!r} in this conversation.", param="after")
-        items = items[ids.index(after) + 1 :]
-    return _page(items, limit)
+    return item_page(items, limit=limit, order=order, after=after, within="this conversation")
 
 
 @router.post("/{conversation_id}/items")
@@ -91,7 +74,8 @@ async def add_items(
     added = await conversations.add_items(
         session, principal, conversation_id, _object(body).get("items")
     )
-    return JSONResponse(_page(added, len(added)))
+    page = item_page(added, limit=len(added), order="asc", after=None, within="")
+    return JSONResponse(page)
 
 
 @router.get("/{conversation_id}/items/{item_id}")

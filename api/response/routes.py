@@ -43,12 +43,19 @@ async def list_input_items(
     found = await response_service.get(session, principal, response_id)
     rows = await response_service.repository(session, principal).items(found)
     items = [row.item for row in rows if not row.output]
+    return item_page(items, limit=limit, order=order, after=after, within="this response")
+
+
+def item_page(
+    items: list[dict[str, Any]], *, limit: int, order: str, after: str | None, within: str
+) -> dict[str, Any]:
+    """A page of items in OpenAI's list shape, `after` an item id, newest first for `desc`."""
     if order == "desc":
-        items.reverse()
+        items = items[::-1]
     if after is not None:
         ids = [item.get("id") for item in items]
         if after not in ids:
-            raise NotFound(f"No input item with id {after!r} in this response.", param="after")
+            raise NotFound(f"No item with id {after!r} in {within}.", param="after")
         items = items[ids.index(after) + 1 :]
     page = items[:limit]
     return {
