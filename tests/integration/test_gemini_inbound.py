@@ -406,6 +406,56 @@ class TestErrors:
         (entry,) = await logs_when_seen(every_http, headers, 1)  # a refusal, at no cost
         assert (entry["status"], entry["cost_micros"]) == (400, 0)
 
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"contents": [{"role": "user", "parts": ["text"]}]}, "contents[0].parts[0]"),
+            ({"contents": [{"parts": [{"text": 5}]}]}, "contents[0].parts[0].text"),
+            ({"contents": [{"parts": [{"inlineData": {"data": 5}}]}]},
+             "contents[0].parts[0].inlineData.data"),
+            ({"contents": [{"role": "model", "parts": [{"functionCall": {"name": "f",
+                                                                           "args": "x"}}]}]},
+             "contents[0].parts[0].functionCall.args"),
+            ({**HELLO, "systemInstruction": {"parts": [{"text": 1}]}}, "systemInstruction.parts"),
+            ({**HELLO, "tools": [{"functionDeclarations": "f"}]}, "tools[0]"),
+            ({**HELLO, "toolConfig": {"functionCallingConfig": "ANY"}},
+             "toolConfig.functionCallingConfig"),
+            ({**HELLO, "generationConfig": {"temperature": "hot"}},
+             "generationConfig.temperature"),
+            ({**HELLO, "generationConfig": {"stopSequences": "x"}}, "stopSequences"),
+            ({**HELLO, "generationConfig": {"responseMimeType": "application/json",
+                                            "responseSchema": "x"}},
+             "generationConfig.responseSchema"),
+            ({"contents": [{"parts": [{"text": "a"}]}] * 3 + [[]]}, "contents[3]"),
+        ],
+    )  # fmt: skip
+    async def test_a_body_translation_cannot_read_is_a_400_naming_the_field(
+        self, every_http: httpx.AsyncClient, upstream: FakeUpstream, body: dict[str, Any],
+        field: str,
+    ):  # fmt: skip
+        headers, _ = await _key(every_http)
+        response = await every_http.post(
+            "/v1beta/models/gpt-4o-mini:streamGenerateContent?alt=sse", json=body, headers=headers
+        )
+        assert response.status_code == 400, response.text
+        assert field in response.json()["error"]["message"]
+        assert not upstream.seen
+
+    @pytest.mark.parametrize(
+        "raw", [b"{not json", b"\xff\xfe\x00garbage", b"[" * 100_000, b"[]", b'"a string"', b"null"]
+    )
+    @pytest.mark.parametrize("model", ["gemini-2.5-flash", "gpt-4o-mini"])
+    async def test_a_body_that_is_no_json_object_is_a_400(
+        self, every_http: httpx.AsyncClient, raw: bytes, model: str
+    ):
+        headers, _ = await _key(every_http)
+        response = await every_http.post(
+            f"/v1/models/{model}:generateContent", content=raw,
+            headers={**headers, "content-type": "application/json"},
+        )  # fmt: skip
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
+
     async def test_a_part_no_translation_reads_is_a_400_naming_it(
         self, every_http: httpx.AsyncClient
     ):
