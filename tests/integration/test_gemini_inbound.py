@@ -33,6 +33,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:Inheritance class AiohttpClientSession:DeprecationWarning"
 )
 MODELS = ["gemini-2.5-flash", "gpt-4o-mini", "claude-sonnet-4"]
+EVERY_PROVIDER = [*MODELS, "deepseek-chat"]
 WEATHER = types.FunctionDeclaration(
     name="get_weather",
     description="The weather in a city.",
@@ -83,7 +84,7 @@ def _seen(
 
 
 class TestGenerateContent:
-    @pytest.mark.parametrize("model", MODELS)
+    @pytest.mark.parametrize("model", EVERY_PROVIDER)
     async def test_generate_content_is_metered_as_the_upstream_reported(
         self,
         every_provider_url: str,
@@ -115,7 +116,7 @@ class TestGenerateContent:
             assert response.usage_metadata.thoughts_token_count == THOUGHTS
             assert gemini.seen[-1].path == f"/v1beta/models/{model}:generateContent"
 
-    @pytest.mark.parametrize("model", MODELS)
+    @pytest.mark.parametrize("model", EVERY_PROVIDER)
     async def test_generate_content_stream_relays_chunks_and_meters_the_last_usage(
         self,
         every_provider_url: str,
