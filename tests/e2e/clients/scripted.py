@@ -46,11 +46,17 @@ class Turn:
     arguments: dict[str, Any] | None = None
 
 
-def decide(said: list[str], results: list[str], offered: list[str]) -> Turn:
-    """The next turn from the user's texts, the tool results so far and the tools offered."""
+def decide(history: list[tuple[str, str]], offered: list[str]) -> Turn:
+    """The next turn from the conversation, as ("said", user text) and ("result", tool result)
+    in order, and the names of the tools offered: the last user text with a directive decides,
+    and tool results after it are answered."""
+    steered = [i for i, (kind, text) in enumerate(history)
+               if kind == "said" and ("[[say " in text or "[[call " in text)]  # fmt: skip
+    at = steered[-1] if steered else -1
+    results = [text for kind, text in history[at + 1 :] if kind == "result"]
     if results:
         return Turn(text="Tool result: " + " | ".join(results))
-    text = "\n".join(said)
+    text = history[at][1] if at >= 0 else ""
     for name, raw in _CALL.findall(text):
         if name in offered:
             return Turn(text=PREAMBLE, tool=name, arguments=json.loads(raw))
@@ -82,17 +88,17 @@ def _flat(value: Any) -> str:
 
 class ScriptedAnthropic(FakeAnthropic):
     def _reply(self, body: dict[str, Any]) -> Reply:
-        said, results = [], []
+        history: list[tuple[str, str]] = []
         for message in body["messages"]:
             content = message.get("content")
             blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
             for block in blocks:
                 if block.get("type") == "tool_result":
-                    results.append(_flat(block.get("content", "")))
+                    history.append(("result", _flat(block.get("content", ""))))
                 elif block.get("type") == "text" and message["role"] == "user":
-                    said.append(block.get("text") or "")
+                    history.append(("said", block.get("text") or ""))
         offered = [t["name"] for t in body.get("tools") or [] if "name" in t]
-        turn = decide(said, results, offered)
+        turn = decide(history, offered)
         digest = hashlib.sha256(json.dumps(body["messages"]).encode()).hexdigest()[:20]
         thinking = None
         if (body.get("thinking") or {}).get("type") in ("enabled", "adaptive"):
@@ -111,17 +117,17 @@ class ScriptedAnthropic(FakeAnthropic):
 
 class ScriptedGemini(FakeGemini):
     def _chunks(self, model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-        said, results = [], []
+        history: list[tuple[str, str]] = []
         for content in body["contents"]:
             for part in content.get("parts", []):
                 if "functionResponse" in part:
                     response = part["functionResponse"].get("response")
-                    results.append(json.dumps(response, sort_keys=True))
+                    history.append(("result", json.dumps(response, sort_keys=True)))
                 elif "text" in part and content.get("role") == "user":
-                    said.append(part["text"])
+                    history.append(("said", part["text"]))
         offered = [d["name"] for t in body.get("tools", []) for d in t.get("functionDeclarations",
                                                                               [])]  # fmt: skip
-        turn = decide(said, results, offered)
+        turn = decide(history, offered)
         prompt = sum(_tokens(_flat(c.get("parts", []))) for c in body["contents"])
         response_id = hashlib.sha256(json.dumps(body["contents"]).encode()).hexdigest()[:22]
         if turn.tool is not None:
@@ -149,10 +155,11 @@ class ScriptedOpenAI(FakeUpstream):
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.seen.append(Seen(request.path, body, dict(request.headers), client_port(request)))
-        said = [_flat(m.get("content")) for m in body["messages"] if m["role"] == "user"]
-        results = [_flat(m.get("content")) for m in body["messages"] if m["role"] == "tool"]
+        kinds = {"user": "said", "tool": "result"}
+        history = [(kinds[m["role"]], _flat(m.get("content"))) for m in body["messages"]
+                   if m["role"] in kinds]  # fmt: skip
         offered = [t["function"]["name"] for t in body.get("tools") or [] if "function" in t]
-        turn = decide(said, results, offered)
+        turn = decide(history, offered)
         prompt = sum(_tokens(_flat(m.get("content"))) + 4 for m in body["messages"])
         message: dict[str, Any] = {"role": "assistant", "content": turn.text}
         if turn.tool is not None:
@@ -189,11 +196,14 @@ class ScriptedOpenAI(FakeUpstream):
         self.seen.append(Seen(request.path, body, dict(request.headers), client_port(request)))
         items = body.get("input")
         items = [{"role": "user", "content": items}] if isinstance(items, str) else items or []
-        said = [_flat(i.get("content")) for i in items if i.get("role") == "user"]
-        results = [_flat(i.get("output")) for i in items
-                   if str(i.get("type", "")).endswith("_call_output")]  # fmt: skip
+        history: list[tuple[str, str]] = []
+        for item in items:
+            if str(item.get("type")).endswith("_call_output"):
+                history.append(("result", _flat(item.get("output"))))
+            elif item.get("role") == "user":
+                history.append(("said", _flat(item.get("content"))))
         offered = [t["name"] for t in body.get("tools") or [] if "name" in t]
-        turn = decide(said, results, offered)
+        turn = decide(history, offered)
         self.responses_made += 1
         n = self.responses_made
         part = {"type": "output_text", "text": turn.text, "annotations": [], "logprobs": []}
