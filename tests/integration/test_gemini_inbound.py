@@ -496,6 +496,20 @@ class TestErrors:
         assert response.status_code == 400
         assert response.json()["error"]["details"][1]["fieldViolations"][0]["field"] == "alt"
 
+    async def test_a_keys_rate_limit_is_googles_resource_exhausted_with_retry_info(
+        self, every_provider_url: str, every_http: httpx.AsyncClient, gemini: FakeGemini
+    ):
+        _, secret = await _key(every_http, rpm=1)
+        models = _sdk(every_provider_url, secret).aio.models
+        await models.generate_content(model="gemini-2.5-flash", contents="Hello")
+        with pytest.raises(genai_errors.ClientError) as caught:
+            await models.generate_content(model="gemini-2.5-flash", contents="Hello")
+        assert (caught.value.code, caught.value.status) == (429, "RESOURCE_EXHAUSTED")
+        details = caught.value.details["error"]["details"]
+        (retry,) = [d for d in details if d["@type"].endswith("RetryInfo")]
+        assert retry["retryDelay"].endswith("s")
+        assert len(gemini.seen) == 1
+
     async def test_upstream_overload_is_googles_unavailable(
         self, every_provider_url: str, every_http: httpx.AsyncClient, gemini: FakeGemini
     ):
