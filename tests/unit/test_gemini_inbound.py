@@ -17,7 +17,14 @@ from api.gateway import exposure
 from api.gateway.catalog import Catalog
 from api.gateway.pipeline import demand_for
 from api.gateway.pricing import Usage
-from api.gateway.translate import anthropic_stream, gemini, gemini_stream, ir, openai_chat_stream
+from api.gateway.translate import (
+    anthropic_stream,
+    gemini,
+    gemini_fields,
+    gemini_stream,
+    ir,
+    openai_chat_stream,
+)
 from api.middleware import google_query_key
 from tests.unit.translate_support import data_of, decode, encode, replay
 
@@ -253,7 +260,7 @@ SDK_BODY: dict[str, Any] = {
 
 class TestSpellings:
     def test_proto_names_are_read_in_camel_case_and_client_data_left_alone(self):
-        body = gemini.canonical(SDK_BODY)
+        body = gemini_fields.canonical(SDK_BODY)
         parts = body["contents"][0]["parts"]
         assert parts[0] == {"inlineData": {"data": "YWJj", "mimeType": "image/png"}}
         assert parts[1] == {"fileData": {"fileUri": "https://x/y.png", "mimeType": "image/png"}}
@@ -271,7 +278,7 @@ class TestSpellings:
         snake = {"contents": [{"role": "user", "parts": [
                     {"file_data": {"file_uri": "https://www.youtube.com/watch?v=x"}}]}],
                  "generation_config": {"candidate_count": 8, "max_output_tokens": 5}}  # fmt: skip
-        seen = exposure.gemini(gemini.canonical(snake))
+        seen = exposure.gemini(gemini_fields.canonical(snake))
         assert seen.whole_context
         assert seen.choices == 8
         assert seen.dropped == []
@@ -279,14 +286,14 @@ class TestSpellings:
                         {"contents": [{"parts": [{"file_data": {"file_uri": "files/abc"}}]}]},
                         {"tools": [{"mcp_servers": []}]}):  # fmt: skip
             with pytest.raises(InvalidRequest):
-                exposure.gemini(gemini.canonical({"contents": HELLO, **refused}))
+                exposure.gemini(gemini_fields.canonical({"contents": HELLO, **refused}))
         search = {"contents": HELLO, "tools": [{"google_search": {}}]}
-        assert "googleSearch" in exposure.gemini(gemini.canonical(search)).warnings[0]
+        assert "googleSearch" in exposure.gemini(gemini_fields.canonical(search)).warnings[0]
 
     def test_gemini_schemas_are_read_as_json_schema(self):
         declaration = {"name": "f", "parameters": {"type": "OBJECT", "any_of": [
             {"type": "STRING"}], "properties": {"max_items": {"type": "INTEGER"}}}}  # fmt: skip
-        body = gemini.canonical(
+        body = gemini_fields.canonical(
             {"contents": HELLO, "tools": [{"functionDeclarations": [declaration]}]}
         )
         (tool,) = gemini.parse_request(body, model="m").tools

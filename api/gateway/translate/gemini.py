@@ -17,7 +17,8 @@ listed, e.g. `safetySettings`, `cachedContent`, goes to `extras`, forwarded only
   (Gemini's Schema) with its types in lower case; schemas sent to Gemini are cut to its subset
   (`clean_schema`)
 - field names in snake_case (proto names, which Google's JSON takes and google-genai sends in
-  places) → lowerCamelCase first (`canonical`), client data and schemas left alone
+  places) → lowerCamelCase first (`gemini_fields.canonical`), client data and schemas left
+  alone
 - `toolConfig.functionCallingConfig` AUTO / ANY / NONE / ANY + `allowedFunctionNames` →
   auto / required / none / tool
 - `generationConfig` `maxOutputTokens`, `temperature`, `topP`, `stopSequences`,
@@ -50,6 +51,7 @@ from api.gateway.translate.fields import (
     opt_str,
     text,
 )
+from api.gateway.translate.gemini_fields import lower_types, output_format
 
 FAMILY = "gemini"
 _CONSUMED = {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "model"}
@@ -363,66 +365,8 @@ def _parameters(declaration: dict[str, Any], param: str) -> dict[str, Any]:
     if declaration.get("parametersJsonSchema") is not None:
         return obj(declaration["parametersJsonSchema"], f"{param}.parametersJsonSchema")
     given = obj(declaration.get("parameters", {"type": "object"}), f"{param}.parameters")
-    lowered: dict[str, Any] = _lower_types(given)
+    lowered: dict[str, Any] = lower_types(given)
     return lowered
-
-
-# Fields whose values are the client's own data or a schema, whose names are not Gemini's.
-_OPAQUE = frozenset(
-    {"args", "response", "parametersJsonSchema", "responseJsonSchema", "_responseJsonSchema",
-     "labels", "data", "text", "metadata"}
-)  # fmt: skip
-_SCHEMAS = frozenset({"parameters", "responseSchema"})
-_MAX_DEPTH = 64
-
-
-def _camel(name: str) -> str:
-    head, _, rest = name.partition("_")
-    if not head or not rest:
-        return name
-    return head + "".join(word[:1].upper() + word[1:] for word in rest.split("_"))
-
-
-def canonical(value: Any, depth: int = 0) -> Any:
-    """A Gemini request with its field names in lowerCamelCase. Google's JSON mapping takes
-    proto field names too, and google-genai sends some (`thinkingConfig.thinking_budget`,
-    `inlineData.mime_type`, `parameters_json_schema`): read once in one spelling, so that no
-    field escapes the cost policy or the translator by its other name. The client's own data
-    (call arguments, function results, JSON schemas, labels) is left as it is."""
-    if depth > _MAX_DEPTH:
-        return value
-    if isinstance(value, list):
-        return [canonical(item, depth + 1) for item in value]
-    if not isinstance(value, dict):
-        return value
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        name = _camel(key) if "_" in key else key
-        if name in _OPAQUE:
-            out[name] = item
-        elif name in _SCHEMAS:
-            out[name] = _schema(item, depth + 1)
-        else:
-            out[name] = canonical(item, depth + 1)
-    return out
-
-
-def _schema(schema: Any, depth: int) -> Any:
-    """Gemini's Schema with its keywords in lowerCamelCase (property names left alone)."""
-    if depth > _MAX_DEPTH or not isinstance(schema, dict | list):
-        return schema
-    if isinstance(schema, list):
-        return [_schema(item, depth + 1) for item in schema]
-    out: dict[str, Any] = {}
-    for key, item in schema.items():
-        name = _camel(key) if "_" in key else key
-        if name == "properties" and isinstance(item, dict):
-            out[name] = {prop: _schema(inner, depth + 1) for prop, inner in item.items()}
-        elif name in ("items", "anyOf"):
-            out[name] = _schema(item, depth + 1)
-        else:
-            out[name] = item
-    return out
 
 
 def parse_request(body: dict[str, Any], *, model: str = "") -> ir.ChatRequest:
@@ -486,40 +430,7 @@ def _parse_config(body: dict[str, Any], request: ir.ChatRequest) -> None:
         request.thinking_budget = opt_int(
             thinking, "thinkingBudget", "generationConfig.thinkingConfig.thinkingBudget"
         )
-    request.output_format = _output_format(generation)
-
-
-def _output_format(generation: dict[str, Any]) -> dict[str, Any] | None:
-    if generation.get("responseMimeType") != "application/json":
-        return None
-    given = generation.get("responseJsonSchema", generation.get("_responseJsonSchema"))
-    if given is None and generation.get("responseSchema") is not None:
-        given = _lower_types(obj(generation["responseSchema"], "generationConfig.responseSchema"))
-    if given is None:
-        return {"type": "json_object"}
-    schema = obj(given, "generationConfig.responseJsonSchema")
-    return {"type": "json_schema", "name": "response", "schema": schema}
-
-
-def _lower_types(schema: Any, depth: int = 0) -> Any:
-    """Gemini's Schema (`"type": "OBJECT"`, as the SDK writes it) as JSON Schema spells it."""
-    if depth > _MAX_SCHEMA_DEPTH:
-        return {}
-    if isinstance(schema, list):
-        return [_lower_types(item, depth + 1) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "type" and isinstance(value, str):
-            out[key] = value.lower()
-        elif key == "properties" and isinstance(value, dict):
-            out[key] = {name: _lower_types(v, depth + 1) for name, v in value.items()}
-        elif key in ("items", "anyOf"):
-            out[key] = _lower_types(value, depth + 1)
-        else:
-            out[key] = value
-    return out
+    request.output_format = output_format(generation)
 
 
 # Responses --------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from api.gateway.pipeline import Call, Gateway, check_access, record_refusal
 from api.gateway.providers.base import UpstreamRequest, UpstreamStream
 from api.gateway.relay import EventStream, JSONBody
 from api.gateway.sse import SSEEvent, frame
-from api.gateway.translate import gemini, gemini_stream, ir
+from api.gateway.translate import gemini, gemini_fields, gemini_stream, ir
 
 router = APIRouter(tags=["gateway"])
 
@@ -182,8 +182,8 @@ def _model_of(request: Request) -> str:
 
 
 def _canonical(body: dict[str, Any]) -> dict[str, Any]:
-    """The body with Gemini's field names in one spelling (`gemini.canonical`)."""
-    out: dict[str, Any] = gemini.canonical(body)
+    """The body with Gemini's field names in one spelling (`gemini_fields.canonical`)."""
+    out: dict[str, Any] = gemini_fields.canonical(body)
     return out
 
 
