@@ -381,6 +381,38 @@ class TestAnthropicRequest:
         assert "cache_control" not in str(google)
         assert responses.render_request(request)["instructions"] == "First.\n\nSecond.\n\nThird."
 
+    def test_documents_a_tool_read_translate_as_text_or_are_named(self):
+        """Claude Code's Read of a PDF answers with a `document` block beside its text: off
+        Claude, text documents are text, and a PDF is replaced by a line and a warning."""
+        pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                              "data": "JVBERi0xLjQK"}}  # fmt: skip
+        plain = {"type": "text", "media_type": "text/plain", "data": "Plain."}
+        notes = {"type": "document", "title": "notes.txt", "source": plain}
+        body = {
+            "model": "gpt-4o", "max_tokens": 64,
+            "messages": [
+                {"role": "user", "content": "Read it"},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                              "content": [{"type": "text", "text": "PDF read"},
+                                                          pdf]}]},
+                {"role": "user", "content": [notes]},
+            ],
+        }  # fmt: skip
+        request = anthropic.parse_request(body)
+        assert request.warnings == ["documents dropped: only text documents are translated"]
+        result = request.messages[2].parts[0]
+        assert isinstance(result, ir.ToolResult)
+        assert [p.text for p in result.content if isinstance(p, ir.Text)] == [
+            "PDF read", "[a document: not shown, only text documents reach this model]"
+        ]  # fmt: skip
+        assert request.messages[3].parts == [ir.Text("Plain.")]
+        chat = openai_chat.render_request(request)
+        assert chat["messages"][2]["role"] == "tool"
+        assert "JVBERi0" not in str(chat)
+        assert "JVBERi0" not in str(gemini.render_request(request))
+
     @pytest.mark.parametrize(
         "content", [[{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}], 7]
     )

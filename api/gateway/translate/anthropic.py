@@ -9,6 +9,9 @@ Field table (Messages field → IR; anything not listed, e.g. `metadata`, `top_k
   `anthropic-beta` of `mid-conversation-system-…`) → appended to `system` in order, as Chat's
   `system` / `developer` messages are
 - `text`, `image` (base64 / url source) blocks → `Text`, `Image`; other block types → 400
+- `document` blocks (Claude Code's `Read` of a PDF answers with one in its tool result): a text
+  document (`source` text, or content of text blocks) → `Text`; a PDF or file has no place in
+  the IR: a line saying it is not shown stands in for it, and a warning names the drop
 - `tool_use` (`input` object) / `tool_result` → `ToolCall` (arguments as a JSON string) /
   `ToolResult`
 - `thinking` (+`signature`), `redacted_thinking` → `Thinking`; unsigned thinking is never sent
@@ -143,7 +146,30 @@ def _image(block: dict[str, Any], param: str) -> ir.Image:
     raise InvalidRequest("Image sources must be base64 or url.", param=f"{param}.source.type")
 
 
-def _result_content(value: Any, param: str) -> list[ir.Text | ir.Image]:
+def _document(block: dict[str, Any], param: str, request: ir.ChatRequest | None) -> list[ir.Text]:
+    source = obj(block.get("source"), f"{param}.source")
+    if source.get("type") == "text":
+        return [ir.Text(text(source.get("data"), f"{param}.source.data"))]
+    if source.get("type") == "content":
+        blocks = source.get("content")
+        if isinstance(blocks, str):
+            return [ir.Text(blocks)]
+        items = [obj(b, f"{param}.source.content[{i}]") for i, b in enumerate(arr(blocks, param))]
+        return [
+            ir.Text(text(b.get("text"), f"{param}.source.content[{i}].text"))
+            for i, b in enumerate(items)
+            if b.get("type") == "text"
+        ]
+    if request is not None:
+        ir.warn(request, "documents dropped: only text documents are translated")
+    # The model is told, and a turn that held only the document is not left empty.
+    title = block.get("title") if isinstance(block.get("title"), str) else "a document"
+    return [ir.Text(f"[{title}: not shown, only text documents reach this model]")]
+
+
+def _result_content(
+    value: Any, param: str, request: ir.ChatRequest | None
+) -> list[ir.Text | ir.Image]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -153,12 +179,15 @@ def _result_content(value: Any, param: str) -> list[ir.Text | ir.Image]:
         block = obj(raw, f"{param}[{i}]")
         if block.get("type") == "image":
             out.append(_image(block, f"{param}[{i}]"))
+        elif block.get("type") == "document":
+            out += _document(block, f"{param}[{i}]", request)
         else:
             out.append(ir.Text(text(block.get("text"), f"{param}[{i}].text")))
     return out
 
 
-def _block(block: dict[str, Any], param: str) -> ir.Part:
+def _block(block: dict[str, Any], param: str, request: ir.ChatRequest | None = None) -> ir.Part:
+    """One content block; `request` collects what is dropped (None: a response's block)."""
     kind = block.get("type")
     if kind == "text":
         return ir.Text(text(block.get("text"), f"{param}.text"))
@@ -173,7 +202,7 @@ def _block(block: dict[str, Any], param: str) -> ir.Part:
     if kind == "tool_result":
         return ir.ToolResult(
             tool_call_id=text(block.get("tool_use_id"), f"{param}.tool_use_id"),
-            content=_result_content(block.get("content"), f"{param}.content"),
+            content=_result_content(block.get("content"), f"{param}.content", request),
             is_error=bool(opt_bool(block, "is_error", f"{param}.is_error")),
         )
     if kind == "thinking":
@@ -188,12 +217,17 @@ def _block(block: dict[str, Any], param: str) -> ir.Part:
     )
 
 
-def _content(value: Any, param: str) -> list[ir.Part]:
+def _content(value: Any, param: str, request: ir.ChatRequest) -> list[ir.Part]:
     if isinstance(value, str):
         return [ir.Text(value)]
-    return [
-        _block(obj(b, f"{param}[{i}]"), f"{param}[{i}]") for i, b in enumerate(arr(value, param))
-    ]
+    parts: list[ir.Part] = []
+    for i, raw in enumerate(arr(value, param)):
+        block = obj(raw, f"{param}[{i}]")
+        if block.get("type") == "document":
+            parts += _document(block, f"{param}[{i}]", request)
+        else:
+            parts.append(_block(block, f"{param}[{i}]", request))
+    return parts
 
 
 def _system(value: Any, param: str = "system") -> list[str]:
@@ -255,7 +289,7 @@ def parse_request(body: dict[str, Any]) -> ir.ChatRequest:
             raise InvalidRequest(
                 "`role` must be user, assistant or system.", param=f"messages[{i}].role"
             )
-        parts = _content(message.get("content"), f"messages[{i}].content")
+        parts = _content(message.get("content"), f"messages[{i}].content", request)
         request.messages.append(ir.Message(role, parts))
     if body.get("tools"):
         _tools(body["tools"], request)
