@@ -6,8 +6,9 @@ runs the pinned `claude -p` straight against the scripted Anthropic fake (no Tol
 between, so the requests are exactly Claude Code's), for a Claude, a GPT and a Gemini model name
 (Claude Code shapes its requests by model: thinking, effort, mid-conversation system messages),
 through one continued session each: a prompt; a `Read` round trip; a `Read` of a missing file (an
-error tool result); a `Read` of an image (an image in a tool result). It writes every request's
-path, query string, `anthropic-*` headers and body to tests/fixtures/clients/claude_code.json.
+error tool result); a `Read` of an image and of a PDF (an image, a document in a tool result). It
+writes every request's path, query string, `anthropic-*` headers and body to
+tests/fixtures/clients/claude_code.json.
 
 Claude Code's own long texts (its system prompt, reminders and tool descriptions) are replaced
 by a placeholder of the same kind and their length: the fixture keeps the shapes, not the prose.
@@ -26,7 +27,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.clients.harness import EgressTrap, clean_env, node_binary, run
+from tests.e2e.clients.harness import EgressTrap, clean_env, node_binary, pdf, run
 from tests.e2e.clients.scripted import ScriptedAnthropic
 from tests.fakes import anthropic_upstream
 
@@ -59,6 +60,7 @@ def _prompts(work: Path) -> list[str]:
         f"What does notes.txt say? {read('notes.txt')}",
         f"And missing.txt? {read('missing.txt')}",
         f"What is in the picture? {read('pixel.png')}",
+        f"And in the PDF? {read('doc.pdf')}",
     ]
 
 
@@ -94,6 +96,7 @@ def record() -> dict[str, Any]:
             work.mkdir()
             (work / "notes.txt").write_text("the secret word is tollgate-7f3a\n")
             (work / "pixel.png").write_bytes(_png())
+            (work / "doc.pdf").write_bytes(pdf())
             env = clean_env(
                 home, **trap.env(), ANTHROPIC_BASE_URL=fake.base_url,
                 ANTHROPIC_API_KEY=anthropic_upstream.API_KEY,

@@ -27,6 +27,7 @@ from tests.e2e.clients.harness import (
     assert_metered,
     clean_env,
     node_binary,
+    pdf,
     run,
 )
 
@@ -107,6 +108,29 @@ def test_claude_code(
         assert result["num_turns"] == 2, result
     else:
         assert result["result"] == "pong-42", result
+    assert trap.asked == []
+    assert_metered(gateway, key, fakes, model, "/v1/messages")
+
+
+@pytest.mark.parametrize("model", [GPT, CLAUDE, GEMINI])
+def test_claude_code_reads_a_pdf(
+    gateway: Gateway, fakes: Fakes, key: str, model: str, tmp_path: Path
+) -> None:
+    """Read answers with a PDF `document` in its tool result: a Claude model gets it as sent,
+    the others a line saying it is not shown (and the turn goes on)."""
+    home, work = _workspace(tmp_path)
+    (work / "doc.pdf").write_bytes(pdf())
+    read = json.dumps({"file_path": str(work / "doc.pdf")})
+    with EgressTrap() as trap:
+        result = _claude_code(gateway.url, key, model, f"The PDF? [[call Read {read}]]", home,
+                              work, trap)  # fmt: skip
+    said = str(result["result"])
+    assert said.startswith("Tool result: "), result
+    assert "PDF file read" in said, result
+    assert ("not shown" in said) == (model != CLAUDE), said
+    sent = fakes.anthropic.seen[-1].body if model == CLAUDE else None
+    if sent is not None:  # the document itself reached Claude
+        assert '"document"' in json.dumps(sent["messages"][-1])
     assert trap.asked == []
     assert_metered(gateway, key, fakes, model, "/v1/messages")
 

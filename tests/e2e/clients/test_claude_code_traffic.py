@@ -6,7 +6,7 @@ in sessions on a Claude, a GPT and a Gemini model name (`record_claude_code.py` 
 `cache_control`, `role: "system"` messages in the middle of `messages`, `thinking` (enabled with a
 budget, or adaptive with `output_config.effort`) and thinking blocks with their signatures in the
 history, `context_management`, tools with `defer_loading`, `metadata.user_id`, tool results with
-`cache_control`, with `is_error`, and holding an image.
+`cache_control`, with `is_error`, holding an image, and holding a PDF `document`.
 
 Each request is sent as recorded, to a GPT and to a Gemini model (and to Claude, forwarded), and
 must come back as a complete Anthropic stream whose answer is the one its history asks for: the
@@ -146,6 +146,8 @@ def test_claude_code_request_on_every_family(
     if target != CLAUDE:
         assert "cache_control" not in json.dumps(sent)
         assert SIGNATURE not in json.dumps(sent)
+        if '"application/pdf"' in json.dumps(recorded["body"]):  # Read of a PDF: named
+            assert "documents dropped" in answer.headers.get("x-tollgate-warning", "")
     else:  # forwarded as sent, less the unknown fields the cost policy drops (and names)
         warning = answer.headers.get("x-tollgate-warning", "")
         dropped = warning.partition("dropped unknown fields: ")[2].split(";")[0].split(", ")
