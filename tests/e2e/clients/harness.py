@@ -1,7 +1,7 @@
 """A running Tollgate in front of the scripted fakes, and what each client cell checks after.
 
-One gateway (PostgreSQL + Redis) with all four providers, each pointed at its scripted fake;
-each cell mints its own key, so the request log it reads holds exactly its own calls.
+One gateway (PostgreSQL + Redis) with OpenAI, Anthropic and Gemini, each pointed at its scripted
+fake; each cell mints its own key, so the request log it reads holds exactly its own calls.
 """
 
 from __future__ import annotations
