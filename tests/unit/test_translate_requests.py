@@ -423,6 +423,25 @@ class TestAnthropicRequest:
             anthropic.parse_request(body)
         assert (raised.value.param or "").startswith("messages[0].content")
 
+    @pytest.mark.parametrize(
+        ("model", "sent"), [("gemini-2.5-flash", 24_576), ("gemini-2.5-pro", 31_999)]
+    )
+    def test_a_thinking_budget_over_the_gemini_models_maximum_is_lowered(
+        self, model: str, sent: int
+    ):
+        """Claude Code asks Claude models for 31,999 thinking tokens; Gemini's Flash models
+        take at most 24,576 (a larger budget is a 400 from Google)."""
+        said = [{"role": "user", "content": "Hi"}]
+        body = {"model": model, "max_tokens": 32_000, "messages": said,
+                "thinking": {"type": "enabled", "budget_tokens": 31_999}}  # fmt: skip
+        request = anthropic.parse_request(body)
+        google = gemini.render_request(request)
+        assert google["generationConfig"]["thinkingConfig"]["thinkingBudget"] == sent
+        lowered = [w for w in request.warnings if "thinking budget" in w]
+        assert lowered == (
+            [] if sent == 31_999 else ["thinking budget lowered to 24576, this model's maximum"]
+        )
+
     def test_cache_control_and_extras_stay_in_the_family(self):
         body = {**self.body, "metadata": {"user_id": "u"}, "top_k": 5}
         request = anthropic.parse_request(body)

@@ -238,15 +238,30 @@ def _result_object(result: ir.ToolResult) -> dict[str, Any]:
     return {"error": said} if result.is_error else {"result": said}
 
 
+# The largest thinking budget each model takes (Google answers a larger one with a 400):
+# 32,768 for the Pro models, 24,576 for the others.
+_THINKING_MAX = (("gemini-2.5-pro", 32_768), ("gemini-3-pro", 32_768), ("", 24_576))
+
+
+def _thinking_budget(request: ir.ChatRequest) -> int | None:
+    budget = request.thinking_budget
+    if not budget:
+        return None
+    most = next(limit for prefix, limit in _THINKING_MAX if request.model.startswith(prefix))
+    if budget > most:  # e.g. Claude Code's 31,999 for a Claude model, failed over or routed here
+        ir.warn(request, f"thinking budget lowered to {most}, this model's maximum")
+        return most
+    return budget
+
+
 def _generation_config(request: ir.ChatRequest) -> dict[str, Any]:
+    budget = _thinking_budget(request)
     generation: dict[str, Any] = {
         "maxOutputTokens": request.max_output_tokens,
         "temperature": request.temperature,
         "topP": request.top_p,
         "stopSequences": request.stop or None,
-        "thinkingConfig": {"thinkingBudget": request.thinking_budget, "includeThoughts": True}
-        if request.thinking_budget
-        else None,
+        "thinkingConfig": {"thinkingBudget": budget, "includeThoughts": True} if budget else None,
     }
     if request.output_format:  # JSON mode, with the schema when there is one
         generation["responseMimeType"] = "application/json"
