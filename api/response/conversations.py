@@ -9,17 +9,15 @@ calls), numbered in the order they were added.
 from __future__ import annotations
 
 import secrets
-import uuid
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.service import Principal
 from api.errors import InvalidRequest, NotFound
-from api.kit.repository import TenantRepository
 from api.kit.time import utcnow
-from api.response.models import Conversation, ConversationItem
+from api.response.models import Conversation
+from api.response.repository import ConversationRepository
 
 MAX_ITEMS_PER_CALL = 20  # as at OpenAI
 MAX_METADATA = 16
@@ -40,93 +38,6 @@ def with_id(item: dict[str, Any]) -> dict[str, Any]:
         return item
     prefix = _ID_PREFIX.get(str(item.get("type", "message")), "item")
     return {"id": f"{prefix}_{secrets.token_hex(24)}", **item}
-
-
-class ConversationRepository(TenantRepository[Conversation]):
-    model = Conversation
-
-    def __init__(
-        self, session: AsyncSession, tenant_id: uuid.UUID, owner_key_id: uuid.UUID | None
-    ) -> None:
-        super().__init__(session, tenant_id)
-        self.owner_key_id = owner_key_id
-
-    def base(self) -> Select[tuple[Conversation]]:
-        statement = super().base()
-        if self.owner_key_id is not None:
-            statement = statement.where(Conversation.key_id == self.owner_key_id)
-        return statement
-
-    async def by_conversation_id(
-        self, conversation_id: str, *, lock: bool = False
-    ) -> Conversation | None:
-        statement = self.base().where(Conversation.conversation_id == conversation_id)
-        if lock:  # positions are handed out under the row's lock
-            statement = statement.with_for_update()
-        found = (await self.session.scalars(statement)).one_or_none()
-        return cast(Conversation | None, found)
-
-    async def items(self, conversation: Conversation) -> list[ConversationItem]:
-        statement = (
-            select(ConversationItem)
-            .where(
-                ConversationItem.tenant_id == self.tenant_id,
-                ConversationItem.conversation_pk == conversation.id,
-            )
-            .order_by(ConversationItem.position)
-        )
-        return list((await self.session.scalars(statement)).all())
-
-    async def item(self, conversation: Conversation, item_id: str) -> ConversationItem | None:
-        statement = select(ConversationItem).where(
-            ConversationItem.tenant_id == self.tenant_id,
-            ConversationItem.conversation_pk == conversation.id,
-            ConversationItem.item_id == item_id,
-        )
-        return (await self.session.scalars(statement.limit(1))).one_or_none()
-
-    async def item_by_id(self, item_id: str) -> ConversationItem | None:
-        """An item of any of this scope's conversations (the newest, should an id repeat)."""
-        statement = (
-            select(ConversationItem)
-            .join(Conversation, Conversation.id == ConversationItem.conversation_pk)
-            .where(
-                ConversationItem.tenant_id == self.tenant_id, ConversationItem.item_id == item_id
-            )
-            .order_by(ConversationItem.position.desc())
-            .limit(1)
-        )
-        if self.owner_key_id is not None:
-            statement = statement.where(Conversation.key_id == self.owner_key_id)
-        return (await self.session.scalars(statement)).one_or_none()
-
-    async def remove(self, conversation: Conversation) -> None:
-        await self.session.execute(
-            delete(Conversation).where(
-                Conversation.tenant_id == self.tenant_id, Conversation.id == conversation.id
-            )
-        )
-
-    async def remove_item(self, item: ConversationItem) -> None:
-        await self.session.execute(
-            delete(ConversationItem).where(
-                ConversationItem.tenant_id == self.tenant_id, ConversationItem.id == item.id
-            )
-        )
-
-    def append(self, conversation: Conversation, items: list[dict[str, Any]]) -> None:
-        """Add `items` at the end; the caller holds the conversation's row lock."""
-        for item in items:
-            self.session.add(
-                ConversationItem(
-                    tenant_id=self.tenant_id,
-                    conversation_pk=conversation.id,
-                    item_id=str(item.get("id") or ""),
-                    position=conversation.next_position,
-                    item=item,
-                )
-            )
-            conversation.next_position += 1
 
 
 def repository(session: AsyncSession, principal: Principal) -> ConversationRepository:

@@ -227,6 +227,19 @@ def _render_part(part: ir.Part, names: dict[str, str], param: str) -> dict[str, 
     return None  # thinking stays with the model that produced it
 
 
+def _result_images(request: ir.ChatRequest, result: ir.ToolResult) -> list[dict[str, Any]]:
+    """A function response carries JSON only: a tool result's images go in the same turn as
+    parts of their own; one known only by URL cannot, and is named."""
+    images = [c for c in result.content if isinstance(c, ir.Image)]
+    if any(image.data is None for image in images):
+        ir.warn(request, "image by URL in a tool result dropped")
+    return [
+        {"inlineData": {"mimeType": image.media_type or "image/png", "data": image.data}}
+        for image in images
+        if image.data is not None
+    ]
+
+
 def _result_object(result: ir.ToolResult) -> dict[str, Any]:
     said = ir.result_text(result)
     try:
@@ -270,23 +283,29 @@ def _generation_config(request: ir.ChatRequest) -> dict[str, Any]:
     return {k: v for k, v in generation.items() if v is not None}
 
 
+def _contents(request: ir.ChatRequest) -> list[dict[str, Any]]:
+    names = ir.tool_names(request.messages)
+    contents = []
+    for i, message in enumerate(ir.merge_turns(request.messages)):
+        parts = []
+        for part in message.parts:
+            if (rendered := _render_part(part, names, f"messages[{i}]")) is not None:
+                parts.append(rendered)
+            if isinstance(part, ir.ToolResult):  # its images, beside the function's answer
+                parts += _result_images(request, part)
+        if parts:
+            contents.append(
+                {"role": "model" if message.role == "assistant" else "user", "parts": parts}
+            )
+    return contents
+
+
 def render_request(request: ir.ChatRequest) -> dict[str, Any]:
     if request.reasoning_effort:
         ir.warn(request, "reasoning_effort dropped")
     if request.parallel_tool_calls is False and request.tools:
         ir.warn(request, "parallel_tool_calls=false dropped")
-    names = ir.tool_names(request.messages)
-    contents = []
-    for i, message in enumerate(ir.merge_turns(request.messages)):
-        parts = [
-            p
-            for part in message.parts
-            if (p := _render_part(part, names, f"messages[{i}]")) is not None
-        ]
-        if parts:
-            contents.append(
-                {"role": "model" if message.role == "assistant" else "user", "parts": parts}
-            )
+    contents = _contents(request)
     if request.model.startswith(_SIGNED_CALLS):
         _sign_calls(contents)
     body: dict[str, Any] = {"contents": contents}

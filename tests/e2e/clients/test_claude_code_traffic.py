@@ -167,9 +167,7 @@ IMAGE_RESULTS = [
     "target",
     [
         GPT,
-        pytest.param(GEMINI, marks=pytest.mark.xfail(
-            strict=True, reason="the Gemini translation drops an image in a tool result without "
-            "naming it in X-Tollgate-Warning")),
+        GEMINI,
     ],
 )  # fmt: skip
 def test_an_image_claude_code_read_reaches_the_model_or_is_named(
