@@ -46,7 +46,7 @@ MESSAGES_FREE = frozenset(
     {
         "model", "messages", "system", "max_tokens", "stream", "temperature", "top_p", "top_k",
         "stop_sequences", "metadata", "tools", "tool_choice", "thinking", "context_management",
-        "output_format", "cache_control",
+        "output_format", "output_config", "cache_control",  # output_config: effort, format
         "service_tier",  # checked below
     }
 )  # fmt: skip
