@@ -69,6 +69,8 @@ class TestChains:
         third = await _respond(every_http, headers, model=model, input="Which words?",
                                previous_response_id=second["id"])  # fmt: skip
         assert len({first["id"], second["id"], third["id"]}) == 3
+        assert third["previous_response_id"] == second["id"]  # as the client chained it
+        assert third["store"] is True
         bodies = sent(provider)
         assert len(bodies) == 3
         last = json.dumps(bodies[-1], ensure_ascii=False)

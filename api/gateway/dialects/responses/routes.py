@@ -168,6 +168,12 @@ async def _answer(call: Call, body: dict[str, Any], stream: bool) -> Response:
             usage = translated.estimated_usage(usage, _parsed(out, call), _output_text(payload))
         await call.finish(usage)
     payload["provider"] = call.provider.name
+    if storing is not None:  # OpenAI saw the resolved history, with store: false
+        payload["store"] = storing.store
+        if storing.previous_response_id is not None:
+            payload["previous_response_id"] = storing.previous_response_id
+        if storing.conversation_id is not None:
+            payload["conversation"] = {"id": storing.conversation_id}
     await _remember(call, storing, payload)
     return JSONBody(orjson.dumps(payload), _headers(call, dropped))
 
