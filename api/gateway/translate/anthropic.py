@@ -160,6 +160,11 @@ def _document(block: dict[str, Any], param: str, request: ir.ChatRequest | None)
             for i, b in enumerate(items)
             if b.get("type") == "text"
         ]
+    if source.get("type") not in ("base64", "url", "file"):
+        raise InvalidRequest(
+            "`source.type` must be text, content, base64, url or file.",
+            param=f"{param}.source.type",
+        )
     if request is not None:
         ir.warn(request, "documents dropped: only text documents are translated")
     # The model is told, and a turn that held only the document is not left empty.
