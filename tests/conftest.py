@@ -83,16 +83,36 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+# Sessions a test left open in a transaction: an app whose thread the test stopped waiting
+# for, or a task of the shared event loop that this (blocking) cleanup keeps from finishing.
+_IDLE_IN_TRANSACTION = text(
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+)
+
+
 def truncate_all(url: str) -> None:
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     engine = sa.create_engine(_sync_url(url))
-    with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
-        else:
-            for table in tables:
-                connection.execute(text(f"DELETE FROM {table}"))
-    engine.dispose()
+    try:
+        if engine.dialect.name != "postgresql":
+            with engine.begin() as connection:
+                for table in tables:
+                    connection.execute(text(f"DELETE FROM {table}"))
+            return
+        for attempt in (1, 2):
+            try:
+                with engine.begin() as connection:
+                    connection.execute(text("SET LOCAL lock_timeout = '10s'"))
+                    connection.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+                return
+            except sa.exc.OperationalError:  # a lock a leftover session holds
+                if attempt == 2:
+                    raise
+                with engine.begin() as connection:
+                    connection.execute(_IDLE_IN_TRANSACTION)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
