@@ -14,7 +14,9 @@ from typing import Any, Literal
 from api.errors import InvalidRequest
 from api.kit.time import month_start
 
-Metric = Literal["spend_usd", "requests", "tokens"]
+# The per-unit metrics count what SPEC §5.12's endpoints bill by: seconds of audio transcribed,
+# characters spoken, images made.
+Metric = Literal["spend_usd", "requests", "tokens", "audio_seconds", "characters", "images"]
 Period = Literal["minute", "day", "month", "total"]  # "minute": the rpm/tpm rate windows
 
 

@@ -15,10 +15,9 @@ from pydantic import (
     model_validator,
 )
 
-from api.auth.limits import Limit
+from api.auth.limits import Limit, Metric
 from api.kit.money import micros_to_usd, usd_to_micros
 
-Metric = Literal["spend_usd", "requests", "tokens"]
 Period = Literal["day", "month", "total"]  # what a client may set; rpm/tpm are per minute
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]

@@ -83,6 +83,10 @@ class Usage:
     cache_write_input_tokens: int = 0  # last: callers build Usage positionally
     cache_write_1h_input_tokens: int = 0  # the part of cache writes kept for an hour
     web_search_requests: int = 0
+    # Per-unit use (SPEC §5.12): seconds of audio transcribed, characters spoken, images made.
+    audio_seconds: int = 0
+    characters: int = 0
+    images: int = 0
 
     @property
     def total_tokens(self) -> int:

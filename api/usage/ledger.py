@@ -62,6 +62,10 @@ class UsageRecord:
     cached_input_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    # Per-unit use (SPEC §5.12): seconds of audio, characters of speech, images.
+    audio_seconds: int = 0
+    characters: int = 0
+    images: int = 0
     cost_micros: int = 0
     latency_ms: int = 0
     tool_calls: int = 0
