@@ -18,8 +18,12 @@ from api.usage.models import UsageEvent
 @dataclass(frozen=True, slots=True)
 class KeyTotals:
     requests: int
-    tokens: int
+    tokens: int  # input + output
     cost_micros: int
+    # Per-unit use (SPEC §5.12): seconds of audio transcribed, characters spoken, images made.
+    audio_seconds: int = 0
+    characters: int = 0
+    images: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +62,9 @@ async def _totals(
 ) -> KeyTotals:
     """What the matching events used since `since` (all time when None), from the rollups.
 
-    Tokens and cost count whatever was billed, cut-off streams included (failures cost 0);
-    `requests` counts the requests that reached the model (they succeeded, or were billed).
+    Tokens, the per-unit quantities and cost count whatever was billed, cut-off streams
+    included (failures cost 0); `requests` counts the requests that reached the model (they
+    succeeded, or were billed).
     """
     statement, params = rollups.summed(session, since, None, tenant_id=tenant_id, key_id=key_id)
     row = (await session.execute(statement, params)).one()._mapping
@@ -67,16 +72,22 @@ async def _totals(
         requests=int(row["reached"]),
         tokens=int(row["input_tokens"]) + int(row["output_tokens"]),
         cost_micros=int(row["cost_micros"]),
+        audio_seconds=int(row["audio_seconds"]),
+        characters=int(row["characters"]),
+        images=int(row["images"]),
     )
 
 
+# New columns go last: a reader of the earlier columns by position keeps working.
 EXPORT_COLUMNS = (
     "id", "key_id", "key_name", "model", "provider", "input_tokens", "cached_input_tokens",
     "output_tokens", "cost_micros", "latency_ms", "status", "created_at", "tool_calls",
+    "audio_seconds", "characters", "images",
 )  # fmt: skip
 
 SUM_COLUMNS = (
-    "requests", "failed", "input_tokens", "cached_input_tokens", "output_tokens", "cost_micros",
+    "requests", "failed", "input_tokens", "cached_input_tokens", "output_tokens",
+    "audio_seconds", "characters", "images", "cost_micros",
 )  # fmt: skip
 _GROUPS = {"key": "key_id", "model": "model", "day": "day"}
 

@@ -48,11 +48,13 @@ from api.usage.models import UsageEvent, UsageKeyRollup, UsageRollup, UsageTenan
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-SUMS = (
-    "requests", "failed", "reached", "input_tokens", "cached_input_tokens", "output_tokens",
-    "cost_micros",
+# The event columns a rollup row adds up: tokens, the per-unit quantities (SPEC §5.12), cost.
+_ADDED = (
+    "input_tokens", "cached_input_tokens", "output_tokens", "audio_seconds", "characters",
+    "images", "cost_micros",
 )  # fmt: skip
-_ADDED = ("input_tokens", "cached_input_tokens", "output_tokens", "cost_micros")
+# Every sum of a rollup row: the events counted (all, failed, reached the model), then _ADDED.
+SUMS = ("requests", "failed", "reached", *_ADDED)
 
 
 # Writing

@@ -7,12 +7,16 @@ import io
 import time
 import tracemalloc
 import uuid
+from dataclasses import asdict
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from api.kit.time import utcnow
+from api.db import create_sessionmaker
+from api.kit.time import isoformat, utcnow
+from api.usage.ledger import UsageRecord, write_rows
 from api.usage.rollups import insert_events
 from tests.factories.chat import HELLO
 from tests.factories.tenants import ADMIN_TOKEN, bearer, create_key, create_tenant
@@ -136,6 +140,7 @@ class TestExport:
         assert rows[0] == [
             "id", "key_id", "key_name", "model", "provider", "input_tokens", "cached_input_tokens",
             "output_tokens", "cost_micros", "latency_ms", "status", "created_at", "tool_calls",
+            "audio_seconds", "characters", "images",
         ]  # fmt: skip
         row = dict(zip(rows[0], rows[1], strict=True))
         assert (row["key_name"], row["model"], row["provider"]) == ("alice", "gpt-4o", "openai")
@@ -213,6 +218,88 @@ class TestExport:
         assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB for {received / 1e6:.1f} MB streamed"
         summary = f"{rows} rows, {received / 1e6:.1f} MB, {elapsed:.1f} s, peak {peak / 1e6:.1f} MB"
         print(f"export: {summary}")  # noqa: T201 - the measurement, for the CI log
+
+
+class TestUnitQuantities:
+    async def test_report_export_and_logs_carry_audio_characters_and_images(
+        self, client: httpx.AsyncClient, engine: AsyncEngine
+    ):
+        """Per-unit use (SPEC §5.12), written as the ledger writes it, in every view of usage."""
+        tenant = await create_tenant(client)
+        alice = await create_key(client, tenant, name="alice")
+        bob = await create_key(client, tenant, name="bob")
+        now = utcnow()
+
+        def record(key: dict[str, Any], seconds_ago: int, **fields: Any) -> UsageRecord:
+            return UsageRecord(
+                request_id=f"req_{uuid.uuid4().hex[:8]}", tenant_id=uuid.UUID(tenant.id),
+                key_id=uuid.UUID(key["id"]), provider="openai", status=200,
+                created_at=now - timedelta(seconds=seconds_ago), **fields,
+            )  # fmt: skip
+
+        records = [
+            record(alice, 50, endpoint="/v1/audio/transcriptions", model="whisper-1",
+                   audio_seconds=61, cost_micros=6_100),
+            record(alice, 40, endpoint="/v1/audio/speech", model="tts-1", characters=420,
+                   cost_micros=6_300),
+            record(bob, 30, endpoint="/v1/images/generations", model="dall-e-3", images=2,
+                   cost_micros=80_000),
+            record(bob, 20, endpoint="/v1/chat/completions", model="gpt-4o", input_tokens=10,
+                   output_tokens=5, cost_micros=75),
+        ]  # fmt: skip
+        sessionmaker = create_sessionmaker(engine)
+        assert await write_rows(sessionmaker, [asdict(r) for r in records]) == []
+        assert await write_rows(sessionmaker, [asdict(records[0])]) == []  # a replay
+        window = {
+            "start": isoformat(now - timedelta(hours=1)),
+            "end": isoformat(now + timedelta(minutes=1)),
+        }
+        units = ("audio_seconds", "characters", "images")
+
+        usage = (
+            await client.get(
+                "/v1/usage", params={**window, "group_by": "model"}, headers=tenant.headers
+            )
+        ).json()
+        by_key = {row["key_name"]: tuple(row[name] for name in units) for row in usage["by_key"]}
+        assert by_key == {"alice": (61, 420, 0), "bob": (0, 0, 2)}
+        assert tuple(usage["totals"][name] for name in units) == (61, 420, 2)
+        assert usage["totals"]["requests"] == 4
+        assert usage["totals"]["cost_micros"] == 6_100 + 6_300 + 80_000 + 75
+        by_model = {row["model"]: tuple(row[name] for name in units) for row in usage["by_model"]}
+        assert by_model == {
+            "whisper-1": (61, 0, 0), "tts-1": (0, 420, 0), "dall-e-3": (0, 0, 2),
+            "gpt-4o": (0, 0, 0),
+        }  # fmt: skip
+        by_day = (
+            await client.get(
+                "/v1/usage", params={**window, "group_by": "day"}, headers=tenant.headers
+            )
+        ).json()["by_day"]
+        assert sum(row["images"] for row in by_day) == 2
+        assert sum(row["audio_seconds"] for row in by_day) == 61
+        mine = (
+            await client.get("/v1/usage", params=window, headers=bearer(alice["secret"]))
+        ).json()
+        assert tuple(mine["totals"][name] for name in units) == (61, 420, 0)
+
+        export = await client.get("/v1/usage/export", params=window, headers=tenant.headers)
+        lines = list(csv.reader(io.StringIO(export.text)))
+        assert lines[0][-3:] == list(units)
+        exported = {row["model"]: row for row in csv.DictReader(io.StringIO(export.text))}
+        assert len(exported) == 4  # the replay is not a second row
+        assert {model: tuple(row[name] for name in units) for model, row in exported.items()} == {
+            "whisper-1": ("61", "0", "0"), "tts-1": ("0", "420", "0"),
+            "dall-e-3": ("0", "0", "2"), "gpt-4o": ("0", "0", "0"),
+        }  # fmt: skip
+        assert exported["dall-e-3"]["cost_micros"] == "80000"
+
+        logs = (await client.get("/v1/logs", headers=tenant.headers)).json()["data"]
+        logged = {log["model"]: tuple(log[name] for name in units) for log in logs}
+        assert logged == {
+            "whisper-1": (61, 0, 0), "tts-1": (0, 420, 0), "dall-e-3": (0, 0, 2),
+            "gpt-4o": (0, 0, 0),
+        }  # fmt: skip
 
 
 class TestLogsAndMetrics:

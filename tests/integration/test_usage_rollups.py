@@ -1,6 +1,6 @@
 """The usage rollups against real databases: every read through them equals the same sums taken
-naively over the events, replays change nothing, concurrent writers add up, and the migration's
-backfill sums the events recorded before it."""
+naively over the events (tokens, the per-unit quantities and cost), replays change nothing,
+concurrent writers add up, and the migration's backfill sums the events recorded before it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import random
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from api.auth.models import ApiKey
 from api.db import create_engine, create_sessionmaker
 from api.migrate import alembic_config
 from api.tenant.models import Tenant
+from api.usage.ledger import UsageRecord, write_rows
 from api.usage.models import UsageEvent, UsageKeyRollup, UsageRollup, UsageTenantRollup
 from api.usage.repository import (
     SUM_COLUMNS,
@@ -41,6 +42,7 @@ DAY = timedelta(days=1)
 MODELS = ("gpt-4o", "deepseek-chat", "claude-sonnet-4")
 STATUSES = (200, 200, 200, 400, 429, 502)
 BEFORE_ROLLUPS = "b7c3e9a1d5f2"
+UNITS = ("audio_seconds", "characters", "images")  # per-unit quantities (SPEC §5.12)
 
 
 @dataclass
@@ -74,14 +76,20 @@ def _event(rng: random.Random, tenant_id: uuid.UUID, key_id: uuid.UUID) -> dict[
     billed = status < 400 or rng.random() < 0.3  # a failure can be billed (a cut-off stream)
     input_tokens = rng.randrange(0, 5000) if billed and rng.random() < 0.9 else 0
     output_tokens = rng.randrange(0, 2000) if billed and rng.random() < 0.9 else 0
+    # A transcription, speech or an image call now and then (a failure can be billed too).
+    units = dict.fromkeys(UNITS, 0)
+    if billed and rng.random() < 0.3:
+        units[rng.choice(UNITS)] = rng.randrange(1, 5000)
     return {
         "id": uuid.uuid4(), "request_id": f"req-{rng.randrange(10**9)}",
         "tenant_id": tenant_id, "key_id": key_id, "endpoint": "/v1/chat/completions",
         "model": rng.choice(MODELS), "provider": "openai", "status": status,
         "input_tokens": input_tokens,
         "cached_input_tokens": rng.randrange(0, input_tokens + 1) if input_tokens else 0,
-        "output_tokens": output_tokens,
-        "cost_micros": rng.randrange(1, 90_000) if input_tokens + output_tokens else 0,
+        "output_tokens": output_tokens, **units,
+        "cost_micros": (
+            rng.randrange(1, 90_000) if input_tokens + output_tokens or any(units.values()) else 0
+        ),
         "created_at": _moment(rng),
     }  # fmt: skip
 
@@ -149,6 +157,7 @@ def _totals(sums: dict[Any, dict[str, int]]) -> KeyTotals:
         requests=row["reached"],
         tokens=row["input_tokens"] + row["output_tokens"],
         cost_micros=row["cost_micros"],
+        **{name: row[name] for name in UNITS},
     )
 
 
@@ -213,6 +222,25 @@ def _stored_rollups(rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[s
         key = (table, owner, values["span"], values["bucket"], values.get("model"))
         out[key] = {name: int(values[name]) for name in _zero()}
     return out
+
+
+def _events_before_units() -> sa.Table:
+    """`usage_events` as it was before the per-unit quantities: the model's columns less those
+    (an insert through the model's table would fill them in with their defaults)."""
+    columns = [
+        sa.Column(
+            column.name,
+            column.type,
+            default=(
+                column.default.arg
+                if column.default is not None and not callable(column.default.arg)
+                else None
+            ),
+        )
+        for column in UsageEvent.__table__.columns
+        if column.name not in UNITS
+    ]
+    return sa.Table("usage_events", sa.MetaData(), *columns)
 
 
 async def _insert(engine: AsyncEngine, rows: list[dict[str, Any]]) -> int:
@@ -400,6 +428,8 @@ class TestBackfill:
         keys = {uuid.uuid4(): f"key-{n}" for n in range(3)}
         owners = Owners(tenant, keys, other, uuid.uuid4())
         events = _events(rng, owners, 1500)
+        for event in events:  # recorded before the per-unit quantities existed
+            event.update(dict.fromkeys(UNITS, 0))
         sync = sa.create_engine(fresh_url.replace("sqlite+aiosqlite", "sqlite"))
         with sync.begin() as connection:  # as the application wrote events before rollups
             connection.execute(
@@ -415,7 +445,9 @@ class TestBackfill:
                                            (owners.other_key, other)]
                 ],
             )  # fmt: skip
-            connection.execute(sa.insert(UsageEvent.__table__), events)
+            table = _events_before_units()
+            rows = [{name: event[name] for name in event if name in table.c} for event in events]
+            connection.execute(sa.insert(table), rows)
         sync.dispose()
 
         command.upgrade(config, "head")
@@ -441,3 +473,108 @@ class TestBackfill:
                 await engine.dispose()
 
         asyncio.run(check())
+
+
+class TestUnitQuantities:
+    """Seconds of audio, characters of speech and images (SPEC §5.12), written as the ledger
+    writes usage records, are summed like tokens: into every rollup, the caps' totals and the
+    reports, once however often an event is replayed."""
+
+    async def test_ledger_records_reach_rollups_totals_and_reports_once(self, engine: AsyncEngine):
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session, session.begin():
+            owners = await _owners(session)
+        alice, bob = list(owners.keys)[:2]
+
+        def record(key_id: uuid.UUID, at: datetime, **fields: Any) -> UsageRecord:
+            tenant_id = owners.other_tenant if key_id == owners.other_key else owners.tenant
+            defaults = {"endpoint": "/v1/chat/completions", "model": "gpt-4o", "status": 200}
+            return UsageRecord(
+                request_id=f"req-{uuid.uuid4().hex[:8]}", tenant_id=tenant_id, key_id=key_id,
+                provider="openai", created_at=at, **{**defaults, **fields},
+            )  # fmt: skip
+
+        hearing = BASE + timedelta(hours=1, minutes=20)
+        records = [
+            record(alice, hearing, endpoint="/v1/audio/transcriptions", model="whisper-1",
+                   audio_seconds=95, cost_micros=9_500),
+            record(alice, BASE + timedelta(days=1, hours=3), endpoint="/v1/audio/speech",
+                   model="tts-1", characters=1_200, cost_micros=18_000),
+            record(bob, BASE + timedelta(days=2, minutes=5), endpoint="/v1/images/generations",
+                   model="dall-e-3", images=3, cost_micros=120_000),
+            record(bob, BASE + timedelta(days=2, hours=1), input_tokens=100, output_tokens=50,
+                   cost_micros=450),
+            record(bob, BASE + timedelta(days=2, hours=2), endpoint="/v1/images/generations",
+                   model="dall-e-3", status=502),  # failed: nothing billed
+            record(owners.other_key, BASE + timedelta(days=1), endpoint="/v1/images/edits",
+                   model="dall-e-2", images=7, cost_micros=140_000),
+        ]  # fmt: skip
+        rows = [asdict(r) for r in records]
+        assert await write_rows(sessionmaker, rows) == []
+        stored = await _rollup_rows(engine)
+        assert _stored_rollups(stored) == _naive_rollups(rows)
+        month = datetime(2026, 2, 1, tzinfo=UTC)
+        sums = _stored_rollups(stored)
+        assert sums[(UsageRollup, alice, "m", month, "whisper-1")]["audio_seconds"] == 95
+        assert sums[(UsageKeyRollup, alice, "m", month, None)]["characters"] == 1_200
+        march = datetime(2026, 3, 1, tzinfo=UTC)
+        assert sums[(UsageTenantRollup, owners.tenant, "m", march, "dall-e-3")]["images"] == 3
+        hour = hearing.replace(minute=0)
+        assert sums[(UsageKeyRollup, alice, "h", hour, None)]["audio_seconds"] == 95
+
+        # Replayed, alone and beside a new record: only the new record counts.
+        assert await write_rows(sessionmaker, rows[:3]) == []
+        assert await _rollup_rows(engine) == stored
+        more = record(alice, BASE + timedelta(days=3), endpoint="/v1/audio/transcriptions",
+                      model="whisper-1", audio_seconds=5, cost_micros=500)  # fmt: skip
+        rows.append(asdict(more))
+        assert await write_rows(sessionmaker, [rows[0], rows[-1], rows[0]]) == []
+        assert _stored_rollups(await _rollup_rows(engine)) == _naive_rollups(rows)
+        async with engine.connect() as connection:
+            count = select(sa.func.count()).select_from(UsageEvent)
+            assert await connection.scalar(count) == len(rows)
+
+        async with sessionmaker() as session:
+            expected_alice = KeyTotals(
+                requests=3, tokens=0, cost_micros=28_000, audio_seconds=100, characters=1_200
+            )
+            assert await key_totals(session, owners.tenant, alice, None) == expected_alice
+            assert await key_totals_unscoped(session, alice, None) == expected_alice
+            # Since a moment after the transcription (a ragged edge read from the log).
+            since = hearing + timedelta(seconds=1)
+            assert await key_totals(session, owners.tenant, alice, since) == KeyTotals(
+                requests=2, tokens=0, cost_micros=18_500, audio_seconds=5, characters=1_200
+            )
+            assert await key_totals_unscoped(session, bob, None) == KeyTotals(
+                requests=2, tokens=150, cost_micros=120_450, images=3
+            )
+            assert await tenant_totals(session, owners.tenant, None) == KeyTotals(
+                requests=5, tokens=150, cost_micros=148_450, audio_seconds=100,
+                characters=1_200, images=3,
+            )  # fmt: skip
+            assert await tenant_totals(session, owners.other_tenant, None) == KeyTotals(
+                requests=1, tokens=0, cost_micros=140_000, images=7
+            )
+            # The other tenant's images are not this tenant's.
+            nothing = KeyTotals(requests=0, tokens=0, cost_micros=0)
+            assert await key_totals(session, owners.tenant, owners.other_key, None) == nothing
+
+            repository = UsageRepository(session, owners.tenant)
+            where = UsageFilter(BASE, BASE + SPREAD)
+            by_key = {row["key_id"]: row for row in await repository.grouped(where, "key")}
+            assert {
+                key: (row["audio_seconds"], row["characters"], row["images"])
+                for key, row in by_key.items()
+            } == {alice: (100, 1_200, 0), bob: (0, 0, 3)}
+            by_model = {row["model"]: row for row in await repository.grouped(where, "model")}
+            assert by_model["whisper-1"]["audio_seconds"] == 100
+            assert by_model["tts-1"]["characters"] == 1_200
+            assert (by_model["dall-e-3"]["images"], by_model["dall-e-3"]["requests"]) == (3, 2)
+            by_day = await repository.grouped(where, "day")
+            assert [(row["day"], row["images"]) for row in by_day if row["images"]] == [
+                ("2026-03-01", 3)
+            ]
+            for group in ("key", "model", "day"):
+                assert await repository.grouped(where, group) == _expected_grouped(
+                    rows, owners, where, group
+                )

@@ -14,6 +14,9 @@ class UsageTotals(TollgateModel):
     input_tokens: int
     cached_input_tokens: int = 0
     output_tokens: int
+    audio_seconds: int = 0
+    characters: int = 0
+    images: int = 0
     cost_micros: int
     cost_usd: float
 
@@ -65,6 +68,9 @@ class UsageExportRow(TollgateModel):
     status: int
     created_at: datetime
     tool_calls: int | None = None
+    audio_seconds: int = 0
+    characters: int = 0
+    images: int = 0
 
     @field_validator("*", mode="before")
     @classmethod
@@ -87,6 +93,9 @@ class Log(TollgateModel):
     cached_input_tokens: int = 0
     output_tokens: int
     reasoning_tokens: int | None = None
+    audio_seconds: int = 0
+    characters: int = 0
+    images: int = 0
     cost_micros: int
     cost_usd: float
     latency_ms: int | None = None
