@@ -33,6 +33,8 @@ from api.gateway.dialects.anthropic.routes import (
 )
 from api.gateway.dialects.anthropic.routes import router as anthropic_router
 from api.gateway.dialects.gemini.routes import router as gemini_router
+from api.gateway.dialects.openai import audio, embeddings, images
+from api.gateway.dialects.openai import units as unit_routes
 from api.gateway.dialects.openai.routes import CHAT_PATH, create_chat_completion
 from api.gateway.dialects.openai.routes import router as openai_router
 from api.gateway.dialects.responses.routes import RESPONSES_PATH, create_response
@@ -191,11 +193,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversations_router)
     app.include_router(tools_router)
     app.include_router(providers_router)
+    app.include_router(unit_routes.router)
     proxy_routes = {
         CHAT_PATH: create_chat_completion,
         MESSAGES_PATH: create_message,
         COUNT_TOKENS_PATH: count_tokens,
         RESPONSES_PATH: create_response,
+        embeddings.EMBEDDINGS_PATH: embeddings.create_embedding,
+        audio.TRANSCRIPTIONS_PATH: audio.create_transcription,
+        audio.TRANSLATIONS_PATH: audio.create_translation,
+        audio.SPEECH_PATH: audio.create_speech,
+        images.GENERATIONS_PATH: images.create_image,
+        images.EDITS_PATH: images.edit_image,
     }
     app.lane = ProxyLane(proxy_routes, settings.max_body_bytes)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

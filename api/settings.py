@@ -137,6 +137,10 @@ class Settings(BaseSettings):
 
     # Requests larger than this are refused with 413 before they are parsed.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # The largest audio file `/v1/audio/transcriptions` and `/translations` take (OpenAI's
+    # own limit); one whose duration cannot be read is reserved as this many bytes at the
+    # lowest bitrate (`api/gateway/dialects/openai/audio.py`).
+    audio_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     log_level: str = "info"
 
     # With Redis, the API process also runs what `tollgate worker` runs continuously (the usage

@@ -1,7 +1,8 @@
 """Key limits as data, and the pure rules that combine and window them (SPEC §5.1).
 
 A limit is stored as `{"metric", "period", "max"}` with `max` in base units: micro-USD for
-`spend_usd`, a count for `requests` and `tokens`. `max_spend_usd` is shorthand for the monthly
+`spend_usd`, a count for `requests`, `tokens` and the per-unit metrics (`audio_seconds`,
+`characters`, `images`). `max_spend_usd` is shorthand for the monthly
 spend limit; periods are calendar UTC.
 """
 
@@ -17,6 +18,7 @@ from api.kit.time import month_start
 # The per-unit metrics count what SPEC §5.12's endpoints bill by: seconds of audio transcribed,
 # characters spoken, images made.
 Metric = Literal["spend_usd", "requests", "tokens", "audio_seconds", "characters", "images"]
+UNIT_METRICS = ("audio_seconds", "characters", "images")
 Period = Literal["minute", "day", "month", "total"]  # "minute": the rpm/tpm rate windows
 
 

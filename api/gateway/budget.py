@@ -36,6 +36,7 @@ from api.auth import limits as limit_rules
 from api.auth.models import ApiKey
 from api.errors import BudgetExceeded, RateLimited
 from api.gateway.pricing import TOKENS_PER_PRICE_UNIT, Price, Usage
+from api.gateway.pricing import cost_micros as cost_of
 from api.kit.counters import (
     CounterStore,
     HoldRequest,
@@ -70,7 +71,10 @@ class Demand:
     """The most a request can consume: its prompt (an upper bound), its output budget per
     answer, and what its fields add (`api/gateway/exposure.py`): `choices` answers, input
     billed at up to `input_price` (cache writes; micro-USD per million tokens, None: the
-    price's own), and per-use fees."""
+    price's own), and per-use fees. The endpoints of SPEC §5.12 know their worst case as a
+    usage (`of_usage`): its cost, exactly (`cost_micros`), and its per-unit use (`units`, what
+    the unit metrics count); with no output cap to lower (`clamp` False), a request that does
+    not fit is refused whole."""
 
     input_tokens: int
     max_output_tokens: int
@@ -78,12 +82,36 @@ class Demand:
     choices: int = 1
     input_price: int | None = None
     fee_micros: int = 0
+    units: Units | None = None
+    clamp: bool = True
+    cost_micros: int | None = None
+
+    @classmethod
+    def of_usage(cls, worst: Usage, price: Price) -> Demand:
+        """A request whose worst case is a known usage: nothing to clamp."""
+        units = Units(worst.audio_seconds, worst.characters, worst.images)
+        return cls(
+            worst.input_tokens, worst.output_tokens, price, units=units, clamp=False,
+            cost_micros=cost_of(worst, price),
+        )  # fmt: skip
 
     def rates(self) -> tuple[int, int]:
         """Micro-USD per million input and output tokens, at the prompt's price tier."""
         price = self.price.for_prompt(self.input_tokens)
         given = self.input_price
         return (price.input if given is None else max(given, price.input)), price.output
+
+
+@dataclass(frozen=True, slots=True)
+class Units:
+    """The most a request uses of each unit metric (`limit_rules.UNIT_METRICS`)."""
+
+    audio_seconds: int = 0
+    characters: int = 0
+    images: int = 0
+
+    def of(self, metric: str) -> int:
+        return int(getattr(self, metric))
 
 
 @dataclass(slots=True)
@@ -303,9 +331,13 @@ def worst_case(limit: limit_rules.Limit, demand: Demand, output_tokens: int) -> 
     """`output_tokens` per answer, for each of the demand's answers."""
     if limit.metric == "requests":
         return 1
+    if limit.metric in limit_rules.UNIT_METRICS:
+        return demand.units.of(limit.metric) if demand.units is not None else 0
     output = output_tokens * demand.choices
     if limit.metric == "tokens":
         return demand.input_tokens + output
+    if demand.cost_micros is not None:
+        return demand.cost_micros
     input_rate, output_rate = demand.rates()
     numerator = demand.input_tokens * input_rate + output * output_rate
     return -(-numerator // TOKENS_PER_PRICE_UNIT) + demand.fee_micros
@@ -316,9 +348,14 @@ def affordable_output(limit: limit_rules.Limit, room: int, demand: Demand) -> in
     the prompt)."""
     if limit.metric == "requests":
         return _UNLIMITED if room >= 1 else -1
+    if limit.metric in limit_rules.UNIT_METRICS:
+        used = demand.units.of(limit.metric) if demand.units is not None else 0
+        return _UNLIMITED if room >= used else -1
     if limit.metric == "tokens":
         left = room - demand.input_tokens
         return left // demand.choices if left >= 0 else -1
+    if demand.cost_micros is not None:
+        return _UNLIMITED if room >= demand.cost_micros else -1
     input_rate, output_rate = demand.rates()
     left = (room - demand.fee_micros) * TOKENS_PER_PRICE_UNIT - demand.input_tokens * input_rate
     if output_rate == 0:
@@ -331,6 +368,8 @@ def actual(limit: limit_rules.Limit, usage: Usage, cost_micros: int, succeeded: 
         return cost_micros
     if limit.metric == "tokens":
         return usage.total_tokens
+    if limit.metric in limit_rules.UNIT_METRICS:
+        return int(getattr(usage, limit.metric))
     # A request counts when it reached the model: it succeeded, or it was billed for tokens
     # (a cut-off stream). The ledger recount in usage.repository applies the same rule.
     return 1 if succeeded or usage.total_tokens else 0
@@ -428,8 +467,9 @@ class Reservations:
                 affordable_output(limit, room, need)
                 for limit, room in zip(limits, rooms, strict=True)
             )
-            if fits < 1:
-                self._exhausted(key.tenant_id, scoped, names, rooms, need)
+            if fits < 1 or not need.clamp:
+                if need.clamp:  # not even the smallest request fits (one with a fixed size can
+                    self._exhausted(key.tenant_id, scoped, names, rooms, need)  # be large)
                 raise _exceeded(limits, rooms, need)
             output = min(output - 1, fits)  # fewer output tokens fit: ask again with those
         raise _exceeded(limits, rooms, need)
@@ -606,9 +646,13 @@ class Reservations:
                 totals = await usage_repository.tenant_totals(session, item.owner_id, since)
             else:
                 totals = await usage_repository.key_totals_unscoped(session, item.owner_id, since)
-        used = {"spend_usd": totals.cost_micros, "tokens": totals.tokens}.get(
-            limit.metric, totals.requests
-        )
+        used = {
+            "spend_usd": totals.cost_micros,
+            "tokens": totals.tokens,
+            "audio_seconds": totals.audio_seconds,
+            "characters": totals.characters,
+            "images": totals.images,
+        }.get(limit.metric, totals.requests)
         await self._counters.seed(name, used, TTL_SECONDS[limit.period])
 
     def settlement(
@@ -697,7 +741,7 @@ class Reservations:
         names = [
             f"{stem}:{metric}"
             for stem in counter_names(owner_id, now, scope).values()
-            for metric in ("spend_usd", "tokens", "requests")
+            for metric in ("spend_usd", "tokens", "requests", *limit_rules.UNIT_METRICS)
         ]
         prefix = f"{scope}:{owner_id}:"
         for (name, _), lease in self._leases.items():
@@ -723,15 +767,36 @@ def _rate_limited(limit: limit_rules.Limit, clock: float, headers: dict[str, str
 
 def _exceeded(limits: list[limit_rules.Limit], rooms: list[int], need: Demand) -> BudgetExceeded:
     for limit, room in zip(limits, rooms, strict=True):
-        if affordable_output(limit, room, need) < 1:
+        refused = (
+            affordable_output(limit, room, need) < 1
+            if need.clamp
+            else worst_case(limit, need, need.max_output_tokens) > room
+        )
+        if refused:
             amount = (
                 f"${micros_to_usd(limit.max):.2f}" if limit.metric == "spend_usd" else limit.max
             )
-            noun = {"spend_usd": "spend", "tokens": "token", "requests": "request"}[limit.metric]
+            noun = _NOUNS[limit.metric]
+            if need.clamp:
+                return BudgetExceeded(
+                    f"This key has reached its {limit.period} {noun} limit of {amount}."
+                )
+            left = f"${micros_to_usd(max(room, 0)):.6f}" if limit.metric == "spend_usd" else room
             return BudgetExceeded(
-                f"This key has reached its {limit.period} {noun} limit of {amount}."
+                f"This request does not fit in this key's {limit.period} {noun} limit of "
+                f"{amount} ({left} left)."
             )
     return BudgetExceeded("This request does not fit in this key's remaining budget.")
+
+
+_NOUNS = {
+    "spend_usd": "spend",
+    "tokens": "token",
+    "requests": "request",
+    "audio_seconds": "audio-seconds",
+    "characters": "character",
+    "images": "image",
+}
 
 
 def _install(lease: _Lease, lease_id: str, granted: int) -> None:

@@ -12,12 +12,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from api.errors import InvalidModel
-from api.gateway.pricing import LongContext, Price
+from api.gateway.pricing import ImagePrice, LongContext, Price
 
 PROVIDERS = ("openai", "anthropic", "gemini", "deepseek")
+# What a model does, and so which endpoints serve it (SPEC §5.2, §5.12).
+KINDS = ("chat", "embedding", "transcription", "speech", "image")
 # Family patterns from SPEC §5.2, used for error messages and for config entries without a provider.
 _FAMILIES = (
-    (re.compile(r"^(gpt-|o1|o3|o4|chatgpt-)"), "openai"),
+    (re.compile(r"^(gpt-|o1|o3|o4|chatgpt-|text-embedding-|whisper-|tts-|dall-e-)"), "openai"),
     (re.compile(r"^claude-"), "anthropic"),
     (re.compile(r"^gemini-"), "gemini"),
     (re.compile(r"^deepseek-"), "deepseek"),
@@ -34,6 +36,7 @@ class ModelEntry:
     max_output_tokens: int
     tier: str  # "flagship" | "economy": failover pairs like with like
     created: int = 1_700_000_000
+    kind: str = "chat"  # one of KINDS
 
 
 def _search(provider: str) -> int:
@@ -89,6 +92,82 @@ BUILTIN_MODELS: tuple[ModelEntry, ...] = (
     _m("deepseek-reasoner", "deepseek", (0.28, 0.028, 0.42), "DeepSeek V3.2 (thinking)",
        128_000, 65_536, "economy"),
 )  # fmt: skip
+
+
+def _units(
+    model_id: str, provider: str, kind: str, display: str, *, input: float = 0.0,
+    output: float = 0.0, media_input: float | None = None, media_output: float | None = None,
+    per_second: int = 0, per_character: int = 0,
+    images: tuple[tuple[str, str, int], ...] = (), context: int = 8_192, max_output: int = 0,
+) -> ModelEntry:  # fmt: skip
+    """A model of SPEC §5.12's endpoints: token prices in USD per million, the per-unit ones in
+    micro-USD (per second, per character, per image by quality and size)."""
+
+    def micros(usd: float | None) -> int | None:
+        return None if usd is None else round(usd * 1_000_000)
+
+    price = Price(
+        round(input * 1_000_000), round(input * 1_000_000), round(output * 1_000_000),
+        media_input=micros(media_input), media_output=micros(media_output),
+        per_second=per_second, per_character=per_character,
+        images=tuple(ImagePrice(quality, size, cost) for quality, size, cost in images),
+    )  # fmt: skip
+    return ModelEntry(model_id, provider, price, display, context, max_output, "economy", kind=kind)
+
+
+_WIDE = ("1024x1536", "1536x1024")
+# OpenAI's image price tables (micro-USD per image); the gpt-image models also bill their
+# prompt's text tokens (`input`) and an edit's input images as image tokens (`media_input`).
+_GPT_IMAGE_1 = (
+    ("low", "1024x1024", 11_000), *(("low", size, 16_000) for size in _WIDE),
+    ("medium", "1024x1024", 42_000), *(("medium", size, 63_000) for size in _WIDE),
+    ("high", "1024x1024", 167_000), *(("high", size, 250_000) for size in _WIDE),
+)  # fmt: skip
+_GPT_IMAGE_1_MINI = (
+    ("low", "1024x1024", 5_000), *(("low", size, 6_000) for size in _WIDE),
+    ("medium", "1024x1024", 11_000), *(("medium", size, 15_000) for size in _WIDE),
+    ("high", "1024x1024", 36_000), *(("high", size, 52_000) for size in _WIDE),
+)  # fmt: skip
+_DALL_E_3 = (
+    ("standard", "1024x1024", 40_000), ("standard", "1024x1792", 80_000),
+    ("standard", "1792x1024", 80_000), ("hd", "1024x1024", 80_000),
+    ("hd", "1024x1792", 120_000), ("hd", "1792x1024", 120_000),
+)  # fmt: skip
+_DALL_E_2 = (
+    ("standard", "256x256", 16_000), ("standard", "512x512", 18_000),
+    ("standard", "1024x1024", 20_000),
+)  # fmt: skip
+
+UNIT_MODELS: tuple[ModelEntry, ...] = (
+    # Embeddings: per input token; `context` is the most tokens one input may have.
+    _units("text-embedding-3-small", "openai", "embedding", "Text Embedding 3 Small",
+           input=0.02, context=8_192),
+    _units("text-embedding-3-large", "openai", "embedding", "Text Embedding 3 Large",
+           input=0.13, context=8_192),
+    _units("text-embedding-ada-002", "openai", "embedding", "Text Embedding Ada 002",
+           input=0.10, context=8_192),
+    _units("gemini-embedding-001", "gemini", "embedding", "Gemini Embedding", input=0.15,
+           context=2_048),
+    # Transcription: whisper-1 per second of audio ($0.006 a minute); the gpt-4o models per
+    # token, audio input apart from the text prompt, as OpenAI reports them.
+    _units("whisper-1", "openai", "transcription", "Whisper", per_second=100),
+    _units("gpt-4o-transcribe", "openai", "transcription", "GPT-4o Transcribe", input=2.50,
+           media_input=6.00, output=10.00, context=16_000, max_output=2_000),
+    _units("gpt-4o-mini-transcribe", "openai", "transcription", "GPT-4o mini Transcribe",
+           input=1.25, media_input=3.00, output=5.00, context=16_000, max_output=2_000),
+    # Speech: per input character, or per token (text in, audio out).
+    _units("tts-1", "openai", "speech", "TTS-1", per_character=15, context=4_096),
+    _units("tts-1-hd", "openai", "speech", "TTS-1 HD", per_character=30, context=4_096),
+    _units("gpt-4o-mini-tts", "openai", "speech", "GPT-4o mini TTS", input=0.60,
+           media_output=12.00, output=12.00, context=2_000, max_output=16_384),
+    # Images: per image by quality and size.
+    _units("gpt-image-1", "openai", "image", "GPT Image 1", input=5.00, media_input=10.00,
+           images=_GPT_IMAGE_1, context=32_000),
+    _units("gpt-image-1-mini", "openai", "image", "GPT Image 1 mini", input=2.00,
+           media_input=2.50, images=_GPT_IMAGE_1_MINI, context=32_000),
+    _units("dall-e-3", "openai", "image", "DALL·E 3", images=_DALL_E_3, context=4_000),
+    _units("dall-e-2", "openai", "image", "DALL·E 2", images=_DALL_E_2, context=1_000),
+)  # fmt: skip
 # Dated snapshots billed exactly like their family's entry (checked against the providers'
 # price lists). A snapshot not listed here nor in the catalog is refused (`invalid_model`):
 # snapshots can carry other prices (gpt-4o-2024-05-13 costs twice gpt-4o's).
@@ -127,7 +206,7 @@ class Catalog:
 
     @classmethod
     def build(cls, overrides: dict[str, dict[str, Any]] | None = None) -> Catalog:
-        entries = {entry.id: entry for entry in BUILTIN_MODELS}
+        entries = {entry.id: entry for entry in (*BUILTIN_MODELS, *UNIT_MODELS)}
         for model_id, fields in (overrides or {}).items():
             entries[model_id] = _apply_override(model_id, entries.get(model_id), fields)
         return cls(entries, dict(ALIASES))
@@ -161,38 +240,74 @@ class Catalog:
 
 
 _PRICE_FIELDS = ("input", "cached_input", "output")
+_UNIT_FIELDS = ("per_second", "per_character")
+_MEDIA_FIELDS = ("media_input", "media_output")
 
 
 def _apply_override(model_id: str, base: ModelEntry | None, fields: dict[str, Any]) -> ModelEntry:
     """A config entry: prices in micro-USD per million tokens, e.g.
-    `[models."gpt-4o"] input = 2500000` (also `cache_write`, the price of a cache write)."""
+    `[models."gpt-4o"] input = 2500000` (also `cache_write`, the price of a cache write).
+    Models of SPEC §5.12's endpoints set `kind` and their per-unit prices in micro-USD:
+    `per_second`, `per_character`, `images = [{quality, size, price}]`, and `media_input` /
+    `media_output` per million audio or image tokens."""
     provider = fields.get("provider") or (base.provider if base else family_of(model_id))
     if provider not in PROVIDERS:
         raise ValueError(f"models.{model_id}: provider must be one of {', '.join(PROVIDERS)}")
-    if base is None and not all(name in fields for name in ("input", "output")):
+    kind = str(fields.get("kind", base.kind if base else "chat"))
+    if kind not in KINDS:
+        raise ValueError(f"models.{model_id}: kind must be one of {', '.join(KINDS)}")
+    priced = (*_PRICE_FIELDS, *_UNIT_FIELDS, *_MEDIA_FIELDS, "images")
+    if base is None and kind == "chat" and not all(name in fields for name in ("input", "output")):
         raise ValueError(f"models.{model_id}: a new model needs input and output prices")
+    if base is None and not any(name in fields for name in priced):
+        raise ValueError(f"models.{model_id}: a new {kind} model needs a price")
     price_base = base.price if base else Price(0, 0, 0)
     prices = {name: int(fields.get(name, getattr(price_base, name))) for name in _PRICE_FIELDS}
     if "cached_input" not in fields and base is None:
         prices["cached_input"] = prices["input"]
+    units = {name: int(fields.get(name, getattr(price_base, name))) for name in _UNIT_FIELDS}
+    media = {name: fields.get(name, getattr(price_base, name)) for name in _MEDIA_FIELDS}
+    media = {name: None if value is None else int(value) for name, value in media.items()}
+    images = price_base.images if "images" not in fields else _images(model_id, fields["images"])
     write = fields.get("cache_write", price_base.cache_write)
     cache_write = None if write is None else int(write)
-    if any(value < 0 for value in prices.values()) or (cache_write or 0) < 0:
+    given = [*prices.values(), *units.values(), *(v or 0 for v in media.values()), cache_write or 0]
+    if any(value < 0 for value in given):
         raise ValueError(f"models.{model_id}: prices cannot be negative")
     template = base or ModelEntry(
-        model_id, provider, price_base, model_id, 128_000, 4_096, "economy"
-    )
+        model_id, provider, price_base, model_id, 128_000, 4_096 if kind == "chat" else 0,
+        "economy", kind=kind,
+    )  # fmt: skip
     return replace(
         template,
         provider=provider,
+        kind=kind,
         price=Price(
             **prices,
             cache_write=cache_write,
             web_search=price_base.web_search if base else _search(provider),
             long_context=price_base.long_context,
+            **units,
+            images=images,
+            **media,
         ),
         display_name=str(fields.get("display_name", template.display_name)),
         context_window=int(fields.get("context_window", template.context_window)),
         max_output_tokens=int(fields.get("max_output_tokens", template.max_output_tokens)),
         tier=str(fields.get("tier", template.tier)),
     )
+
+
+def _images(model_id: str, rows: Any) -> tuple[ImagePrice, ...]:
+    """`images = [{quality = "high", size = "1024x1024", price = 167000}, …]`."""
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"models.{model_id}: images must be a list of {{quality, size, price}}")
+    out = []
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("size"), str):
+            raise ValueError(f"models.{model_id}: each image price needs a size and a price")
+        price = int(row.get("price", -1))
+        if price < 0:
+            raise ValueError(f"models.{model_id}: image prices cannot be negative")
+        out.append(ImagePrice(str(row.get("quality") or "standard"), row["size"], price))
+    return tuple(out)

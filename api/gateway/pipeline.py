@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -25,9 +25,11 @@ from api.auth.service import Principal
 from api.errors import (
     AppError,
     InternalError,
+    InvalidModel,
     LimitsUnavailable,
     ModelNotAllowed,
     ProviderNotAllowed,
+    ProviderNotConfigured,
 )
 from api.gateway import budget as budget_rules
 from api.gateway import exposure as exposure_rules
@@ -86,6 +88,7 @@ class Gateway:
     # `Gateway` (tests of the proxy alone), which stores nothing.
     sessionmaker: async_sessionmaker[AsyncSession] | None = None
     response_retention_days: int = 30
+    audio_max_bytes: int = 25 * 1024 * 1024  # an upload's limit (`Settings.audio_max_bytes`)
     # Settlements of requests whose client went away; awaited at shutdown.
     settling: set[asyncio.Task[int]] = field(default_factory=set)
     # Token counts per key in the current minute, in this process (`count_tokens`).
@@ -145,6 +148,8 @@ class Call:
     exposure: Exposure | None = None
     # What the gateway dropped or changed, for X-Tollgate-Warning (`warn`).
     warnings: list[str] = field(default_factory=list)
+    # The worst case that was reserved, where an endpoint priced it itself (SPEC §5.12).
+    worst: Usage | None = None
 
     @property
     def model(self) -> str:
@@ -254,6 +259,8 @@ class Call:
 
     def worst_usage(self) -> Usage:
         """The usage of the worst case that was reserved for this call."""
+        if self.worst is not None:
+            return self.worst
         demand = demand_for(self.budget_body or {}, self.route.entry, self.price, self.exposure)
         held = self.reservation.max_output_tokens if self.reservation is not None else 0
         exposure = self.exposure or Exposure()
@@ -287,6 +294,9 @@ class Call:
             cached_input_tokens=usage.cached_input_tokens,
             output_tokens=usage.output_tokens,
             reasoning_tokens=usage.reasoning_tokens,
+            audio_seconds=usage.audio_seconds,
+            characters=usage.characters,
+            images=usage.images,
             cost_micros=cost,
             latency_ms=latency_ms,
             tool_calls=self.tool_calls,
@@ -391,6 +401,9 @@ async def start_call(
     dialects: Collection[str] = ("openai",),
     session: str | None = None,
     exposure: Exposure | None = None,
+    kind: str = "chat",
+    worst: Callable[[ModelEntry, Price], Usage] | None = None,
+    capability: str | None = None,
 ) -> Call:
     """Everything before the provider call; raises before anything is sent upstream.
 
@@ -398,10 +411,18 @@ async def start_call(
     the client's other fields add to it; `dialects` are the
     provider wire formats the calling endpoint can speak (`ProviderRegistry.get`); `session`
     keeps a conversation on one upstream account (`resilience.session_key`).
+    The endpoints of SPEC §5.12 serve models of another `kind`, know their worst case as a
+    usage (`worst`, reserved exactly) and need accounts with a `capability`.
     A refusal here (unknown model, access, budget) is still logged, at no cost.
     """
     try:
         route = gateway.catalog.resolve(model)
+        if route.entry.kind != kind:
+            raise InvalidModel(
+                f"The model {model!r} is a {route.entry.kind} model: {endpoint} serves "
+                f"{kind} models.",
+                param="model",
+            )
     except AppError as error:
         record_refusal(gateway, principal, request_id, endpoint, model[:200], "", error)
         raise
@@ -417,13 +438,24 @@ async def start_call(
             tenant = await router.tenant(principal.key.tenant_id)
             if not router.configured(route.provider, tenant):
                 gateway.providers.get(route.provider, test=False, dialects=dialects)  # raises
+            if capability is not None and not router.serves(route.provider, tenant, capability):
+                raise ProviderNotConfigured(
+                    f"No {route.provider} account here serves {capability}: an account must "
+                    f"declare the {capability!r} capability.",
+                    param="model",
+                )
             if session is not None:  # one tenant's session ids are not another's
                 session = f"{principal.key.tenant_id.hex}:{session}"
-            trace = Trace(tenant, session, dialects, capability=required_capability(body))
+            capability = capability or required_capability(body)
+            trace = Trace(tenant, session, dialects, capability=capability)
             provider = PooledProvider(router, gateway.retry, route.provider, route.entry.id, trace)
         price = FREE if test else route.entry.price
 
+        worst_usage = worst(route.entry, price) if worst is not None else None
+
         def demand() -> Demand:
+            if worst_usage is not None:
+                return Demand.of_usage(worst_usage, price)
             return demand_for(body, route.entry, price, exposure)
 
         try:
@@ -456,6 +488,7 @@ async def start_call(
         budget_body=body,
         exposure=exposure,
         warnings=list(exposure.warnings) if exposure is not None else [],
+        worst=worst_usage,
     )
 
 

@@ -48,14 +48,19 @@ _HEADERS = [
 
 
 class JSONBody(Response):
-    """A 200 answer of serialised JSON, with the call's extra headers."""
+    """A 200 answer of serialised JSON (or of `content_type`), with the call's extra headers."""
 
-    def __init__(self, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self.body = body
         self.status_code = 200
         self.background = None
         self.raw_headers = [
-            (b"content-type", b"application/json"),
+            (b"content-type", content_type.encode("latin-1", "replace")),
             (b"content-length", str(len(body)).encode()),
         ]
         if headers:
@@ -63,15 +68,22 @@ class JSONBody(Response):
 
 
 class EventStream(Response):
-    """A `Response` only so FastAPI passes it through untouched; it never buffers a body."""
+    """A `Response` only so FastAPI passes it through untouched; it never buffers a body.
+    Events by default; any other body relayed as it arrives (speech) names its
+    `content_type`."""
 
     def __init__(
-        self, body: AsyncGenerator[bytes, None], headers: Mapping[str, str] | None = None
+        self,
+        body: AsyncGenerator[bytes, None],
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
     ) -> None:
         self.stream = body
         self.status_code = 200
         self.background = None
         self.raw_headers = _HEADERS + _encoded(headers)
+        if content_type is not None:
+            self.raw_headers[0] = (b"content-type", content_type.encode("latin-1", "replace"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         del scope  # nothing in it changes how a stream is relayed

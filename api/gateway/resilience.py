@@ -44,7 +44,12 @@ from api.errors import (
     UpstreamUnavailable,
 )
 from api.gateway.catalog import ModelEntry
-from api.gateway.providers.base import Provider, UpstreamRequest, UpstreamResponse
+from api.gateway.providers.base import (
+    ByteStream,
+    Provider,
+    UpstreamRequest,
+    UpstreamResponse,
+)
 from api.gateway.routing import Account, Router, TenantRouting
 from api.gateway.sse import SSEEvent
 
@@ -291,6 +296,9 @@ class PooledProvider:
 
     async def open_stream(self, request: UpstreamRequest) -> PrimedStream:
         return await self._run(lambda provider: _open_primed(provider, request))
+
+    async def open_bytes(self, request: UpstreamRequest) -> ByteStream:
+        return await self._run(lambda provider: provider.open_bytes(request))
 
     async def _run(self, operation: Callable[[Provider], Awaitable[T]]) -> T:
         router, policy, trace = self._router, self._policy, self._trace

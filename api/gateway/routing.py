@@ -256,6 +256,12 @@ class Router:
     def configured(self, provider: str, tenant: TenantRouting) -> bool:
         return provider in tenant.accounts or provider in self.pools
 
+    def serves(self, provider: str, tenant: TenantRouting, capability: str) -> bool:
+        """Whether any account of `provider` may serve requests that need `capability`."""
+        accounts = self.accounts(provider, tenant)
+        claimed = any(capability in account.capabilities for account in accounts)
+        return any(_may_serve(account, capability, claimed) for account in accounts)
+
     def accounts(self, provider: str, tenant: TenantRouting) -> list[Account]:
         own = tenant.accounts.get(provider)
         pool = self.pools.get(provider, [])
@@ -276,13 +282,12 @@ class Router:
         ones cooling down recovers (0 when there is none at all)."""
         accounts = self.accounts(provider, tenant)
         now = time.monotonic()
-        if capability is not None and not any(capability in a.capabilities for a in accounts):
-            capability = None  # no account claims it: the provider's accounts are all alike
+        claimed = capability is not None and any(capability in a.capabilities for a in accounts)
         if len(accounts) == 1 and not exclude and capability is None:  # the common case
             only = accounts[0]
             if only.health.cooldown_until <= now and only.rpm is None and only.tpm is None:
                 return accounts, 0.0
-        ready, recovers = _ready(accounts, now, exclude, capability)
+        ready, recovers = _ready(accounts, now, exclude, capability, claimed)
         if not ready:
             return [], recovers
         if len(ready) > 1:
@@ -361,17 +366,30 @@ class Router:
             self.waiting -= 1
 
 
+def _may_serve(account: Account, capability: str | None, claimed: bool) -> bool:
+    """Capabilities (`"audio"`, `"images"`, `"embeddings"`) an account declares are all it
+    serves beyond chat; one that declares none serves everything its provider offers, unless
+    other accounts claim the capability (`claimed`): then only those serve it."""
+    if capability is None:
+        return True
+    if claimed:
+        return capability in account.capabilities
+    return not account.capabilities
+
+
 def _ready(
-    accounts: list[Account], now: float, exclude: Collection[str], capability: str | None
+    accounts: list[Account],
+    now: float,
+    exclude: Collection[str],
+    capability: str | None,
+    claimed: bool = False,
 ) -> tuple[list[Account], float]:
     """The accounts that may take a call now; else when the first of the others recovers
     (0 when none will: all excluded or lacking the capability)."""
     ready: list[Account] = []
     recovers = math.inf
     for account in accounts:
-        if account.name in exclude or (
-            capability is not None and capability not in account.capabilities
-        ):
+        if account.name in exclude or not _may_serve(account, capability, claimed):
             continue
         until = account.health.cooldown_until
         if until <= now:

@@ -119,6 +119,7 @@ class GatewayRuntime:
             unknown_fields=settings.unknown_fields,
             sessionmaker=sessionmaker,
             response_retention_days=settings.response_retention_days,
+            audio_max_bytes=settings.audio_max_bytes,
         )
         return cls(gateway, budget, ledger, drain, router, upstream, tenant_upstream, fast_redis)
 

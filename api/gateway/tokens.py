@@ -20,21 +20,23 @@ _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING = 3, 1, 3
 _IMAGE_TOKENS = 85  # a low-detail image; the real count depends on size and detail
 
 
-_loaded: Any = None
+_loaded: dict[str, Any] = {}
 _loading = threading.Lock()
 
 
-def _encoding() -> Any:
-    global _loaded
-    if _loaded is None:
+def _encoding(name: str = "o200k_base") -> Any:
+    encoding = _loaded.get(name)
+    if encoding is None:
         with _loading:
-            if _loaded is None:
-                _loaded = _build()
-    return _loaded
+            encoding = _loaded.get(name)
+            if encoding is None:
+                encoding = _loaded[name] = _build(name)
+    return encoding
 
 
-def _build() -> Any:
-    """tiktoken's o200k encoder, built from the vocabulary file `bpe-openai` ships.
+def _build(name: str) -> Any:
+    """tiktoken's encoder `name` (o200k, or cl100k: OpenAI's embedding models' vocabulary,
+    built on the first embeddings request), from the vocabulary file `bpe-openai` ships.
 
     Built once per process, by the app's start-up from a worker thread (the hot path,
     reservations, never needs it; see `prompt_token_bound`).
@@ -50,7 +52,7 @@ def _build() -> Any:
     assert spec is not None
     assert spec.submodule_search_locations
     package = Path(next(iter(spec.submodule_search_locations)))
-    data = (package / "data" / "o200k_base.tiktoken.gz").read_bytes()
+    data = (package / "data" / f"{name}.tiktoken.gz").read_bytes()
     ranks = {
         base64.b64decode(token): int(rank)
         for token, rank in (line.split() for line in gzip.decompress(data).splitlines() if line)
@@ -58,7 +60,7 @@ def _build() -> Any:
     download = openai_public.load_tiktoken_bpe
     try:
         openai_public.load_tiktoken_bpe = lambda *_, **__: ranks
-        constructor = openai_public.o200k_base()
+        constructor = getattr(openai_public, name)()
     finally:
         openai_public.load_tiktoken_bpe = download
     encoding = tiktoken.Encoding(**constructor)
@@ -74,6 +76,12 @@ def warm_up() -> None:
 def count_text(text: str) -> int:
     # Ordinary: text that spells a special token ("<|endoftext|>") is counted as text.
     return len(_encoding().encode_ordinary(text)) if text else 0
+
+
+def count_embedding_input(texts: list[str]) -> int:
+    """The tokens OpenAI's embedding models bill for `texts`: their cl100k count, exactly."""
+    encoding = _encoding("cl100k_base")
+    return sum(len(encoding.encode_ordinary(text)) for text in texts)
 
 
 def _count_content(content: Any) -> int:

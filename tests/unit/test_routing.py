@@ -103,9 +103,22 @@ class TestChoose:
         tenant = TenantRouting()
         assert all(router.choose("openai", tenant, capability="audio")[0] == [audio]
                    for _ in range(20))  # fmt: skip
-        assert len(router.choose("openai", tenant, capability="vision")[0]) == 2  # none claim it
+        # None claims it: the account that lists its capabilities lacks it, the other serves.
+        assert router.choose("openai", tenant, capability="images")[0] == [plain]
+        assert router.serves("openai", tenant, "images")
+        assert len(router.choose("openai", tenant)[0]) == 2  # chat: every account
         assert required_capability({"modalities": ["text", "audio"]}) == "audio"
         assert required_capability({"modalities": ["text"]}) is None
+
+    def test_a_capability_no_account_may_serve_is_known_before_choosing(self):
+        speech, images = _pool("speech", "images")
+        speech.capabilities = frozenset({"audio"})
+        images.capabilities = frozenset({"images"})
+        router = _router([speech, images])
+        tenant = TenantRouting()
+        assert not router.serves("openai", tenant, "embeddings")
+        assert router.choose("openai", tenant, capability="embeddings")[0] == []
+        assert router.serves("openai", tenant, "images")
 
     def test_rpm_is_counted_per_account(self):
         a, b = _pool("a", "b")

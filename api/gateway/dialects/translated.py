@@ -220,6 +220,8 @@ def estimated_usage(reported: Usage, request: ir.ChatRequest, produced: list[str
         reasoning_tokens=reported.reasoning_tokens,
         estimated=True,
         cache_write_input_tokens=reported.cache_write_input_tokens,
+        media_input_tokens=reported.media_input_tokens,
+        media_output_tokens=min(reported.media_output_tokens, output),
     )
 
 

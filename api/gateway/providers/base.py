@@ -25,6 +25,7 @@ from api.errors import (
     UpstreamUnavailable,
 )
 from api.gateway.sse import SSEEvent
+from api.kit.multipart import FilePart
 
 logger = logging.getLogger("tollgate.upstream")
 
@@ -35,6 +36,23 @@ class UpstreamRequest:
     body: dict[str, Any]
     stream: bool
     headers: dict[str, str] = field(default_factory=dict)
+    # Uploads: the body's fields (strings, or lists of them) and these files are sent as
+    # multipart/form-data instead of JSON.
+    files: list[FilePart] = field(default_factory=list)
+
+
+class ByteStream(Protocol):
+    """An upstream's body as it arrives (audio), not events."""
+
+    content_type: str
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    def release(self) -> None:
+        """Its last byte was read: the connection is kept for another request."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -78,6 +96,10 @@ class Provider(Protocol):
 
     async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
         """Connect and check the status; a failure raises before any byte reaches the client."""
+        ...
+
+    async def open_bytes(self, request: UpstreamRequest) -> ByteStream:
+        """`open_stream` for a body that is not events (speech audio)."""
         ...
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from api.gateway.providers import mock_media
 from api.gateway.providers.base import UpstreamRequest, UpstreamResponse
 from api.gateway.sse import SSEEvent
 from api.gateway.tokens import count_chat_prompt, count_text
@@ -179,11 +180,26 @@ class MockProvider:
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         # Counting tokens is CPU work in proportion to the body: off the event loop.
-        reply = await asyncio.to_thread(MockReply, request.body)
-        body = orjson.dumps(reply.completion())
-        return UpstreamResponse(status=200, body=body, headers={})
+        path = request.path
+        if path == "/embeddings":
+            answer = await asyncio.to_thread(mock_media.embeddings, request.body)
+        elif path.startswith("/audio/"):
+            answer, _ = await asyncio.to_thread(mock_media.transcription, request)
+        elif path.startswith("/images/"):
+            answer = mock_media.images(request.body)
+        else:
+            answer = (await asyncio.to_thread(MockReply, request.body)).completion()
+        return UpstreamResponse(status=200, body=orjson.dumps(answer), headers={})
 
-    async def open_stream(self, request: UpstreamRequest) -> MockStream:
+    async def open_bytes(self, request: UpstreamRequest) -> mock_media.MockBytes:
+        return mock_media.MockBytes(mock_media.speech_audio(request.body))
+
+    async def open_stream(self, request: UpstreamRequest) -> MockStream | mock_media.MockEvents:
+        if request.path == "/audio/speech":
+            return mock_media.MockEvents(mock_media.speech_events(request.body))
+        if request.path.startswith("/audio/"):
+            events = await asyncio.to_thread(mock_media.transcription_events, request)
+            return mock_media.MockEvents(events)
         options = request.body.get("stream_options") or {}
         include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
         reply = await asyncio.to_thread(MockReply, request.body)

@@ -13,6 +13,7 @@ import orjson
 from api.errors import AppError, UpstreamError, UpstreamTimeout
 from api.gateway.providers.base import UpstreamRequest, UpstreamResponse, error_from_status
 from api.gateway.sse import SSEEvent, SSETooLarge, parse_sse
+from api.kit import multipart
 from api.kit.http1 import HTTPClient, HTTPClientError, Response, Timeouts
 
 logger = logging.getLogger("tollgate.upstream")
@@ -39,6 +40,31 @@ class SSEStream:
     def rest(self) -> AsyncIterator[SSEEvent]:
         # The response keeps what was not read; an event cut in two by the interruption is lost.
         return self.events()
+
+    def release(self) -> None:
+        self._response.release_when_done()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class Bytes:
+    """An upstream's raw body as it arrives (audio); `release`/`close` as `SSEStream`'s."""
+
+    def __init__(self, response: Response, provider: str) -> None:
+        self._response = response
+        self._provider = provider
+        self.content_type = response.headers.get("content-type", "application/octet-stream")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.chunks():
+                yield chunk
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"The {self._provider} provider stopped sending.") from exc
+        except HTTPClientError as exc:
+            logger.warning("the %s body broke off: %r", self._provider, exc)
+            raise UpstreamError(f"The {self._provider} answer broke off.") from exc
 
     def release(self) -> None:
         self._response.release_when_done()
@@ -78,12 +104,17 @@ class HTTPProvider:
         headers = self._stream_headers if request.stream else self._headers
         if request.headers:
             headers = {**headers, **request.headers}
+        if request.files:
+            body, content_type = multipart.encode(request.body, request.files)
+            headers = {**headers, "Content-Type": content_type}
+        else:
+            body = orjson.dumps(request.body)
         try:
             return await self._client.request(
                 "POST",
                 self.url(request),
                 headers=headers,
-                body=orjson.dumps(request.body),
+                body=body,
                 timeouts=self._stream_timeouts if request.stream else self._timeouts,
             )
         except TimeoutError as exc:
@@ -108,6 +139,13 @@ class HTTPProvider:
         return UpstreamResponse(status=response.status, body=body, headers=response.headers)
 
     async def open_stream(self, request: UpstreamRequest) -> SSEStream:
+        return SSEStream(await self._open(request), self.name)
+
+    async def open_bytes(self, request: UpstreamRequest) -> Bytes:
+        return Bytes(await self._open(request), self.name)
+
+    async def _open(self, request: UpstreamRequest) -> Response:
+        """The response, once its status says it succeeded (a failure raises, mapped)."""
         response = await self._post(request)
         if response.status >= 400:
             try:
@@ -117,4 +155,4 @@ class HTTPProvider:
             finally:
                 response.release()
             raise self.error(response.status, body, response.headers)
-        return SSEStream(response, self.name)
+        return response
