@@ -5,6 +5,10 @@
          without alt=sse, one JSON array as Gemini sends it)
     POST /v1beta/models/{model}:countTokens   (`contents` or `generateContentRequest`; counted
          as the answers' `promptTokenCount` counts them)
+    POST /v1beta/models/{model}:embedContent   (`content.parts[].text`, `taskType`, `title`,
+         `outputDimensionality`) -> `{"embedding": {"values": [...]}, "usageMetadata": ...}`
+    POST /v1beta/models/{model}:batchEmbedContents   (`requests[]`, each with `model:
+         "models/{model}"`) -> `{"embeddings": [{"values": [...]}, ...], "usageMetadata": ...}`
 
 Base URL `http://127.0.0.1:PORT`. It checks `x-goog-api-key` (or `?key=`), calls the first
 allowed function (whole, with a `thoughtSignature`, no call id) when tools are declared, calling
@@ -15,6 +19,17 @@ every stream chunk carries the cumulative counts.
 Failure modes, from `mode` or per request from an `x-fake-mode` header:
 "400" (API_KEY_INVALID), "429" (RESOURCE_EXHAUSTED with RetryInfo 27s, no Retry-After header),
 "500" (INTERNAL), "503" (UNAVAILABLE, overloaded), "drop" (the connection dies mid-stream).
+
+Embeddings: the vector of a content is `embedding_vector(model, text, dims)` of
+`tests/fakes/media.py` (`text` its parts' texts joined by a space, `model` without "models/"),
+`dims` the `outputDimensionality` or the model's own (3072 for gemini-embedding-001, 768 for
+text-embedding-004). Only models named "...embedding..." embed (any other: 404, as Gemini says
+for a model without the method); a batch holds at most 100 requests, each naming the URL's model.
+Token usage: the Gemini API reference documents `usageMetadata` (EmbeddingUsageMetadata:
+`promptTokenCount` and `promptTokenDetails`, per modality) on both answers; older API surfaces
+send none, which `embed_usage = False` reproduces. The count is this fake's word count, summed
+over a batch. Embedding requests are recorded in `seen` like the others, and what they billed in
+`embedded` (the usageMetadata, present or not).
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ from aiohttp import web
 
 from api.gateway.providers.mock import _example_value
 from tests.fakes.loopback import LoopbackServer, Seen, http_fixture
+from tests.fakes.media import GEMINI_EMBEDDING_DIMENSIONS, GEMINI_MAX_BATCH, embedding_vector
 
 API_KEY = "AIza-fake"
 SIGNATURE = "CiQB0e2Kfake"
@@ -63,6 +79,9 @@ class FakeGemini(LoopbackServer):
     seen: list[Seen] = field(default_factory=list)
     reported: list[dict[str, Any]] = field(default_factory=list)
     disconnects: int = 0
+    # Embeddings: whether answers carry `usageMetadata`; what each embedding request billed.
+    embed_usage: bool = True
+    embedded: list[dict[str, Any]] = field(default_factory=list)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1beta/models/{target}", self._generate)
@@ -72,10 +91,12 @@ class FakeGemini(LoopbackServer):
         self.seen.clear()
         self.reported.clear()
         self.disconnects = 0
+        self.embed_usage = True
+        self.embedded.clear()
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         model, _, action = request.match_info["target"].partition(":")
-        if action not in ("generateContent", "streamGenerateContent", "countTokens"):
+        if action not in ("generateContent", "streamGenerateContent", "countTokens", *_EMBED):
             return _status(404, "NOT_FOUND", f"Unknown method {action!r}.")
         try:
             body = await request.json()
@@ -89,6 +110,8 @@ class FakeGemini(LoopbackServer):
         if mode in _ERRORS:
             status, headers, payload = http_fixture(_ERRORS[mode])
             return web.Response(status=status, body=payload, headers=headers)
+        if action in _EMBED:
+            return self._embed(model, action, body)
         if action == "countTokens":
             inner = body.get("generateContentRequest") or body
             if not str(inner.get("model", model)).endswith(model):
@@ -109,6 +132,42 @@ class FakeGemini(LoopbackServer):
         if request.query.get("alt") != "sse":
             return web.json_response(chunks)  # one JSON array, as Gemini sends without alt=sse
         return await self._stream(request, chunks, mode)
+
+    def _embed(self, model: str, action: str, body: dict[str, Any]) -> web.Response:
+        native = _embedding_dimensions(model)
+        if native is None:
+            return _status(404, "NOT_FOUND", f"models/{model} is not found for API version "
+                           f"v1beta, or is not supported for {action}. Call ListModels to see the "
+                           "list of available models and their supported methods.")  # fmt: skip
+        requests: Any = [body]
+        places = ["EmbedContentRequest"]
+        if action == "batchEmbedContents":
+            requests = body.get("requests") if isinstance(body, dict) else None
+            refused = _batch_refused(model, requests)
+            if refused is not None:
+                return refused
+            places = [f"BatchEmbedContentsRequest.requests[{i}]" for i in range(len(requests))]
+        vectors, tokens = [], 0
+        for place, request in zip(places, requests, strict=True):
+            text = _embed_text(request)
+            if text is None:
+                return _status(400, "INVALID_ARGUMENT", f"* {place}.content: contents is not "
+                               "specified")  # fmt: skip
+            dims = request.get("outputDimensionality") or native
+            if not isinstance(dims, int) or not 1 <= dims <= native:
+                return _status(400, "INVALID_ARGUMENT", f"* {place}.output_dimensionality: must "
+                               f"be between 1 and {native}")  # fmt: skip
+            vectors.append({"values": embedding_vector(model, text, dims)})
+            tokens += _tokens(text)
+        usage = {"promptTokenCount": tokens,
+                 "promptTokenDetails": [{"modality": "TEXT", "tokenCount": tokens}]}  # fmt: skip
+        self.embedded.append(usage if self.embed_usage else {})
+        answer: dict[str, Any] = (
+            {"embedding": vectors[0]} if action == "embedContent" else {"embeddings": vectors}
+        )
+        if self.embed_usage:
+            answer["usageMetadata"] = usage
+        return web.json_response(answer)
 
     def _chunks(self, model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         contents = body["contents"]
@@ -160,6 +219,42 @@ class FakeGemini(LoopbackServer):
         except ConnectionError:
             self.disconnects += 1
         return response
+
+
+_EMBED = ("embedContent", "batchEmbedContents")
+
+
+def _embedding_dimensions(model: str) -> int | None:
+    """A model's own dimensionality; None for a model that does not embed."""
+    if "embedding" not in model:
+        return None
+    return GEMINI_EMBEDDING_DIMENSIONS.get(model, 3072)
+
+
+def _embed_text(request: Any) -> str | None:
+    """A request's content as one text (its parts' texts joined by a space); None if it has
+    no text part."""
+    content = request.get("content") if isinstance(request, dict) else None
+    parts = content.get("parts") if isinstance(content, dict) else None
+    texts = [
+        p["text"] for p in parts or [] if isinstance(p, dict) and isinstance(p.get("text"), str)
+    ]
+    return " ".join(texts) if texts else None
+
+
+def _batch_refused(model: str, requests: Any) -> web.Response | None:
+    if not isinstance(requests, list) or not requests:
+        return _status(400, "INVALID_ARGUMENT", "* BatchEmbedContentsRequest.requests: "
+                       "requests is not specified")  # fmt: skip
+    if len(requests) > GEMINI_MAX_BATCH:
+        return _status(400, "INVALID_ARGUMENT", f"* BatchEmbedContentsRequest.requests: at most "
+                       f"{GEMINI_MAX_BATCH} requests can be in one batch")  # fmt: skip
+    for index, request in enumerate(requests):
+        named = request.get("model") if isinstance(request, dict) else None
+        if named != f"models/{model}":
+            return _status(400, "INVALID_ARGUMENT", f"Model {named!r} of request {index} does not "
+                           f"match the batch's model models/{model}.")  # fmt: skip
+    return None
 
 
 def _status(code: int, status: str, message: str) -> web.Response:
