@@ -4,29 +4,13 @@ answers from the built-in mock, metered with realistic units at no cost, never a
 from __future__ import annotations
 
 import base64
-import io
-import math
-import struct
-import wave
 
 import httpx
 import pytest
 
+from tests.factories.audio import tone_wav
 from tests.factories.tenants import create_key, create_tenant
 from tests.factories.usage import logs_when_seen
-
-
-def tone_wav(seconds: float, rate: int = 16_000) -> bytes:
-    """A real WAV file of a 440 Hz tone."""
-    frames = int(seconds * rate)
-    samples = (int(12_000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(frames))
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(b"".join(struct.pack("<h", s) for s in samples))
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -48,7 +32,8 @@ async def test_embeddings_single_batched_and_base64(client, test_key):
     )  # fmt: skip
     assert one.status_code == 200, one.text
     body = one.json()
-    assert body["object"] == "list" and len(body["data"][0]["embedding"]) == 1536
+    assert body["object"] == "list"
+    assert len(body["data"][0]["embedding"]) == 1536
     assert body["usage"]["prompt_tokens"] == 1
     batch = await client.post(
         "/v1/embeddings",
@@ -105,7 +90,8 @@ async def test_streamed_transcription_events(client, test_key):
         assert response.status_code == 200
         text = (await response.aread()).decode()
     assert '"transcript.text.delta"' in text
-    assert text.rstrip().endswith("}") and '"transcript.text.done"' in text
+    assert text.rstrip().endswith("}")
+    assert '"transcript.text.done"' in text
 
 
 async def test_speech_is_audio_and_images_are_images(client, test_key):
@@ -125,7 +111,8 @@ async def test_speech_is_audio_and_images_are_images(client, test_key):
               "response_format": "wav"},
         headers=headers,
     )  # fmt: skip
-    assert tokens.status_code == 200 and tokens.content.startswith(b"RIFF")
+    assert tokens.status_code == 200
+    assert tokens.content.startswith(b"RIFF")
     images = await client.post(
         "/v1/images/generations", json={"model": "dall-e-2", "prompt": "a cat", "n": 2},
         headers=headers,
@@ -153,4 +140,5 @@ async def test_a_model_of_another_kind_is_refused_on_each_endpoint(client, test_
     embed = await client.post(
         "/v1/embeddings", json={"model": "gpt-4o", "input": "x"}, headers=headers
     )
-    assert embed.status_code == 400 and embed.json()["error"]["param"] == "model"
+    assert embed.status_code == 400
+    assert embed.json()["error"]["param"] == "model"

@@ -8,8 +8,8 @@ read is held at the worst a file of the upload limit can be: `audio_max_bytes` a
 LOWEST_BITRATE. whisper-1 is billed per second as OpenAI's `usage` reports them; the gpt-4o
 transcribe models per token (audio input apart from the text prompt), held at their context
 window and output limit. Plain-text formats (`text`, `srt`, `vtt`) carry no usage, so whisper
-is asked for `verbose_json` and the client's format is rendered from its segments; the gpt-4o
-models are asked for `json`.
+is always asked for `verbose_json` (its `duration` and `usage`; a translation's `json` carries
+neither) and the client's format is made from it; the gpt-4o models are asked for `json`.
 
 Speech is relayed as it arrives, never buffered whole. tts-1 and tts-1-hd bill per input
 character, known before the call. gpt-4o-mini-tts bills per token: its usage comes only in
@@ -142,7 +142,9 @@ async def _transcribe(request: Request, path: str, *, translate: bool) -> Respon
     )  # fmt: skip
     per_second = bool(call.route.entry.price.per_second)
     asked = parsed.format
-    sent = ("verbose_json" if per_second else "json") if asked in _TEXT_TYPES else asked
+    # whisper reports the seconds it bills only in verbose_json (translations never in json):
+    # that is what it is asked for, and the client's format is made from it.
+    sent = "verbose_json" if per_second else "json" if asked in _TEXT_TYPES else asked
     fields = {**parsed.fields, "model": call.route.upstream_model, "response_format": sent}
     if parsed.stream:
         fields["stream"] = "true"
@@ -163,6 +165,8 @@ async def _transcribe(request: Request, path: str, *, translate: bool) -> Respon
         payload = units.json_answer(response.body, call.provider.name)
         usage = _transcription_usage(payload, parsed, call)
         await call.finish(usage)
+    if asked == "json" and sent == "verbose_json":
+        payload = {"text": payload.get("text", ""), "usage": _reported_usage(usage)}
     if asked in _TEXT_TYPES:
         text = _render(asked, payload)
         return JSONBody(
@@ -185,6 +189,11 @@ def _transcription_usage(payload: dict[str, Any], parsed: Transcription, call: C
         return Usage(audio_seconds=max(math.ceil(duration), 0), estimated=True)
     worst = call.worst or Usage(audio_seconds=parsed.seconds)
     return Usage(**{**_fields(worst), "estimated": True})
+
+
+def _reported_usage(usage: Usage) -> dict[str, Any]:
+    """OpenAI's `usage` of a per-second transcription, as billed."""
+    return {"type": "duration", "seconds": usage.audio_seconds}
 
 
 def _token_usage(usage: dict[str, Any]) -> Usage:
