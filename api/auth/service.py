@@ -301,16 +301,10 @@ async def render_key(
         usage_by_period[period] = await usage_repository.key_totals(
             session, key.tenant_id, key.id, since
         )
-    read.limits = [limit_read(lim, _used(lim, usage_by_period[lim.period])) for lim in limits]
+    read.limits = [limit_read(lim, usage_by_period[lim.period].used(lim.metric)) for lim in limits]
     read.spend_micros = usage_by_period["month"].cost_micros
     read.spend_usd = micros_to_usd(read.spend_micros)
     if monthly is not None:
         read.remaining_micros = max(monthly - read.spend_micros, 0)
         read.remaining_usd = micros_to_usd(read.remaining_micros)
     return read
-
-
-def _used(limit: limit_rules.Limit, totals: usage_repository.KeyTotals) -> int:
-    if limit.metric == "spend_usd":
-        return totals.cost_micros
-    return totals.requests if limit.metric == "requests" else totals.tokens

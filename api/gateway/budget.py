@@ -646,14 +646,7 @@ class Reservations:
                 totals = await usage_repository.tenant_totals(session, item.owner_id, since)
             else:
                 totals = await usage_repository.key_totals_unscoped(session, item.owner_id, since)
-        used = {
-            "spend_usd": totals.cost_micros,
-            "tokens": totals.tokens,
-            "audio_seconds": totals.audio_seconds,
-            "characters": totals.characters,
-            "images": totals.images,
-        }.get(limit.metric, totals.requests)
-        await self._counters.seed(name, used, TTL_SECONDS[limit.period])
+        await self._counters.seed(name, totals.used(limit.metric), TTL_SECONDS[limit.period])
 
     def settlement(
         self, reservation: Reservation, usage: Usage, cost_micros: int, succeeded: bool

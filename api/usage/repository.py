@@ -25,6 +25,12 @@ class KeyTotals:
     characters: int = 0
     images: int = 0
 
+    def used(self, metric: str) -> int:
+        """What a limit of `metric` has counted (`requests`: those that reached the model)."""
+        if metric == "spend_usd":
+            return self.cost_micros
+        return int(getattr(self, metric))
+
 
 @dataclass(frozen=True, slots=True)
 class UsageFilter:

@@ -80,13 +80,18 @@ class Transcription:
             raise InvalidRequest("stream: translations do not stream.", param="stream")
         self.prompt = units.text_field(form, "prompt") or ""
         units.number_field(form, "temperature", 0.0, 1.0)
-        self.fields: dict[str, str | list[str]] = {}
+        self.body: dict[str, Any] = {}
         names: tuple[str, ...] = ("prompt", "temperature", "response_format")
         names += () if translate else ("language", "include[]", "timestamp_granularities[]")
         for name in names:
             values = [v for v in form.getlist(name) if isinstance(v, str)]
             if values:
-                self.fields[name] = values if name.endswith("[]") else values[0]
+                self.body[name] = values if name.endswith("[]") else values[0]
+        known = {*names, "model", "file", "stream"}
+        self.unknown: dict[str, Any] = {
+            name: value for name, value in form.multi_items()
+            if name not in known and isinstance(value, str)
+        }  # fmt: skip
         self.seconds = 0  # the worst case, read off the event loop
         self.limit_bytes = limit_bytes
 
@@ -137,7 +142,7 @@ async def _transcribe(request: Request, path: str, *, translate: bool) -> Respon
         return await _read_transcription(request, translate)
 
     call, parsed = await units.begin(
-        request, path, read, lambda parsed: parsed.model,
+        request, path, read,
         kind="transcription", capability="audio", worst=_transcription_worst,
     )  # fmt: skip
     per_second = bool(call.route.entry.price.per_second)
@@ -145,7 +150,7 @@ async def _transcribe(request: Request, path: str, *, translate: bool) -> Respon
     # whisper reports the seconds it bills only in verbose_json (translations never in json):
     # that is what it is asked for, and the client's format is made from it.
     sent = "verbose_json" if per_second else "json" if asked in _TEXT_TYPES else asked
-    fields = {**parsed.fields, "model": call.route.upstream_model, "response_format": sent}
+    fields = {**parsed.body, "model": call.route.upstream_model, "response_format": sent}
     if parsed.stream:
         fields["stream"] = "true"
     upstream = UpstreamRequest(
@@ -337,6 +342,7 @@ class Speech:
             raise InvalidRequest("stream_format: must be 'audio' or 'sse'.", param="stream_format")
         known = ("model", "input", "voice", "response_format", "speed", "instructions")
         self.body = {name: body[name] for name in known if name in body}
+        self.unknown = {k: v for k, v in body.items() if k not in (*known, "stream_format")}
 
 
 async def _read_speech(request: Request) -> Speech:
@@ -360,7 +366,7 @@ def _speech_worst(parsed: Speech, model: ModelEntry, price: Price) -> Usage:
 @units.router.post(SPEECH_PATH)
 async def create_speech(request: Request) -> Response:
     call, parsed = await units.begin(
-        request, SPEECH_PATH, _read_speech, lambda parsed: parsed.model,
+        request, SPEECH_PATH, _read_speech,
         kind="speech", capability="audio", worst=_speech_worst,
     )  # fmt: skip
     worst = call.worst or Usage()

@@ -47,6 +47,7 @@ class Embedding:
             raise InvalidRequest("model: a model name is required.", param="model")
         self.model = model
         self.body = {name: body[name] for name in _FORWARDED if name in body}
+        self.unknown = {name: value for name, value in body.items() if name not in _FORWARDED}
         self.texts, self.token_arrays = _inputs(body.get("input"))
         dimensions = body.get("dimensions")
         if dimensions is not None and (
@@ -95,6 +96,10 @@ def _inputs(value: Any) -> tuple[list[str], list[list[int]]]:
                 f"input[{index}]: must be a non-empty string or a non-empty array of token ids.",
                 param=f"input[{index}]",
             )
+    if texts and arrays:
+        raise InvalidRequest(
+            "input: strings or token arrays, not both in one request.", param="input"
+        )
     return texts, arrays
 
 
@@ -127,7 +132,7 @@ def _worst(parsed: Embedding, model: ModelEntry, _price: Price) -> Usage:
 @units.router.post(EMBEDDINGS_PATH)
 async def create_embedding(request: Request) -> Response:
     call, parsed = await units.begin(
-        request, EMBEDDINGS_PATH, _read, lambda parsed: parsed.model,
+        request, EMBEDDINGS_PATH, _read,
         kind="embedding", capability="embeddings", worst=_worst,
     )  # fmt: skip
     async with call.failures_recorded():

@@ -69,6 +69,7 @@ class ImageRequest:
             raise InvalidRequest("stream: image streams are not served.", param="stream")
         self.body = {name: fields[name] for name in _FORWARDED if name in fields}
         self.body["n"] = n
+        self.unknown = {k: v for k, v in fields.items() if k not in (*_FORWARDED, "stream")}
         self.files: list[FilePart] = []
 
     @property
@@ -124,7 +125,7 @@ async def _read_edit(request: Request) -> ImageRequest:
 @units.router.post(GENERATIONS_PATH)
 async def create_image(request: Request) -> Response:
     call, parsed = await units.begin(
-        request, GENERATIONS_PATH, _read_generation, lambda parsed: parsed.model,
+        request, GENERATIONS_PATH, _read_generation,
         kind="image", capability="images", worst=_worst,
     )  # fmt: skip
     body = {**parsed.body, "model": call.route.upstream_model}
@@ -134,7 +135,7 @@ async def create_image(request: Request) -> Response:
 @units.router.post(EDITS_PATH)
 async def edit_image(request: Request) -> Response:
     call, parsed = await units.begin(
-        request, EDITS_PATH, _read_edit, lambda parsed: parsed.model,
+        request, EDITS_PATH, _read_edit,
         kind="image", capability="images", worst=_worst,
     )  # fmt: skip
     fields = {k: str(v) for k, v in parsed.body.items()}

@@ -185,6 +185,7 @@ async def list_models(principal: GatewayPrincipal, gateway: GatewayDep) -> dict[
             "display_name": entry.display_name,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.created)),
             "provider": entry.provider,
+            "kind": entry.kind,
             "pricing": entry.price.as_json(),
             "context_window": entry.context_window,
             "max_output_tokens": entry.max_output_tokens,

@@ -13,7 +13,7 @@ A body refused on the way is a request of its key's, logged at no cost, like cha
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
@@ -28,7 +28,16 @@ from api.kit.multipart import FilePart
 
 router = APIRouter(tags=["gateway"])
 
-T = TypeVar("T")
+
+class Parsed(Protocol):
+    """A checked body: its model, the fields to forward, and those the gateway does not know."""
+
+    model: str
+    body: dict[str, Any]
+    unknown: dict[str, Any]
+
+
+T = TypeVar("T", bound=Parsed)
 # A form's limits: more fields or files than any of these endpoints takes is refused.
 _MAX_FIELDS = 50
 _MAX_FILES = 16
@@ -38,27 +47,39 @@ async def begin(
     request: Request,
     path: str,
     read: Callable[[Request], Awaitable[T]],
-    model: Callable[[T], str],
     *,
     kind: str,
     capability: str,
     worst: Callable[[T, ModelEntry, Price], Usage],
 ) -> tuple[Call, T]:
-    """Authenticate, read and check the body (`read`), then `start_call` with its worst case."""
+    """Authenticate, read and check the body (`read`), then `start_call` with its worst case.
+    Fields the gateway does not know follow `Gateway.unknown_fields`, as chat's do: dropped
+    and named in X-Tollgate-Warning, passed on, or refused."""
     principal = await gateway_principal(request)
     gateway: Gateway = request.state.gateway
     request_id: str = request.state.request_id
     try:
-        body = await read(request)
+        parsed = await read(request)
+        unknown = sorted(parsed.unknown)
+        if unknown and gateway.unknown_fields == "refuse":
+            raise InvalidRequest(
+                f"{unknown[0]}: not accepted by this gateway: it does not know what this "
+                "field costs.",
+                param=unknown[0],
+            )
     except AppError as error:
         record_refusal(gateway, principal, request_id, path, "", "", error)
         raise
     call = await start_call(
-        gateway, principal, request_id, path, model(body), {},
+        gateway, principal, request_id, path, parsed.model, {},
         dialects=("openai", "gemini"), kind=kind, capability=capability,
-        worst=lambda entry, price: worst(body, entry, price),
+        worst=lambda entry, price: worst(parsed, entry, price),
     )  # fmt: skip
-    return call, body
+    if unknown and gateway.unknown_fields == "pass":
+        parsed.body.update(parsed.unknown)
+    elif unknown:
+        call.warn([f"dropped unknown fields: {', '.join(unknown)}"])
+    return call, parsed
 
 
 async def read_form(request: Request) -> FormData:
