@@ -142,6 +142,27 @@ class TestOfficialSDK:
         assert log["images"] == 2
         assert log["cost_micros"] == micros(2 * DALL_E_2_USD_PER_1024_IMAGE)
 
+    def test_image_edit_with_gpt_image_1(self, gateway_url, keys, upstream: FakeUpstream):
+        tenant, secrets = keys
+        with _client(gateway_url, secrets["live"]) as client:
+            result = client.images.edit(
+                model="gpt-image-1", image=("cat.png", media.TINY_PNG, "image/png"),
+                prompt="give the cat a hat",
+            )  # fmt: skip
+        assert result.data[0].b64_json
+        seen = upstream.media[0]
+        assert [part.field for part in seen.files] == ["image"]
+        assert seen.files[0].data == media.TINY_PNG
+        usage = seen.usage
+        shown = usage["input_tokens_details"]["image_tokens"]
+        read = usage["input_tokens"] - shown
+        (log,) = _logs(gateway_url, tenant, 1)
+        assert log["images"] == 1
+        # "auto" came back as medium 1024x1024: $0.042, plus text at $5 and images at $10 per 1M.
+        assert log["cost_micros"] == micros(
+            Decimal("0.042") + (read * Decimal(5) + shown * Decimal(10)) / 1_000_000
+        )
+
     def test_caps_hold_per_unit_before_any_upstream_call(self, gateway_url, keys, upstream):
         _tenant, secrets = keys
         with _client(gateway_url, secrets["seconds"]) as client:
