@@ -39,6 +39,8 @@ def alternates(catalog: Catalog, router: Router, call: Call, trace: Trace) -> li
     for candidate in catalog.entries.values():
         if candidate.tier != entry.tier or candidate.provider in seen_providers:
             continue
+        if candidate.kind != entry.kind:  # an embedding model never answers a chat
+            continue
         if DIALECT_OF.get(candidate.provider) not in trace.dialects:
             continue
         if not router.configured(candidate.provider, trace.tenant):

@@ -323,6 +323,10 @@ class TestModels:
         names = [m["name"] for m in first["models"] + rest.json()["models"]]
         assert "nextPageToken" not in rest.json()
         assert len(names) == len(set(names)) > 2
+        # generateContent's models only: embeddings, audio and images are OpenAI-shaped here.
+        assert "models/gemini-2.5-flash" in names
+        assert "models/gemini-embedding-001" not in names
+        assert "models/whisper-1" not in names
 
     async def test_v1_models_stays_openais_list(self, every_http: httpx.AsyncClient):
         headers, _ = await _key(every_http)

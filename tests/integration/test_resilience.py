@@ -408,6 +408,25 @@ class TestCrossProviderFailover:
                 in (metrics)
             )
 
+    async def test_a_chat_fails_over_to_chat_models_and_embeddings_never_fail_over(
+        self, every_settings: Settings, upstream: FakeUpstream, gemini: FakeGemini
+    ):
+        async with serve(every_settings) as http:
+            _, headers = await user(http, failover={"enabled": True})
+            upstream.mode, upstream.media_mode = "500", "error500"
+            response = await chat(http, headers, model="gpt-4o-mini")
+            assert response.status_code == 200, response.text
+            moved_to = response.headers["x-gateway-failover-to"]
+            assert moved_to.startswith("gemini/gemini-2")
+            assert "embedding" not in moved_to
+            embedded = await http.post(
+                "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"},
+                headers=headers,
+            )  # fmt: skip
+            assert embedded.status_code == 502
+            assert "x-gateway-failover-to" not in embedded.headers
+            assert not gemini.embedded
+
     async def test_client_errors_do_not_fail_over(
         self, every_settings: Settings, upstream: FakeUpstream, gemini: FakeGemini
     ):

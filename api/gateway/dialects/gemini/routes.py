@@ -456,7 +456,8 @@ async def list_gemini_models(request: Request) -> dict[str, Any]:
     query = request.query_params
     size = min(_page(query.get("pageSize"), "pageSize", _PAGE_SIZE) or _PAGE_SIZE, _MAX_PAGE_SIZE)
     start = _page(query.get("pageToken"), "pageToken", 0)
-    entries = await visible_models(principal.key, gateway)
+    # Google's API here serves generateContent: the chat models (embeddings are OpenAI-shaped).
+    entries = [e for e in await visible_models(principal.key, gateway) if e.kind == "chat"]
     page: dict[str, Any] = {"models": [_model(e) for e in entries[start : start + size]]}
     if start + size < len(entries):
         page["nextPageToken"] = str(start + size)
@@ -469,7 +470,11 @@ async def get_gemini_model(request: Request) -> dict[str, Any]:
     gateway: Gateway = request.state.gateway
     name = _model_of(request)
     found = gateway.catalog.lookup(name.partition("/")[2] or name)
-    if found is None or found not in await visible_models(principal.key, gateway):
+    if (
+        found is None
+        or found.kind != "chat"
+        or found not in await visible_models(principal.key, gateway)
+    ):
         raise NotFound(f"models/{name} is not found, or this key may not use it.")
     return _model(found)
 
