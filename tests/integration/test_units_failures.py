@@ -181,6 +181,34 @@ class TestUpstreamFailures:
         assert (log["images"], log["cost_micros"]) == (3, 3 * 16_000)
 
 
+class TestConcurrentCaps:
+    async def test_twenty_at_once_never_pass_an_images_limit(self, http, upstream):
+        tenant, secret = await _tenant_and_key(
+            http, limits=[{"metric": "images", "period": "month", "max": 5}]
+        )
+        answers = await asyncio.gather(*(
+            http.post(
+                "/v1/images/generations", headers=_auth(secret),
+                json={"model": "dall-e-2", "prompt": f"cat {i}", "size": "256x256"},
+            )
+            for i in range(20)
+        ))  # fmt: skip
+        assert sorted(a.status_code for a in answers) == [200] * 5 + [402] * 15
+        assert sum(seen.images for seen in upstream.media) == 5
+        logs = await logs_when_seen(http, tenant.headers, 20)
+        assert sum(log["images"] for log in logs) == 5
+
+    async def test_twenty_at_once_never_pass_a_spend_cap_on_transcriptions(self, http, upstream):
+        # 3 seconds of whisper cost 300 micro-USD: a 1,000 micro-USD cap holds three of them.
+        tenant, secret = await _tenant_and_key(http, max_spend_usd=0.001)
+        audio = tone_wav(3.0, rate=8_000)
+        answers = await asyncio.gather(*(_transcribe(http, secret, audio) for _ in range(20)))
+        assert sorted(a.status_code for a in answers) == [200] * 3 + [402] * 17
+        logs = await logs_when_seen(http, tenant.headers, 20)
+        assert sum(log["cost_micros"] for log in logs) == 900
+        assert sum(log["audio_seconds"] for log in logs) == 9
+
+
 class TestHostileFiles:
     async def test_a_header_that_understates_the_length_does_not_shrink_the_hold(
         self, http, upstream

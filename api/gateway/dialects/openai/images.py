@@ -74,8 +74,8 @@ class ImageRequest:
 
     @property
     def inputs(self) -> int:
-        """Input images of an edit (its mask is not one)."""
-        return sum(1 for part in self.files if part.field != "mask")
+        """Input images of an edit, its mask counted as one (held, not assumed free)."""
+        return len(self.files)
 
 
 def _worst(parsed: ImageRequest, model: ModelEntry, price: Price) -> Usage:
@@ -117,7 +117,7 @@ async def _read_edit(request: Request) -> ImageRequest:
                 parsed.files.append(await units.file_part(upload, name, _MAX_UPLOAD))
     finally:
         await form.close()
-    if parsed.inputs == 0:
+    if not any(part.field != "mask" for part in parsed.files):
         raise InvalidRequest("image: an image to edit is required.", param="image")
     return parsed
 
