@@ -197,6 +197,12 @@ class TestConcurrentCaps:
         assert sum(seen.images for seen in upstream.media) == 5
         logs = await logs_when_seen(http, tenant.headers, 20)
         assert sum(log["images"] for log in logs) == 5
+        listed = (await http.get("/v1/keys", headers=tenant.headers)).json()["data"]
+        (key,) = [item for item in listed if item["scope"] == "standard"]
+        shown = (await http.get(f"/v1/keys/{key['id']}", headers=tenant.headers)).json()
+        assert shown["limits"] == [
+            {"metric": "images", "period": "month", "max": 5, "used": 5, "remaining": 0}
+        ]
 
     async def test_twenty_at_once_never_pass_a_spend_cap_on_transcriptions(self, http, upstream):
         # 3 seconds of whisper cost 300 micro-USD: a 1,000 micro-USD cap holds three of them.
