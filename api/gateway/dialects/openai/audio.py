@@ -167,7 +167,7 @@ async def _transcribe(request: Request, path: str, *, translate: bool) -> Respon
         return EventStream(events, call.response_headers)
     async with call.failures_recorded():
         response = await call.provider.send(upstream)
-        payload = units.json_answer(response.body, call.provider.name)
+        payload = translated.json_answer(response.body, call.provider.name)
         usage = _transcription_usage(payload, parsed, call)
         await call.finish(usage)
     if asked == "json" and sent == "verbose_json":

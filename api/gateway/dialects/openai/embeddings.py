@@ -18,12 +18,13 @@ import base64
 import struct
 from typing import Any
 
+import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from api.errors import InvalidRequest
+from api.errors import InvalidRequest, UpstreamError
 from api.gateway.catalog import ModelEntry
-from api.gateway.dialects import entry
+from api.gateway.dialects import entry, translated
 from api.gateway.dialects.openai import units
 from api.gateway.pipeline import Call
 from api.gateway.pricing import Price, Usage
@@ -142,13 +143,13 @@ async def create_embedding(request: Request) -> Response:
             payload, usage = await _from_openai(call, parsed)
         await call.finish(usage)
     payload["provider"] = call.provider.name
-    return JSONBody(units.dumps(payload), call.response_headers)
+    return JSONBody(orjson.dumps(payload), call.response_headers)
 
 
 async def _from_openai(call: Call, parsed: Embedding) -> tuple[dict[str, Any], Usage]:
     body = {**parsed.body, "model": call.route.upstream_model}
     response = await call.provider.send(UpstreamRequest("/embeddings", body, stream=False))
-    payload = units.json_answer(response.body, call.provider.name)
+    payload = translated.json_answer(response.body, call.provider.name)
     reported = units.reported_int(payload, "usage", "prompt_tokens")
     if reported is None:  # a compatible host without usage: what was counted, exactly
         return payload, Usage(input_tokens=parsed.tokens, estimated=True)
@@ -167,11 +168,9 @@ async def _from_gemini(call: Call, parsed: Embedding) -> tuple[dict[str, Any], U
         f"/v1beta/models/{model}:batchEmbedContents", {"requests": requests}, stream=False
     )
     response = await call.provider.send(upstream)
-    answer = units.json_answer(response.body, call.provider.name)
+    answer = translated.json_answer(response.body, call.provider.name)
     embeddings = answer.get("embeddings")
     if not isinstance(embeddings, list) or len(embeddings) != len(parsed.texts):
-        from api.errors import UpstreamError
-
         raise UpstreamError(f"The {call.provider.name} provider's embeddings do not match.")
     data = []
     for index, embedding in enumerate(embeddings):

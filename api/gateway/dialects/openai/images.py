@@ -18,7 +18,7 @@ from fastapi.responses import Response
 
 from api.errors import InvalidRequest
 from api.gateway.catalog import ModelEntry
-from api.gateway.dialects import entry
+from api.gateway.dialects import entry, translated
 from api.gateway.dialects.openai import units
 from api.gateway.pipeline import Call
 from api.gateway.pricing import Price, Usage
@@ -147,7 +147,7 @@ async def edit_image(request: Request) -> Response:
 async def _answer(call: Call, upstream: UpstreamRequest) -> Response:
     async with call.failures_recorded():
         response = await call.provider.send(upstream)
-        payload = units.json_answer(response.body, call.provider.name)
+        payload = translated.json_answer(response.body, call.provider.name)
         await call.finish(_usage(payload, call))
     payload["provider"] = call.provider.name
     return JSONBody(orjson.dumps(payload), call.response_headers)

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.datastructures import FormData, UploadFile
 
@@ -148,14 +147,6 @@ async def file_part(upload: Any, name: str, limit: int) -> FilePart:
     )
 
 
-def json_answer(raw: bytes, provider: str) -> dict[str, Any]:
-    """An upstream's JSON answer, or a 502 naming the provider."""
-    from api.gateway.dialects.translated import json_answer as parse
-
-    payload: dict[str, Any] = parse(raw, provider)
-    return payload
-
-
 def reported_int(payload: Any, *path: str) -> int | None:
     """An integer deep in an upstream's JSON (`usage`, `seconds`), when it is one."""
     for name in path:
@@ -165,7 +156,3 @@ def reported_int(payload: Any, *path: str) -> int | None:
     if isinstance(payload, int) and not isinstance(payload, bool) and payload >= 0:
         return payload
     return None
-
-
-def dumps(payload: Any) -> bytes:
-    return orjson.dumps(payload)
