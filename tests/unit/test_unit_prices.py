@@ -11,14 +11,14 @@ import pytest
 from api.auth.limits import Limit
 from api.gateway.budget import Demand, actual, affordable_output, worst_case
 from api.gateway.catalog import Catalog
-from api.gateway.pricing import FREE, Usage, cost_micros
+from api.gateway.pricing import FREE, Price, Usage, cost_micros
 from api.kit.audio import LOWEST_BITRATE, duration_seconds, worst_seconds
 from tests.factories.audio import tone_wav
 
 CATALOG = Catalog.build()
 
 
-def price(model: str):
+def price(model: str) -> Price:
     return CATALOG.resolve(model).entry.price
 
 
