@@ -67,6 +67,12 @@ class UsageRecord:
     characters: int = 0
     images: int = 0
     cost_micros: int = 0
+    # A response cache hit: its kind ("exact", "semantic"), 1, the tokens it did not send
+    # upstream and what they would have cost.
+    cache: str | None = None
+    cache_hits: int = 0
+    saved_tokens: int = 0
+    saved_micros: int = 0
     latency_ms: int = 0
     tool_calls: int = 0
     estimated: bool = False

@@ -37,6 +37,12 @@ class UsageEvent(Base):
     characters: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     images: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A response cache hit (1, else 0; `cache`: "exact" or "semantic"), the tokens it did not
+    # send upstream and what they would have cost.
+    cache: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    cache_hits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    saved_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    saved_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     tool_calls: Mapped[int] = mapped_column(Integer, default=0)
     # True when Tollgate counted the tokens (a stream cut off before the provider reported usage).
@@ -64,6 +70,9 @@ class _Sums:
     characters: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     images: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_hits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    saved_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    saved_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class UsageRollup(_Sums, Base):

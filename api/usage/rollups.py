@@ -48,10 +48,11 @@ from api.usage.models import UsageEvent, UsageKeyRollup, UsageRollup, UsageTenan
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-# The event columns a rollup row adds up: tokens, the per-unit quantities (SPEC §5.12), cost.
+# The event columns a rollup row adds up: tokens, the per-unit quantities (SPEC §5.12), cost,
+# and what the response cache saved (a hit is 1 in `cache_hits`).
 _ADDED = (
     "input_tokens", "cached_input_tokens", "output_tokens", "audio_seconds", "characters",
-    "images", "cost_micros",
+    "images", "cost_micros", "cache_hits", "saved_tokens", "saved_micros",
 )  # fmt: skip
 # Every sum of a rollup row: the events counted (all, failed, reached the model), then _ADDED.
 SUMS = ("requests", "failed", "reached", *_ADDED)

@@ -43,6 +43,8 @@ MODELS = ("gpt-4o", "deepseek-chat", "claude-sonnet-4")
 STATUSES = (200, 200, 200, 400, 429, 502)
 BEFORE_ROLLUPS = "b7c3e9a1d5f2"
 UNITS = ("audio_seconds", "characters", "images")  # per-unit quantities (SPEC §5.12)
+# Columns added after the rollups: an event of that time has none of them.
+LATER = (*UNITS, "cache", "cache_hits", "saved_tokens", "saved_micros")
 
 
 @dataclass
@@ -225,8 +227,9 @@ def _stored_rollups(rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[s
 
 
 def _events_before_units() -> sa.Table:
-    """`usage_events` as it was before the per-unit quantities: the model's columns less those
-    (an insert through the model's table would fill them in with their defaults)."""
+    """`usage_events` as it was before the per-unit quantities and the cache's columns: the
+    model's columns less those (an insert through the model's table would fill them in with
+    their defaults)."""
     columns = [
         sa.Column(
             column.name,
@@ -238,7 +241,7 @@ def _events_before_units() -> sa.Table:
             ),
         )
         for column in UsageEvent.__table__.columns
-        if column.name not in UNITS
+        if column.name not in LATER
     ]
     return sa.Table("usage_events", sa.MetaData(), *columns)
 
