@@ -148,6 +148,15 @@ class TenantRouting:
     failover: bool = False
     strategy: str = "default"
     deadline: float = math.inf
+    # The response cache's settings (`cache` in the tenant's settings); None: off.
+    cache: CacheSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    ttl_seconds: int = 3600
+    max_temperature: float = 1.0  # requests sampled hotter than this are not cached
+    billed_fraction: float = 0.0  # what a hit bills, as a fraction of the cost it saved
 
 
 NO_TENANT = TenantRouting()

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import InvalidRequest, NotFound
 from api.gateway.providers.base import Provider
-from api.gateway.routing import Account, TenantRouting
+from api.gateway.routing import Account, CacheSettings, TenantRouting
 from api.kit.crypto import SecretBox
 from api.kit.http1 import HTTPClient, HTTPClientError, Timeouts
 from api.kit.time import utcnow
@@ -145,13 +145,20 @@ async def tenant_routing(
     tenant_id: uuid.UUID,
 ) -> TenantRouting:
     """What the gateway keeps in memory for a tenant: its enabled keys as accounts, and its
-    `failover` and `routing` settings."""
+    `failover`, `routing` and `cache` settings."""
     routing = TenantRouting()
     tenant = await session.get(Tenant, tenant_id)
     if tenant is not None:
         settings = tenant.settings or {}
         routing.failover = bool((settings.get("failover") or {}).get("enabled", False))
         routing.strategy = str((settings.get("routing") or {}).get("strategy", "default"))
+        cache = settings.get("cache") or {}
+        if cache.get("enabled"):
+            routing.cache = CacheSettings(
+                ttl_seconds=int(cache.get("ttl_seconds", 3600)),
+                max_temperature=float(cache.get("max_temperature", 1.0)),
+                billed_fraction=float(cache.get("billed_fraction", 0.0)),
+            )
     for credential in await ProviderCredentialRepository(session, tenant_id).all():
         if not credential.enabled or credential.provider not in default_base_urls:
             continue

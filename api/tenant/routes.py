@@ -51,7 +51,7 @@ async def update_settings(
 
         after_commit(session, hook)
     router = request.state.gateway.router
-    if router is not None and data.model_fields_set & {"failover", "routing"}:
+    if router is not None and data.model_fields_set & {"failover", "routing", "cache"}:
 
         async def routing_changed() -> None:
             await router.announce(tenant.id)

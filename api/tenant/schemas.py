@@ -46,6 +46,19 @@ class RoutingSettings(BaseModel):
     strategy: Literal["default", "cost", "latency", "round_robin", "weighted"] = "default"
 
 
+class CacheSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The exact response cache: identical requests of this tenant (same model, messages, tools
+    # and generation parameters) answered from a stored answer for `ttl_seconds`, requests
+    # sampled above `max_temperature` never; a hit bills `billed_fraction` of the cost it saved
+    # (0: free). Off by default.
+    enabled: bool = False
+    ttl_seconds: int = Field(default=3600, ge=1, le=30 * 86_400)
+    max_temperature: float = Field(default=1.0, ge=0, le=2)
+    billed_fraction: float = Field(default=0.0, ge=0, le=1)
+
+
 class SettingsUpdate(BaseModel):
     """`PUT /v1/settings` is a partial update: only the groups given change."""
 
@@ -55,6 +68,7 @@ class SettingsUpdate(BaseModel):
     alerts: AlertSettings | None = None
     failover: FailoverSettings | None = None
     routing: RoutingSettings | None = None
+    cache: CacheSettings | None = None
 
 
 class AlertSettingsRead(BaseModel):
@@ -68,6 +82,7 @@ class SettingsRead(BaseModel):
     alerts: AlertSettingsRead
     failover: FailoverSettings
     routing: RoutingSettings
+    cache: CacheSettings
 
 
 class WebhookSecretRead(BaseModel):

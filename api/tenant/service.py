@@ -14,6 +14,7 @@ from api.kit.webhooks import check_url
 from api.tenant.models import Tenant
 from api.tenant.schemas import (
     AlertSettingsRead,
+    CacheSettings,
     FailoverSettings,
     RoutingSettings,
     SettingsRead,
@@ -51,7 +52,7 @@ async def update_settings(
         if url is not None:
             await check_url(url, allow_private=allow_private, param="alerts.webhook_url")
         tenant.settings = {**tenant.settings, "alerts": {"webhook_url": url}}
-    for group in ("failover", "routing"):
+    for group in ("failover", "routing", "cache"):
         if group in data.model_fields_set:
             value = getattr(data, group)
             dumped = value.model_dump() if value is not None else None
@@ -81,4 +82,5 @@ def render_settings(tenant: Tenant) -> SettingsRead:
         ),
         failover=FailoverSettings(**(tenant.settings.get("failover") or {})),
         routing=RoutingSettings(**(tenant.settings.get("routing") or {})),
+        cache=CacheSettings(**(tenant.settings.get("cache") or {})),
     )
