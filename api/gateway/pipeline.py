@@ -32,6 +32,7 @@ from api.errors import (
     ProviderNotConfigured,
 )
 from api.gateway import budget as budget_rules
+from api.gateway import cache as response_cache
 from api.gateway import exposure as exposure_rules
 from api.gateway import usage as usage_rules
 from api.gateway.budget import BudgetGuard, Demand, Reservation
@@ -89,6 +90,8 @@ class Gateway:
     sessionmaker: async_sessionmaker[AsyncSession] | None = None
     response_retention_days: int = 30
     audio_max_bytes: int = 25 * 1024 * 1024  # an upload's limit (`Settings.audio_max_bytes`)
+    # Where the response cache keeps answers (`api/gateway/cache.py`); None: no cache.
+    cache: response_cache.Store | None = None
     # Settlements of requests whose client went away; awaited at shutdown.
     settling: set[asyncio.Task[int]] = field(default_factory=set)
     # Token counts per key in the current minute, in this process (`count_tokens`).
@@ -150,6 +153,10 @@ class Call:
     warnings: list[str] = field(default_factory=list)
     # The worst case that was reserved, where an endpoint priced it itself (SPEC §5.12).
     worst: Usage | None = None
+    # A response cache hit (`api/gateway/cache.py`): its kind, and what the stored answer used
+    # upstream (the tokens and cost the hit saved).
+    cache: str | None = None
+    saved: Usage | None = None
 
     @property
     def model(self) -> str:
@@ -303,6 +310,10 @@ class Call:
             estimated=usage.estimated,
             error_code=error.public_code if error else None,
         )
+        if self.cache is not None and self.saved is not None:
+            event.cache, event.cache_hits = self.cache, 1
+            event.saved_tokens = self.saved.total_tokens
+            event.saved_micros = cost_micros(self.saved, self.price)
         if trace is not None:
             event.attempts = len(trace.attempts) or 1
             event.account = trace.account

@@ -155,6 +155,7 @@ class Usage:
     # The audio or image tokens among input and output, where a model prices them apart.
     media_input_tokens: int = 0
     media_output_tokens: int = 0
+    fee_micros: int = 0  # a flat charge: what a response cache hit bills
 
     @property
     def total_tokens(self) -> int:
@@ -173,6 +174,7 @@ def cost_micros(usage: Usage, price: Price) -> int:
         + usage.audio_seconds * price.per_second
         + usage.characters * price.per_character
         + usage.images * usage.image_price
+        + usage.fee_micros
     )
     numerator = (
         (usage.input_tokens - cached - written - heard) * price.input

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.alert.service import Crossing
 from api.gateway.budget import Reservations
+from api.gateway.cache import MemoryStore, RedisStore
 from api.gateway.catalog import Catalog
 from api.gateway.pipeline import Gateway
 from api.gateway.providers.registry import ProviderRegistry, create_client
@@ -120,6 +121,7 @@ class GatewayRuntime:
             sessionmaker=sessionmaker,
             response_retention_days=settings.response_retention_days,
             audio_max_bytes=settings.audio_max_bytes,
+            cache=RedisStore(redis) if redis is not None else MemoryStore(),
         )
         return cls(gateway, budget, ledger, drain, router, upstream, tenant_upstream, fast_redis)
 

@@ -88,12 +88,13 @@ async def _totals(
 EXPORT_COLUMNS = (
     "id", "key_id", "key_name", "model", "provider", "input_tokens", "cached_input_tokens",
     "output_tokens", "cost_micros", "latency_ms", "status", "created_at", "tool_calls",
-    "audio_seconds", "characters", "images",
+    "audio_seconds", "characters", "images", "cache", "saved_tokens", "saved_micros",
 )  # fmt: skip
 
 SUM_COLUMNS = (
     "requests", "failed", "input_tokens", "cached_input_tokens", "output_tokens",
-    "audio_seconds", "characters", "images", "cost_micros",
+    "audio_seconds", "characters", "images", "cost_micros", "cache_hits", "saved_tokens",
+    "saved_micros",
 )  # fmt: skip
 _GROUPS = {"key": "key_id", "model": "model", "day": "day"}
 

@@ -108,6 +108,46 @@ async def get_usage(
     return JSONBody(orjson.dumps(body))
 
 
+@router.get("/v1/cache/stats")
+async def cache_stats(
+    session: DbSession,
+    principal: Principal,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    key_id: str | None = None,
+) -> Response:
+    """What the response cache saved over a period (this month by default): hits, and the
+    tokens and cost they did not send upstream, in all and per key."""
+    where = _filter(principal, start, end, key_id, None)
+    by_key = await UsageRepository(session, principal.tenant_id).grouped(where, "key")
+    rows = [
+        {
+            "key_id": row["key_id"],
+            "key_name": row["key_name"],
+            "requests": row["requests"],
+            "hits": row["cache_hits"],
+            "saved_tokens": row["saved_tokens"],
+            "saved_micros": row["saved_micros"],
+            "saved_usd": micros_to_usd(row["saved_micros"]),
+        }
+        for row in by_key
+        if row["cache_hits"]
+    ]
+    saved = sum(row["saved_micros"] for row in rows)
+    body = {
+        "object": "cache_stats",
+        "start": isoformat(where.start),
+        "end": isoformat(where.end),
+        "requests": sum(row["requests"] for row in by_key),
+        "hits": sum(row["hits"] for row in rows),
+        "saved_tokens": sum(row["saved_tokens"] for row in rows),
+        "saved_micros": saved,
+        "saved_usd": micros_to_usd(saved),
+        "by_key": rows,
+    }
+    return JSONBody(orjson.dumps(body))
+
+
 @router.get("/v1/usage/export")
 async def export_usage(
     request: Request,
@@ -180,6 +220,10 @@ async def list_logs(
             "audio_seconds": event.audio_seconds,
             "characters": event.characters,
             "images": event.images,
+            "cache": event.cache,
+            "cache_hits": event.cache_hits,
+            "saved_tokens": event.saved_tokens,
+            "saved_micros": event.saved_micros,
             "cost_micros": event.cost_micros,
             "cost_usd": micros_to_usd(event.cost_micros),
             "latency_ms": event.latency_ms,

@@ -11,6 +11,8 @@ async job (`api.job`) that runs the endpoint later, in a worker.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,15 +20,22 @@ from typing import Any
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.background import BackgroundTask
 
 from api.auth.service import Principal
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest
+from api.gateway import cache as response_cache
 from api.gateway import failover, resilience
+from api.gateway.catalog import ModelEntry
 from api.gateway.dialects import translated
 from api.gateway.exposure import Exposure, UnknownFields
 from api.gateway.pipeline import Call, Gateway, record_refusal, start_call
+from api.gateway.pricing import Price, Usage, cost_micros
+from api.gateway.relay import EventStream, JSONBody
 from api.kit.json_depth import check_depth
+
+logger = logging.getLogger("tollgate.gateway")
 
 # A dialect's reading of a body: whether it streams, and what its fields add to the bill.
 Check = Callable[[dict[str, Any], UnknownFields], tuple[bool, Exposure]]
@@ -94,11 +103,115 @@ async def serve(
     except AppError as error:
         record_refusal(gateway, principal, request_id, endpoint.path, "", "", error)
         raise
+    looked = await _cache_lookup(gateway, principal, endpoint.path, body, headers, stream)
+    session = resilience.session_key(headers or {}, body)
+    if looked is not None and looked.key is not None and gateway.cache is not None:
+        hit = await response_cache.fetch(gateway.cache, looked.key)
+        if hit is not None and hit.stream == stream:
+            return await _answer_from_cache(
+                gateway, principal, request_id, endpoint, body, hit, looked, session, calls
+            )
     call = await start_call(
         gateway, principal, request_id, endpoint.path, body["model"], endpoint.budget_view(body),
-        dialects=translated.DIALECTS, exposure=exposure,
-        session=resilience.session_key(headers or {}, body),
+        dialects=translated.DIALECTS, exposure=exposure, session=session,
     )  # fmt: skip
     if calls is not None:
         calls.append(call)
-    return await failover.serve(call, lambda: endpoint.answer(call, body, stream))
+    response = await failover.serve(call, lambda: endpoint.answer(call, body, stream))
+    if looked is not None:
+        _keep_if_complete(gateway, call, endpoint.path, looked, response, stream)
+    return response
+
+
+async def _cache_lookup(
+    gateway: Gateway,
+    principal: Principal,
+    path: str,
+    body: dict[str, Any],
+    headers: Any,
+    stream: bool,
+) -> response_cache.Lookup | None:
+    """The response cache's view of this request (None: the tenant's cache is off)."""
+    router = gateway.router
+    if router is None or gateway.cache is None:
+        return None
+    tenant = await router.tenant(principal.key.tenant_id)
+    if tenant.cache is None:
+        return None
+    try:
+        model = gateway.catalog.resolve(body["model"]).entry.id
+    except AppError:  # refused by `start_call`, as ever
+        return None
+    return response_cache.lookup(
+        tenant.cache, principal.key.tenant_id.hex, path, model, body, headers, stream
+    )
+
+
+async def _answer_from_cache(
+    gateway: Gateway,
+    principal: Principal,
+    request_id: str,
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    hit: response_cache.Hit,
+    looked: response_cache.Lookup,
+    session: str | None,
+    calls: list[Call] | None,
+) -> Response:
+    """A hit: the key's access, status and limits apply as to any request; nothing reaches the
+    provider; it bills the tenant's fraction of what it saved (free by default)."""
+    fraction = looked.settings.billed_fraction
+
+    def bill(_entry: ModelEntry, price: Price) -> Usage:
+        return Usage(fee_micros=math.ceil(cost_micros(hit.usage, price) * fraction))
+
+    call = await start_call(
+        gateway, principal, request_id, endpoint.path, body["model"], {},
+        dialects=translated.DIALECTS, session=session, worst=bill,
+    )  # fmt: skip
+    call.trace = None  # no attempt upstream
+    call.cache, call.saved = "exact", hit.usage
+    if calls is not None:
+        calls.append(call)
+    await call.finish(call.worst or Usage())
+    headers = {**call.response_headers, "X-Cache": "EXACT_HIT", "X-Cache-TTL": str(hit.ttl_left)}
+    if hit.stream:
+        return EventStream(response_cache.replay(hit.body), headers)
+    return JSONBody(hit.body, headers)
+
+
+def _keep_if_complete(
+    gateway: Gateway,
+    call: Call,
+    path: str,
+    looked: response_cache.Lookup,
+    response: Response,
+    stream: bool,
+) -> None:
+    """Say what the cache did in the answer's headers, and store the answer once it is whole."""
+    said = [(b"x-cache", b"MISS")]
+    if looked.skip is not None:
+        said.append((b"x-cache-skip-reason", looked.skip.encode()))
+    response.raw_headers += said
+    key, store = looked.key, gateway.cache
+    if key is None or store is None or response.status_code != 200:
+        return
+    ttl = looked.settings.ttl_seconds
+
+    async def keep(data: bytes) -> None:
+        usage = call.usage
+        if (
+            usage is None
+            or call.finished is False
+            or not response_cache.complete(path, stream, data)
+        ):
+            return
+        try:
+            await response_cache.keep(store, key, ttl, data, stream, call.provider.name, usage)
+        except Exception:  # a cache that cannot store only costs a later hit
+            logger.exception("could not store an answer in the response cache")
+
+    if isinstance(response, EventStream):
+        response.stream = response_cache.recorded(response.stream, keep)
+    elif isinstance(response, JSONBody):
+        response.background = BackgroundTask(keep, bytes(response.body))
