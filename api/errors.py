@@ -19,6 +19,7 @@
     ├── MethodNotAllowed          405 method_not_allowed
     ├── Conflict                  409 conflict
     ├── RequestTooLarge           413 request_too_large
+    ├── ShieldFailed              422 shield_failed (the secret shield could not mask in time)
     ├── RateLimited               429 rate_limited
     │   └── QuotaExhausted        429 insufficient_quota (an upstream account out of credit)
     ├── InternalError             500 internal_error
@@ -158,6 +159,11 @@ class RequestTooLarge(AppError):
     default_message = "The request body is too large."
 
 
+class ShieldFailed(AppError):
+    code = "shield_failed"
+    default_message = "The secret shield could not mask this request; nothing was sent upstream."
+
+
 class RateLimited(AppError):
     code = "rate_limited"
     default_message = "Rate limit reached."
@@ -265,6 +271,7 @@ ERROR_TABLE: dict[type[AppError], ErrorRow] = {
     MethodNotAllowed: ErrorRow(405, "invalid_request_error", "invalid_request_error", False),
     Conflict: ErrorRow(409, "invalid_request_error", "invalid_request_error", True),
     RequestTooLarge: ErrorRow(413, "invalid_request_error", "request_too_large", False),
+    ShieldFailed: ErrorRow(422, "invalid_request_error", "invalid_request_error", False),
     RateLimited: ErrorRow(429, "rate_limit_error", "rate_limit_error", True),
     QuotaExhausted: ErrorRow(429, "insufficient_quota", "rate_limit_error", False),
     InternalError: ErrorRow(500, "server_error", "api_error", True),

@@ -1,0 +1,65 @@
+"""A tenant's `shield` settings as a compiled `Shield`, and `POST /v1/shield/test`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import regex
+
+from api.errors import ShieldFailed
+from api.shield.engine import Shield, ShieldTimeout, compile_detectors
+from api.shield.presets import PRESET_NAMES
+from api.shield.schemas import ShieldMatch, ShieldSettings, ShieldTestIn, ShieldTestOut
+
+logger = logging.getLogger("tollgate.shield")
+
+
+def build(stored: dict[str, Any]) -> Shield:
+    """The shield of stored settings (the `shield` group of `tenant.settings`), enabled or not.
+    A stored rule that no longer compiles makes a shield that cannot complete: the tenant's
+    `fail` setting decides what happens to its requests."""
+    presets = stored.get("presets")
+    names = PRESET_NAMES if presets is None else [str(name) for name in presets]
+    rules = [rule for rule in stored.get("rules") or [] if isinstance(rule, dict)]
+    fail_open = stored.get("fail") == "open"
+    try:
+        return Shield(compile_detectors(names, rules), fail_open=fail_open)
+    except (regex.error, ValueError, KeyError, TypeError) as exc:
+        logger.error("a stored shield rule does not compile: %r", exc)
+        return Shield((), fail_open=fail_open, broken="rules")
+
+
+def load(settings: dict[str, Any]) -> Shield | None:
+    """What the gateway applies to a tenant's requests: None unless the shield is enabled."""
+    stored = settings.get("shield")
+    if not isinstance(stored, dict) or not stored.get("enabled"):
+        return None
+    return build(stored)
+
+
+def failed(detector: str) -> ShieldFailed:
+    return ShieldFailed(
+        f"The secret shield could not finish masking this request in time (detector "
+        f"{detector!r}), and the tenant's shield fails closed: nothing was sent upstream."
+    )
+
+
+def test(settings: dict[str, Any], data: ShieldTestIn) -> ShieldTestOut:
+    """Mask `data.text` with the given rules and presets, or else the tenant's saved ones."""
+    saved = ShieldSettings.stored(settings.get("shield"))
+    stored: dict[str, Any] = {
+        "presets": data.presets if data.presets is not None else saved.presets,
+        "rules": [
+            rule.model_dump() for rule in (data.rules if data.rules is not None else saved.rules)
+        ],
+    }
+    shield = build(stored)
+    try:
+        masked, matches = shield.mask_text(data.text)
+    except ShieldTimeout as timeout:
+        raise failed(timeout.detector) from None
+    return ShieldTestOut(
+        masked=masked,
+        matches=[ShieldMatch(name=m.name, start=m.start, end=m.end) for m in matches],
+    )
