@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CLIENTS := tests/e2e/clients
 CLIENTS_STAMP := $(CLIENTS)/node_modules/.installed-stamp
 
-.PHONY: install clients run migrate test test-unit test-int lint fmt typecheck bench bench-usage bench-search up clean
+.PHONY: install clients run migrate test test-unit test-int lint fmt typecheck bench bench-usage bench-search bench-units up clean
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -62,6 +62,9 @@ bench-usage: install
 
 bench-search: install
 	$(BIN)/python bench/search.py
+
+bench-units: install
+	$(BIN)/python bench/units.py
 
 up:
 	docker compose up --build

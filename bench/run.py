@@ -66,7 +66,13 @@ WORKER_PID: list[int] = []
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")
-wrk.headers["Content-Type"] = "application/json"
+local body_file = os.getenv("BENCH_BODY_FILE")
+if body_file and body_file ~= "" then
+  local file = assert(io.open(body_file, "rb"))
+  wrk.body = file:read("*a")
+  file:close()
+end
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
 local key = os.getenv("BENCH_KEY")
 if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
 local pace = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
@@ -103,9 +109,21 @@ def _ms(value: str) -> float:
 
 
 def run_wrk(
-    url: str, script: Path, connections: int, seconds: int, body: str, key: str, pace_ms: int = 0
+    url: str,
+    script: Path,
+    connections: int,
+    seconds: int,
+    body: str,
+    key: str,
+    pace_ms: int = 0,
+    content_type: str = "application/json",
+    body_file: Path | None = None,
 ) -> dict[str, float]:
-    env = {**os.environ, "BENCH_BODY": body, "BENCH_KEY": key, "BENCH_DELAY_MS": str(pace_ms)}
+    """`body_file` (read whole, any bytes) replaces `body` when given."""
+    env = {
+        **os.environ, "BENCH_BODY": body, "BENCH_KEY": key, "BENCH_DELAY_MS": str(pace_ms),
+        "BENCH_CONTENT_TYPE": content_type, "BENCH_BODY_FILE": str(body_file or ""),
+    }  # fmt: skip
     threads = 1 if connections == 1 else 2
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
@@ -249,6 +267,40 @@ def setup_gateway(
     return url, process.pid, key["secret"]
 
 
+def start_upstream_and_floor(
+    stack: ExitStack,
+) -> tuple[str, subprocess.Popen[bytes], str, subprocess.Popen[bytes]]:
+    """The fake upstream and the floor in front of it, up: (upstream url, its process, floor url,
+    its process), both stopped when `stack` closes."""
+    upstream_port, floor_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    up = _start(
+        [
+            PYTHON,
+            str(ROOT / "bench/upstream.py"),
+            "--port",
+            str(upstream_port),
+            "--chunks",
+            str(CHUNKS),
+        ]
+    )
+    stack.callback(up.terminate)
+    floor = _start(
+        [
+            PYTHON,
+            str(ROOT / "bench/floor.py"),
+            "--port",
+            str(floor_port),
+            "--upstream",
+            upstream,
+        ]
+    )
+    stack.callback(floor.terminate)
+    wait_http(upstream + "/")
+    wait_http(f"http://127.0.0.1:{floor_port}/")
+    return upstream, up, f"http://127.0.0.1:{floor_port}", floor
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -259,32 +311,7 @@ def main() -> None:
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_SCRIPT)
         urls = stack.enter_context(services())
-        upstream_port, floor_port = free_port(), free_port()
-        upstream = f"http://127.0.0.1:{upstream_port}"
-        up = _start(
-            [
-                PYTHON,
-                str(ROOT / "bench/upstream.py"),
-                "--port",
-                str(upstream_port),
-                "--chunks",
-                str(CHUNKS),
-            ]
-        )
-        stack.callback(up.terminate)
-        floor = _start(
-            [
-                PYTHON,
-                str(ROOT / "bench/floor.py"),
-                "--port",
-                str(floor_port),
-                "--upstream",
-                upstream,
-            ]
-        )
-        stack.callback(floor.terminate)
-        wait_http(upstream + "/")
-        wait_http(f"http://127.0.0.1:{floor_port}/")
+        upstream, up, floor_url, floor = start_upstream_and_floor(stack)
         gateway, gateway_pid, key = setup_gateway(
             urls["TOLLGATE_TEST_POSTGRES_URL"], urls["TOLLGATE_TEST_REDIS_URL"], upstream, stack
         )
@@ -293,9 +320,7 @@ def main() -> None:
             "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
             "duration_s": args.duration,
             "direct": measure("direct", upstream + path, up.pid, script, "", args),
-            "floor": measure(
-                "floor", f"http://127.0.0.1:{floor_port}{path}", floor.pid, script, "", args
-            ),
+            "floor": measure("floor", floor_url + path, floor.pid, script, "", args),
             "gateway": measure("gateway", gateway + path, gateway_pid, script, key, args),
         }
         served = sum(

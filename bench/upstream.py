@@ -2,13 +2,19 @@
 `POST /v1/chat/completions` with a fixed completion, or a fixed stream of N chunks, and
 `POST /v1/messages` (streamed) with N text deltas in Anthropic's event format. Streams go out
 back to back, so several events reach a relay in one read; a body with `"bench_spaced": true`
-gets its events 1 ms apart instead, one per read, as a model generating tokens sends them."""
+gets its events 1 ms apart instead, one per read, as a model generating tokens sends them.
+
+Beyond chat, by path, whatever the body: `POST /v1/embeddings` answers a fixed list of 16
+1536-dimension vectors with its usage, `/v1/audio/transcriptions` a fixed `verbose_json` (what
+the gateway asks whisper for) of 5 seconds, and `/v1/audio/speech` ~200 KB of fixed audio
+bytes in 16 KB chunks."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import random
 from typing import Any
 
 import uvicorn
@@ -21,6 +27,36 @@ COMPLETION = json.dumps({
               "prompt_tokens_details": {"cached_tokens": 0},
               "completion_tokens_details": {"reasoning_tokens": 0}},
 }).encode()  # fmt: skip
+EMBEDDING_INPUTS = 16
+EMBEDDING_DIMENSIONS = 1536  # text-embedding-3-small's
+SPEECH_CHUNK = 16 * 1024
+SPEECH_CHUNKS = 13  # 208 KB
+
+
+def embeddings() -> bytes:
+    """OpenAI's embeddings answer, values with its precision, fixed by a seed."""
+    values = random.Random(0)
+    data = [
+        {"object": "embedding", "index": index,
+         "embedding": [round(values.uniform(-0.1, 0.1), 10) for _ in range(EMBEDDING_DIMENSIONS)]}
+        for index in range(EMBEDDING_INPUTS)
+    ]  # fmt: skip
+    return json.dumps({
+        "object": "list", "data": data, "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 8 * EMBEDDING_INPUTS, "total_tokens": 8 * EMBEDDING_INPUTS},
+    }).encode()  # fmt: skip
+
+
+TRANSCRIPTION = json.dumps({
+    "task": "transcribe", "language": "english", "duration": 5.0,
+    "text": "Hello from the bench. This is five seconds of speech.",
+    "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": 5.0,
+                  "text": " Hello from the bench. This is five seconds of speech.",
+                  "tokens": [50364, 2425, 490, 264, 10638, 13], "temperature": 0.0,
+                  "avg_logprob": -0.2, "compression_ratio": 1.1, "no_speech_prob": 0.01}],
+    "usage": {"type": "duration", "seconds": 5},
+}).encode()  # fmt: skip
+SPEECH = [bytes([n % 256]) * SPEECH_CHUNK for n in range(SPEECH_CHUNKS)]
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None, usage: bool = False) -> bytes:
@@ -63,6 +99,11 @@ def make_app(chunks: int) -> Any:
     stream = [_chunk({"role": "assistant", "content": ""})]
     stream += [_chunk({"content": f" tok{i}"}) for i in range(chunks)]
     stream += [_chunk({}, "stop"), _chunk({}, usage=True), b"data: [DONE]\n\n"]
+    answers = {  # by path: (content type, body parts)
+        "/v1/embeddings": (b"application/json", [embeddings()]),
+        "/v1/audio/transcriptions": (b"application/json", [TRANSCRIPTION]),
+        "/v1/audio/speech": (b"audio/mpeg", SPEECH),
+    }
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -73,6 +114,15 @@ def make_app(chunks: int) -> Any:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        fixed = answers.get(scope["path"])
+        if fixed is not None:
+            content_type, parts = fixed
+            headers = [(b"content-type", content_type)]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            for index, part in enumerate(parts, 1):
+                more = index < len(parts)
+                await send({"type": "http.response.body", "body": part, "more_body": more})
+            return
         if b'"stream":true' in body or b'"stream": true' in body:
             headers = [(b"content-type", b"text/event-stream")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
