@@ -58,6 +58,7 @@ from api.response.routes import router as stored_responses_router
 from api.search.routes import router as search_router
 from api.search.runtime import Search
 from api.settings import Settings, get_settings, resolve_secret_key
+from api.shield.routes import router as shield_router
 from api.state import AppState
 from api.tenant.routes import router as admin_router
 from api.tenant.routes import settings_router
@@ -65,6 +66,7 @@ from api.thread.context import turn_context
 from api.thread.routes import router as threads_router
 from api.tool.routes import router as tools_router
 from api.tool.runner import ToolRunner
+from api.trace.routes import router as traces_router
 from api.usage.routes import router as usage_router
 
 logger = logging.getLogger("tollgate")
@@ -129,6 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }  # fmt: skip
         background = Background.start(settings, ctx)
         search.start(settings, background.queue)
+        if search.enabled:  # the semantic cache asks search's model and a store of its own
+            gateway.semantic = search
         turns = ctx["turns"] = turn_context(
             sessionmaker, redis, gateway, background.queue, on_persisted=search.turn_persisted
         )
@@ -182,8 +186,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(keys_router)
     app.include_router(usage_router)
+    app.include_router(traces_router)
     app.include_router(admin_router)
     app.include_router(settings_router)
+    app.include_router(shield_router)
     app.include_router(alerts_router)
     app.include_router(billing_router)
     app.include_router(threads_router)

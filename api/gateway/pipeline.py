@@ -34,6 +34,8 @@ from api.errors import (
 from api.gateway import budget as budget_rules
 from api.gateway import cache as response_cache
 from api.gateway import exposure as exposure_rules
+from api.gateway import semantic as semantic_cache
+from api.gateway import traces
 from api.gateway import usage as usage_rules
 from api.gateway.budget import BudgetGuard, Demand, Reservation
 from api.gateway.catalog import Catalog, ModelEntry, Route
@@ -45,6 +47,7 @@ from api.gateway.relay import warning_header
 from api.gateway.resilience import PooledProvider, RetryPolicy, Trace, required_capability
 from api.gateway.routing import Router
 from api.gateway.sse import SSEEvent
+from api.gateway.traces import Timing
 from api.metrics import Metrics
 from api.usage.ledger import Ledger, UsageRecord
 
@@ -70,6 +73,14 @@ class UsageReader(Protocol):
         ...
 
 
+class Spans(Protocol):
+    """Exports a settled call's trace (`api/gateway/otel.py`)."""
+
+    def export(self, call: Call, event: UsageRecord, ledger_ns: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Gateway:
     """The long-lived parts of the proxy, built once in the lifespan."""
@@ -92,6 +103,12 @@ class Gateway:
     audio_max_bytes: int = 25 * 1024 * 1024  # an upload's limit (`Settings.audio_max_bytes`)
     # Where the response cache keeps answers (`api/gateway/cache.py`); None: no cache.
     cache: response_cache.Store | None = None
+    # The semantic cache's questions: their vectors (search's store and model) and each
+    # tenant's list of them (`api/gateway/semantic.py`); None: no semantic cache.
+    semantic: semantic_cache.PromptIndex | None = None
+    semantic_entries: semantic_cache.Entries | None = None
+    # Where request traces go beside the database (OpenTelemetry, `api/gateway/otel.py`).
+    spans: Spans | None = None
     # Settlements of requests whose client went away; awaited at shutdown.
     settling: set[asyncio.Task[int]] = field(default_factory=set)
     # Token counts per key in the current minute, in this process (`count_tokens`).
@@ -124,6 +141,8 @@ class Gateway:
         if self.refresher is not None:
             self.refresher.cancel()
             self.refresher = None
+        if self.spans is not None:  # what is still queued goes out first
+            await asyncio.to_thread(self.spans.close)
 
 
 @dataclass(slots=True)
@@ -153,6 +172,8 @@ class Call:
     warnings: list[str] = field(default_factory=list)
     # The worst case that was reserved, where an endpoint priced it itself (SPEC §5.12).
     worst: Usage | None = None
+    # The request's steps and trace id (`api/gateway/traces.py`).
+    timing: Timing | None = None
     # A response cache hit (`api/gateway/cache.py`): its kind, and what the stored answer used
     # upstream (the tokens and cost the hit saved).
     cache: str | None = None
@@ -178,6 +199,14 @@ class Call:
         if extra:
             headers.update(extra)
         return headers
+
+    def step(
+        self, name: str, started: int | None = None, attrs: dict[str, Any] | None = None
+    ) -> int:
+        """Record a step of this request (`traces.Timing.step`): `started` is a
+        `time.perf_counter_ns()`, else where the previous step ended; returns now."""
+        timing = self.timing
+        return timing.step(name, started, attrs) if timing is not None else 0
 
     def warn(self, said: list[str]) -> None:
         """Name what the gateway dropped or changed in the answer's X-Tollgate-Warning (once:
@@ -282,6 +311,7 @@ class Call:
         )
 
     async def _settle(self, usage: Usage, status: int, error: AppError | None) -> int:
+        settling_from = time.perf_counter_ns()
         gateway = self.gateway
         gateway.metrics.in_flight.dec()
         cost = self.cost_micros = cost_micros(usage, self.price)
@@ -338,7 +368,9 @@ class Call:
                 origin = trace.failover_from.partition("/")[0]
                 metrics.failovers.labels(origin, self.provider.name).inc()
         if self.reservation is None:
+            ledger_ns = self._traced(event, settling_from)
             await gateway.ledger.commit(event, [])
+            self._export(event, ledger_ns)
             return cost
         for held in (self.reservation, *self.earlier_reservations):
             gateway.holding.pop(id(held), None)
@@ -348,9 +380,30 @@ class Call:
             settling.held += released.held
             settling.settlements += released.settlements
             settling.leased += released.leased
+        ledger_ns = self._traced(event, settling_from)
         after = await gateway.ledger.commit(event, settling.settlements)
         gateway.budget.settled(settling, after)
+        self._export(event, ledger_ns)
         return cost
+
+    def _traced(self, event: UsageRecord, settling_from: int) -> int:
+        """The event carries the request's trace (serialised once, here); returns when the
+        event goes to the ledger."""
+        timing = self.timing
+        if timing is None:
+            return 0
+        ledger_ns = timing.step("settle", settling_from)
+        timing.mark("ledger")
+        attempts = self.trace.attempts if self.trace is not None else None
+        event.trace_id = timing.trace_id
+        event.steps = traces.serialise(timing, attempts)
+        event.trace_attempts = traces.attempts_json(attempts)
+        return ledger_ns
+
+    def _export(self, event: UsageRecord, ledger_ns: int) -> None:
+        spans = self.gateway.spans
+        if spans is not None and self.timing is not None:
+            spans.export(self, event, ledger_ns)
 
 
 def access_allowed(principal: Principal, provider: str, model: str) -> bool:
@@ -415,6 +468,7 @@ async def start_call(
     kind: str = "chat",
     worst: Callable[[ModelEntry, Price], Usage] | None = None,
     capability: str | None = None,
+    timing: Timing | None = None,
 ) -> Call:
     """Everything before the provider call; raises before anything is sent upstream.
 
@@ -425,7 +479,9 @@ async def start_call(
     The endpoints of SPEC §5.12 serve models of another `kind`, know their worst case as a
     usage (`worst`, reserved exactly) and need accounts with a `capability`.
     A refusal here (unknown model, access, budget) is still logged, at no cost.
+    `timing` has the request's steps so far (`traces.Timing`), else they start here.
     """
+    timing = timing or Timing(request_id)
     try:
         route = gateway.catalog.resolve(model)
         if route.entry.kind != kind:
@@ -435,12 +491,15 @@ async def start_call(
                 param="model",
             )
     except AppError as error:
-        record_refusal(gateway, principal, request_id, endpoint, model[:200], "", error)
+        record_refusal(
+            gateway, principal, request_id, endpoint, model[:200], "", error, timing=timing
+        )
         raise
     test = principal.key.test
     trace: Trace | None = None
     try:
         check_access(principal, route)
+        timing.step("access")
         provider: Provider
         router = gateway.router
         if router is None or test:
@@ -461,6 +520,7 @@ async def start_call(
             trace = Trace(tenant, session, dialects, capability=capability)
             provider = PooledProvider(router, gateway.retry, route.provider, route.entry.id, trace)
         price = FREE if test else route.entry.price
+        timing.step("route")
 
         worst_usage = worst(route.entry, price) if worst is not None else None
 
@@ -478,11 +538,13 @@ async def start_call(
         except Exception as exc:  # caps that cannot be checked are not waved through
             logger.exception("reserving against the limits of key %s failed", principal.key.id)
             raise LimitsUnavailable() from exc
+        timing.step("limits")
     except AppError as error:
         provider_name = "mock" if test else route.provider
         record_refusal(
-            gateway, principal, request_id, endpoint, route.entry.id, provider_name, error
-        )
+            gateway, principal, request_id, endpoint, route.entry.id, provider_name, error,
+            timing=timing,
+        )  # fmt: skip
         raise
     gateway.metrics.in_flight.inc()
     gateway.hold(reservation)
@@ -500,6 +562,7 @@ async def start_call(
         exposure=exposure,
         warnings=list(exposure.warnings) if exposure is not None else [],
         worst=worst_usage,
+        timing=timing,
     )
 
 
@@ -536,14 +599,18 @@ def record_refusal(
     model: str,
     provider: str,
     error: AppError,
+    *,
+    timing: Timing | None = None,
 ) -> None:
     key = principal.key
-    gateway.ledger.record(
-        UsageRecord(
-            request_id=request_id, tenant_id=key.tenant_id, key_id=key.id, endpoint=endpoint,
-            model=model, provider=provider, status=error.status_code, error_code=error.public_code,
-        )
+    event = UsageRecord(
+        request_id=request_id, tenant_id=key.tenant_id, key_id=key.id, endpoint=endpoint,
+        model=model, provider=provider, status=error.status_code, error_code=error.public_code,
     )  # fmt: skip
+    if timing is not None:  # the steps it took before it was refused
+        timing.step("refused", attrs={"code": error.public_code})
+        event.trace_id, event.steps = timing.trace_id, traces.serialise(timing, None)
+    gateway.ledger.record(event)
     # A name the client made up must not become a metric series: that would grow without bound.
     label = model if model in gateway.catalog.entries else "unknown"
     gateway.metrics.request_done(endpoint, provider, label, error.status_code, seconds=None)

@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from api.errors import CapacityQueueFull
 from api.gateway.providers.base import Provider
 from api.settings import AccountSettings
+from api.shield.engine import Shield
 
 logger = logging.getLogger("tollgate.gateway")
 
@@ -150,6 +151,16 @@ class TenantRouting:
     deadline: float = math.inf
     # The response cache's settings (`cache` in the tenant's settings); None: off.
     cache: CacheSettings | None = None
+    # The semantic cache's (`semantic_cache`), on top of the response cache; None: off.
+    semantic: SemanticSettings | None = None
+    # The secret shield (`shield` in the tenant's settings), compiled; None: off.
+    shield: Shield | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticSettings:
+    threshold: float = 0.92  # the least cosine similarity of a match
+    max_entries: int = 10_000  # prompts kept per tenant; the oldest are evicted
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.alert.service import Crossing
+from api.gateway import otel
 from api.gateway.budget import Reservations
 from api.gateway.cache import MemoryStore, RedisStore
 from api.gateway.catalog import Catalog
@@ -23,6 +24,7 @@ from api.gateway.pipeline import Gateway
 from api.gateway.providers.registry import ProviderRegistry, create_client
 from api.gateway.resilience import RetryPolicy
 from api.gateway.routing import Router, TenantRouting, pool_accounts
+from api.gateway.semantic import MemoryEntries, RedisEntries
 from api.kit.counters import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.kit.crypto import SecretBox
 from api.kit.http1 import HTTPClient
@@ -122,7 +124,9 @@ class GatewayRuntime:
             response_retention_days=settings.response_retention_days,
             audio_max_bytes=settings.audio_max_bytes,
             cache=RedisStore(redis) if redis is not None else MemoryStore(),
+            semantic_entries=RedisEntries(redis) if redis is not None else MemoryEntries(),
         )
+        gateway.spans = otel.start(settings)  # None unless an OTLP endpoint is configured
         return cls(gateway, budget, ledger, drain, router, upstream, tenant_upstream, fast_redis)
 
     async def close(self) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import InvalidRequest, NotFound
 from api.gateway.providers.base import Provider
-from api.gateway.routing import Account, CacheSettings, TenantRouting
+from api.gateway.routing import Account, CacheSettings, SemanticSettings, TenantRouting
 from api.kit.crypto import SecretBox
 from api.kit.http1 import HTTPClient, HTTPClientError, Timeouts
 from api.kit.time import utcnow
@@ -20,6 +20,7 @@ from api.kit.webhooks import check_url, split_url
 from api.provider.models import ProviderCredential
 from api.provider.repository import ProviderCredentialRepository
 from api.provider.schemas import ProviderPut, ProviderRead
+from api.shield import service as shield_service
 from api.tenant.models import Tenant
 
 logger = logging.getLogger("tollgate.provider")
@@ -145,7 +146,7 @@ async def tenant_routing(
     tenant_id: uuid.UUID,
 ) -> TenantRouting:
     """What the gateway keeps in memory for a tenant: its enabled keys as accounts, and its
-    `failover`, `routing` and `cache` settings."""
+    `failover`, `routing`, `cache` and `shield` settings."""
     routing = TenantRouting()
     tenant = await session.get(Tenant, tenant_id)
     if tenant is not None:
@@ -159,6 +160,13 @@ async def tenant_routing(
                 max_temperature=float(cache.get("max_temperature", 1.0)),
                 billed_fraction=float(cache.get("billed_fraction", 0.0)),
             )
+        semantic = settings.get("semantic_cache") or {}
+        if semantic.get("enabled"):
+            routing.semantic = SemanticSettings(
+                threshold=float(semantic.get("threshold", 0.92)),
+                max_entries=int(semantic.get("max_entries", 10_000)),
+            )
+        routing.shield = shield_service.load(settings)
     for credential in await ProviderCredentialRepository(session, tenant_id).all():
         if not credential.enabled or credential.provider not in default_base_urls:
             continue

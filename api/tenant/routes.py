@@ -51,7 +51,8 @@ async def update_settings(
 
         after_commit(session, hook)
     router = request.state.gateway.router
-    if router is not None and data.model_fields_set & {"failover", "routing", "cache"}:
+    routed = {"failover", "routing", "cache", "semantic_cache", "shield"}  # the gateway reads
+    if router is not None and data.model_fields_set & routed:
 
         async def routing_changed() -> None:
             await router.announce(tenant.id)

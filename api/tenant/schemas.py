@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.auth.schemas import LimitIn, LimitRead
+from api.shield.schemas import ShieldSettings
 
 
 class TenantCreate(BaseModel):
@@ -59,6 +60,17 @@ class CacheSettings(BaseModel):
     billed_fraction: float = Field(default=0.0, ge=0, le=1)
 
 
+class SemanticCacheSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The semantic cache, on top of the response cache (`cache` must be on too): a single-turn
+    # question answered with the stored answer of one asked in other words, at a cosine
+    # similarity of at least `threshold`; at most `max_entries` questions kept. Off by default.
+    enabled: bool = False
+    threshold: float = Field(default=0.92, ge=0.5, le=1)
+    max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
 class SettingsUpdate(BaseModel):
     """`PUT /v1/settings` is a partial update: only the groups given change."""
 
@@ -68,7 +80,9 @@ class SettingsUpdate(BaseModel):
     alerts: AlertSettings | None = None
     failover: FailoverSettings | None = None
     routing: RoutingSettings | None = None
+    shield: ShieldSettings | None = None
     cache: CacheSettings | None = None
+    semantic_cache: SemanticCacheSettings | None = None
 
 
 class AlertSettingsRead(BaseModel):
@@ -82,7 +96,9 @@ class SettingsRead(BaseModel):
     alerts: AlertSettingsRead
     failover: FailoverSettings
     routing: RoutingSettings
+    shield: ShieldSettings
     cache: CacheSettings
+    semantic_cache: SemanticCacheSettings
 
 
 class WebhookSecretRead(BaseModel):

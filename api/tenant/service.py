@@ -11,12 +11,14 @@ from api.auth.schemas import limit_read
 from api.errors import NotFound
 from api.kit.crypto import SecretBox
 from api.kit.webhooks import check_url
+from api.shield.schemas import ShieldSettings
 from api.tenant.models import Tenant
 from api.tenant.schemas import (
     AlertSettingsRead,
     CacheSettings,
     FailoverSettings,
     RoutingSettings,
+    SemanticCacheSettings,
     SettingsRead,
     SettingsUpdate,
 )
@@ -52,7 +54,7 @@ async def update_settings(
         if url is not None:
             await check_url(url, allow_private=allow_private, param="alerts.webhook_url")
         tenant.settings = {**tenant.settings, "alerts": {"webhook_url": url}}
-    for group in ("failover", "routing", "cache"):
+    for group in ("failover", "routing", "cache", "semantic_cache", "shield"):
         if group in data.model_fields_set:
             value = getattr(data, group)
             dumped = value.model_dump() if value is not None else None
@@ -83,4 +85,6 @@ def render_settings(tenant: Tenant) -> SettingsRead:
         failover=FailoverSettings(**(tenant.settings.get("failover") or {})),
         routing=RoutingSettings(**(tenant.settings.get("routing") or {})),
         cache=CacheSettings(**(tenant.settings.get("cache") or {})),
+        semantic_cache=SemanticCacheSettings(**(tenant.settings.get("semantic_cache") or {})),
+        shield=ShieldSettings.stored(tenant.settings.get("shield")),
     )

@@ -26,7 +26,7 @@ from api.auth.service import Principal
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest
 from api.gateway import cache as response_cache
-from api.gateway import failover, resilience
+from api.gateway import failover, resilience, semantic, traces
 from api.gateway.catalog import ModelEntry
 from api.gateway.dialects import translated
 from api.gateway.exposure import Exposure, UnknownFields
@@ -73,15 +73,19 @@ async def read_json_object(request: Request) -> dict[str, Any]:
 
 async def proxy(request: Request, endpoint: Endpoint) -> Response:
     """Answer one model request of `endpoint`'s dialect (see the module docstring)."""
+    timing = traces.of_request(request.state)
     principal = await gateway_principal(request)
+    timing.step("auth")
     gateway: Gateway = request.state.gateway
     request_id = request.state.request_id
     try:
         body = await read_json_object(request)
     except AppError as error:
-        record_refusal(gateway, principal, request_id, endpoint.path, "", "", error)
+        record_refusal(gateway, principal, request_id, endpoint.path, "", "", error, timing=timing)
         raise
-    return await serve(gateway, principal, request_id, endpoint, body, headers=request.headers)
+    return await serve(
+        gateway, principal, request_id, endpoint, body, headers=request.headers, timing=timing
+    )
 
 
 async def serve(
@@ -93,27 +97,34 @@ async def serve(
     *,
     headers: Any = None,
     calls: list[Call] | None = None,
+    timing: traces.Timing | None = None,
 ) -> Response:
     """The answer to `body` (`headers`: the request's, for a session id); `calls`, when given,
-    receives the call, for its usage."""
+    receives the call, for its usage; `timing`: the request's steps so far."""
+    timing = timing or traces.Timing(request_id)
     try:
         if endpoint.prepare is not None:
             body = await endpoint.prepare(gateway, principal, body)
         stream, exposure = endpoint.check(body, gateway.unknown_fields)
     except AppError as error:
-        record_refusal(gateway, principal, request_id, endpoint.path, "", "", error)
+        record_refusal(gateway, principal, request_id, endpoint.path, "", "", error, timing=timing)
         raise
+    timing.step("body")
     looked = await _cache_lookup(gateway, principal, endpoint.path, body, headers, stream)
     session = resilience.session_key(headers or {}, body)
     if looked is not None and looked.key is not None and gateway.cache is not None:
         hit = await response_cache.fetch(gateway.cache, looked.key)
+        score: float | None = None
+        if hit is None and looked.question is not None:
+            hit, score = await _similar(gateway, principal, looked)
         if hit is not None and hit.stream == stream:
             return await _answer_from_cache(
-                gateway, principal, request_id, endpoint, body, hit, looked, session, calls
-            )
+                gateway, principal, request_id, endpoint, body, hit, looked, session, calls,
+                score=score,
+            )  # fmt: skip
     call = await start_call(
         gateway, principal, request_id, endpoint.path, body["model"], endpoint.budget_view(body),
-        dialects=translated.DIALECTS, exposure=exposure, session=session,
+        dialects=translated.DIALECTS, exposure=exposure, session=session, timing=timing,
     )  # fmt: skip
     if calls is not None:
         calls.append(call)
@@ -142,9 +153,42 @@ async def _cache_lookup(
         model = gateway.catalog.resolve(body["model"]).entry.id
     except AppError:  # refused by `start_call`, as ever
         return None
-    return response_cache.lookup(
+    looked = response_cache.lookup(
         tenant.cache, principal.key.tenant_id.hex, path, model, body, headers, stream
     )
+    if (
+        looked is not None
+        and looked.key is not None
+        and tenant.semantic is not None
+        and gateway.semantic is not None
+        and gateway.semantic_entries is not None
+    ):
+        looked.semantic = tenant.semantic
+        looked.question = semantic.question(principal.key.tenant_id.hex, path, model, body)
+    return looked
+
+
+async def _similar(
+    gateway: Gateway, principal: Principal, looked: response_cache.Lookup
+) -> tuple[response_cache.Hit | None, float | None]:
+    """The stored answer of the nearest question asked in other words, and its score; a vector
+    store or model that fails only costs the hit."""
+    index, entries, store = gateway.semantic, gateway.semantic_entries, gateway.cache
+    question = looked.question
+    if index is None or entries is None or store is None or question is None:
+        return None, None
+    try:
+        point = await index.nearest_prompt(
+            question.text, principal.key.tenant_id, question.group, looked.semantic.threshold
+        )
+        if point is None:
+            return None, None
+        key = await entries.answer_key(point.id)
+        hit = await response_cache.fetch(store, key) if key is not None else None
+    except Exception:
+        logger.exception("the semantic cache could not be asked")
+        return None, None
+    return (hit, point.score) if hit is not None else (None, None)
 
 
 async def _answer_from_cache(
@@ -157,9 +201,12 @@ async def _answer_from_cache(
     looked: response_cache.Lookup,
     session: str | None,
     calls: list[Call] | None,
+    *,
+    score: float | None = None,
 ) -> Response:
-    """A hit: the key's access, status and limits apply as to any request; nothing reaches the
-    provider; it bills the tenant's fraction of what it saved (free by default)."""
+    """A hit (`score`: a semantic one): the key's access, status and limits apply as to any
+    request; nothing reaches the provider; it bills the tenant's fraction of what it saved
+    (free by default)."""
     fraction = looked.settings.billed_fraction
 
     def bill(_entry: ModelEntry, price: Price) -> Usage:
@@ -170,14 +217,36 @@ async def _answer_from_cache(
         dialects=translated.DIALECTS, session=session, worst=bill,
     )  # fmt: skip
     call.trace = None  # no attempt upstream
-    call.cache, call.saved = "exact", hit.usage
+    call.cache, call.saved = ("exact" if score is None else "semantic"), hit.usage
     if calls is not None:
         calls.append(call)
     await call.finish(call.worst or Usage())
-    headers = {**call.response_headers, "X-Cache": "EXACT_HIT", "X-Cache-TTL": str(hit.ttl_left)}
+    said = "EXACT_HIT" if score is None else "SEMANTIC_HIT"
+    headers = {**call.response_headers, "X-Cache": said, "X-Cache-TTL": str(hit.ttl_left)}
+    if score is not None:
+        headers["X-Semantic-Score"] = f"{score:.4f}"
     if hit.stream:
         return EventStream(response_cache.replay(hit.body), headers)
     return JSONBody(hit.body, headers)
+
+
+async def _remember_question(
+    gateway: Gateway, call: Call, path: str, looked: response_cache.Lookup, data: bytes
+) -> None:
+    """Index the question of an answer just stored, if the semantic cache may serve it."""
+    index, entries, question = gateway.semantic, gateway.semantic_entries, looked.question
+    if index is None or entries is None or question is None or looked.key is None:
+        return
+    if len(semantic.answer_text(path, data)) < semantic.MIN_ANSWER:
+        return
+    tenant_id = call.principal.key.tenant_id
+    point = semantic.point_id(looked.key)
+    evicted = await entries.add(
+        tenant_id.hex, point, looked.key, looked.settings.ttl_seconds,
+        looked.semantic.max_entries,
+    )  # fmt: skip
+    await index.remember_prompt(question.text, point, tenant_id, question.group)
+    await index.forget_prompts(evicted)
 
 
 def _keep_if_complete(
@@ -208,6 +277,7 @@ def _keep_if_complete(
             return
         try:
             await response_cache.keep(store, key, ttl, data, stream, call.provider.name, usage)
+            await _remember_question(gateway, call, path, looked, data)
         except Exception:  # a cache that cannot store only costs a later hit
             logger.exception("could not store an answer in the response cache")
 
