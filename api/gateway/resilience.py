@@ -24,6 +24,7 @@ Failing over to another provider is a step above this one: `api/gateway/failover
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import random
@@ -52,6 +53,8 @@ from api.gateway.providers.base import (
 )
 from api.gateway.routing import Account, Router, TenantRouting
 from api.gateway.sse import SSEEvent
+from api.shield import service as shield_service
+from api.shield.engine import ShieldTimeout
 
 logger = logging.getLogger("tollgate.gateway")
 T = TypeVar("T")
@@ -59,6 +62,7 @@ T = TypeVar("T")
 RETRIES_HEADER = "X-Gateway-Retries"
 FAILOVER_FROM_HEADER = "X-Gateway-Failover-From"
 FAILOVER_TO_HEADER = "X-Gateway-Failover-To"
+SHIELD_HEADER = "X-Tollgate-Shield"
 DIALECT_OF = {
     "openai": "openai",
     "deepseek": "openai",
@@ -119,6 +123,8 @@ class Trace:
     # caller that will run the answer again can fail over (any other caller of
     # `Call.failures_recorded` gets its failures metered as before).
     fails_over: Callable[[AppError], bool] | None = None
+    # The tenant's secret shield could not mask in time and fails open: sent unmasked.
+    unmasked: bool = False
 
     @property
     def retries(self) -> int:
@@ -131,6 +137,8 @@ class Trace:
         if self.failover_from is not None:
             out[FAILOVER_FROM_HEADER] = self.failover_from
             out[FAILOVER_TO_HEADER] = f"{provider}/{model}"
+        if self.unmasked:
+            out[SHIELD_HEADER] = "unmasked: masking did not complete in time (fail open)"
         return out
 
     def summary(self) -> str | None:
@@ -292,13 +300,33 @@ class PooledProvider:
         self.account: Account | None = None
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        request = self._shielded(request)
         return await self._run(lambda provider: provider.send(request))
 
     async def open_stream(self, request: UpstreamRequest) -> PrimedStream:
+        request = self._shielded(request)
         return await self._run(lambda provider: _open_primed(provider, request))
 
     async def open_bytes(self, request: UpstreamRequest) -> ByteStream:
+        request = self._shielded(request)
         return await self._run(lambda provider: provider.open_bytes(request))
+
+    def _shielded(self, request: UpstreamRequest) -> UpstreamRequest:
+        """The request with the tenant's secret shield applied to every string of its body
+        (an upload's text fields; its files are not text), once, before any attempt."""
+        shield = self._trace.tenant.shield
+        if shield is None:
+            return request
+        try:
+            body, _ = shield.mask_body(request.body)
+        except ShieldTimeout as timeout:
+            if not shield.fail_open:
+                raise shield_service.failed(timeout.detector) from None
+            logger.warning("the secret shield timed out (%s); sent unmasked (fail open)",
+                           timeout.detector)  # fmt: skip
+            self._trace.unmasked = True
+            return request
+        return request if body is request.body else dataclasses.replace(request, body=body)
 
     async def _run(self, operation: Callable[[Provider], Awaitable[T]]) -> T:
         router, policy, trace = self._router, self._policy, self._trace
