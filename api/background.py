@@ -44,12 +44,14 @@ def tasks(settings: Settings) -> list[Task]:
     from api.response import tasks as response_tasks
     from api.search import tasks as search_tasks
     from api.tool import runner as tool_runner
+    from api.trace import tasks as trace_tasks
 
     return [
         tool_runner.TASK,
         *job_runner.tasks(settings.job_timeout_seconds),
         *search_tasks.tasks(),
         *response_tasks.TASKS,
+        *trace_tasks.TASKS,
     ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from time import perf_counter_ns
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -16,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.error_handlers import google_path, render_error, render_exception
 from api.errors import RequestTooLarge
+from api.gateway.traces import sane_trace_id
 
 # Matched whole (`fullmatch`): with `match` and `$`, a trailing newline would pass and be
 # echoed into the response headers.
@@ -27,7 +29,8 @@ def new_request_id() -> str:
 
 
 class RequestIdMiddleware:
-    """Echo a sane client `x-request-id`, else mint one; both SDKs read it from every response."""
+    """Echo a sane client `x-request-id`, else mint one; both SDKs read it from every response.
+    `X-Trace-Id`: the client's `x-trace-id` when sane (printable, ≤ 128), else the request id."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -36,15 +39,21 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get("x-request-id")
+        started = perf_counter_ns()
+        request_headers = Headers(scope=scope)
+        given = request_headers.get("x-request-id")
         request_id = given if given and _SANE_REQUEST_ID.fullmatch(given) else new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        traced = request_headers.get("x-trace-id")
+        trace_id = sane_trace_id(traced.encode("latin-1") if traced else None) or request_id
+        state = scope.setdefault("state", {})
+        state["request_id"], state["trace_id"], state["started_ns"] = request_id, trace_id, started
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers["x-request-id"] = request_id
                 headers["request-id"] = request_id
+                headers["x-trace-id"] = trace_id
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -137,14 +146,19 @@ class ProxyLane:
         return self.routes.get(scope["path"])
 
     async def serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
-        given = declared = None
+        started = perf_counter_ns()
+        given = declared = traced = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 given = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value
+            elif name == b"x-trace-id":
+                traced = value
         request_id = given if given and _SANE_REQUEST_ID.fullmatch(given) else new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        trace_id = sane_trace_id(traced) or request_id
+        state = scope.setdefault("state", {})
+        state["request_id"], state["trace_id"], state["started_ns"] = request_id, trace_id, started
         response: Response
         if declared is not None and _too_large(declared, self.max_bytes):
             response = _too_large_response(scope["path"], self.max_bytes)
@@ -154,5 +168,7 @@ class ProxyLane:
             except Exception as exc:
                 response = render_exception(scope["path"], exc, None)
         ids = request_id.encode("latin-1")
-        response.raw_headers += [(b"x-request-id", ids), (b"request-id", ids)]
+        response.raw_headers += [
+            (b"x-request-id", ids), (b"request-id", ids), (b"x-trace-id", trace_id.encode()),
+        ]  # fmt: skip
         await response(scope, receive, send)

@@ -17,6 +17,7 @@ from api.response.models import Conversation, ConversationItem, ResponseItem, St
 from api.tenant.models import Tenant
 from api.thread.models import Thread, ThreadMessage
 from api.tool.models import Tool
+from api.trace.models import RequestTrace
 from api.usage.models import UsageEvent
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Job",
     "KeySecret",
     "ProviderCredential",
+    "RequestTrace",
     "ResponseItem",
     "StoredResponse",
     "StripeAccount",

@@ -132,6 +132,13 @@ class Settings(BaseSettings):
     job_timeout_seconds: float = Field(default=3600.0, ge=2, le=86_400)
     # Stored responses (`/v1/responses` with `store`, the default) are kept this long.
     response_retention_days: int = Field(default=30, ge=1, le=3650)
+    # Request traces (`GET /v1/traces/{id}`) are kept this long; request-log rows (`/v1/logs`)
+    # this long when set, else for ever. Usage rollups (reports, caps) are never deleted.
+    trace_retention_days: int = Field(default=30, ge=1, le=3650)
+    log_retention_days: int | None = Field(default=None, ge=1, le=36500)
+    # Request traces also go out as OpenTelemetry spans over OTLP/HTTP to this endpoint (else
+    # the standard OTEL_EXPORTER_OTLP_ENDPOINT); unset: off, and the SDK is never imported.
+    otel_exporter_otlp_endpoint: str | None = None
     # A running job's row is touched this often; three missed beats and it is run again.
     job_heartbeat_seconds: float = Field(default=10.0, gt=0, le=600)
 

@@ -98,6 +98,7 @@ class Attempt:
     status: int  # 200, or the status of the error it ended with
     reason: str | None  # the error code that moved the request on
     ms: int
+    began: float = 0.0  # time.perf_counter() when it started (for the request's trace)
 
     def as_json(self) -> dict[str, Any]:
         return {"provider": self.provider, "model": self.model, "account": self.account,
@@ -361,7 +362,8 @@ class PooledProvider:
             elapsed = time.perf_counter() - began
             account.health.succeeded(elapsed)
             trace.attempts.append(
-                Attempt(self.name, self._model, account.name, 200, None, int(elapsed * 1000))
+                Attempt(self.name, self._model, account.name, 200, None, int(elapsed * 1000),
+                        began)
             )
             trace.account = account.name
             self.account = account
@@ -416,7 +418,7 @@ class PooledProvider:
         decision = classify(error, self._policy)
         self._trace.attempts.append(
             Attempt(self.name, self._model, account.name, error.status_code,
-                    error.public_code, int(took * 1000))
+                    error.public_code, int(took * 1000), time.perf_counter() - took)
         )  # fmt: skip
         if decision.penalize:
             account.health.failed()

@@ -83,6 +83,11 @@ class UsageRecord:
     account: str | None = None
     failover_from: str | None = None
     trace: str | None = None
+    # The request's trace (`api/gateway/traces.py`): its id, its steps and every attempt as
+    # JSON; written to `request_traces` with the event, in the same insert.
+    trace_id: str | None = None
+    steps: str | None = None
+    trace_attempts: str | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     created_at: datetime = field(default_factory=utcnow)
 

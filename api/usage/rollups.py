@@ -44,6 +44,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.db import insert_ignoring_conflicts
+from api.trace.repository import insert_traces
 from api.usage.models import UsageEvent, UsageKeyRollup, UsageRollup, UsageTenantRollup
 
 HOUR = timedelta(hours=1)
@@ -63,11 +64,16 @@ SUMS = ("requests", "failed", "reached", *_ADDED)
 
 async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
     """Insert usage events idempotently (an id already present is skipped) and add those
-    inserted to their rollups; returns how many were inserted. Call inside a transaction."""
+    inserted to their rollups; returns how many were inserted. Call inside a transaction.
+    An event's trace (`steps`, `trace_id`, `trace_attempts`) goes to `request_traces` in the
+    same transaction, only when the event itself was inserted: once."""
     if not rows:
         return 0
     if _dialect(session) == "postgresql":
         return await _record(session, rows)
+    traced = {row["id"]: row for row in rows if row.get("steps")}
+    if any(name in row for row in rows for name in _TRACE_FIELDS):
+        rows = [{k: v for k, v in row.items() if k not in _TRACE_FIELDS} for row in rows]
     statement = insert_ignoring_conflicts(session, UsageEvent).returning(UsageEvent.id)
     inserted = set((await session.execute(statement, list(rows))).scalars())
     # An id twice in one batch is inserted once (the first row): count it once.
@@ -80,7 +86,23 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
         # The tables in one order, each's rows sorted: writers lock rows in one order.
         for table, (owner, by_model) in _ROLLUPS.items():
             await _add(session, table, _rollup_rows(events, owner, by_model))
+    await insert_traces(
+        session, [_trace_row(row) for event_id, row in traced.items() if event_id in added]
+    )
     return len(added)
+
+
+# What an event row carries for `request_traces` (not columns of `usage_events`).
+_TRACE_FIELDS = ("trace_id", "steps", "trace_attempts")
+
+
+def _trace_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"], "tenant_id": row["tenant_id"], "key_id": row["key_id"],
+        "trace_id": row.get("trace_id") or row["request_id"], "request_id": row["request_id"],
+        "created_at": row["created_at"], "steps": row["steps"],
+        "attempts": row.get("trace_attempts"),
+    }  # fmt: skip
 
 
 _COLUMNS = list(UsageEvent.__table__.columns)
@@ -169,7 +191,17 @@ def _recorded() -> TextClause:
         f"WITH new AS (INSERT INTO usage_events ({names}) "
         f"SELECT {names} FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e({record}) "
         "ON CONFLICT DO NOTHING "
-        "RETURNING key_id, tenant_id, model, status, created_at, " + ", ".join(_ADDED) + "),\n"
+        "RETURNING id, key_id, tenant_id, model, status, created_at, " + ", ".join(_ADDED) + "),\n"
+        # The traces of the events inserted (`request_traces`): a replayed event adds none.
+        "traced AS (INSERT INTO request_traces "
+        "(id, tenant_id, key_id, trace_id, request_id, created_at, steps, attempts) "
+        "SELECT t.id, t.tenant_id, t.key_id, coalesce(t.trace_id, t.request_id), t.request_id, "
+        "t.created_at, t.steps, t.trace_attempts "
+        "FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS t(id uuid, tenant_id uuid, "
+        "key_id uuid, trace_id varchar(128), request_id varchar(128), "
+        f"created_at {_pg_type(UsageEvent.__table__.c.created_at)}, steps text, "
+        "trace_attempts text) "
+        "WHERE t.steps IS NOT NULL AND t.id IN (SELECT id FROM new) ON CONFLICT DO NOTHING),\n"
         "spans AS (SELECT new.*, unit.span, date_trunc(unit.name, new.created_at, 'UTC') "
         "AS bucket FROM new CROSS JOIN (VALUES ('h', 'hour'), ('d', 'day'), ('m', 'month')) "
         f"AS unit (span, name)),\n{summed}\n"

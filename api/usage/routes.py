@@ -23,6 +23,7 @@ from api.kit.ids import parse_id
 from api.kit.money import micros_to_usd
 from api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_body
 from api.kit.time import isoformat, month_start, utcnow
+from api.trace.repository import TraceRepository
 from api.usage.repository import EXPORT_COLUMNS, SUM_COLUMNS, UsageFilter, UsageRepository
 
 router = APIRouter(tags=["usage"])
@@ -203,6 +204,10 @@ async def list_logs(
     if where.model is not None:
         statement = statement.where(repository.model.model == where.model)
     page = await repository.paginate(statement, limit=limit, cursor=cursor)
+    # Each entry links to its trace (`GET /v1/traces/{trace_id}`) while the trace is kept.
+    trace_ids = await TraceRepository(session, principal.tenant_id).trace_ids(
+        [event.id for event in page.items]
+    )
     data = [
         {
             "object": "log",
@@ -234,6 +239,7 @@ async def list_logs(
             "account": event.account,
             "failover_from": event.failover_from,
             "trace": orjson.loads(event.trace) if event.trace else None,
+            "trace_id": trace_ids.get(event.id),
             "created_at": isoformat(event.created_at),
         }
         for event in page.items

@@ -285,8 +285,10 @@ async def respond(
     body: what the gateway resolved out of it (a stored response's `previous_response_id`)."""
     shown = {**body, **repeat} if repeat else body
     async with call.failures_recorded():
+        translating = time.perf_counter_ns()
         request = family.parse_request(body)
         upstream = upstream_request(call, request, stream=stream)
+        call.step("translate", translating)
         if stream:
             opened = await call.provider.open_stream(upstream)
             call.warn(request.warnings)
@@ -537,7 +539,10 @@ async def relay_events(
             if relay.terminal is not None:
                 break
             if chunks and (not event.more or first_out):  # the first event goes out alone
-                first_out = False
+                if first_out:
+                    first_out = False
+                    if call.timing is not None:
+                        call.timing.mark("first_byte")
                 yield output.join(chunks)
                 chunks.clear()
         else:

@@ -45,6 +45,7 @@ from api.errors import (
     UpstreamError,
 )
 from api.gateway import exposure as exposure_rules
+from api.gateway import traces
 from api.gateway.catalog import ModelEntry
 from api.gateway.dialects import entry, translated
 from api.gateway.dialects.anthropic.routes import (
@@ -199,7 +200,9 @@ async def _principal(request: Request) -> Principal:
 
 async def _proxy(request: Request, endpoint: entry.Endpoint) -> Response:
     """`entry.proxy`, with the model from the path (Gemini's body has none)."""
+    timing = traces.of_request(request.state)
     principal = await _principal(request)
+    timing.step("auth")
     gateway: Gateway = request.state.gateway
     request_id = request.state.request_id
     try:
@@ -210,11 +213,11 @@ async def _proxy(request: Request, endpoint: entry.Endpoint) -> Response:
             endpoint = STREAM_ARRAY
         body = _canonical(await entry.read_json_object(request))
     except AppError as error:
-        record_refusal(gateway, principal, request_id, endpoint.path, "", "", error)
+        record_refusal(gateway, principal, request_id, endpoint.path, "", "", error, timing=timing)
         raise
     body["model"] = model
     return await entry.serve(
-        gateway, principal, request_id, endpoint, body, headers=request.headers
+        gateway, principal, request_id, endpoint, body, headers=request.headers, timing=timing
     )
 
 

@@ -20,6 +20,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from api.deps import gateway_principal
 from api.errors import AppError, InvalidRequest, RequestTooLarge
+from api.gateway import traces
 from api.gateway.catalog import ModelEntry
 from api.gateway.pipeline import Call, Gateway, record_refusal, start_call
 from api.gateway.pricing import Price, Usage
@@ -54,7 +55,9 @@ async def begin(
     """Authenticate, read and check the body (`read`), then `start_call` with its worst case.
     Fields the gateway does not know follow `Gateway.unknown_fields`, as chat's do: dropped
     and named in X-Tollgate-Warning, passed on, or refused."""
+    timing = traces.of_request(request.state)
     principal = await gateway_principal(request)
+    timing.step("auth")
     gateway: Gateway = request.state.gateway
     request_id: str = request.state.request_id
     try:
@@ -67,12 +70,13 @@ async def begin(
                 param=unknown[0],
             )
     except AppError as error:
-        record_refusal(gateway, principal, request_id, path, "", "", error)
+        record_refusal(gateway, principal, request_id, path, "", "", error, timing=timing)
         raise
+    timing.step("body")
     call = await start_call(
         gateway, principal, request_id, path, parsed.model, {},
         dialects=("openai", "gemini"), kind=kind, capability=capability,
-        worst=lambda entry, price: worst(parsed, entry, price),
+        worst=lambda entry, price: worst(parsed, entry, price), timing=timing,
     )  # fmt: skip
     if unknown and gateway.unknown_fields == "pass":
         parsed.body.update(parsed.unknown)
