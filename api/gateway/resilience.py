@@ -362,8 +362,7 @@ class PooledProvider:
             elapsed = time.perf_counter() - began
             account.health.succeeded(elapsed)
             trace.attempts.append(
-                Attempt(self.name, self._model, account.name, 200, None, int(elapsed * 1000),
-                        began)
+                Attempt(self.name, self._model, account.name, 200, None, int(elapsed * 1000), began)
             )
             trace.account = account.name
             self.account = account
