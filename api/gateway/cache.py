@@ -110,6 +110,10 @@ class Lookup:
     settings: CacheSettings
     key: str | None = None
     skip: str | None = None  # why the request is not cached (X-Cache-Skip-Reason)
+    # The semantic cache's view (`api/gateway/semantic.py`), when the tenant has it on and the
+    # request is eligible; and its settings.
+    question: Any = None
+    semantic: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,12 +42,13 @@ class LocalNearest:
 @dataclass(frozen=True, slots=True)
 class WorkerNearest:
     queue: JobQueue
+    collection: str = "search"  # or "cache": the semantic cache's prompts
 
     async def nearest(
         self, text: str, where: VectorFilter, limit: int, min_score: float | None
     ) -> list[VectorHit]:
         found: list[list[str | float]] = await self.queue.run(
-            QUERY_JOB, text, where.to_dict(), limit, min_score,
+            QUERY_JOB, text, where.to_dict(), limit, min_score, self.collection,
             job_id=f"{QUERY_JOB}:{uuid.uuid4()}", timeout_seconds=QUERY_TIMEOUT_SECONDS,
         )  # fmt: skip
         return [VectorHit(uuid.UUID(str(point)), float(score)) for point, score in found]

@@ -30,17 +30,23 @@ from api.search.edge import EdgeStore
 from api.search.embedder import LocalEmbedder
 from api.search.indexer import Indexer
 from api.search.nearest import LocalNearest, Nearest, WorkerNearest
-from api.search.store import QdrantStore, VectorStore
+from api.search.store import QdrantStore, VectorFilter, VectorHit, VectorStore
 from api.settings import Settings
 
 logger = logging.getLogger("tollgate.search")
 
 
-def build_store(settings: Settings) -> VectorStore:
+CACHE_COLLECTION = "tollgate_semantic_cache"
+
+
+def build_store(settings: Settings, *, cache: bool = False) -> VectorStore:
+    """Search's store, or (`cache`) the semantic cache's: the same kind, apart."""
     if settings.qdrant_url:
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        if cache:
+            return QdrantStore(settings.qdrant_url, api_key=key, collection=CACHE_COLLECTION)
         return QdrantStore(settings.qdrant_url, api_key=key)
-    return EdgeStore(settings.data_dir / "vectors")
+    return EdgeStore(settings.data_dir / ("semantic-cache" if cache else "vectors"))
 
 
 @dataclass(slots=True)
@@ -51,6 +57,9 @@ class Search:
     indexer: Indexer | None = None
     queue: JobQueue | None = None
     nearest: Nearest | None = None
+    # The semantic cache's vectors (`api/gateway/semantic.py`): prompts, not messages.
+    cache_store: VectorStore | None = None
+    cache_nearest: Nearest | None = None
     _own_queue: LocalJobQueue | None = None
     _sweep: asyncio.Task[None] | None = None
     _warming: asyncio.Task[int] | None = None
@@ -72,7 +81,8 @@ class Search:
             return cls()
         store = build_store(settings)
         embedder = LocalEmbedder(settings.embedding_model)
-        return cls(store=store, indexer=Indexer(sessionmaker, store, embedder))
+        indexer = Indexer(sessionmaker, store, embedder)
+        return cls(store=store, indexer=indexer, cache_store=build_store(settings, cache=True))
 
     def start(self, settings: Settings, queue: JobQueue) -> None:
         """After the background queue is up: where search's tasks go, how queries are
@@ -82,8 +92,11 @@ class Search:
         arq = settings.redis_url is not None
         self.queue = queue
         self.nearest = LocalNearest(self.indexer.embedder, self.store)
+        if self.cache_store is not None:
+            self.cache_nearest = LocalNearest(self.indexer.embedder, self.cache_store)
         if self.store.shared and arq:
             self.nearest = WorkerNearest(queue)
+            self.cache_nearest = WorkerNearest(queue, collection="cache")
         elif arq:  # the store is this process's own: so are its tasks
             table = tasks.tasks()
             self._own_queue = LocalJobQueue(
@@ -126,6 +139,31 @@ class Search:
         job_id = f"{tasks.DELETE_POINTS}:{uuid.uuid4()}"
         await self._enqueue(tasks.DELETE_POINTS, [str(i) for i in ids], job_id=job_id)
 
+    # The semantic cache (`api/gateway/semantic.py`)
+
+    async def nearest_prompt(
+        self, text: str, tenant_id: uuid.UUID, group: str, threshold: float
+    ) -> VectorHit | None:
+        """The stored prompt of this tenant and group closest to `text`, if at `threshold`."""
+        if self.cache_nearest is None:
+            return None
+        where = VectorFilter(tenant_id, group=group)
+        hits = await self.cache_nearest.nearest(text, where, 1, threshold)
+        return hits[0] if hits else None
+
+    async def remember_prompt(
+        self, text: str, point_id: uuid.UUID, tenant_id: uuid.UUID, group: str
+    ) -> None:
+        """Embed and store a prompt whose answer the cache keeps (in the background)."""
+        payload = {"tenant_id": str(tenant_id), "group": group, "created_at": time.time()}
+        job_id = f"{tasks.CACHE_PUT}:{point_id}"
+        await self._enqueue(tasks.CACHE_PUT, text, str(point_id), payload, job_id=job_id)
+
+    async def forget_prompts(self, ids: list[uuid.UUID]) -> None:
+        if ids:
+            job_id = f"{tasks.CACHE_FORGET}:{uuid.uuid4()}"
+            await self._enqueue(tasks.CACHE_FORGET, [str(i) for i in ids], job_id=job_id)
+
     async def stop(self) -> None:
         """Before the background queue closes: no more sweeps, and this process's own tasks
         are cancelled."""
@@ -138,8 +176,9 @@ class Search:
             await self._own_queue.close()
 
     async def close(self) -> None:
-        if self.store is not None:
-            await self.store.close()
+        for store in (self.store, self.cache_store):
+            if store is not None:
+                await store.close()
 
 
 def _log_failure(task: asyncio.Task[int]) -> None:

@@ -55,6 +55,7 @@ class VectorFilter:
     role: str | None = None
     start: float | None = None  # created_at, unix seconds, inclusive
     end: float | None = None
+    group: str | None = None  # the semantic cache's request group (`api/gateway/semantic.py`)
 
     def to_dict(self) -> dict[str, str | float | None]:
         """Primitives, for a job's arguments."""
@@ -62,18 +63,18 @@ class VectorFilter:
             "tenant_id": str(self.tenant_id),
             "key_id": str(self.key_id) if self.key_id else None,
             "thread_id": str(self.thread_id) if self.thread_id else None,
-            "role": self.role, "start": self.start, "end": self.end,
+            "role": self.role, "start": self.start, "end": self.end, "group": self.group,
         }  # fmt: skip
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> VectorFilter:
         ids = {k: uuid.UUID(raw[k]) if raw.get(k) else None for k in ("key_id", "thread_id")}
         return cls(uuid.UUID(raw["tenant_id"]), **ids, role=raw.get("role"),
-                   start=raw.get("start"), end=raw.get("end"))  # fmt: skip
+                   start=raw.get("start"), end=raw.get("end"), group=raw.get("group"))  # fmt: skip
 
     def matches(self) -> list[tuple[str, str]]:
         pairs = [("tenant_id", str(self.tenant_id))]
-        for name in ("key_id", "thread_id", "role"):
+        for name in ("key_id", "thread_id", "role", "group"):
             value = getattr(self, name)
             if value is not None:
                 pairs.append((name, str(value)))

@@ -18,7 +18,7 @@ from arq.worker import Retry
 
 from api.background import Task
 from api.search.nearest import QUERY_JOB, QUERY_TIMEOUT_SECONDS, LocalNearest
-from api.search.store import StoreUnavailable, VectorFilter
+from api.search.store import StoreUnavailable, VectorFilter, VectorPoint
 
 if TYPE_CHECKING:
     from api.search.runtime import Search
@@ -28,6 +28,8 @@ logger = logging.getLogger("tollgate.search")
 INDEX = "search.index"
 DELETE_THREAD = "search.delete_thread"
 DELETE_POINTS = "search.delete_points"
+CACHE_PUT = "search.cache_put"  # the semantic cache's prompts (`api/gateway/semantic.py`)
+CACHE_FORGET = "search.cache_forget"
 SWEEP_SECONDS = 15
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -56,13 +58,22 @@ async def index(ctx: dict[str, Any]) -> int:
 
 
 async def query(
-    ctx: dict[str, Any], text: str, where: dict[str, Any], limit: int, min_score: float | None
+    ctx: dict[str, Any],
+    text: str,
+    where: dict[str, Any],
+    limit: int,
+    min_score: float | None,
+    collection: str = "search",
 ) -> list[list[str | float]]:
-    """A search's vector side, for an API that holds neither the model nor the client."""
+    """A search's vector side, for an API that holds neither the model nor the client; or the
+    semantic cache's (`collection` "cache")."""
     search = _search(ctx)
     if search is None or search.indexer is None:
         raise RuntimeError("search is not set up in this worker (TOLLGATE_QDRANT_URL)")
-    nearest = LocalNearest(search.indexer.embedder, search.indexer.store)
+    store = search.cache_store if collection == "cache" else search.indexer.store
+    if store is None:
+        return []
+    nearest = LocalNearest(search.indexer.embedder, store)
     hits = await nearest.nearest(text, VectorFilter.from_dict(where), limit, min_score)
     return [[str(hit.id), hit.score] for hit in hits]
 
@@ -87,6 +98,30 @@ async def delete_points(ctx: dict[str, Any], ids: list[str]) -> None:
         raise _retry(ctx) from exc
 
 
+async def cache_put(ctx: dict[str, Any], text: str, point_id: str, payload: dict[str, Any]) -> None:
+    """Embed a prompt the semantic cache keeps and store its vector."""
+    search = _search(ctx)
+    if search is None or search.indexer is None or search.cache_store is None:
+        return
+    embedder, store = search.indexer.embedder, search.cache_store
+    try:
+        vector = (await embedder.embed([text]))[0]
+        await store.ensure(len(vector))
+        await store.upsert([VectorPoint(uuid.UUID(point_id), vector, payload)])
+    except StoreUnavailable as exc:
+        raise _retry(ctx) from exc
+
+
+async def cache_forget(ctx: dict[str, Any], ids: list[str]) -> None:
+    search = _search(ctx)
+    if search is None or search.cache_store is None:
+        return
+    try:
+        await search.cache_store.delete_points([uuid.UUID(i) for i in ids])
+    except StoreUnavailable as exc:
+        raise _retry(ctx) from exc
+
+
 def tasks() -> list[Task]:
     return [
         # keep_result 0: nobody awaits these, and arq would keep a result per turn for an hour.
@@ -98,5 +133,8 @@ def tasks() -> list[Task]:
         Task(DELETE_THREAD, delete_thread, timeout_seconds=60, max_tries=10,
              keep_result_seconds=0),
         Task(DELETE_POINTS, delete_points, timeout_seconds=60, max_tries=5,
+             keep_result_seconds=0),
+        Task(CACHE_PUT, cache_put, timeout_seconds=120, max_tries=5, keep_result_seconds=0),
+        Task(CACHE_FORGET, cache_forget, timeout_seconds=60, max_tries=5,
              keep_result_seconds=0),
     ]  # fmt: skip
