@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import regex
 
 from api.errors import ShieldFailed
+from api.gateway.providers.base import (
+    ByteStream,
+    Provider,
+    UpstreamRequest,
+    UpstreamResponse,
+    UpstreamStream,
+)
 from api.shield.engine import Shield, ShieldTimeout, compile_detectors
 from api.shield.presets import PRESET_NAMES
 from api.shield.schemas import ShieldMatch, ShieldSettings, ShieldTestIn, ShieldTestOut
@@ -63,3 +71,38 @@ def test(settings: dict[str, Any], data: ShieldTestIn) -> ShieldTestOut:
         masked=masked,
         matches=[ShieldMatch(name=m.name, start=m.start, end=m.end) for m in matches],
     )
+
+
+class ShieldedProvider:
+    """A provider whose requests are masked first: for the calls that go to a provider outside
+    `PooledProvider` (exact token counting), so they too never carry what the shield masks."""
+
+    def __init__(self, provider: Provider, shield: Shield) -> None:
+        self._provider = provider
+        self._shield = shield
+        self.name = provider.name
+        self.dialect = provider.dialect
+
+    def _masked(self, request: UpstreamRequest) -> UpstreamRequest:
+        try:
+            body, _ = self._shield.mask_body(request.body)
+        except ShieldTimeout as timeout:
+            if not self._shield.fail_open:
+                raise failed(timeout.detector) from None
+            logger.warning("the secret shield timed out (%s); sent unmasked (fail open)",
+                           timeout.detector)  # fmt: skip
+            return request
+        return request if body is request.body else dataclasses.replace(request, body=body)
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        return await self._provider.send(self._masked(request))
+
+    async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
+        return await self._provider.open_stream(self._masked(request))
+
+    async def open_bytes(self, request: UpstreamRequest) -> ByteStream:
+        return await self._provider.open_bytes(self._masked(request))
+
+
+def shielded(provider: Provider, shield: Shield | None) -> Provider:
+    return provider if shield is None else ShieldedProvider(provider, shield)

@@ -201,6 +201,28 @@ class TestEveryDialect:
         assert response.status_code == 200, response.text
         _assert_masked(gemini.seen[-1].body, places=5)
 
+    async def test_exact_token_counts_are_asked_with_masked_bodies(
+        self, every_http: httpx.AsyncClient, claude: FakeAnthropic, gemini: FakeGemini
+    ):
+        _, secret = await _tenant(every_http)
+        body = {k: v for k, v in _anthropic_messages().items() if k != "max_tokens"}
+        response = await every_http.post(
+            "/v1/messages/count_tokens", json=body, headers=bearer(secret)
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["x-tollgate-token-count"] == "exact"
+        _assert_masked(claude.seen[-1].body, places=5)
+        body = {k: v for k, v in _gemini_generate().items() if k != "generationConfig"}
+        response = await every_http.post(
+            "/v1beta/models/gemini-2.5-flash:countTokens",
+            json={"contents": body["contents"]},
+            headers={"x-goog-api-key": secret},
+        )
+        assert response.status_code == 200, response.text
+        sent = json.dumps(gemini.seen[-1].body)
+        assert "AKIAIOSFODNN7EXAMPLE" not in sent
+        assert "[REDACTED:aws_access_key_id]" in sent
+
 
 class TestSettings:
     async def test_defaults_round_trip_and_rules_are_saved(self, http: httpx.AsyncClient):

@@ -38,6 +38,7 @@ from api.gateway.providers.base import Provider, UpstreamRequest, UpstreamStream
 from api.gateway.relay import EventStream, JSONBody
 from api.gateway.sse import SSEEvent, frame
 from api.gateway.translate import anthropic, anthropic_stream, ir
+from api.shield.service import shielded
 
 router = APIRouter(tags=["gateway"])
 
@@ -169,7 +170,9 @@ async def counting_provider(
         tenant = await router.tenant(principal.key.tenant_id)
         ready, _ = router.choose(provider, tenant)
         if ready and ready[0].provider.dialect in translated.DIALECTS:
-            return ready[0].provider
+            return shielded(ready[0].provider, tenant.shield)
+        registry = gateway.providers.get(provider, test=False, dialects=translated.DIALECTS)
+        return shielded(registry, tenant.shield)  # the tenant's secret shield, as for calls
     return gateway.providers.get(provider, test=test, dialects=translated.DIALECTS)
 
 
