@@ -394,3 +394,31 @@ class TestOpenTelemetry:
         ledger = next(span for span in children if span.name == "ledger")
         assert ledger.end_time_unix_nano >= ledger.start_time_unix_nano
         assert root.start_time_unix_nano <= min(span.start_time_unix_nano for span in children)
+
+
+class TestCacheStep:
+    async def test_a_miss_and_a_hit_show_the_cache_step(self, http: httpx.AsyncClient):
+        tenant = await create_tenant(http)
+        settings = await http.put(
+            "/v1/settings", json={"cache": {"enabled": True}}, headers=tenant.headers
+        )
+        assert settings.status_code == 200, settings.text
+        key = await create_key(http, tenant)
+        missed = await chat(http, {**bearer(key["secret"]), "x-trace-id": "miss"}, temperature=0)
+        assert missed.headers["x-cache"] == "MISS"
+        await trace_when_settled(http, tenant.headers, "miss")
+        for _ in range(50):  # the answer is stored once it is complete
+            hit = await chat(http, {**bearer(key["secret"]), "x-trace-id": "hit"}, temperature=0)
+            if hit.headers.get("x-cache") == "EXACT_HIT":
+                break
+            await asyncio.sleep(0.05)
+        assert hit.headers["x-trace-id"] == "hit"
+        miss_steps = (await trace_when_settled(http, tenant.headers, "miss"))["steps"]
+        hit_trace = await trace_when_settled(http, tenant.headers, "hit")
+        assert [s["name"] for s in miss_steps].index("cache") < [
+            s["name"] for s in miss_steps
+        ].index("attempt")
+        cache = next(s for s in hit_trace["steps"] if s["name"] == "cache")
+        assert cache["hit"] == "exact"
+        assert "attempt" not in names(hit_trace)
+        assert names(hit_trace)[0] == "auth"

@@ -118,10 +118,13 @@ async def serve(
         if hit is None and looked.question is not None:
             hit, score = await _similar(gateway, principal, looked)
         if hit is not None and hit.stream == stream:
+            timing.step("cache", attrs={"hit": "exact" if score is None else "semantic"})
             return await _answer_from_cache(
                 gateway, principal, request_id, endpoint, body, hit, looked, session, calls,
-                score=score,
+                score=score, timing=timing,
             )  # fmt: skip
+    if looked is not None:
+        timing.step("cache")
     call = await start_call(
         gateway, principal, request_id, endpoint.path, body["model"], endpoint.budget_view(body),
         dialects=translated.DIALECTS, exposure=exposure, session=session, timing=timing,
@@ -203,6 +206,7 @@ async def _answer_from_cache(
     calls: list[Call] | None,
     *,
     score: float | None = None,
+    timing: traces.Timing | None = None,
 ) -> Response:
     """A hit (`score`: a semantic one): the key's access, status and limits apply as to any
     request; nothing reaches the provider; it bills the tenant's fraction of what it saved
@@ -214,7 +218,7 @@ async def _answer_from_cache(
 
     call = await start_call(
         gateway, principal, request_id, endpoint.path, body["model"], {},
-        dialects=translated.DIALECTS, session=session, worst=bill,
+        dialects=translated.DIALECTS, session=session, worst=bill, timing=timing,
     )  # fmt: skip
     call.trace = None  # no attempt upstream
     call.cache, call.saved = ("exact" if score is None else "semantic"), hit.usage
