@@ -110,7 +110,7 @@ class OtelSpans:
         if failed_over:
             requested = failed_over.partition("/")[2] or requested
         provider = PROVIDER_NAMES.get(event.provider, event.provider)
-        attributes = {
+        attributes: dict[str, str | int] = {
             "gen_ai.operation.name": operation(call),
             "gen_ai.provider.name": provider,
             "gen_ai.system": provider,
@@ -150,7 +150,7 @@ class OtelSpans:
             step.end(end_time=ended + offset)
         for attempt in call.trace.attempts if call.trace is not None else ():
             began = int(attempt.began * 1_000_000_000)
-            details = {
+            details: dict[str, str | int] = {
                 "gen_ai.provider.name": PROVIDER_NAMES.get(attempt.provider, attempt.provider),
                 "gen_ai.request.model": attempt.model,
                 "tollgate.account": attempt.account,
