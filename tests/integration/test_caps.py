@@ -231,17 +231,22 @@ class TestTenantCap:
         assert await _chat(http, key["secret"], False, max_tokens=5) == 200
 
 
+CAPS_GROUPS = ("object", "limits", "alerts", "failover", "routing")
+
+
 class TestSettingsApi:
     async def test_read_validate_scope_and_isolate(self, http: httpx.AsyncClient):
         alpha = await create_tenant(http, "alpha")
         beta = await create_tenant(http, "beta")
-        assert (await http.get("/v1/settings", headers=alpha.headers)).json() == {
+        shown = (await http.get("/v1/settings", headers=alpha.headers)).json()
+        assert {group: shown[group] for group in CAPS_GROUPS} == {
             "object": "settings",
             "limits": [],
             "alerts": {"webhook_url": None, "signing_secret_set": False},
             "failover": {"enabled": False},
             "routing": {"strategy": "default"},
         }
+        assert shown["shield"]["enabled"] is False  # the other groups have tests of their own
         limit = {"metric": "tokens", "period": "day", "max": 1000}
         await http.put("/v1/settings", json={"limits": [limit]}, headers=alpha.headers)
         assert (await http.get("/v1/settings", headers=beta.headers)).json()["limits"] == []
