@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.shield.presets import PRESET_NAMES
 from api.tenant.models import Tenant
+from tests.factories.audio import tone_wav
 from tests.factories.tenants import TenantFixture, bearer, create_key, create_tenant
 from tests.factories.usage import logs_when_settled
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -222,6 +223,37 @@ class TestEveryDialect:
         sent = json.dumps(gemini.seen[-1].body)
         assert "AKIAIOSFODNN7EXAMPLE" not in sent
         assert "[REDACTED:aws_access_key_id]" in sent
+
+    async def test_responses_embeddings_and_upload_text_fields(
+        self, every_http: httpx.AsyncClient, upstream: FakeUpstream
+    ):
+        _, secret = await _tenant(every_http)
+        body = {
+            "model": "gpt-4o",
+            "instructions": f"Notes: {SECRETS}",
+            "input": [
+                {"role": "user", "content": f"First turn: {SECRETS}"},
+                {"role": "user", "content": [{"type": "input_text", "text": f"{SECRETS} {PROSE}"}]},
+            ],
+        }
+        response = await every_http.post("/v1/responses", json=body, headers=bearer(secret))
+        assert response.status_code == 200, response.text
+        _assert_masked(upstream.seen[-1].body, places=3)
+        body = {"model": "text-embedding-3-small", "input": [SECRETS, PROSE]}
+        response = await every_http.post("/v1/embeddings", json=body, headers=bearer(secret))
+        assert response.status_code == 200, response.text
+        _assert_masked(upstream.media[-1].body, places=1)
+        audio = tone_wav(1, 8_000)
+        response = await every_http.post(
+            "/v1/audio/transcriptions",
+            headers=bearer(secret),
+            data={"model": "whisper-1", "prompt": f"Spell {SECRETS} {PROSE}"},
+            files={"file": ("tone.wav", audio, "audio/wav")},
+        )
+        assert response.status_code == 200, response.text
+        seen = upstream.media[-1]
+        _assert_masked(seen.body, places=1)
+        assert [upload.data for upload in seen.files] == [audio]  # files are not text
 
 
 class TestSettings:
