@@ -19,6 +19,7 @@ ROUTES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("DELETE", "/v1/keys/{key_id}"): ("keys.revoke",),
     ("POST", "/v1/keys/{key_id}/rotate"): ("keys.rotate",),
     ("GET", "/v1/usage"): ("usage.query",),
+    ("GET", "/v1/cache/stats"): ("usage.cache_stats",),
     ("GET", "/v1/usage/export"): ("usage.export", "usage.iter_export"),
     ("GET", "/v1/logs"): ("logs.list",),
     ("POST", "/v1/threads"): ("threads.create",),

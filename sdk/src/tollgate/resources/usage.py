@@ -13,7 +13,7 @@ from tollgate._http import Call
 from tollgate._pagination import AsyncPaginator, SyncPage
 from tollgate._types import NOT_GIVEN, NotGiven, given
 from tollgate.resources._base import AsyncResource, SyncResource
-from tollgate.types.usage import Log, Usage, UsageExportRow
+from tollgate.types.usage import CacheStats, Log, Usage, UsageExportRow
 
 GroupBy = Literal["key", "model", "day"]
 ExportTarget = str | os.PathLike[str] | IO[bytes]
@@ -62,7 +62,23 @@ def _rows(
     return parsed, header
 
 
+def _cache_stats(
+    start: datetime | NotGiven, end: datetime | NotGiven, key_id: str | NotGiven
+) -> Call:
+    return Call("GET", "/v1/cache/stats", params=given(start=start, end=end, key_id=key_id))
+
+
 class UsageReports(SyncResource):
+    def cache_stats(
+        self,
+        *,
+        start: datetime | NotGiven = NOT_GIVEN,
+        end: datetime | NotGiven = NOT_GIVEN,
+        key_id: str | NotGiven = NOT_GIVEN,
+    ) -> CacheStats:
+        """What the response caches saved in [start, end) (default: this month so far)."""
+        return self._one(_cache_stats(start, end, key_id), CacheStats)
+
     def query(
         self,
         *,
@@ -117,6 +133,16 @@ class UsageReports(SyncResource):
 
 
 class AsyncUsageReports(AsyncResource):
+    async def cache_stats(
+        self,
+        *,
+        start: datetime | NotGiven = NOT_GIVEN,
+        end: datetime | NotGiven = NOT_GIVEN,
+        key_id: str | NotGiven = NOT_GIVEN,
+    ) -> CacheStats:
+        """What the response caches saved in [start, end) (default: this month so far)."""
+        return await self._one(_cache_stats(start, end, key_id), CacheStats)
+
     async def query(
         self,
         *,

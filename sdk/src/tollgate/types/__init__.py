@@ -52,7 +52,9 @@ from tollgate.types.thread import (
 )
 from tollgate.types.tool import Tool
 from tollgate.types.usage import (
+    CacheStats,
     DayUsage,
+    KeyCacheStats,
     KeyUsage,
     Log,
     ModelUsage,
@@ -69,6 +71,7 @@ __all__ = [
     "BillingPlan",
     "BillingRecord",
     "BillingRun",
+    "CacheStats",
     "ContentBlockDeltaEvent",
     "ContentBlockStartEvent",
     "ContentBlockStopEvent",
@@ -84,6 +87,7 @@ __all__ = [
     "JobStatus",
     "JobUsage",
     "Key",
+    "KeyCacheStats",
     "KeyLimit",
     "KeyUsage",
     "LimitParam",

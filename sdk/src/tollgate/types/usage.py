@@ -19,6 +19,9 @@ class UsageTotals(TollgateModel):
     images: int = 0
     cost_micros: int
     cost_usd: float
+    cache_hits: int = 0
+    saved_tokens: int = 0
+    saved_micros: int = 0
 
 
 class KeyUsage(UsageTotals):
@@ -49,6 +52,31 @@ class Usage(TollgateModel):
     by_model: list[ModelUsage] | None = None
     by_day: list[DayUsage] | None = None
     totals: UsageTotals
+
+
+class KeyCacheStats(TollgateModel):
+    key_id: str
+    key_name: str
+    requests: int
+    hits: int
+    saved_tokens: int
+    saved_micros: int
+    saved_usd: float
+
+
+class CacheStats(TollgateModel):
+    """What the response caches saved over a period: hits, and the tokens and cost they did
+    not send upstream, in all and per key."""
+
+    object: Literal["cache_stats"]
+    start: datetime
+    end: datetime
+    requests: int
+    hits: int
+    saved_tokens: int
+    saved_micros: int
+    saved_usd: float
+    by_key: list[KeyCacheStats]
 
 
 class UsageExportRow(TollgateModel):
