@@ -11,6 +11,7 @@ import pytest
 from api.auth.limits import Limit
 from api.gateway.budget import Demand, actual, affordable_output, worst_case
 from api.gateway.catalog import Catalog
+from api.gateway.dialects.openai.embeddings import _usage_at_the_end
 from api.gateway.pricing import FREE, Price, Usage, cost_micros
 from api.kit.audio import LOWEST_BITRATE, duration_seconds, worst_seconds
 from tests.factories.audio import tone_wav
@@ -120,3 +121,22 @@ class TestDurations:
         assert worst_seconds(noise, 25 * 1024 * 1024) == math.ceil(
             25 * 1024 * 1024 * 8 / LOWEST_BITRATE
         )
+
+
+class TestEmbeddingAnswers:
+    """OpenAI's embeddings answer is read at its end only (its vectors are most of it)."""
+
+    @pytest.mark.parametrize(
+        ("raw", "tokens"),
+        [
+            (b'{"data":[{"embedding":[0.1]}],"model":"m","usage":{"prompt_tokens":5}}', 5),
+            (b'{\n "data": [],\n "usage": {\n  "prompt_tokens": 7,\n  "total_tokens": 7\n }\n}', 7),
+            (b'{"usage":{"prompt_tokens":5},"model":"m"}', None),  # not last: parsed whole
+            (b'{"data":[],"usage":{"prompt_tokens":-1}}', None),
+            (b'[{"usage":{"prompt_tokens":5}}]', None),
+            (b'{"data":[]}', None),
+            (b'{"usage":{"prompt_tokens":5}', None),
+        ],
+    )
+    def test_usage_is_read_from_the_end_or_not_at_all(self, raw: bytes, tokens: int | None):
+        assert _usage_at_the_end(raw) == tokens

@@ -139,21 +139,45 @@ async def create_embedding(request: Request) -> Response:
     async with call.failures_recorded():
         if call.provider.dialect == "gemini":
             payload, usage = await _from_gemini(call, parsed)
+            answer = orjson.dumps({**payload, "provider": call.provider.name})
         else:
-            payload, usage = await _from_openai(call, parsed)
+            answer, usage = await _from_openai(call, parsed)
         await call.finish(usage)
-    payload["provider"] = call.provider.name
-    return JSONBody(orjson.dumps(payload), call.response_headers)
+    return JSONBody(answer, call.response_headers)
 
 
-async def _from_openai(call: Call, parsed: Embedding) -> tuple[dict[str, Any], Usage]:
+async def _from_openai(call: Call, parsed: Embedding) -> tuple[bytes, Usage]:
+    """OpenAI's answer with `provider` added. Its vectors are most of it (1536 floats each):
+    only its `usage`, which comes last, is read, unless the answer is not what OpenAI sends."""
     body = {**parsed.body, "model": call.route.upstream_model}
     response = await call.provider.send(UpstreamRequest("/embeddings", body, stream=False))
-    payload = translated.json_answer(response.body, call.provider.name)
-    reported = units.reported_int(payload, "usage", "prompt_tokens")
+    raw = response.body.strip()
+    reported = _usage_at_the_end(raw)
+    if reported is None:
+        payload = translated.json_answer(raw, call.provider.name)
+        reported = units.reported_int(payload, "usage", "prompt_tokens")
+        raw = orjson.dumps(payload)
+    provider = orjson.dumps(call.provider.name)
+    answer = raw[:-1] + b',"provider":' + provider + b"}"
     if reported is None:  # a compatible host without usage: what was counted, exactly
-        return payload, Usage(input_tokens=parsed.tokens, estimated=True)
-    return payload, Usage(input_tokens=reported)
+        return answer, Usage(input_tokens=parsed.tokens, estimated=True)
+    return answer, Usage(input_tokens=reported)
+
+
+def _usage_at_the_end(raw: bytes) -> int | None:
+    """`usage.prompt_tokens` of a JSON object whose last member is `usage` (as OpenAI writes
+    its embeddings); None for anything else (then the whole answer is parsed)."""
+    if not (raw.startswith(b"{") and raw.endswith(b"}")):
+        return None
+    at = raw.rfind(b'"usage"')
+    start = raw.find(b"{", at) if at >= 0 else -1
+    if start < 0 or raw.rfind(b"}", 0, len(raw) - 1) < start:
+        return None
+    try:
+        usage = orjson.loads(raw[start : len(raw) - 1].rstrip())
+    except orjson.JSONDecodeError:
+        return None
+    return units.reported_int({"usage": usage}, "usage", "prompt_tokens")
 
 
 async def _from_gemini(call: Call, parsed: Embedding) -> tuple[dict[str, Any], Usage]:
