@@ -301,25 +301,25 @@ class PooledProvider:
         self.account: Account | None = None
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        request = self._shielded(request)
+        request = await self._shielded(request)
         return await self._run(lambda provider: provider.send(request))
 
     async def open_stream(self, request: UpstreamRequest) -> PrimedStream:
-        request = self._shielded(request)
+        request = await self._shielded(request)
         return await self._run(lambda provider: _open_primed(provider, request))
 
     async def open_bytes(self, request: UpstreamRequest) -> ByteStream:
-        request = self._shielded(request)
+        request = await self._shielded(request)
         return await self._run(lambda provider: provider.open_bytes(request))
 
-    def _shielded(self, request: UpstreamRequest) -> UpstreamRequest:
+    async def _shielded(self, request: UpstreamRequest) -> UpstreamRequest:
         """The request with the tenant's secret shield applied to every string of its body
         (an upload's text fields; its files are not text), once, before any attempt."""
         shield = self._trace.tenant.shield
         if shield is None:
             return request
         try:
-            body, _ = shield.mask_body(request.body)
+            body, _ = await shield.mask_body_async(request.body)
         except ShieldTimeout as timeout:
             if not shield.fail_open:
                 raise shield_service.failed(timeout.detector) from None

@@ -16,6 +16,7 @@ refusal (`fail: closed`) or an unmasked request with a warning (`fail: open`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,8 +41,11 @@ MAX_KEEP = 64
 # Strings that are not text: base64 media, signatures the provider checks byte for byte.
 _OPAQUE_KEYS = frozenset(
     {"signature", "thoughtSignature", "thought_signature", "encrypted_content", "b64_json",
-     "file_data", "model"}
+     "file_data"}
 )  # fmt: skip
+# Bodies with more text than this are masked in a worker thread (`regex` lets go of the GIL
+# while it matches), so a large prompt does not stall every other request on the event loop.
+OFFLOAD_CHARS = 64_000
 _MEDIA_TYPE_KEYS = ("mimeType", "mime_type", "media_type", "format")
 
 
@@ -91,7 +95,9 @@ class Shield:
     budget: float = BODY_BUDGET
     match_timeout: float = MATCH_TIMEOUT
 
-    def matches(self, text: str, deadline: float) -> list[tuple[Match, Detector]]:
+    def matches(
+        self, text: str, deadline: float, concurrent: bool = False
+    ) -> list[tuple[Match, Detector]]:
         if self.broken is not None:
             raise ShieldTimeout(self.broken)
         found: list[tuple[int, int, int, Detector]] = []
@@ -103,7 +109,9 @@ class Shield:
             if remaining <= 0:
                 raise ShieldTimeout(detector.name)
             try:
-                for hit in detector.pattern.finditer(text, timeout=min(allowed, remaining)):
+                for hit in detector.pattern.finditer(
+                    text, concurrent=concurrent, timeout=min(allowed, remaining)
+                ):
                     start, end = hit.span(detector.group)
                     if end <= start:
                         continue
@@ -128,10 +136,12 @@ class Shield:
     def allowance(self, text: str) -> float:
         return len(text) * PER_CHAR * len(self.detectors)
 
-    def mask_text(self, text: str, deadline: float | None = None) -> tuple[str, list[Match]]:
+    def mask_text(
+        self, text: str, deadline: float | None = None, concurrent: bool = False
+    ) -> tuple[str, list[Match]]:
         if deadline is None:
             deadline = time.perf_counter() + self.budget + self.allowance(text)
-        chosen = self.matches(text, deadline)
+        chosen = self.matches(text, deadline, concurrent)
         if not chosen:
             return text, []
         out: list[str] = []
@@ -143,41 +153,50 @@ class Shield:
         out.append(text[at:])
         return "".join(out), [match for match, _ in chosen]
 
-    def mask_body(self, body: Any) -> tuple[Any, int]:
+    def mask_body(self, body: Any, concurrent: bool = False) -> tuple[Any, int]:
         """`body` with every string masked (a copy where anything changed; the original is
         never modified) and how many matches were masked."""
-        walker = _Walker(self, time.perf_counter() + self.budget)
+        walker = _Walker(self, time.perf_counter() + self.budget, concurrent)
         return walker.value(body), walker.count
+
+    async def mask_body_async(self, body: Any) -> tuple[Any, int]:
+        """`mask_body`, in a worker thread when the body holds much text."""
+        if text_size(body, OFFLOAD_CHARS) < OFFLOAD_CHARS:
+            return self.mask_body(body)
+        return await asyncio.to_thread(self.mask_body, body, True)
 
 
 @dataclass(slots=True)
 class _Walker:
     shield: Shield
     deadline: float
+    concurrent: bool = False
     count: int = 0
 
-    def value(self, value: Any) -> Any:
+    def value(self, value: Any, depth: int = 0) -> Any:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return self.mapping(value)
+            return self.mapping(value, depth)
         if isinstance(value, list):
             changed = False
             out = []
             for item in value:
-                new = self.value(item)
+                new = self.value(item, depth + 1)
                 changed = changed or new is not item
                 out.append(new)
             return out if changed else value
         return value
 
-    def mapping(self, value: dict[Any, Any]) -> dict[Any, Any]:
+    def mapping(self, value: dict[Any, Any], depth: int) -> dict[Any, Any]:
         media = any(key in value for key in _MEDIA_TYPE_KEYS)
         changed: dict[Any, Any] = {}
         for key, item in value.items():
             if key in _OPAQUE_KEYS or (media and key == "data"):
                 continue
-            new = self.value(item)
+            if key == "model" and depth <= 1:  # the body's model (or a countTokens request's)
+                continue
+            new = self.value(item, depth + 1)
             if new is not item:
                 changed[key] = new
         return {**value, **changed} if changed else value
@@ -186,9 +205,24 @@ class _Walker:
         if len(text) < 6 or (text.startswith("data:") and ";base64," in text[:200]):
             return text
         self.deadline += self.shield.allowance(text)
-        masked, found = self.shield.mask_text(text, self.deadline)
+        masked, found = self.shield.mask_text(text, self.deadline, self.concurrent)
         self.count += len(found)
         return masked
+
+
+def text_size(value: Any, limit: int) -> int:
+    """How many characters of text `value` holds, counted up to `limit` at least."""
+    total = 0
+    stack = [value]
+    while stack and total < limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return total
 
 
 def _group(pattern: regex.Pattern[str]) -> int | str:

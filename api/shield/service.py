@@ -83,9 +83,9 @@ class ShieldedProvider:
         self.name = provider.name
         self.dialect = provider.dialect
 
-    def _masked(self, request: UpstreamRequest) -> UpstreamRequest:
+    async def _masked(self, request: UpstreamRequest) -> UpstreamRequest:
         try:
-            body, _ = self._shield.mask_body(request.body)
+            body, _ = await self._shield.mask_body_async(request.body)
         except ShieldTimeout as timeout:
             if not self._shield.fail_open:
                 raise failed(timeout.detector) from None
@@ -95,13 +95,13 @@ class ShieldedProvider:
         return request if body is request.body else dataclasses.replace(request, body=body)
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        return await self._provider.send(self._masked(request))
+        return await self._provider.send(await self._masked(request))
 
     async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
-        return await self._provider.open_stream(self._masked(request))
+        return await self._provider.open_stream(await self._masked(request))
 
     async def open_bytes(self, request: UpstreamRequest) -> ByteStream:
-        return await self._provider.open_bytes(self._masked(request))
+        return await self._provider.open_bytes(await self._masked(request))
 
 
 def shielded(provider: Provider, shield: Shield | None) -> Provider:

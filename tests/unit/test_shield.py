@@ -194,6 +194,22 @@ class TestBodies:
         }
         assert _shield().mask_body(body)[0] is body
 
+    def test_only_the_body_model_field_is_left_alone(self):
+        body = {"model": "a@b.co-model", "tool": {"args": {"model": "ann@x.org"}}}
+        masked, _ = _shield().mask_body(body)
+        assert masked["model"] == "a@b.co-model"
+        assert masked["tool"]["args"]["model"] == "[REDACTED:email]"
+
+    async def test_large_bodies_are_masked_off_the_event_loop(self):
+        text = "mail a@b.co " + "prose " * (engine.OFFLOAD_CHARS // 6)
+        body = {"messages": [{"role": "user", "content": text}]}
+        assert engine.text_size(body, engine.OFFLOAD_CHARS) >= engine.OFFLOAD_CHARS
+        masked, count = await _shield().mask_body_async(body)
+        assert count == 1
+        assert masked["messages"][0]["content"].startswith("mail [REDACTED:email] prose")
+        small = {"messages": [{"role": "user", "content": "mail a@b.co"}]}
+        assert (await _shield().mask_body_async(small))[1] == 1
+
 
 class TestTimeouts:
     def test_a_slow_pattern_times_out(self):
@@ -203,6 +219,15 @@ class TestTimeouts:
         with pytest.raises(ShieldTimeout) as caught:
             shield.mask_text("a" * 5000 + "!")
         assert caught.value.detector == "slow"
+        assert time.perf_counter() - started < 1.0
+
+    async def test_a_slow_pattern_times_out_in_the_worker_thread_too(self):
+        rule = {"name": "slow", "pattern": r"(a|aa)+$"}
+        shield = Shield(compile_detectors([], [rule]), match_timeout=0.02)
+        body = {"input": "a" * engine.OFFLOAD_CHARS + "!"}
+        started = time.perf_counter()
+        with pytest.raises(ShieldTimeout):
+            await shield.mask_body_async(body)
         assert time.perf_counter() - started < 1.0
 
     def test_the_body_budget_bounds_the_whole_body(self):
