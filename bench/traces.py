@@ -1,7 +1,7 @@
 """CPU per request of a request trace: what tracing adds to one proxied request in the API
 process, measured against the same work with tracing off, in the same run.
 
-    python bench/traces.py [--requests 200000]
+    python bench/traces.py [--requests 200000] [--otel]
 
 "On" does what a traced request does: the lane reads and checks `x-trace-id`, the steps are
 timed (auth, body, access, route, limits, translate, first byte, settle, ledger: nine
@@ -9,6 +9,9 @@ timed (auth, body, access, route, limits, translate, first byte, settle, ledger:
 JSON at settle, and the usage event carries them onto the ledger (`encode`, what the Redis
 stream receives). "Off" does the same request bookkeeping without any of it: the event encoded
 without a trace. The difference is the trace's cost; process CPU time, best of five rounds.
+`--otel` also measures the OpenTelemetry export (the SDK's spans, one per step and attempt,
+through its batch processor to an in-memory exporter), which runs only when an OTLP endpoint
+is configured.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,7 +51,7 @@ def off(requests: int) -> int:
     return time.process_time_ns() - started
 
 
-def on(requests: int) -> int:
+def on(requests: int, spans: Any = None) -> int:
     header = b"checkout-0123456789"
     started = time.process_time_ns()
     for _ in range(requests):
@@ -64,12 +69,22 @@ def on(requests: int) -> int:
         event.steps = traces.serialise(timing, [attempt])
         event.trace_attempts = traces.attempts_json([attempt])
         encode(event)
+        if spans is not None:
+            call = SimpleNamespace(
+                timing=timing, model="gpt-4o", request_id=event.request_id,
+                endpoint=event.endpoint, route=SimpleNamespace(entry=SimpleNamespace(kind="chat")),
+                trace=SimpleNamespace(failover_from=None, attempts=[attempt]),
+            )  # fmt: skip
+            spans._spans(call, event, settle_from, time.perf_counter_ns())
+    if spans is not None:
+        spans.flush()
     return time.process_time_ns() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--otel", action="store_true", help="measure the OTLP export too")
     args = parser.parse_args()
     n = args.requests
     off(n // 10)  # warm up
@@ -80,6 +95,21 @@ def main() -> None:
     print(f"tracing off: {best_off / 1000:.2f} µs CPU per request (the event encoded)")
     print(f"tracing on:  {best_on / 1000:.2f} µs CPU per request")
     print(f"added by the trace: {(best_on - best_off) / 1000:.2f} µs CPU per request")
+    if args.otel:
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        from api.gateway.otel import OtelSpans
+
+        exporter = InMemorySpanExporter()
+        spans = OtelSpans(exporter)
+        rounds = []
+        for _ in range(5):
+            rounds.append(on(n // 10, spans) / (n // 10))
+            exporter.clear()
+        spans.close()
+        best_otel = min(rounds)
+        print(f"with OpenTelemetry spans: {best_otel / 1000:.2f} µs CPU per request")
+        print(f"added by trace + spans: {(best_otel - best_off) / 1000:.2f} µs CPU per request")
 
 
 if __name__ == "__main__":

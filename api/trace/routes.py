@@ -16,7 +16,7 @@ from api.trace.repository import TraceRepository
 router = APIRouter(tags=["traces"])
 
 
-@router.get("/v1/traces/{trace_id}")
+@router.get("/v1/traces/{trace_id:path}")  # any printable id, "/" included
 async def get_trace(trace_id: str, session: DbSession, principal: Principal) -> Response:
     found = None
     if len(trace_id) <= 128:

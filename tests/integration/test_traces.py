@@ -11,6 +11,7 @@ import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -79,6 +80,15 @@ class TestTraceOfARequest:
         assert (attempt["provider"], attempt["status"], attempt["reason"]) == ("openai", 200, None)
         (log,) = await logs_when_settled(http, tenant, 1)
         assert log["trace_id"] == "checkout-42"
+
+    async def test_any_printable_id_can_be_read_back(self, http: httpx.AsyncClient):
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant)
+        given = "span/of 42:x?y#z"
+        response = await chat(http, {**bearer(key["secret"]), "x-trace-id": given})
+        assert response.headers["x-trace-id"] == given
+        trace = await trace_when_settled(http, tenant.headers, quote(given, safe=""))
+        assert trace["id"] == given
 
     async def test_without_a_trace_id_the_request_id_is_the_trace_id(self, http: httpx.AsyncClient):
         tenant = await create_tenant(http)
