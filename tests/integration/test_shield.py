@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+import tollgate
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.shield.presets import PRESET_NAMES
@@ -435,3 +436,25 @@ class TestShieldTestEndpoint:
         )
         assert response.status_code == 403
         assert response.json()["error"]["code"] == "insufficient_scope"
+
+    async def test_through_the_sdk(self, http: httpx.AsyncClient, gateway_url: str):
+        tenant = await create_tenant(http)
+        async with tollgate.AsyncTollgate(
+            api_key=tenant.master_key, base_url=gateway_url, max_retries=0
+        ) as client:
+            rule: tollgate.types.ShieldRuleParam = {"name": "ticket", "pattern": r"\bTCK-\d+"}
+            saved = await client.settings.update(
+                shield={"enabled": True, "presets": ["email"], "rules": [rule]}
+            )
+            assert saved.shield is not None
+            assert saved.shield.rules[0].name == "ticket"
+            tested = await client.settings.test_shield("TCK-1 a@b.co")
+            assert tested.masked == "[REDACTED:ticket] [REDACTED:email]"
+            assert [(m.name, m.start, m.end) for m in tested.matches] == [
+                ("ticket", 0, 5),
+                ("email", 6, 12),
+            ]
+            tested = await client.settings.test_shield("TCK-1 a@b.co", rules=[], presets=[])
+            assert tested.masked == "TCK-1 a@b.co"
+            with pytest.raises(tollgate.BadRequestError):
+                await client.settings.update(shield={"rules": [{"name": "x", "pattern": "("}]})

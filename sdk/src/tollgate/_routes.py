@@ -53,6 +53,7 @@ ROUTES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("GET", "/v1/settings"): ("settings.retrieve",),
     ("PUT", "/v1/settings"): ("settings.update",),
     ("POST", "/v1/settings/webhook-secret"): ("settings.create_webhook_secret",),
+    ("POST", "/v1/shield/test"): ("settings.test_shield",),
     ("GET", "/v1/alerts"): ("alerts.list",),
     ("GET", "/v1/responses/{response_id}"): ("responses.retrieve",),
     ("DELETE", "/v1/responses/{response_id}"): ("responses.delete",),

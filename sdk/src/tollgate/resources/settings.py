@@ -1,5 +1,5 @@
-"""`client.settings` (the tenant's limits, alerts, failover and routing) and `client.alerts`
-(the budget alerts that fired)."""
+"""`client.settings` (the tenant's limits, alerts, failover, routing and secret shield) and
+`client.alerts` (the budget alerts that fired)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from tollgate.types.params import (
     FailoverSettingsParam,
     LimitParam,
     RoutingSettingsParam,
+    ShieldPreset,
+    ShieldRuleParam,
+    ShieldSettingsParam,
 )
-from tollgate.types.settings import Alert, TenantSettings, WebhookSecret
+from tollgate.types.settings import Alert, ShieldTest, TenantSettings, WebhookSecret
 
 _PATH = "/v1/settings"
 
@@ -25,14 +28,29 @@ def _put(
     alerts: AlertSettingsParam | NotGiven | None,
     failover: FailoverSettingsParam | NotGiven | None,
     routing: RoutingSettingsParam | NotGiven | None,
+    shield: ShieldSettingsParam | NotGiven | None,
 ) -> Call:
     body = given(
         limits=[dict(limit) for limit in limits] if isinstance(limits, Sequence) else limits,
         alerts=alerts,
         failover=failover,
         routing=routing,
+        shield=shield,
     )
     return Call("PUT", _PATH, json=body)
+
+
+def _test_shield(
+    text: str,
+    rules: Sequence[ShieldRuleParam] | NotGiven,
+    presets: Sequence[ShieldPreset] | NotGiven,
+) -> Call:
+    body = given(
+        text=text,
+        rules=[dict(rule) for rule in rules] if isinstance(rules, Sequence) else rules,
+        presets=list(presets) if isinstance(presets, Sequence) else presets,
+    )
+    return Call("POST", "/v1/shield/test", json=body)
 
 
 class Settings(SyncResource):
@@ -46,11 +64,23 @@ class Settings(SyncResource):
         alerts: AlertSettingsParam | NotGiven | None = NOT_GIVEN,
         failover: FailoverSettingsParam | NotGiven | None = NOT_GIVEN,
         routing: RoutingSettingsParam | NotGiven | None = NOT_GIVEN,
+        shield: ShieldSettingsParam | NotGiven | None = NOT_GIVEN,
     ) -> TenantSettings:
         """Change the given groups only: `limits` on all keys together, where budget
         `alerts` go (`{"webhook_url": …}`), cross-provider `failover` (`{"enabled": True}`),
-        the `routing` strategy."""
-        return self._one(_put(limits, alerts, failover, routing), TenantSettings)
+        the `routing` strategy, the secret `shield` (`{"enabled": True, "rules": […]}`)."""
+        return self._one(_put(limits, alerts, failover, routing, shield), TenantSettings)
+
+    def test_shield(
+        self,
+        text: str,
+        *,
+        rules: Sequence[ShieldRuleParam] | NotGiven = NOT_GIVEN,
+        presets: Sequence[ShieldPreset] | NotGiven = NOT_GIVEN,
+    ) -> ShieldTest:
+        """Mask `text` as the secret shield would: with these rules and presets, or else
+        the saved ones."""
+        return self._one(_test_shield(text, rules, presets), ShieldTest)
 
     def create_webhook_secret(self) -> WebhookSecret:
         """A new secret that signs alerts, billing notices and job completions (shown once;
@@ -69,9 +99,20 @@ class AsyncSettings(AsyncResource):
         alerts: AlertSettingsParam | NotGiven | None = NOT_GIVEN,
         failover: FailoverSettingsParam | NotGiven | None = NOT_GIVEN,
         routing: RoutingSettingsParam | NotGiven | None = NOT_GIVEN,
+        shield: ShieldSettingsParam | NotGiven | None = NOT_GIVEN,
     ) -> TenantSettings:
         """Change the given groups only."""
-        return await self._one(_put(limits, alerts, failover, routing), TenantSettings)
+        return await self._one(_put(limits, alerts, failover, routing, shield), TenantSettings)
+
+    async def test_shield(
+        self,
+        text: str,
+        *,
+        rules: Sequence[ShieldRuleParam] | NotGiven = NOT_GIVEN,
+        presets: Sequence[ShieldPreset] | NotGiven = NOT_GIVEN,
+    ) -> ShieldTest:
+        """Mask `text` as the secret shield would."""
+        return await self._one(_test_shield(text, rules, presets), ShieldTest)
 
     async def create_webhook_secret(self) -> WebhookSecret:
         """A new secret that signs alerts, billing notices and job completions (shown once)."""

@@ -14,6 +14,9 @@ from tollgate.types.params import (
     FailoverSettingsParam,
     LimitParam,
     RoutingSettingsParam,
+    ShieldPreset,
+    ShieldRuleParam,
+    ShieldSettingsParam,
 )
 from tollgate.types.provider import Provider, ProviderDeleted, ProviderName
 from tollgate.types.response import (
@@ -30,6 +33,10 @@ from tollgate.types.settings import (
     AlertSettings,
     FailoverSettings,
     RoutingSettings,
+    ShieldMatch,
+    ShieldRule,
+    ShieldSettings,
+    ShieldTest,
     TenantSettings,
     WebhookSecret,
 )
@@ -111,6 +118,13 @@ __all__ = [
     "RoutingSettingsParam",
     "SearchHit",
     "SearchResults",
+    "ShieldMatch",
+    "ShieldPreset",
+    "ShieldRule",
+    "ShieldRuleParam",
+    "ShieldSettings",
+    "ShieldSettingsParam",
+    "ShieldTest",
     "StreamEvent",
     "StripeAccount",
     "TenantSettings",

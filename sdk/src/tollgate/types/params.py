@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 
 class LimitParam(TypedDict):
@@ -23,3 +23,27 @@ class FailoverSettingsParam(TypedDict, total=False):
 
 class RoutingSettingsParam(TypedDict, total=False):
     strategy: Literal["default", "cost", "latency", "round_robin", "weighted"]
+
+
+ShieldPreset = Literal[
+    "anthropic_key", "openai_key", "google_api_key", "aws_access_key_id",
+    "aws_secret_access_key", "jwt", "credit_card", "email", "phone",
+]  # fmt: skip
+
+
+class ShieldRuleParam(TypedDict):
+    """`{"name": "ticket", "pattern": r"\\bTCK-\\d{6}\\b", "mask": "keep_suffix", "keep": 3}`:
+    what `pattern` matches is masked as `[REDACTED:<name>]`, or keeps its first / last `keep`
+    characters (at most half of it)."""
+
+    name: str
+    pattern: str
+    mask: NotRequired[Literal["full", "keep_prefix", "keep_suffix"]]
+    keep: NotRequired[int]
+
+
+class ShieldSettingsParam(TypedDict, total=False):
+    enabled: bool
+    presets: list[ShieldPreset]
+    rules: list[ShieldRuleParam]
+    fail: Literal["closed", "open"]

@@ -20,6 +20,23 @@ class RoutingSettings(TollgateModel):
     strategy: Literal["default", "cost", "latency", "round_robin", "weighted"]
 
 
+class ShieldRule(TollgateModel):
+    name: str
+    pattern: str
+    mask: Literal["full", "keep_prefix", "keep_suffix"] = "full"
+    keep: int = 0
+
+
+class ShieldSettings(TollgateModel):
+    """The secret shield: masks secrets and personal data in every request body before a
+    provider sees it."""
+
+    enabled: bool
+    presets: list[str]
+    rules: list[ShieldRule]
+    fail: Literal["closed", "open"]
+
+
 class TenantSettings(TollgateModel):
     object: Literal["settings"]
     limits: list[KeyLimit]
@@ -27,6 +44,21 @@ class TenantSettings(TollgateModel):
     alerts: AlertSettings
     failover: FailoverSettings
     routing: RoutingSettings
+    shield: ShieldSettings | None = None
+
+
+class ShieldMatch(TollgateModel):
+    name: str
+    start: int
+    end: int
+
+
+class ShieldTest(TollgateModel):
+    """What the secret shield makes of a text: the masked text and where each match was."""
+
+    object: Literal["shield_test"]
+    masked: str
+    matches: list[ShieldMatch]
 
 
 class WebhookSecret(TollgateModel):
