@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 
 from api import __version__, error_handlers
+from api.alert.email import mailer_from_settings
 from api.alert.routes import router as alerts_router
 from api.alert.service import AlertNotifier
 from api.auth.cache import KeyCache
@@ -104,7 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessionmaker = create_sessionmaker(engine)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         webhook_client = create_webhook_client(allow_private=settings.allow_private_webhooks)
-        notifier = AlertNotifier(sessionmaker, webhook_client, secret_box)
+        notifier = AlertNotifier(
+            sessionmaker, webhook_client, secret_box, mailer=mailer_from_settings(settings)
+        )
         if redis is None or settings.api_runs_background_jobs:
             notifier.start_sweep()
         runtime = GatewayRuntime.start(

@@ -81,6 +81,15 @@ class Settings(BaseSettings):
 
     allow_private_webhooks: bool = False
 
+    # Budget alerts by email (SPEC §7): the operator's SMTP server. Unset host: no email is sent.
+    # TLS: "starttls" (upgrade after connecting, port 587), "tls" (implicit, port 465) or "none".
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None  # required with smtp_host, e.g. "Tollgate <alerts@example.com>"
+
     # Stripe (SPEC §5.8): each tenant's own account, reached through this API base. Tests point
     # it at a local fake; nothing else should change it.
     stripe_api_base: str = "https://api.stripe.com"
@@ -163,6 +172,12 @@ class Settings(BaseSettings):
                 f"upstream_total_timeout_seconds + capacity_wait_seconds ({bound:g}): a job "
                 "must never cut off a model call the upstream bills"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _smtp_has_a_sender(self) -> Settings:
+        if self.smtp_host and not self.smtp_from:
+            raise ValueError("smtp_from (TOLLGATE_SMTP_FROM) is required when smtp_host is set")
         return self
 
     @field_validator("upstreams")

@@ -16,6 +16,7 @@ from arq.cron import CronJob, cron
 from redis.asyncio import Redis
 
 import api.models  # noqa: F401  # the whole schema: foreign keys resolve at the first insert
+from api.alert.email import mailer_from_settings
 from api.alert.service import AlertNotifier
 from api.background import arq_cron_jobs, arq_functions
 from api.db import create_engine, create_sessionmaker
@@ -42,7 +43,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     redis = Redis.from_url(settings.redis_url or "")
     webhooks = create_webhook_client(allow_private=settings.allow_private_webhooks)
     box = SecretBox(resolve_secret_key(settings))
-    alerts = AlertNotifier(sessionmaker, webhooks, box)
+    alerts = AlertNotifier(sessionmaker, webhooks, box, mailer=mailer_from_settings(settings))
     # Async jobs call models here, through the same pipeline as the API.
     runtime = GatewayRuntime.start(
         settings, sessionmaker, redis, box, catalog=Catalog.build(settings.models),

@@ -6,11 +6,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db import Base, IdMixin, UTCDateTime
 from api.kit.time import utcnow
+
+# None is SQL NULL (not JSON null), so `email_recipients IS NULL` means "no email to send".
+_RECIPIENTS = JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
 
 
 class Alert(IdMixin, Base):
@@ -37,3 +43,9 @@ class Alert(IdMixin, Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The email channel, beside the webhook's three fields above: the tenant's `alerts.emails`
+    # when the alert fired (None: no email to send), and how its delivery went.
+    email_recipients: Mapped[list[str] | None] = mapped_column(_RECIPIENTS, nullable=True)
+    email_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    email_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    email_last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)

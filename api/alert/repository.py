@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.alert.models import Alert
@@ -17,12 +17,17 @@ class AlertRepository(TenantRepository[Alert]):
 async def undelivered_unscoped(
     session: AsyncSession, *, created_after: datetime, created_before: datetime, max_attempts: int
 ) -> list[uuid.UUID]:
-    """Alerts of every tenant still waiting for a successful delivery (the resend sweep)."""
+    """Alerts of every tenant still waiting for a successful delivery on a channel (the resend
+    sweep): the webhook, or the email when the alert has recipients."""
     rows = await session.scalars(
         select(Alert.id)
         .where(
-            Alert.delivered_at.is_(None),
-            Alert.attempts < max_attempts,
+            or_(
+                (Alert.delivered_at.is_(None)) & (Alert.attempts < max_attempts),
+                Alert.email_recipients.is_not(None)
+                & Alert.email_delivered_at.is_(None)
+                & (Alert.email_attempts < max_attempts),
+            ),
             Alert.created_at >= created_after,
             Alert.created_at <= created_before,
         )
@@ -30,3 +35,21 @@ async def undelivered_unscoped(
         .limit(500)
     )
     return list(rows)
+
+
+async def claim_email_attempt_unscoped(
+    session: AsyncSession, alert_id: uuid.UUID, attempts: int
+) -> bool:
+    """Count one more email attempt, if nobody else has since `attempts` was read: of two
+    processes about to mail the same alert, one goes ahead."""
+    result = await session.execute(
+        update(Alert)
+        .where(
+            Alert.id == alert_id,
+            Alert.email_attempts == attempts,
+            Alert.email_delivered_at.is_(None),
+        )
+        .values(email_attempts=attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)

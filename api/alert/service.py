@@ -1,11 +1,15 @@
-"""Budget alerts: at 50 %, 80 % and 100 % of a limit, one signed webhook per limit and period.
+"""Budget alerts: at 50 %, 80 % and 100 % of a limit, one signed webhook and one email (to the
+tenant's `alerts.emails`, through the operator's SMTP server) per limit and period.
 
 A crossing is detected when a settlement moves a counter over a threshold. The alert row's
 unique key (limit, period, threshold) makes each alert fire once, however many processes see
-the crossing. Delivery is retried with backoff; the row records the attempts and the outcome.
-Alerts still undelivered after that (the receiver was down, the process stopped) are resent by
+the crossing. Each channel is delivered and retried on its own, with backoff; the row records
+each one's attempts and outcome, and a channel delivered is never sent again. Alerts still
+undelivered on a channel after that (the receiver was down, the process stopped) are resent by
 a sweep every minute (`resend_undelivered`: the worker's cron, or in-process without Redis),
-for a day and up to `MAX_ATTEMPTS` in all. Receivers deduplicate on the alert's `id`.
+for a day and up to `MAX_ATTEMPTS` per channel. Receivers deduplicate on the alert's `id`
+(an email's Message-ID carries it); an email attempt is claimed in the database before it is
+sent, so two processes never mail the same alert at once.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.alert import repository
+from api.alert.email import compose
 from api.alert.models import Alert
 from api.auth.limits import Limit
+from api.auth.models import ApiKey
 from api.db import insert_ignoring_conflicts
 from api.kit.crypto import SecretBox
+from api.kit.mail import Mailer, error_text
 from api.kit.money import micros_to_usd
 from api.kit.time import isoformat, utcnow
 from api.kit.webhook_client import refused
@@ -41,6 +48,7 @@ DELIVERY_TIMEOUT_SECONDS = 10.0
 MAX_ATTEMPTS = 12
 RESEND_AFTER = timedelta(minutes=1)
 RESEND_FOR = timedelta(days=1)
+CHANNELS = frozenset({"webhook", "email"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +97,23 @@ def payload(alert: Alert) -> dict[str, Any]:
         "delivered_at": isoformat(alert.delivered_at),
         "attempts": alert.attempts,
         "last_error": alert.last_error,
+        "email": email_state(alert),
     }
     if spend:
         body["max_micros"], body["used_micros"] = alert.max, alert.used
     return body
+
+
+def email_state(alert: Alert) -> dict[str, Any] | None:
+    """The email channel's delivery (None: the tenant had no `alerts.emails` when it fired)."""
+    if not alert.email_recipients:
+        return None
+    return {
+        "recipients": list(alert.email_recipients),
+        "delivered_at": isoformat(alert.email_delivered_at),
+        "attempts": alert.email_attempts,
+        "last_error": alert.email_last_error,
+    }
 
 
 class AlertNotifier:
@@ -105,11 +126,13 @@ class AlertNotifier:
         http: httpx.AsyncClient,
         box: SecretBox,
         *,
+        mailer: Mailer | None = None,
         retry_delays: Sequence[float] = RETRY_DELAYS_SECONDS,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._http = http
         self._box = box
+        self._mailer = mailer
         self._retry_delays = retry_delays
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -159,6 +182,10 @@ class AlertNotifier:
             "created_at": utcnow(), "attempts": 0,
         }  # fmt: skip
         async with self._sessionmaker() as session, session.begin():
+            tenant = await session.get(Tenant, crossing.tenant_id)
+            emails = (tenant.settings.get("alerts") or {}).get("emails") if tenant else None
+            if emails:  # who is mailed is decided as it fires
+                row["email_recipients"] = list(emails)
             statement = insert_ignoring_conflicts(session, Alert).values(**row)
             result = await session.execute(statement.returning(Alert.id))
             return result.scalar_one_or_none()
@@ -181,17 +208,33 @@ class AlertNotifier:
         return len(due)
 
     async def _deliver(self, alert_id: uuid.UUID) -> None:
+        pending = CHANNELS
         for delay in [0.0, *self._retry_delays]:
             await asyncio.sleep(delay)
-            if await self._attempt(alert_id):
+            pending = await self._attempt(alert_id, pending)
+            if not pending:
                 return
 
-    async def _attempt(self, alert_id: uuid.UUID) -> bool:
-        """One delivery; True when there is nothing more to try."""
+    async def _attempt(
+        self, alert_id: uuid.UUID, channels: frozenset[str] = frozenset()
+    ) -> frozenset[str]:
+        """One delivery on each of `channels` (default: both) still due; returns those where
+        there is more to try."""
+        left: set[str] = set()
+        if (not channels or "webhook" in channels) and not await self._attempt_webhook(alert_id):
+            left.add("webhook")
+        if (not channels or "email" in channels) and not await self._attempt_email(alert_id):
+            left.add("email")
+        return frozenset(left)
+
+    async def _attempt_webhook(self, alert_id: uuid.UUID) -> bool:
+        """One webhook delivery; True when there is nothing more to try."""
         async with self._sessionmaker() as session, session.begin():
             alert = await session.get(Alert, alert_id)
             tenant = await session.get(Tenant, alert.tenant_id) if alert else None
             if alert is None or tenant is None or alert.delivered_at is not None:
+                return True
+            if alert.attempts >= MAX_ATTEMPTS:
                 return True
             url = (tenant.settings.get("alerts") or {}).get("webhook_url")
             alert.attempts += 1
@@ -209,6 +252,52 @@ class AlertNotifier:
             if error is None:
                 stored.delivered_at = utcnow()
         return error is None
+
+    async def _attempt_email(self, alert_id: uuid.UUID) -> bool:
+        """One email delivery; True when there is nothing more to try."""
+        async with self._sessionmaker() as session, session.begin():
+            alert = await session.get(Alert, alert_id)
+            if (
+                alert is None
+                or not alert.email_recipients
+                or alert.email_delivered_at is not None
+                or alert.email_attempts >= MAX_ATTEMPTS
+            ):
+                return True
+            tenant = await session.get(Tenant, alert.tenant_id)
+            if tenant is None:
+                return True
+            if self._mailer is None:
+                alert.email_attempts += 1
+                alert.email_last_error = "no SMTP server configured (TOLLGATE_SMTP_HOST)"
+                return True
+            owner_name = tenant.name
+            if alert.scope == "key":
+                key = await session.get(ApiKey, alert.owner_id)
+                owner_name = key.name if key and key.tenant_id == tenant.id else str(alert.owner_id)
+            message = compose(
+                alert, owner_name=owner_name, tenant_name=tenant.name,
+                recipients=list(alert.email_recipients), sender=self._mailer.sender,
+            )  # fmt: skip
+            attempts = alert.email_attempts
+            if not await repository.claim_email_attempt_unscoped(session, alert_id, attempts):
+                return True  # another process is sending it now
+        try:
+            refused = await self._mailer.send(message)
+        except Exception as exc:
+            error: str | None = error_text(exc)
+            sent = False
+        else:
+            error = f"refused by the server: {', '.join(refused)}"[:200] if refused else None
+            sent = True
+        async with self._sessionmaker() as session, session.begin():
+            stored = await session.get(Alert, alert_id)
+            if stored is None:
+                return True
+            stored.email_last_error = error
+            if sent:
+                stored.email_delivered_at = utcnow()
+        return sent
 
     async def _post(self, url: str, secret: str, body: bytes) -> str | None:
         """One attempt; None on a 2xx, else what went wrong."""

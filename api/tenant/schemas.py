@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from api.auth.schemas import LimitIn, LimitRead
+from api.kit.email_address import check_address
 from api.shield.schemas import ShieldSettings
 
 
@@ -23,11 +24,18 @@ class TenantRead(BaseModel):
     master_key: str | None = None
 
 
+MAX_ALERT_EMAILS = 20
+
+
 class AlertSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Where budget alerts are POSTed, signed with the secret from POST /v1/settings/webhook-secret.
     webhook_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    # Who budget alerts are mailed to (through the operator's TOLLGATE_SMTP_* server).
+    emails: list[Annotated[str, AfterValidator(check_address)]] = Field(
+        default_factory=list, max_length=MAX_ALERT_EMAILS
+    )
 
 
 class FailoverSettings(BaseModel):
@@ -87,6 +95,7 @@ class SettingsUpdate(BaseModel):
 
 class AlertSettingsRead(BaseModel):
     webhook_url: str | None
+    emails: list[str]
     signing_secret_set: bool
 
 

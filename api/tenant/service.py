@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +15,7 @@ from api.kit.webhooks import check_url
 from api.shield.schemas import ShieldSettings
 from api.tenant.models import Tenant
 from api.tenant.schemas import (
+    AlertSettings,
     AlertSettingsRead,
     CacheSettings,
     FailoverSettings,
@@ -50,10 +52,10 @@ async def update_settings(
         given = [item.to_limit() for item in data.limits or []]
         tenant.limits = [limit.as_json() for limit in limit_rules.combine(given, None)]
     if "alerts" in data.model_fields_set:
-        url = data.alerts.webhook_url if data.alerts else None
-        if url is not None:
-            await check_url(url, allow_private=allow_private, param="alerts.webhook_url")
-        tenant.settings = {**tenant.settings, "alerts": {"webhook_url": url}}
+        tenant.settings = {
+            **tenant.settings,
+            "alerts": await _alert_settings(tenant, data.alerts, allow_private=allow_private),
+        }
     for group in ("failover", "routing", "cache", "semantic_cache", "shield"):
         if group in data.model_fields_set:
             value = getattr(data, group)
@@ -63,6 +65,26 @@ async def update_settings(
                 tenant.settings = {**tenant.settings, group: dumped}
     await session.flush()
     return tenant, limits_changed
+
+
+async def _alert_settings(
+    tenant: Tenant, given: AlertSettings | None, *, allow_private: bool
+) -> dict[str, Any]:
+    """The `alerts` group: the fields given replace the stored ones (`null` clears the group)."""
+    if given is None:
+        return {"webhook_url": None, "emails": []}
+    stored = tenant.settings.get("alerts") or {}
+    url = (
+        given.webhook_url if "webhook_url" in given.model_fields_set else stored.get("webhook_url")
+    )
+    if url is not None and "webhook_url" in given.model_fields_set:
+        await check_url(url, allow_private=allow_private, param="alerts.webhook_url")
+    emails = given.emails if "emails" in given.model_fields_set else stored.get("emails") or []
+    unique: list[str] = []  # once each, the first spelling kept
+    for address in emails:
+        if address.lower() not in {seen.lower() for seen in unique}:
+            unique.append(address)
+    return {"webhook_url": url, "emails": unique}
 
 
 async def new_webhook_secret(session: AsyncSession, box: SecretBox, tenant_id: uuid.UUID) -> str:
@@ -80,7 +102,9 @@ def render_settings(tenant: Tenant) -> SettingsRead:
     return SettingsRead(
         limits=[limit_read(limit) for limit in limits],
         alerts=AlertSettingsRead(
-            webhook_url=alerts.get("webhook_url"), signing_secret_set=bool(tenant.webhook_secret)
+            webhook_url=alerts.get("webhook_url"),
+            emails=alerts.get("emails") or [],
+            signing_secret_set=bool(tenant.webhook_secret),
         ),
         failover=FailoverSettings(**(tenant.settings.get("failover") or {})),
         routing=RoutingSettings(**(tenant.settings.get("routing") or {})),

@@ -49,7 +49,7 @@ async def _configure(http: httpx.AsyncClient, tenant: TenantFixture, url: str) -
     assert created.status_code == 200
     secret: str = created.json()["secret"]
     settings = (await http.get("/v1/settings", headers=tenant.headers)).json()
-    assert settings["alerts"] == {"webhook_url": url, "signing_secret_set": True}
+    assert settings["alerts"] == {"webhook_url": url, "emails": [], "signing_secret_set": True}
     assert secret not in json.dumps(settings)
     return secret
 

@@ -242,7 +242,7 @@ class TestSettingsApi:
         assert {group: shown[group] for group in CAPS_GROUPS} == {
             "object": "settings",
             "limits": [],
-            "alerts": {"webhook_url": None, "signing_secret_set": False},
+            "alerts": {"webhook_url": None, "emails": [], "signing_secret_set": False},
             "failover": {"enabled": False},
             "routing": {"strategy": "default"},
         }
