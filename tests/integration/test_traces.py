@@ -125,6 +125,23 @@ class TestTraceOfARequest:
         assert response.headers["x-trace-id"] == response.headers["x-request-id"]
 
 
+class TestUnitEndpoints:
+    async def test_an_embeddings_request_is_traced(self, http: httpx.AsyncClient):
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant)
+        response = await http.post(
+            "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "hi"},
+            headers={**bearer(key["secret"]), "x-trace-id": "vectors"},
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert response.headers["x-trace-id"] == "vectors"
+        trace = await trace_when_settled(http, tenant.headers, "vectors")
+        steps = names(trace)
+        assert steps[:5] == ["auth", "body", "access", "route", "limits"]
+        assert "attempt" in steps
+        assert trace["model"] == "text-embedding-3-small"
+
+
 class TestTraceIdOnEveryAnswer:
     async def test_errors_carry_it(self, http: httpx.AsyncClient):
         tenant = await create_tenant(http)
