@@ -19,6 +19,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tollgate.types import Alert as SdkAlert
 
 from api.alert.email import mailer_from_settings
 from api.alert.models import Alert
@@ -162,6 +163,10 @@ class TestAlertEmails:
             f"Tollgate: key alice reached {t} % of its monthly spend limit" for t in (100, 50, 80)
         ]
         for alert in listed:  # each email's delivery state, beside the webhook's
+            typed = SdkAlert.model_validate(alert)
+            assert typed.email is not None
+            assert typed.email.recipients == recipients
+            assert typed.email.delivered_at is not None
             email = alert["email"]
             assert email["recipients"] == recipients
             assert email["delivered_at"] is not None

@@ -67,7 +67,8 @@ class Settings(SyncResource):
         shield: ShieldSettingsParam | NotGiven | None = NOT_GIVEN,
     ) -> TenantSettings:
         """Change the given groups only: `limits` on all keys together, where budget
-        `alerts` go (`{"webhook_url": …}`), cross-provider `failover` (`{"enabled": True}`),
+        `alerts` go (`{"webhook_url": …, "emails": [...]}`), cross-provider `failover`
+        (`{"enabled": True}`),
         the `routing` strategy, the secret `shield` (`{"enabled": True, "rules": […]}`)."""
         return self._one(_put(limits, alerts, failover, routing, shield), TenantSettings)
 

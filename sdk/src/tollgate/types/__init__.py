@@ -30,6 +30,7 @@ from tollgate.types.response import (
 from tollgate.types.search import SearchHit, SearchResults
 from tollgate.types.settings import (
     Alert,
+    AlertEmail,
     AlertSettings,
     FailoverSettings,
     RoutingSettings,
@@ -72,6 +73,7 @@ from tollgate.types.usage import (
 
 __all__ = [
     "Alert",
+    "AlertEmail",
     "AlertSettings",
     "AlertSettingsParam",
     "BillingLine",

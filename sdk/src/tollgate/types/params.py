@@ -15,6 +15,7 @@ class LimitParam(TypedDict):
 
 class AlertSettingsParam(TypedDict, total=False):
     webhook_url: str | None
+    emails: list[str]
 
 
 class FailoverSettingsParam(TypedDict, total=False):

@@ -3,12 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from pydantic import Field
+
 from tollgate.types.key import KeyLimit
 from tollgate.types.shared import TollgateModel
 
 
 class AlertSettings(TollgateModel):
     webhook_url: str | None = None
+    emails: list[str] = Field(default_factory=list)
+    """Who budget alerts are mailed to (through the server's SMTP settings)."""
     signing_secret_set: bool
 
 
@@ -68,8 +72,19 @@ class WebhookSecret(TollgateModel):
     secret: str
 
 
+class AlertEmail(TollgateModel):
+    """How a budget alert's email went."""
+
+    recipients: list[str]
+    """The tenant's `alerts.emails` when the alert fired."""
+    delivered_at: datetime | None = None
+    attempts: int
+    last_error: str | None = None
+
+
 class Alert(TollgateModel):
-    """A budget alert that fired (and was POSTed to the alerts webhook)."""
+    """A budget alert that fired: POSTed to the alerts webhook (`delivered_at`, `attempts` and
+    `last_error` are its delivery) and mailed to `alerts.emails` (`email`)."""
 
     object: Literal["alert"]
     id: str
@@ -89,3 +104,5 @@ class Alert(TollgateModel):
     delivered_at: datetime | None = None
     attempts: int
     last_error: str | None = None
+    email: AlertEmail | None = None
+    """None when the tenant had no `alerts.emails` as the alert fired."""
