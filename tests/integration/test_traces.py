@@ -125,6 +125,29 @@ class TestTraceOfARequest:
         assert response.headers["x-trace-id"] == response.headers["x-request-id"]
 
 
+class TestSdk:
+    async def test_the_sdk_reads_a_trace_and_the_logs_link(
+        self, http: httpx.AsyncClient, gateway_url: str
+    ):
+        import tollgate
+
+        tenant = await create_tenant(http)
+        key = await create_key(http, tenant)
+        await chat(http, {**bearer(key["secret"]), "x-trace-id": "sdk/1"})
+        await trace_when_settled(http, tenant.headers, "sdk%2F1")
+        async with tollgate.AsyncTollgate(
+            api_key=tenant.master_key, base_url=gateway_url, max_retries=0
+        ) as client:
+            trace = await client.logs.trace("sdk/1")
+            assert (trace.id, trace.status, trace.model) == ("sdk/1", 200, "gpt-4o")
+            assert [a["status"] for a in trace.attempts] == [200]
+            assert trace.steps[0].name == "auth"
+            entries = [entry async for entry in client.logs.list(limit=5)]
+            assert entries[0].trace_id == "sdk/1"
+            with pytest.raises(tollgate.NotFoundError):
+                await client.logs.trace("no-such-trace")
+
+
 class TestUnitEndpoints:
     async def test_an_embeddings_request_is_traced(self, http: httpx.AsyncClient):
         tenant = await create_tenant(http)

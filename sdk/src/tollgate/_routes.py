@@ -22,6 +22,7 @@ ROUTES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("GET", "/v1/cache/stats"): ("usage.cache_stats",),
     ("GET", "/v1/usage/export"): ("usage.export", "usage.iter_export"),
     ("GET", "/v1/logs"): ("logs.list",),
+    ("GET", "/v1/traces/{trace_id}"): ("logs.trace",),
     ("POST", "/v1/threads"): ("threads.create",),
     ("GET", "/v1/threads"): ("threads.list",),
     ("GET", "/v1/threads/{thread_id}"): ("threads.retrieve",),

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import IO, Literal
 
-from tollgate._http import Call
+from tollgate._http import Call, segment
 from tollgate._pagination import AsyncPaginator, SyncPage
 from tollgate._types import NOT_GIVEN, NotGiven, given
 from tollgate.resources._base import AsyncResource, SyncResource
-from tollgate.types.usage import CacheStats, Log, Usage, UsageExportRow
+from tollgate.types.usage import CacheStats, Log, Trace, Usage, UsageExportRow
 
 GroupBy = Literal["key", "model", "day"]
 ExportTarget = str | os.PathLike[str] | IO[bytes]
@@ -217,6 +217,11 @@ class Logs(SyncResource):
         """The request log, newest first: every call, refusals included, with its cost."""
         return self._page(_logs(limit, cursor, key_id, model), Log)
 
+    def trace(self, trace_id: str) -> Trace:
+        """One request's steps and upstream attempts, by its trace id (its `x-trace-id`, else
+        its request id)."""
+        return self._one(Call("GET", f"/v1/traces/{segment(trace_id)}"), Trace)
+
 
 class AsyncLogs(AsyncResource):
     def list(
@@ -229,3 +234,7 @@ class AsyncLogs(AsyncResource):
     ) -> AsyncPaginator[Log]:
         """The request log, newest first."""
         return self._page(_logs(limit, cursor, key_id, model), Log)
+
+    async def trace(self, trace_id: str) -> Trace:
+        """One request's steps and upstream attempts, by its trace id."""
+        return await self._one(Call("GET", f"/v1/traces/{segment(trace_id)}"), Trace)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from tollgate.types.shared import TollgateModel
 
@@ -134,4 +134,31 @@ class Log(TollgateModel):
     account: str | None = None
     failover_from: str | None = None
     trace: list[dict[str, Any]] | None = None
+    trace_id: str | None = None  # its request trace (`client.logs.trace(trace_id)`), while kept
     created_at: datetime
+
+
+class TraceStep(TollgateModel):
+    """One step of a request: auth, body, access, route, limits, cache, translate, attempt,
+    first_byte, settle, ledger (refused, for a refusal); an attempt carries its provider,
+    model, account, status and reason, other steps what they record."""
+
+    name: str
+    start_ms: float  # from the request's arrival
+    duration_ms: float | None = None  # None for the ledger hand-over
+
+
+class Trace(TollgateModel):
+    """Where one request's time went (`GET /v1/traces/{id}`)."""
+
+    object: Literal["trace"]
+    id: str
+    request_id: str
+    key_id: str
+    model: str | None = None
+    provider: str | None = None
+    status: int | None = None
+    created_at: datetime
+    duration_ms: float
+    steps: list[TraceStep]
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
