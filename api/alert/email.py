@@ -6,6 +6,7 @@ is recognisably the same one.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -25,6 +26,15 @@ _METRICS = {
     "characters": "character",
     "images": "image",
 }
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\s]+")
+
+
+def one_line(name: str) -> str:
+    """A key's or tenant's name as a header takes it: line breaks and control characters are
+    spaces (a name is the tenant's text; it never adds a header)."""
+    return _CONTROL.sub(" ", name).strip()
 
 
 def mailer_from_settings(settings: Settings) -> Mailer | None:
@@ -59,7 +69,7 @@ def subject(alert: Alert, owner_name: str) -> str:
     period = _PERIODS.get(alert.period, alert.period)
     metric = _METRICS.get(alert.metric, alert.metric)
     return (
-        f"Tollgate: {alert.scope} {owner_name} reached {alert.threshold} % "
+        f"Tollgate: {alert.scope} {one_line(owner_name)} reached {alert.threshold} % "
         f"of its {period} {metric} limit"
     )
 
@@ -67,6 +77,7 @@ def subject(alert: Alert, owner_name: str) -> str:
 def compose(
     alert: Alert, *, owner_name: str, tenant_name: str, recipients: list[str], sender: str
 ) -> EmailMessage:
+    owner_name, tenant_name = one_line(owner_name), one_line(tenant_name)
     share = f" ({alert.used * 100 / alert.max:.1f} %)" if alert.max else ""
     who = (
         f'Key "{owner_name}" (id {alert.owner_id})'
