@@ -20,10 +20,12 @@ the embedded default.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -40,6 +42,12 @@ CACHEABLE = (CHAT, MESSAGES, RESPONSES)
 # Fields that say who asks, not what: the same question from two users is one entry.
 _IDENTITY = ("user", "metadata", "safety_identifier", "prompt_cache_key", "session_id")
 _USAGE_FIELDS = tuple(f.name for f in fields(Usage))
+_ANSWER_HEADERS = ("anthropic-beta", "anthropic-version")
+_FINISHED = {CHAT: (b"stop", b"tool_calls"), MESSAGES: (b"end_turn", b"stop_sequence", b"tool_use")}
+_REASONS = {
+    CHAT: re.compile(rb'"finish_reason":\s*"([a-z_]+)"'),
+    MESSAGES: re.compile(rb'"stop_reason":\s*"([a-z_]+)"'),
+}
 
 
 class Store(Protocol):
@@ -152,8 +160,10 @@ def lookup(
         found.skip = "temperature"
     else:
         asked = {k: v for k, v in body.items() if k not in _IDENTITY and k != "stream"}
+        # Headers that change the answer (Anthropic's betas and API version) are part of it.
+        said = [str(headers.get(name) or "") for name in _ANSWER_HEADERS] if headers else []
         material = orjson.dumps(
-            [tenant_id, path, model, stream, asked], option=orjson.OPT_SORT_KEYS
+            [tenant_id, path, model, stream, asked, said], option=orjson.OPT_SORT_KEYS
         )
         found.key = hashlib.sha256(material).hexdigest()
     return found
@@ -221,20 +231,20 @@ def complete(path: str, stream: bool, data: bytes) -> bool:
 
 
 def _complete_stream(path: str, data: bytes) -> bool:
+    """A stream that reached its end marker, with no error, and every answer in it finished
+    for a reason the plain answers are kept for (not a token limit, a refusal, a pause)."""
+    if path == RESPONSES:
+        return b"event: response.completed" in data and b"event: error" not in data
     if path == CHAT:
-        finished = b'"finish_reason":"stop"' in data or b'"finish_reason":"tool_calls"' in data
-        return data.rstrip().endswith(b"data: [DONE]") and finished and b'"error"' not in data
-    if path == MESSAGES:
-        return (
-            b"event: message_stop" in data
-            and b"event: error" not in data
-            and b'"stop_reason":"max_tokens"' not in data
-        )
-    return b"event: response.completed" in data and b"event: error" not in data
+        ended = data.rstrip().endswith(b"data: [DONE]") and b'"error"' not in data
+    else:
+        ended = b"event: message_stop" in data and b"event: error" not in data
+    reasons = _REASONS[path].findall(data)
+    return ended and bool(reasons) and all(reason in _FINISHED[path] for reason in reasons)
 
 
 async def recorded(
-    chunks: AsyncGenerator[bytes, None], then: Callable[[bytes], Awaitable[None]]
+    chunks: AsyncGenerator[bytes, None], then: Callable[[bytes], Coroutine[Any, Any, None]]
 ) -> AsyncGenerator[bytes, None]:
     """`chunks` as they come; once they end, `then(data)` with all of them (not if over
     MAX_ENTRY_BYTES). Closing this closes `chunks` (their relay meters what was cut off)."""
@@ -248,8 +258,13 @@ async def recorded(
             yield chunk
     finally:
         await chunks.aclose()
-    if size <= MAX_ENTRY_BYTES:
-        await then(b"".join(parts))
+    if size <= MAX_ENTRY_BYTES:  # stored beside the stream's end, which need not wait for it
+        task = asyncio.get_running_loop().create_task(then(b"".join(parts)))
+        _storing.add(task)
+        task.add_done_callback(_storing.discard)
+
+
+_storing: set[asyncio.Task[None]] = set()  # answers being stored (kept from collection)
 
 
 async def replay(data: bytes) -> AsyncGenerator[bytes, None]:

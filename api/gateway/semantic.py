@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 from api.gateway.cache import CHAT, MESSAGES, RESPONSES
 
 MIN_PROMPT = 30
+MAX_PROMPT = 4_000  # longer questions are not embedded (a lookup's cost stays bounded)
 MIN_ANSWER = 80
 _IDENTITY = ("user", "metadata", "safety_identifier", "prompt_cache_key", "session_id", "stream")
 _NAMESPACE = uuid.UUID("6f1c9a52-3e4b-4d8e-9a71-2b5c0d7e8f13")
@@ -74,7 +75,7 @@ def question(tenant_id: str, path: str, model: str, body: dict[str, Any]) -> Que
     if found is None:
         return None
     text, rest = found
-    if len(text) <= MIN_PROMPT or personal(text):
+    if not MIN_PROMPT < len(text) <= MAX_PROMPT or personal(text):
         return None
     context = {k: v for k, v in rest.items() if k not in _IDENTITY}
     material = orjson.dumps([tenant_id, path, model, context], option=orjson.OPT_SORT_KEYS)

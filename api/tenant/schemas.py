@@ -76,7 +76,7 @@ class SemanticCacheSettings(BaseModel):
     # similarity of at least `threshold`; at most `max_entries` questions kept. Off by default.
     enabled: bool = False
     threshold: float = Field(default=0.92, ge=0.5, le=1)
-    max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_entries: int = Field(default=10_000, ge=1, le=100_000)
 
 
 class SettingsUpdate(BaseModel):

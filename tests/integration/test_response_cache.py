@@ -103,6 +103,34 @@ class TestSkips:
             assert answer.headers["x-cache-skip-reason"] == "stateful"
         assert len(upstream.seen) == 4
 
+    async def test_test_keys_are_never_cached(self, every_http, upstream):
+        tenant, _ = await _cached_tenant(every_http)
+        test = await create_key(every_http, tenant, test=True)
+        headers = {"Authorization": f"Bearer {test['secret']}"}
+        body = BODIES["/v1/chat/completions"]
+        for _ in range(2):
+            answer = await every_http.post("/v1/chat/completions", json=body, headers=headers)
+            assert answer.status_code == 200
+            assert "x-cache" not in answer.headers  # the mock's answers: nothing to save
+        live = await create_key(every_http, tenant)
+        first_live = await every_http.post(
+            "/v1/chat/completions", json=body,
+            headers={"Authorization": f"Bearer {live['secret']}"},
+        )  # fmt: skip
+        assert first_live.headers["x-cache"] == "MISS"  # never the mock's answer
+        assert first_live.json()["provider"] == "openai"
+
+    async def test_anthropic_betas_are_part_of_the_question(self, every_http, claude):
+        _, headers = await _cached_tenant(every_http)
+        body = BODIES["/v1/messages"]
+        await every_http.post("/v1/messages", json=body, headers=headers)
+        other = await every_http.post(
+            "/v1/messages", json=body, headers={**headers, "anthropic-beta": "output-128k"}
+        )
+        same = await every_http.post("/v1/messages", json=body, headers=headers)
+        assert other.headers["x-cache"] == "MISS"
+        assert same.headers["x-cache"] == "EXACT_HIT"
+
     async def test_a_tenant_without_the_cache_sees_no_cache_headers(self, every_http, upstream):
         tenant = await create_tenant(every_http)
         key = await create_key(every_http, tenant)

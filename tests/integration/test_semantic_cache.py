@@ -30,11 +30,13 @@ SYSTEM = {"role": "system", "content": "You are a concise geography tutor."}
 
 
 @pytest.fixture
-def semantic_settings(settings: Settings) -> Settings:
+def semantic_settings(gateway_settings: Settings) -> Settings:
+    """Search on (its model and a vector store), pointed at the fake upstream: the cache keeps
+    live answers only."""
     update: dict[str, object] = {"search_enabled": True}
-    if settings.redis_url:
+    if gateway_settings.redis_url:
         update["qdrant_url"] = ":memory:"
-    return settings.model_copy(update=update)
+    return gateway_settings.model_copy(update=update)
 
 
 @pytest.fixture
@@ -51,7 +53,7 @@ async def _tenant(app: SearchApp, **semantic: Any) -> tuple[Any, dict[str, str]]
         headers=tenant.headers,
     )
     assert answer.status_code == 200, answer.text
-    key = await create_key(app.client, tenant, test=True)
+    key = await create_key(app.client, tenant)
     return tenant, {"Authorization": f"Bearer {key['secret']}"}
 
 

@@ -284,14 +284,35 @@ class TestBadRequests:
             json={"model": "text-embedding-3-small", "input": [[1, 2], "text"]},
         )  # fmt: skip
         assert (mixed.status_code, mixed.json()["error"]["param"]) == (400, "input")
+        for bad_n in ("²", "9" * 5000):
+            odd = await http.post(
+                "/v1/images/generations", headers=headers,
+                json={"model": "dall-e-2", "prompt": "x", "n": bad_n},
+            )  # fmt: skip
+            assert (odd.status_code, odd.json()["error"]["param"]) == (400, "n")
+        listed = await http.post(
+            "/v1/audio/speech", headers=headers,
+            json={"model": "tts-1", "input": "hi", "voice": "alloy", "response_format": []},
+        )  # fmt: skip
+        assert (listed.status_code, listed.json()["error"]["param"]) == (400, "response_format")
+        wide = await http.post(
+            "/v1/embeddings", headers=headers,
+            json={"model": "text-embedding-3-small", "input": "x", "dimensions": 200_000},
+        )  # fmt: skip
+        assert (wide.status_code, wide.json()["error"]["param"]) == (400, "dimensions")
+        huge = await http.post(
+            "/v1/embeddings", headers=headers,
+            json={"model": "text-embedding-3-small", "input": ["x" * 1_300_000] * 2},
+        )  # fmt: skip
+        assert (huge.status_code, huge.json()["error"]["param"]) == (400, "input")
         long_speech = await http.post(
             "/v1/audio/speech", headers=headers,
             json={"model": "tts-1", "input": "x" * 4097, "voice": "alloy"},
         )  # fmt: skip
         assert long_speech.json()["error"]["param"] == "input"
         assert upstream.media == []
-        logs = await logs_when_seen(http, tenant.headers, 8)
-        assert [log["status"] for log in logs] == [400] * 8  # refusals are logged, free
+        logs = await logs_when_seen(http, tenant.headers, 13)
+        assert [log["status"] for log in logs] == [400] * 13  # refusals are logged, free
         assert all(log["cost_micros"] == 0 for log in logs)
 
     async def test_unknown_fields_are_dropped_and_named(self, http, upstream):

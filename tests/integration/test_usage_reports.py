@@ -140,7 +140,7 @@ class TestExport:
         assert rows[0] == [
             "id", "key_id", "key_name", "model", "provider", "input_tokens", "cached_input_tokens",
             "output_tokens", "cost_micros", "latency_ms", "status", "created_at", "tool_calls",
-            "audio_seconds", "characters", "images",
+            "audio_seconds", "characters", "images", "cache", "saved_tokens", "saved_micros",
         ]  # fmt: skip
         row = dict(zip(rows[0], rows[1], strict=True))
         assert (row["key_name"], row["model"], row["provider"]) == ("alice", "gpt-4o", "openai")
@@ -285,7 +285,7 @@ class TestUnitQuantities:
 
         export = await client.get("/v1/usage/export", params=window, headers=tenant.headers)
         lines = list(csv.reader(io.StringIO(export.text)))
-        assert lines[0][-3:] == list(units)
+        assert lines[0][-6:-3] == list(units)  # then the cache's columns
         exported = {row["model"]: row for row in csv.DictReader(io.StringIO(export.text))}
         assert len(exported) == 4  # the replay is not a second row
         assert {model: tuple(row[name] for name in units) for model, row in exported.items()} == {

@@ -82,13 +82,20 @@ def _event(rng: random.Random, tenant_id: uuid.UUID, key_id: uuid.UUID) -> dict[
     units = dict.fromkeys(UNITS, 0)
     if billed and rng.random() < 0.3:
         units[rng.choice(UNITS)] = rng.randrange(1, 5000)
+    # A response cache hit now and then: what it saved (SPEC §5.10).
+    hit = status < 400 and rng.random() < 0.2
+    cached = {
+        "cache": "exact" if hit else None, "cache_hits": int(hit),
+        "saved_tokens": rng.randrange(1, 9000) if hit else 0,
+        "saved_micros": rng.randrange(1, 90_000) if hit else 0,
+    }  # fmt: skip
     return {
         "id": uuid.uuid4(), "request_id": f"req-{rng.randrange(10**9)}",
         "tenant_id": tenant_id, "key_id": key_id, "endpoint": "/v1/chat/completions",
         "model": rng.choice(MODELS), "provider": "openai", "status": status,
         "input_tokens": input_tokens,
         "cached_input_tokens": rng.randrange(0, input_tokens + 1) if input_tokens else 0,
-        "output_tokens": output_tokens, **units,
+        "output_tokens": output_tokens, **units, **cached,
         "cost_micros": (
             rng.randrange(1, 90_000) if input_tokens + output_tokens or any(units.values()) else 0
         ),
@@ -432,7 +439,7 @@ class TestBackfill:
         owners = Owners(tenant, keys, other, uuid.uuid4())
         events = _events(rng, owners, 1500)
         for event in events:  # recorded before the per-unit quantities existed
-            event.update(dict.fromkeys(UNITS, 0))
+            event.update(dict.fromkeys(LATER, 0), cache=None)
         sync = sa.create_engine(fresh_url.replace("sqlite+aiosqlite", "sqlite"))
         with sync.begin() as connection:  # as the application wrote events before rollups
             connection.execute(

@@ -10,6 +10,7 @@ import pytest
 
 from api.auth.limits import Limit
 from api.gateway.budget import Demand, actual, affordable_output, worst_case
+from api.gateway.cache import CHAT, MESSAGES, RESPONSES, complete
 from api.gateway.catalog import Catalog
 from api.gateway.dialects.openai.embeddings import _usage_at_the_end
 from api.gateway.pricing import FREE, Price, Usage, cost_micros
@@ -140,3 +141,49 @@ class TestEmbeddingAnswers:
     )
     def test_usage_is_read_from_the_end_or_not_at_all(self, raw: bytes, tokens: int | None):
         assert _usage_at_the_end(raw) == tokens
+
+
+def _mp3(frames: int, *, xing_frames: int | None = None) -> bytes:
+    """MPEG-1 Layer III frames (128 kbit/s, 44.1 kHz: 417 bytes, 26 ms each); the first can
+    carry a Xing header claiming `xing_frames` frames."""
+    header = bytes([0xFF, 0xFB, 0x90, 0x64])
+    frame = header + bytes(413)
+    if xing_frames is None:
+        return frame * frames
+    first = header + bytes(32) + b"Xing" + (1).to_bytes(4, "big") + xing_frames.to_bytes(4, "big")
+    return first + bytes(417 - len(first)) + frame * (frames - 1)
+
+
+class TestCompressedAudio:
+    def test_a_header_that_claims_one_frame_does_not_shrink_the_hold(self):
+        plays = 300 * 1152 / 44_100  # 7.8 s of frames
+        lying = _mp3(300, xing_frames=1)
+        assert duration_seconds(lying) >= plays
+        assert duration_seconds(_mp3(300)) >= plays
+
+
+class TestCompleteAnswers:
+    """Only answers that ended for good are stored (`api/gateway/cache.py`)."""
+
+    def test_streams_whose_every_answer_finished(self):
+        chat = b'data: {"choices":[{"index":0,"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+        assert complete(CHAT, True, chat)
+        two = (
+            b'data: {"choices":[{"index":0,"finish_reason":"stop"}]}\n\n'
+            b'data: {"choices":[{"index":1,"finish_reason":"length"}]}\n\ndata: [DONE]\n\n'
+        )
+        assert not complete(CHAT, True, two)
+        assert not complete(CHAT, True, chat.replace(b"data: [DONE]\n\n", b""))
+        done = (
+            b'event: message_delta\ndata: {"delta":{"stop_reason":"%s"}}\n\nevent: message_stop\n'
+        )
+        assert complete(MESSAGES, True, done % b"end_turn")
+        for reason in (b"max_tokens", b"pause_turn", b"refusal"):
+            assert not complete(MESSAGES, True, done % reason)
+
+    def test_plain_answers(self):
+        assert complete(CHAT, False, b'{"choices":[{"finish_reason":"tool_calls"}]}')
+        assert not complete(CHAT, False, b'{"choices":[{"finish_reason":"content_filter"}]}')
+        assert not complete(MESSAGES, False, b'{"type":"message","stop_reason":"refusal"}')
+        assert complete(RESPONSES, False, b'{"status":"completed"}')
+        assert not complete(RESPONSES, False, b'{"status":"incomplete"}')

@@ -85,8 +85,8 @@ class Transcription:
         names += () if translate else ("language", "include[]", "timestamp_granularities[]")
         for name in names:
             values = [v for v in form.getlist(name) if isinstance(v, str)]
-            if values:
-                self.body[name] = values if name.endswith("[]") else values[0]
+            if values:  # one value: the last, as checked above (`form.get`)
+                self.body[name] = values if name.endswith("[]") else values[-1]
         known = {*names, "model", "file", "stream"}
         self.unknown: dict[str, Any] = {
             name: value for name, value in form.multi_items()
@@ -259,21 +259,21 @@ class _DoneDecoder:
         self.usage = held
 
     def feed(self, event: SSEEvent) -> list[ir.StreamEvent]:
-        if self._delta in event.data:
-            try:
-                data = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                return []
-            delta = data.get("delta") if isinstance(data, dict) else None
+        marks = (self._delta, self._done, b'"error"')
+        if not any(mark in event.data for mark in marks):  # audio deltas: nothing to read
+            return []
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(data, dict):
+            return []
+        kind = str(data.get("type", "")).encode()  # by its type, never by what its text says
+        if kind == self._delta:
+            delta = data.get("delta")
             return [ir.TextDelta(0, delta)] if isinstance(delta, str) else []
-        if self._done in event.data or b'"error"' in event.data:
-            try:
-                data = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                return []
-            if not isinstance(data, dict):
-                return []
-            if data.get("type") == "error" or isinstance(data.get("error"), dict):
+        if kind == self._done or kind == b"error" or isinstance(data.get("error"), dict):
+            if kind == b"error" or isinstance(data.get("error"), dict):
                 error = data.get("error") if isinstance(data.get("error"), dict) else data
                 message = error.get("message") if isinstance(error, dict) else None
                 return [ir.StreamError("api_error", str(message or "The stream failed."))]
@@ -323,7 +323,7 @@ class Speech:
         if not isinstance(voice, str | dict) or not voice:
             raise InvalidRequest("voice: a voice is required.", param="voice")
         self.format = body.get("response_format", "mp3")
-        if self.format not in SPEECH_FORMATS:
+        if not isinstance(self.format, str) or self.format not in SPEECH_FORMATS:
             raise InvalidRequest(
                 f"response_format: must be one of {', '.join(SPEECH_FORMATS)}.",
                 param="response_format",

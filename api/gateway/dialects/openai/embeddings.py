@@ -34,6 +34,10 @@ from api.gateway.tokens import count_embedding_input
 
 EMBEDDINGS_PATH = "/v1/embeddings"
 MAX_INPUTS = 2048  # OpenAI's limit per request
+MAX_DIMENSIONS = 3072  # the largest vector any embedding model here makes
+# OpenAI refuses more than 300,000 tokens per request; text this long is refused before it is
+# counted (no token here is longer than 8 characters on average).
+MAX_CHARACTERS = 8 * 300_000
 _FORWARDED = ("model", "input", "dimensions", "encoding_format", "user")
 # Counting runs off the event loop past this much text (it is CPU work in proportion).
 _INLINE_CHARACTERS = 20_000
@@ -52,9 +56,13 @@ class Embedding:
         self.texts, self.token_arrays = _inputs(body.get("input"))
         dimensions = body.get("dimensions")
         if dimensions is not None and (
-            not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1
+            not isinstance(dimensions, int)
+            or isinstance(dimensions, bool)
+            or not 1 <= dimensions <= MAX_DIMENSIONS
         ):
-            raise InvalidRequest("dimensions: must be a positive integer.", param="dimensions")
+            raise InvalidRequest(
+                f"dimensions: must be an integer from 1 to {MAX_DIMENSIONS}.", param="dimensions"
+            )
         self.dimensions: int | None = dimensions
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
@@ -111,6 +119,10 @@ def _token(value: Any) -> bool:
 async def _read(request: Request) -> Embedding:
     parsed = Embedding(await entry.read_json_object(request))
     characters = sum(map(len, parsed.texts))
+    if characters > MAX_CHARACTERS:
+        raise InvalidRequest(
+            f"input: at most {MAX_CHARACTERS} characters per request.", param="input"
+        )
     if characters > _INLINE_CHARACTERS:
         parsed.tokens = await asyncio.to_thread(count_embedding_input, parsed.texts)
     else:

@@ -55,7 +55,7 @@ class ImageRequest:
             raise InvalidRequest("prompt: a prompt is required.", param="prompt")
         self.prompt = prompt
         n = fields.get("n", 1)
-        if isinstance(n, str) and n.isdigit():
+        if isinstance(n, str) and n.isascii() and n.isdecimal() and len(n) <= 3:
             n = int(n)
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_IMAGES:
             raise InvalidRequest(f"n: must be an integer from 1 to {MAX_IMAGES}.", param="n")
