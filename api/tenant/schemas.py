@@ -79,6 +79,16 @@ class SemanticCacheSettings(BaseModel):
     max_entries: int = Field(default=10_000, ge=1, le=100_000)
 
 
+class RetentionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # How long this tenant's request traces and request-log rows are kept (days); unset: the
+    # operator's TOLLGATE_TRACE_RETENTION_DAYS / TOLLGATE_LOG_RETENTION_DAYS. Usage reports and
+    # caps read the rollups, which are kept whatever these say.
+    trace_days: int | None = Field(default=None, ge=1, le=3650)
+    log_days: int | None = Field(default=None, ge=1, le=36500)
+
+
 class SettingsUpdate(BaseModel):
     """`PUT /v1/settings` is a partial update: only the groups given change."""
 
@@ -91,6 +101,7 @@ class SettingsUpdate(BaseModel):
     shield: ShieldSettings | None = None
     cache: CacheSettings | None = None
     semantic_cache: SemanticCacheSettings | None = None
+    retention: RetentionSettings | None = None
 
 
 class AlertSettingsRead(BaseModel):
@@ -108,6 +119,7 @@ class SettingsRead(BaseModel):
     shield: ShieldSettings
     cache: CacheSettings
     semantic_cache: SemanticCacheSettings
+    retention: RetentionSettings
 
 
 class WebhookSecretRead(BaseModel):

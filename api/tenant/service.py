@@ -19,6 +19,7 @@ from api.tenant.schemas import (
     AlertSettingsRead,
     CacheSettings,
     FailoverSettings,
+    RetentionSettings,
     RoutingSettings,
     SemanticCacheSettings,
     SettingsRead,
@@ -56,7 +57,7 @@ async def update_settings(
             **tenant.settings,
             "alerts": await _alert_settings(tenant, data.alerts, allow_private=allow_private),
         }
-    for group in ("failover", "routing", "cache", "semantic_cache", "shield"):
+    for group in ("failover", "routing", "cache", "semantic_cache", "shield", "retention"):
         if group in data.model_fields_set:
             value = getattr(data, group)
             dumped = value.model_dump() if value is not None else None
@@ -110,5 +111,6 @@ def render_settings(tenant: Tenant) -> SettingsRead:
         routing=RoutingSettings(**(tenant.settings.get("routing") or {})),
         cache=CacheSettings(**(tenant.settings.get("cache") or {})),
         semantic_cache=SemanticCacheSettings(**(tenant.settings.get("semantic_cache") or {})),
+        retention=RetentionSettings(**(tenant.settings.get("retention") or {})),
         shield=ShieldSettings.stored(tenant.settings.get("shield")),
     )

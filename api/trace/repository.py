@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.db import insert_ignoring_conflicts
 from api.kit.repository import TenantRepository
+from api.tenant.models import Tenant
 from api.trace.models import RequestTrace
 from api.usage.models import UsageEvent
 
@@ -52,6 +53,16 @@ class TraceRepository(TenantRepository[RequestTrace]):
         return {row.id: row.trace_id for row in await self.session.execute(statement)}
 
 
+async def retentions_unscoped(session: AsyncSession) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+    """Every tenant that set a retention of its own, with it (the tenants table is small)."""
+    rows = await session.execute(select(Tenant.id, Tenant.settings))
+    return [
+        (tenant_id, settings["retention"])
+        for tenant_id, settings in rows
+        if isinstance(settings, dict) and isinstance(settings.get("retention"), dict)
+    ]
+
+
 async def insert_traces(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Insert the traces of usage events just inserted (their ids), ignoring ids present."""
     if rows:
@@ -59,11 +70,23 @@ async def insert_traces(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
 
 
 async def expire_unscoped(
-    session: AsyncSession, before: datetime, model: Any = RequestTrace, limit: int | None = None
+    session: AsyncSession,
+    before: datetime,
+    model: Any = RequestTrace,
+    limit: int | None = None,
+    *,
+    tenant_id: uuid.UUID | None = None,
+    other_than: Sequence[uuid.UUID] = (),
 ) -> int:
     """Delete up to `limit` (`BATCH`) rows of `model` (traces, or request-log entries) created
-    before `before`, by primary key; returns how many went."""
-    stale = select(model.id).where(model.created_at < before).limit(limit or BATCH)
+    before `before`, by primary key: one tenant's, or every tenant's but `other_than`'s (those
+    with a retention of their own); returns how many went."""
+    stale = select(model.id).where(model.created_at < before)
+    if tenant_id is not None:
+        stale = stale.where(model.tenant_id == tenant_id)
+    elif other_than:
+        stale = stale.where(model.tenant_id.not_in(list(other_than)))
+    stale = stale.limit(limit or BATCH)
     ids = list((await session.execute(stale)).scalars())
     if ids:
         await session.execute(delete(model).where(model.id.in_(ids)))

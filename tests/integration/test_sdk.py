@@ -512,6 +512,25 @@ class TestProviders:
 
 
 class TestSettingsAndAlerts:
+    async def test_the_caches_and_retention(self, sdk: Driver):
+        settings = sdk.client.settings
+        before = await sdk(settings.retrieve)
+        assert before.cache is not None
+        assert before.cache.enabled is False
+        updated = await sdk(
+            settings.update, cache={"enabled": True, "ttl_seconds": 600},
+            semantic_cache={"enabled": True, "threshold": 0.95},
+            retention={"trace_days": 7},
+        )  # fmt: skip
+        assert updated.cache is not None
+        assert updated.semantic_cache is not None
+        assert (updated.cache.enabled, updated.cache.ttl_seconds) == (True, 600)
+        assert updated.semantic_cache.threshold == 0.95
+        assert updated.retention is not None
+        assert (updated.retention.trace_days, updated.retention.log_days) == (7, None)
+        stats = await sdk(sdk.client.usage.cache_stats)
+        assert (stats.hits, stats.saved_micros) == (0, 0)
+
     async def test_limits_alerts_and_the_signed_alert_webhook(
         self, sdk: Driver, tool_server: ToolServer
     ):

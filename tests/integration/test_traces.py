@@ -350,6 +350,58 @@ class TestRetention:
         assert (traces, logs) == (2, 2)
         assert rollups == rollups_before  # reports and caps read these: unchanged
 
+    async def test_a_tenant_keeps_its_rows_as_long_as_it_set(
+        self, http: httpx.AsyncClient, engine: AsyncEngine, settings: Settings
+    ):
+        now = utcnow()
+        short, longer, default = [await create_tenant(http) for _ in range(3)]
+        keys = {}
+        for tenant in (short, longer, default):
+            keys[tenant.id] = uuid.UUID((await create_key(http, tenant))["id"])
+        for tenant, retention in ((short, {"trace_days": 5, "log_days": 5}),
+                                  (longer, {"trace_days": 60})):  # fmt: skip
+            answer = await http.put(
+                "/v1/settings", json={"retention": retention}, headers=tenant.headers
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["retention"] == {"trace_days": None, "log_days": None, **retention}
+
+        def event(tenant: Any, days_ago: int) -> dict[str, Any]:
+            request_id = f"req_{uuid.uuid4().hex}"
+            return {
+                "id": uuid.uuid4(), "request_id": request_id, "tenant_id": uuid.UUID(tenant.id),
+                "key_id": keys[tenant.id], "endpoint": "/v1/chat/completions", "model": "gpt-4o",
+                "provider": "openai", "status": 200, "cost_micros": 1,
+                "created_at": now - timedelta(days=days_ago), "trace_id": request_id,
+                "steps": '[{"name":"auth","start_ms":0,"duration_ms":1}]',
+            }  # fmt: skip
+
+        events = [event(t, days) for t in (short, longer, default) for days in (10, 40)]
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session, session.begin():
+            assert await insert_events(session, events) == 6
+
+        async def left(model: Any) -> dict[str, int]:
+            async with sessionmaker() as session:
+                rows = await session.execute(
+                    select(model.tenant_id, func.count()).group_by(model.tenant_id)
+                )
+                return {str(tenant): count for tenant, count in rows}
+
+        ctx = {"settings": settings, "sessionmaker": sessionmaker}  # traces 30 days, logs ever
+        await trace_tasks.expire(ctx)
+        traces = await left(RequestTrace)
+        assert traces.get(str(uuid.UUID(short.id)), 0) == 0  # 5 days: both gone
+        assert traces[str(uuid.UUID(longer.id))] == 2  # 60 days: both kept
+        assert traces[str(uuid.UUID(default.id))] == 1  # the operator's 30 days
+        logs = await left(UsageEvent)
+        assert logs.get(str(uuid.UUID(short.id)), 0) == 0  # its own 5 days
+        assert logs[str(uuid.UUID(longer.id))] == logs[str(uuid.UUID(default.id))] == 2
+        other = await create_tenant(http)  # another tenant's settings never show it
+        assert (await http.get("/v1/settings", headers=other.headers)).json()["retention"] == {
+            "trace_days": None, "log_days": None,
+        }  # fmt: skip
+
     def test_the_sweep_is_a_background_task(self, settings: Settings):
         from api.background import arq_cron_jobs, tasks
 

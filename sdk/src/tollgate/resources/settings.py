@@ -11,9 +11,12 @@ from tollgate._types import NOT_GIVEN, NotGiven, given
 from tollgate.resources._base import AsyncResource, SyncResource
 from tollgate.types.params import (
     AlertSettingsParam,
+    CacheSettingsParam,
     FailoverSettingsParam,
     LimitParam,
+    RetentionSettingsParam,
     RoutingSettingsParam,
+    SemanticCacheSettingsParam,
     ShieldPreset,
     ShieldRuleParam,
     ShieldSettingsParam,
@@ -29,6 +32,7 @@ def _put(
     failover: FailoverSettingsParam | NotGiven | None,
     routing: RoutingSettingsParam | NotGiven | None,
     shield: ShieldSettingsParam | NotGiven | None,
+    **more: object,
 ) -> Call:
     body = given(
         limits=[dict(limit) for limit in limits] if isinstance(limits, Sequence) else limits,
@@ -36,6 +40,7 @@ def _put(
         failover=failover,
         routing=routing,
         shield=shield,
+        **more,
     )
     return Call("PUT", _PATH, json=body)
 
@@ -65,12 +70,19 @@ class Settings(SyncResource):
         failover: FailoverSettingsParam | NotGiven | None = NOT_GIVEN,
         routing: RoutingSettingsParam | NotGiven | None = NOT_GIVEN,
         shield: ShieldSettingsParam | NotGiven | None = NOT_GIVEN,
+        cache: CacheSettingsParam | NotGiven | None = NOT_GIVEN,
+        semantic_cache: SemanticCacheSettingsParam | NotGiven | None = NOT_GIVEN,
+        retention: RetentionSettingsParam | NotGiven | None = NOT_GIVEN,
     ) -> TenantSettings:
         """Change the given groups only: `limits` on all keys together, where budget
         `alerts` go (`{"webhook_url": …, "emails": [...]}`), cross-provider `failover`
         (`{"enabled": True}`),
-        the `routing` strategy, the secret `shield` (`{"enabled": True, "rules": […]}`)."""
-        return self._one(_put(limits, alerts, failover, routing, shield), TenantSettings)
+        the `routing` strategy, the secret `shield` (`{"enabled": True, "rules": […]}`), the
+        response `cache` and `semantic_cache`, and how long traces and the log are kept
+        (`retention`)."""
+        call = _put(limits, alerts, failover, routing, shield, cache=cache,
+                    semantic_cache=semantic_cache, retention=retention)  # fmt: skip
+        return self._one(call, TenantSettings)
 
     def test_shield(
         self,
@@ -101,9 +113,14 @@ class AsyncSettings(AsyncResource):
         failover: FailoverSettingsParam | NotGiven | None = NOT_GIVEN,
         routing: RoutingSettingsParam | NotGiven | None = NOT_GIVEN,
         shield: ShieldSettingsParam | NotGiven | None = NOT_GIVEN,
+        cache: CacheSettingsParam | NotGiven | None = NOT_GIVEN,
+        semantic_cache: SemanticCacheSettingsParam | NotGiven | None = NOT_GIVEN,
+        retention: RetentionSettingsParam | NotGiven | None = NOT_GIVEN,
     ) -> TenantSettings:
         """Change the given groups only."""
-        return await self._one(_put(limits, alerts, failover, routing, shield), TenantSettings)
+        call = _put(limits, alerts, failover, routing, shield, cache=cache,
+                    semantic_cache=semantic_cache, retention=retention)  # fmt: skip
+        return await self._one(call, TenantSettings)
 
     async def test_shield(
         self,

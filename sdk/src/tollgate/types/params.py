@@ -43,6 +43,24 @@ class ShieldRuleParam(TypedDict):
     keep: NotRequired[int]
 
 
+class CacheSettingsParam(TypedDict, total=False):
+    enabled: bool
+    ttl_seconds: int
+    max_temperature: float
+    billed_fraction: float
+
+
+class SemanticCacheSettingsParam(TypedDict, total=False):
+    enabled: bool
+    threshold: float
+    max_entries: int
+
+
+class RetentionSettingsParam(TypedDict, total=False):
+    trace_days: int | None
+    log_days: int | None
+
+
 class ShieldSettingsParam(TypedDict, total=False):
     enabled: bool
     presets: list[ShieldPreset]

@@ -41,6 +41,30 @@ class ShieldSettings(TollgateModel):
     fail: Literal["closed", "open"]
 
 
+class CacheSettings(TollgateModel):
+    """The exact response cache: identical requests answered from a stored answer."""
+
+    enabled: bool
+    ttl_seconds: int
+    max_temperature: float
+    billed_fraction: float
+
+
+class SemanticCacheSettings(TollgateModel):
+    """The semantic cache: a question asked in other words answered from the cache."""
+
+    enabled: bool
+    threshold: float
+    max_entries: int
+
+
+class RetentionSettings(TollgateModel):
+    """How long request traces and request-log rows are kept (days; None: the server's)."""
+
+    trace_days: int | None = None
+    log_days: int | None = None
+
+
 class TenantSettings(TollgateModel):
     object: Literal["settings"]
     limits: list[KeyLimit]
@@ -49,6 +73,9 @@ class TenantSettings(TollgateModel):
     failover: FailoverSettings
     routing: RoutingSettings
     shield: ShieldSettings | None = None
+    cache: CacheSettings | None = None
+    semantic_cache: SemanticCacheSettings | None = None
+    retention: RetentionSettings | None = None
 
 
 class ShieldMatch(TollgateModel):
