@@ -334,9 +334,14 @@ def main() -> None:
         report["client_ab"] = json.loads(ab.stdout)
     print_table(report)
     print_client_ab(report["client_ab"])
+    write_report(report)
+
+
+def write_report(report: dict[str, Any], prefix: str = "") -> None:
+    """The run's numbers in bench/results/<prefix><time>.json (kept out of git)."""
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    target = out / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    target = out / f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}.json"
     target.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {target.relative_to(ROOT)}")
 

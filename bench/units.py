@@ -28,7 +28,6 @@ import os
 import struct
 import sys
 import tempfile
-import time
 import wave
 from contextlib import ExitStack
 from pathlib import Path
@@ -47,6 +46,7 @@ from bench.run import (  # noqa: E402 - after the path is set
     run_wrk,
     setup_gateway,
     start_upstream_and_floor,
+    write_report,
 )
 from bench.upstream import SPEECH_CHUNKS  # noqa: E402
 from tools.testenv import services  # noqa: E402
@@ -184,11 +184,7 @@ def main() -> None:
         )
         report["gateway_rss_mb_after"] = rss_mb(gateway_pid)
     print_table(report)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    target_file = out / f"units-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    target_file.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {target_file.relative_to(ROOT)}")
+    write_report(report, "units-")
 
 
 def print_table(report: dict[str, Any]) -> None:

@@ -161,8 +161,8 @@ class Search:
 
     async def forget_prompts(self, ids: list[uuid.UUID]) -> None:
         if ids:
-            job_id = f"{tasks.CACHE_FORGET}:{uuid.uuid4()}"
-            await self._enqueue(tasks.CACHE_FORGET, [str(i) for i in ids], job_id=job_id)
+            job_id = f"{tasks.DELETE_POINTS}:{uuid.uuid4()}"
+            await self._enqueue(tasks.DELETE_POINTS, [str(i) for i in ids], "cache", job_id=job_id)
 
     async def stop(self) -> None:
         """Before the background queue closes: no more sweeps, and this process's own tasks

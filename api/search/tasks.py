@@ -29,7 +29,6 @@ INDEX = "search.index"
 DELETE_THREAD = "search.delete_thread"
 DELETE_POINTS = "search.delete_points"
 CACHE_PUT = "search.cache_put"  # the semantic cache's prompts (`api/gateway/semantic.py`)
-CACHE_FORGET = "search.cache_forget"
 SWEEP_SECONDS = 15
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -88,12 +87,16 @@ async def delete_thread(ctx: dict[str, Any], tenant_id: str, thread_id: str) -> 
         raise _retry(ctx) from exc
 
 
-async def delete_points(ctx: dict[str, Any], ids: list[str]) -> None:
+async def delete_points(ctx: dict[str, Any], ids: list[str], collection: str = "search") -> None:
+    """Points of search's store, or (`collection` "cache") of the semantic cache's."""
     search = _search(ctx)
-    if search is None or search.store is None:
+    if search is None:
+        return
+    store = search.cache_store if collection == "cache" else search.store
+    if store is None:
         return
     try:
-        await search.store.delete_points([uuid.UUID(i) for i in ids])
+        await store.delete_points([uuid.UUID(i) for i in ids])
     except StoreUnavailable as exc:
         raise _retry(ctx) from exc
 
@@ -112,16 +115,6 @@ async def cache_put(ctx: dict[str, Any], text: str, point_id: str, payload: dict
         raise _retry(ctx) from exc
 
 
-async def cache_forget(ctx: dict[str, Any], ids: list[str]) -> None:
-    search = _search(ctx)
-    if search is None or search.cache_store is None:
-        return
-    try:
-        await search.cache_store.delete_points([uuid.UUID(i) for i in ids])
-    except StoreUnavailable as exc:
-        raise _retry(ctx) from exc
-
-
 def tasks() -> list[Task]:
     return [
         # keep_result 0: nobody awaits these, and arq would keep a result per turn for an hour.
@@ -135,6 +128,4 @@ def tasks() -> list[Task]:
         Task(DELETE_POINTS, delete_points, timeout_seconds=60, max_tries=5,
              keep_result_seconds=0),
         Task(CACHE_PUT, cache_put, timeout_seconds=120, max_tries=5, keep_result_seconds=0),
-        Task(CACHE_FORGET, cache_forget, timeout_seconds=60, max_tries=5,
-             keep_result_seconds=0),
     ]  # fmt: skip
