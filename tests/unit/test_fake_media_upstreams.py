@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -121,6 +122,12 @@ def test_transcription_stream_ends_with_the_usage(upstream: FakeUpstream, sdk: O
     assert "".join(getattr(e, "delta", "") for e in deltas) == done.text == transcript_text(4.0)
     assert done.usage is not None
     assert done.usage.input_tokens == 40
+    # The fake marks the stream complete once its last write returns, in its own thread: the
+    # client can have read every event by then.
+    for _ in range(200):
+        if upstream.media_streams[-1].completed:
+            break
+        time.sleep(0.01)
     assert upstream.media_streams[-1].completed
 
 
