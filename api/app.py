@@ -22,6 +22,7 @@ from api.auth.routes import router as keys_router
 from api.auth.secrets import derive_pepper
 from api.background import Background
 from api.billing.routes import router as billing_router
+from api.dashboard.routes import router as dashboard_router
 from api.db import create_engine, create_sessionmaker
 from api.deps import BoundedJSONBody
 from api.gateway import tokens
@@ -203,6 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tools_router)
     app.include_router(providers_router)
     app.include_router(unit_routes.router)
+    app.include_router(dashboard_router)  # last: the pages are matched least often
     proxy_routes = {
         CHAT_PATH: create_chat_completion,
         MESSAGES_PATH: create_message,

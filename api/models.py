@@ -9,6 +9,7 @@ from api.billing.models import (
     StripeAccount,
     StripeEvent,
 )
+from api.dashboard.models import DashboardSession
 from api.db import Base
 from api.idempotency.models import IdempotencyRecord
 from api.job.models import Job
@@ -29,6 +30,7 @@ __all__ = [
     "BillingRun",
     "Conversation",
     "ConversationItem",
+    "DashboardSession",
     "IdempotencyRecord",
     "Job",
     "KeySecret",

@@ -100,6 +100,13 @@ async def authenticate(session: AsyncSession, pepper: bytes, secret: str) -> Pri
     return _admit(key, key_secret.expires_at, tenant_limits)
 
 
+async def authenticate_hash(session: AsyncSession, secret_hash: str) -> Principal:
+    """The principal of a secret known only by its hash (a dashboard session keeps the hash of
+    the master secret that signed in): the same checks as the secret itself would meet."""
+    key, key_secret, tenant_limits = await _lookup(session, secret_hash)
+    return _admit(key, key_secret.expires_at, tenant_limits)
+
+
 async def authenticate_cached(
     sessionmaker: async_sessionmaker[AsyncSession], cache: KeyCache, pepper: bytes, secret: str
 ) -> Principal:

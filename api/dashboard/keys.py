@@ -1,0 +1,196 @@
+"""Keys: the list with this month's spend against each cap, one key's limits, and the forms
+that create, limit, rotate and revoke (through `/v1/keys`'s own handlers)."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from api.auth import limits as limit_rules
+from api.auth import routes as key_routes
+from api.auth import service as key_service
+from api.auth.schemas import KeyCreate, KeyRotate, KeyUpdate
+from api.dashboard.render import DashboardRoute, page, redirect
+from api.dashboard.session import SignedIn, posted_form
+from api.deps import DbSession, Pepper
+from api.error_handlers import validation_error
+from api.errors import InvalidRequest
+from api.kit.ids import parse_id
+from api.kit.pagination import MAX_LIMIT
+from api.kit.time import month_start, utcnow
+from api.usage.repository import UsageRepository
+
+router = APIRouter(prefix="/keys", route_class=DashboardRoute)
+
+METRICS = ("spend_usd", "requests", "tokens", "audio_seconds", "characters", "images")
+PERIODS = ("minute", "day", "month", "total")
+# What a redirect after a post may say: fixed sentences, never text from the request.
+NOTICES = {
+    "limits": "Limits saved.",
+    "revoked": "The key is revoked: requests with it now get 401.",
+    "renamed": "Saved.",
+}
+
+
+def _validated(model: Any, data: dict[str, Any]) -> Any:
+    """A form's fields through the API's own schema, its errors in the API's own words."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise validation_error(RequestValidationError(errors)) from None
+
+
+def micros_to_decimal(micros: int) -> Decimal:
+    return Decimal(micros) / 1_000_000
+
+
+def _decimal(value: str, name: str) -> Decimal | None:
+    value = value.strip().removeprefix("$").replace(",", "")
+    if not value:
+        return None
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        raise InvalidRequest(f"{name}: enter a number.", param=name) from None
+
+
+async def _list_page(
+    request: Request,
+    session: DbSession,
+    signed: SignedIn,
+    cursor: str | None,
+    *,
+    created: Any = None,
+    status_code: int = 200,
+) -> Response:
+    principal = signed.principal
+    listed = await key_service.list_keys(session, principal, limit=MAX_LIMIT, cursor=cursor)
+    now = utcnow()
+    spend = await UsageRepository(session, principal.tenant_id).spend_by_key(month_start(now), now)
+    rows = []
+    for key in listed.items:
+        cap = limit_rules.monthly_spend([limit_rules.Limit.from_json(i) for i in key.limits])
+        used = spend.get(key.id, 0)
+        rows.append(
+            {
+                "key": key,
+                "status": key.status_at(now),
+                "spend": used,
+                "cap": cap,
+                "percent": None if not cap else min(100, round(100 * used / cap)),
+                "limits": len(key.limits),
+            }
+        )
+    return page(
+        request, signed, "keys.html", status_code=status_code, rows=rows, page_of=listed,
+        created=created, nav="keys",
+    )  # fmt: skip
+
+
+@router.get("")
+async def list_keys(
+    request: Request, session: DbSession, signed: SignedIn, cursor: str | None = None
+) -> Response:
+    return await _list_page(request, session, signed, cursor)
+
+
+@router.post("")
+async def create_key(
+    request: Request, session: DbSession, signed: SignedIn, pepper: Pepper
+) -> Response:
+    form = await posted_form(request, signed)
+    data: dict[str, Any] = {"name": form.get("name", "").strip(), "test": "test" in form}
+    cap = _decimal(form.get("max_spend_usd", ""), "max_spend_usd")
+    if cap is not None:
+        data["max_spend_usd"] = cap
+    body = _validated(KeyCreate, data)
+    created = await key_routes.create_key(request, body, session, signed.principal, pepper)
+    # The secret is shown in this answer and never again: no redirect can carry it.
+    return await _list_page(request, session, signed, None, created=created, status_code=201)
+
+
+async def _key_page(
+    request: Request,
+    session: DbSession,
+    signed: SignedIn,
+    key_id: str,
+    *,
+    secret: str | None = None,
+    notice: str | None = None,
+) -> Response:
+    key = await key_service.get_key(session, signed.principal, parse_id(key_id, "key"))
+    read = await key_service.render_key(session, key)
+    return page(
+        request, signed, "key.html", key=read, secret=secret, notice=notice, metrics=METRICS,
+        periods=PERIODS, nav="keys",
+    )  # fmt: skip
+
+
+@router.get("/{key_id}")
+async def show_key(
+    request: Request, key_id: str, session: DbSession, signed: SignedIn, done: str | None = None
+) -> Response:
+    return await _key_page(request, session, signed, key_id, notice=NOTICES.get(done or ""))
+
+
+@router.post("/{key_id}/limits")
+async def set_limits(
+    request: Request, key_id: str, session: DbSession, signed: SignedIn
+) -> Response:
+    """One form for the key's caps: the monthly spend cap, rpm and tpm (empty removes each),
+    plus one more limit by metric and period (a max of 0 or empty removes that one)."""
+    form = await posted_form(request, signed)
+    key = await key_service.get_key(session, signed.principal, parse_id(key_id, "key"))
+    current = [limit_rules.Limit.from_json(item) for item in key.limits]
+    kept = [lim for lim in current if (lim.metric, lim.period) != ("spend_usd", "month")]
+    limits: list[dict[str, Any]] = [
+        {"metric": lim.metric, "period": lim.period,
+         "max": micros_to_decimal(lim.max) if lim.metric == "spend_usd" else lim.max}
+        for lim in kept
+    ]  # fmt: skip
+    metric, period = form.get("metric", ""), form.get("period", "")
+    if metric or period:
+        extra = _decimal(form.get("max", ""), "max")
+        limits = [lim for lim in limits if (lim["metric"], lim["period"]) != (metric, period)]
+        if extra:
+            limits.append({"metric": metric, "period": period, "max": extra})
+    data: dict[str, Any] = {"limits": limits, "max_spend_usd": None, "rpm": None, "tpm": None}
+    cap = _decimal(form.get("max_spend_usd", ""), "max_spend_usd")
+    if cap is not None:
+        data["max_spend_usd"] = cap
+    for name in ("rpm", "tpm"):
+        value = _decimal(form.get(name, ""), name)
+        if value is not None:
+            if value != value.to_integral_value():
+                raise InvalidRequest(f"{name}: enter a whole number.", param=name)
+            data[name] = int(value)
+    body = _validated(KeyUpdate, data)
+    await key_routes.update_key(request, key_id, body, session, signed.principal)
+    return redirect(f"/dashboard/keys/{key.id}?done=limits")
+
+
+@router.post("/{key_id}/rotate")
+async def rotate_key(
+    request: Request, key_id: str, session: DbSession, signed: SignedIn, pepper: Pepper
+) -> Response:
+    form = await posted_form(request, signed)
+    grace = _decimal(form.get("grace_seconds", ""), "grace_seconds") or 0
+    body = _validated(KeyRotate, {"grace_seconds": grace})
+    rotated = await key_routes.rotate_key(request, key_id, session, signed.principal, pepper, body)
+    notice = "Rotated. Copy the new secret now: it is not shown again."
+    return await _key_page(request, session, signed, key_id, secret=rotated.secret, notice=notice)
+
+
+@router.post("/{key_id}/revoke")
+async def revoke_key(
+    request: Request, key_id: str, session: DbSession, signed: SignedIn
+) -> Response:
+    await posted_form(request, signed)
+    key = await key_routes.revoke_key(request, key_id, session, signed.principal)
+    return redirect(f"/dashboard/keys/{key.id}?done=revoked")

@@ -1,0 +1,124 @@
+"""Pages: the Jinja environment, the response headers every page carries, and the route class
+that turns a missing session, a forged post or an API error into a page rather than JSON."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from api.dashboard.session import LOGIN_PATH, CsrfRejected, LoginRequired, Signed
+from api.errors import AppError
+from api.kit.money import micros_to_usd
+
+# No script or style from anywhere but this server, none inline, and no framing.
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def usd(micros: int | None) -> str:
+    """Micro-USD as dollars for people: cents always, and more digits only when they count."""
+    if micros is None:
+        return "—"
+    amount = Decimal(micros) / 1_000_000
+    return f"${amount:,.2f}" if micros % 10_000 == 0 else f"${amount:,.6f}".rstrip("0")
+
+
+def when(value: datetime | None) -> str:
+    return "—" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def number(value: int | float | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+@functools.cache
+def environment() -> Environment:
+    folder = resources.files("api.dashboard") / "templates"
+    env = Environment(
+        loader=FileSystemLoader(str(folder)),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(usd=usd, when=when, number=number, dollars=micros_to_usd)
+    return env
+
+
+def page(
+    request: Request,
+    signed: Signed | None,
+    template: str,
+    *,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    template_ = environment().get_template(template)
+    body = template_.render(
+        request=request,
+        path=request.url.path,
+        csrf=signed.csrf_token if signed is not None else None,
+        signed=signed,
+        **context,
+    )
+    return HTMLResponse(body, status_code=status_code, headers=_HEADERS)
+
+
+def redirect(location: str) -> RedirectResponse:
+    """After a post: 303, so a reload does not post again."""
+    return RedirectResponse(location, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after signing in: a dashboard path, never another site."""
+    if value and value.startswith("/dashboard") and not any(c in value for c in "\\\r\n"):
+        return value
+    return "/dashboard/keys"
+
+
+Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class DashboardRoute(APIRoute):
+    """A dashboard route: no session redirects to the login page, a forged post is a 403 page
+    and an error the API would answer as JSON is the same status as a page."""
+
+    def get_route_handler(self) -> Endpoint:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LoginRequired:
+                target = request.url.path
+                if request.method == "GET" and request.url.query:
+                    target += "?" + request.url.query
+                return redirect(f"{LOGIN_PATH}?next={quote(safe_next(target), safe='/')}")
+            except CsrfRejected:
+                return page(
+                    request, None, "error.html", status_code=403,
+                    message="This form was not sent from this dashboard, or its page is too old. "
+                    "Reload the page and try again.",
+                )  # fmt: skip
+            except AppError as error:
+                return page(request, None, "error.html", status_code=error.status_code,
+                            message=error.message)  # fmt: skip
+
+        return guarded

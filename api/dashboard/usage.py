@@ -1,0 +1,9 @@
+"""Usage and the request log."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.dashboard.render import DashboardRoute
+
+router = APIRouter(route_class=DashboardRoute)
