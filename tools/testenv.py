@@ -2,9 +2,10 @@
 
     python tools/testenv.py -- pytest ...
 
-installs the Debian packages when they are missing and we run as root, starts both servers in a
-temporary directory, exports TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL to the
-command, and stops the servers when it ends. tests/conftest.py calls the same functions when
+installs the Debian packages when they are missing and we run as root (Chromium too, for the
+dashboard's browser test), starts both servers in a temporary directory, exports
+TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL to the command, and stops the servers
+when it ends. tests/conftest.py calls the same functions when
 pytest runs without this wrapper.
 """
 
@@ -160,11 +161,26 @@ def services() -> Iterator[dict[str, str]]:
             yield {"TOLLGATE_TEST_POSTGRES_URL": pg_url, "TOLLGATE_TEST_REDIS_URL": redis_url}
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+def ensure_chromium() -> None:
+    """Debian's Chromium, which the dashboard's browser test drives (Playwright never downloads
+    a browser here). Without root it is left to the developer: that test says what is missing."""
+    if Path(CHROMIUM).exists():
+        return
+    try:
+        _apt_install("chromium")
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        _log(f"chromium is not installed ({exc}); the browser test will say so")
+
+
 def main(argv: list[str]) -> int:
     command = argv[argv.index("--") + 1 :] if "--" in argv else argv
     if not command:
         print("usage: python tools/testenv.py -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
+    ensure_chromium()
     with services() as env:
         return subprocess.run(command, env={**os.environ, **env}).returncode
 

@@ -33,7 +33,7 @@ from api.dashboard.repository import (
     find_by_token_hash_unscoped,
 )
 from api.deps import DbSession
-from api.errors import AppError
+from api.errors import AppError, InsufficientScope
 from api.kit.time import utcnow
 from api.settings import Settings
 
@@ -47,13 +47,6 @@ class LoginRequired(Exception):
 
 class CsrfRejected(Exception):
     """A form post without the session's token, or from another site: 403."""
-
-
-class NotMaster(AppError):
-    """A standard key tried to sign in."""
-
-    code = "insufficient_scope"
-    default_message = "Only a master key can sign in to the dashboard."
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +87,10 @@ async def sign_in(
     session: AsyncSession, pepper: bytes, settings: Settings, secret: str
 ) -> tuple[str, DashboardSession]:
     """A new session for a master secret: (the cookie's token, the row). A wrong or standard
-    key raises what the API would answer it (401, 402) or `NotMaster`."""
+    key raises what the API would answer it (401, 402, 403)."""
     principal = await auth_service.authenticate(session, pepper, secret.strip())
     if not principal.is_master:
-        raise NotMaster()
+        raise InsufficientScope("Only a master key can sign in to the dashboard.")
     now = utcnow()
     repository = DashboardSessionRepository(session, principal.tenant_id)
     await repository.forget_expired(now)
