@@ -12,11 +12,13 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from api.dashboard.session import LOGIN_PATH, CsrfRejected, LoginRequired, Signed
+from api.error_handlers import validation_error
 from api.errors import AppError
 from api.kit.money import micros_to_usd
 
@@ -117,7 +119,8 @@ class DashboardRoute(APIRoute):
                     message="This form was not sent from this dashboard, or its page is too old. "
                     "Reload the page and try again.",
                 )  # fmt: skip
-            except AppError as error:
+            except (AppError, RequestValidationError) as exc:  # a query value out of range too
+                error = validation_error(exc) if isinstance(exc, RequestValidationError) else exc
                 return page(request, None, "error.html", status_code=error.status_code,
                             message=error.message)  # fmt: skip
 

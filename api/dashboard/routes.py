@@ -13,7 +13,7 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.dashboard import keys, pages, usage
+from api.dashboard import keys, pages, search, usage
 from api.dashboard.render import DashboardRoute, page, redirect, safe_next
 from api.dashboard.session import (
     LOGIN_TTL_SECONDS,
@@ -35,6 +35,7 @@ router = APIRouter(prefix="/dashboard", route_class=DashboardRoute, include_in_s
 router.include_router(keys.router)
 router.include_router(usage.router)
 router.include_router(pages.router)
+router.include_router(search.router)
 
 _ASSETS = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript"}
 

@@ -37,7 +37,8 @@ async def search_app(settings: Settings) -> AsyncIterator[SearchApp]:
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://tollgate.test", timeout=60
+            # https: the dashboard's Secure session cookie is sent (the transport ignores it).
+            transport=transport, base_url="https://tollgate.test", timeout=60
         ) as client:
             yield SearchApp(client, manager._state)
 

@@ -17,6 +17,7 @@ from api.search.embedder import LocalEmbedder
 from api.search.indexer import Indexer
 from api.search.store import QdrantStore
 from api.settings import Settings
+from tests.dashboard import dashboard_client, sign_in
 from tests.factories.search import (
     SearchApp,
     hits,
@@ -371,3 +372,38 @@ class TestWorkersShareTheBacklog:
         assert await store.count() == 40
         assert await indexers[0].index_pending() == 0
         await store.close()
+
+
+class TestDashboardSearch:
+    async def test_the_search_page_finds_the_tenants_own_turns_only(self, app: SearchApp):
+        client = app.client
+        alpha, beta = await create_tenant(client, "alpha"), await create_tenant(client, "beta")
+        sent = {}
+        for tenant, text in (
+            (alpha, "Alpha's sourdough starter smells of nail polish"),
+            (beta, "Beta's sourdough starter smells of nail polish too"),
+        ):
+            _, headers = await _key(app, tenant, "reader")
+            thread_id = await new_thread(client, headers)
+            sent[tenant.id] = (thread_id, await send_turn(client, headers, thread_id, text))
+            await wait_indexed(client, headers, [thread_id])
+        await sign_in(client, alpha.master_key)
+        page = await client.get("/dashboard/search", params={"q": "sourdough", "role": "user"})
+        assert page.status_code == 200
+        assert "Alpha&#39;s sourdough starter" in page.text
+        assert f'href="/dashboard/threads/{sent[alpha.id][0]}"' in page.text
+        assert "Beta" not in page.text
+        assert sent[beta.id][0] not in page.text
+        bad = await client.get("/dashboard/search", params={"q": "x", "role": "admin"})
+        assert bad.status_code == 400
+        assert bad.headers["content-type"].startswith("text/html")
+
+    async def test_with_search_off_the_page_says_so(self, settings: Settings):
+        async with dashboard_client(settings) as client:
+            tenant = await create_tenant(client)
+            await sign_in(client, tenant.master_key)
+            page = await client.get("/dashboard/search")
+            assert "Search is turned off on this server" in page.text
+            asked = await client.get("/dashboard/search", params={"q": "anything"})
+            assert asked.status_code == 400
+            assert "Search is turned off on this server" in asked.text
