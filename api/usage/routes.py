@@ -24,6 +24,7 @@ from api.kit.money import micros_to_usd
 from api.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_body
 from api.kit.time import isoformat, month_start, utcnow
 from api.trace.repository import TraceRepository
+from api.usage.models import UsageEvent
 from api.usage.repository import EXPORT_COLUMNS, SUM_COLUMNS, UsageFilter, UsageRepository
 
 router = APIRouter(tags=["usage"])
@@ -32,7 +33,7 @@ router = APIRouter(tags=["usage"])
 _FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _filter(
+def usage_filter(
     principal: AuthPrincipal,
     start: datetime | None,
     end: datetime | None,
@@ -88,7 +89,7 @@ async def get_usage(
     model: str | None = Query(None, max_length=200),
     group_by: Literal["key", "model", "day"] = "key",
 ) -> Response:
-    where = _filter(principal, start, end, key_id, model)
+    where = usage_filter(principal, start, end, key_id, model)
     repository = UsageRepository(session, principal.tenant_id)
     by_key = await repository.grouped(where, "key")
     # Totals are summed from the same rows, so they always agree with `by_key`.
@@ -119,7 +120,7 @@ async def cache_stats(
 ) -> Response:
     """What the response cache saved over a period (this month by default): hits, and the
     tokens and cost they did not send upstream, in all and per key."""
-    where = _filter(principal, start, end, key_id, None)
+    where = usage_filter(principal, start, end, key_id, None)
     by_key = await UsageRepository(session, principal.tenant_id).grouped(where, "key")
     rows = [
         {
@@ -159,7 +160,7 @@ async def export_usage(
     key_id: str | None = None,
     model: str | None = Query(None, max_length=200),
 ) -> StreamingResponse:
-    where = _filter(principal, start, end, key_id, model)
+    where = usage_filter(principal, start, end, key_id, model)
     sessionmaker = request.state.sessionmaker
     tenant_id = principal.tenant_id
 
@@ -187,6 +188,43 @@ async def export_usage(
     )
 
 
+def log_entry(event: UsageEvent, trace_id: str | None) -> dict[str, Any]:
+    """One request-log entry as `GET /v1/logs` shows it; `trace_id` while its trace is kept."""
+    return {
+        "object": "log",
+        "id": str(event.id),
+        "request_id": event.request_id,
+        "key_id": str(event.key_id),
+        "endpoint": event.endpoint,
+        "model": event.model,
+        "provider": event.provider,
+        "status": event.status,
+        "input_tokens": event.input_tokens,
+        "cached_input_tokens": event.cached_input_tokens,
+        "output_tokens": event.output_tokens,
+        "reasoning_tokens": event.reasoning_tokens,
+        "audio_seconds": event.audio_seconds,
+        "characters": event.characters,
+        "images": event.images,
+        "cache": event.cache,
+        "cache_hits": event.cache_hits,
+        "saved_tokens": event.saved_tokens,
+        "saved_micros": event.saved_micros,
+        "cost_micros": event.cost_micros,
+        "cost_usd": micros_to_usd(event.cost_micros),
+        "latency_ms": event.latency_ms,
+        "tool_calls": event.tool_calls,
+        "estimated": event.estimated,
+        "error_code": event.error_code,
+        "attempts": event.attempts,
+        "account": event.account,
+        "failover_from": event.failover_from,
+        "trace": orjson.loads(event.trace) if event.trace else None,
+        "trace_id": trace_id,
+        "created_at": isoformat(event.created_at),
+    }
+
+
 @router.get("/v1/logs")
 async def list_logs(
     session: DbSession,
@@ -196,7 +234,7 @@ async def list_logs(
     key_id: str | None = None,
     model: str | None = Query(None, max_length=200),
 ) -> dict[str, Any]:
-    where = _filter(principal, datetime(1970, 1, 1, tzinfo=UTC), None, key_id, model)
+    where = usage_filter(principal, datetime(1970, 1, 1, tzinfo=UTC), None, key_id, model)
     repository = UsageRepository(session, principal.tenant_id)
     statement = repository.base()
     if where.key_id is not None:
@@ -208,40 +246,5 @@ async def list_logs(
     trace_ids = await TraceRepository(session, principal.tenant_id).trace_ids(
         [event.id for event in page.items]
     )
-    data = [
-        {
-            "object": "log",
-            "id": str(event.id),
-            "request_id": event.request_id,
-            "key_id": str(event.key_id),
-            "endpoint": event.endpoint,
-            "model": event.model,
-            "provider": event.provider,
-            "status": event.status,
-            "input_tokens": event.input_tokens,
-            "cached_input_tokens": event.cached_input_tokens,
-            "output_tokens": event.output_tokens,
-            "reasoning_tokens": event.reasoning_tokens,
-            "audio_seconds": event.audio_seconds,
-            "characters": event.characters,
-            "images": event.images,
-            "cache": event.cache,
-            "cache_hits": event.cache_hits,
-            "saved_tokens": event.saved_tokens,
-            "saved_micros": event.saved_micros,
-            "cost_micros": event.cost_micros,
-            "cost_usd": micros_to_usd(event.cost_micros),
-            "latency_ms": event.latency_ms,
-            "tool_calls": event.tool_calls,
-            "estimated": event.estimated,
-            "error_code": event.error_code,
-            "attempts": event.attempts,
-            "account": event.account,
-            "failover_from": event.failover_from,
-            "trace": orjson.loads(event.trace) if event.trace else None,
-            "trace_id": trace_ids.get(event.id),
-            "created_at": isoformat(event.created_at),
-        }
-        for event in page.items
-    ]
+    data = [log_entry(event, trace_ids.get(event.id)) for event in page.items]
     return list_body(data, page)
