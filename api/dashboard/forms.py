@@ -1,0 +1,40 @@
+"""Small helpers the threads, tools, jobs, billing and settings pages share: a list's page size
+from the query string, JSON as people read it, and amounts in a currency's minor unit."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from api.errors import InvalidRequest
+from api.kit.pagination import MAX_LIMIT
+
+PAGE_SIZE = 50
+
+
+def page_limit(value: str | None) -> int:
+    """`?limit=` as a page size: PAGE_SIZE when absent, else a whole number from 1 to MAX_LIMIT.
+    Read as text so that a bad value is this page's 400, not the JSON API's."""
+    if value is None or not value.strip():
+        return PAGE_SIZE
+    try:
+        limit = int(value)
+    except ValueError:
+        raise InvalidRequest("limit: enter a whole number.", param="limit") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequest(f"limit: from 1 to {MAX_LIMIT}.", param="limit")
+    return limit
+
+
+def pretty(value: Any) -> str:
+    """JSON indented for reading (and editing), non-ASCII text kept as written."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def minor_units(amount: int | None, currency: str | None) -> str:
+    """An amount in cents (every currency Tollgate bills in has two decimals) as `12.34 EUR`."""
+    if amount is None:
+        return "—"
+    text = f"{Decimal(amount) / 100:,.2f}"
+    return f"{text} {currency.upper()}" if currency else text
