@@ -16,8 +16,7 @@ from api.billing import routes as billing_routes
 from api.billing import service as billing_service
 from api.billing.amounts import MINIMUM_CHARGE, previous_period
 from api.billing.schemas import StripeAccountUpdate, SyncRequest
-from api.dashboard.forms import minor_units, page_limit
-from api.dashboard.keys import _validated
+from api.dashboard.forms import minor_units, page_limit, validated
 from api.dashboard.render import DashboardRoute, page, redirect
 from api.dashboard.session import SignedIn, posted_form
 from api.deps import DbSession
@@ -68,7 +67,7 @@ async def save_stripe_account(request: Request, session: DbSession, signed: Sign
     }
     if form.get("markup_bps", "").strip():
         data["markup_bps"] = form["markup_bps"].strip()
-    body = _validated(StripeAccountUpdate, data)
+    body = validated(StripeAccountUpdate, data)
     await billing_routes.put_stripe_account(request, body, session, signed.principal)
     return redirect("/dashboard/billing?done=stripe")
 
@@ -76,7 +75,7 @@ async def save_stripe_account(request: Request, session: DbSession, signed: Sign
 @router.post("/sync")
 async def sync_billing(request: Request, signed: SignedIn) -> Response:
     form = await posted_form(request, signed)
-    body = _validated(
+    body = validated(
         SyncRequest, {"period": form.get("period", "").strip(), "dry_run": "dry_run" in form}
     )
     outcome = await billing_routes.sync_billing(request, body, signed.principal)

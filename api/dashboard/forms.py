@@ -1,5 +1,5 @@
-"""Small helpers the threads, tools, jobs, billing and settings pages share: a list's page size
-from the query string, JSON as people read it, and amounts in a currency's minor unit."""
+"""Small helpers the pages share: a list's page size from the query string, JSON as people read
+it, amounts in a currency's minor unit, and a form's fields through the API's own schema."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from api.error_handlers import validation_error
 from api.errors import InvalidRequest
 from api.kit.pagination import MAX_LIMIT
 
@@ -38,3 +42,12 @@ def minor_units(amount: int | None, currency: str | None) -> str:
         return "—"
     text = f"{Decimal(amount) / 100:,.2f}"
     return f"{text} {currency.upper()}" if currency else text
+
+
+def validated(model: Any, data: dict[str, Any]) -> Any:
+    """A form's fields through the API's own schema, its errors in the API's own words."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise validation_error(RequestValidationError(errors)) from None

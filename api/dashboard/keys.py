@@ -7,18 +7,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from api.auth import limits as limit_rules
 from api.auth import routes as key_routes
 from api.auth import service as key_service
 from api.auth.schemas import KeyCreate, KeyRotate, KeyUpdate
+from api.dashboard.forms import validated
 from api.dashboard.render import DashboardRoute, page, redirect
 from api.dashboard.session import SignedIn, posted_form
 from api.deps import DbSession, Pepper
-from api.error_handlers import validation_error
 from api.errors import InvalidRequest
 from api.kit.ids import parse_id
 from api.kit.pagination import MAX_LIMIT
@@ -35,15 +33,6 @@ NOTICES = {
     "revoked": "The key is revoked: requests with it now get 401.",
     "renamed": "Saved.",
 }
-
-
-def _validated(model: Any, data: dict[str, Any]) -> Any:
-    """A form's fields through the API's own schema, its errors in the API's own words."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-        raise validation_error(RequestValidationError(errors)) from None
 
 
 def micros_to_decimal(micros: int) -> Decimal:
@@ -109,7 +98,7 @@ async def create_key(
     cap = _decimal(form.get("max_spend_usd", ""), "max_spend_usd")
     if cap is not None:
         data["max_spend_usd"] = cap
-    body = _validated(KeyCreate, data)
+    body = validated(KeyCreate, data)
     created = await key_routes.create_key(request, body, session, signed.principal, pepper)
     # The secret is shown in this answer and never again: no redirect can carry it.
     return await _list_page(request, session, signed, None, created=created, status_code=201)
@@ -170,7 +159,7 @@ async def set_limits(
             if value != value.to_integral_value():
                 raise InvalidRequest(f"{name}: enter a whole number.", param=name)
             data[name] = int(value)
-    body = _validated(KeyUpdate, data)
+    body = validated(KeyUpdate, data)
     await key_routes.update_key(request, key_id, body, session, signed.principal)
     return redirect(f"/dashboard/keys/{key.id}?done=limits")
 
@@ -181,7 +170,7 @@ async def rotate_key(
 ) -> Response:
     form = await posted_form(request, signed)
     grace = _decimal(form.get("grace_seconds", ""), "grace_seconds") or 0
-    body = _validated(KeyRotate, {"grace_seconds": grace})
+    body = validated(KeyRotate, {"grace_seconds": grace})
     rotated = await key_routes.rotate_key(request, key_id, session, signed.principal, pepper, body)
     notice = "Rotated. Copy the new secret now: it is not shown again."
     return await _key_page(request, session, signed, key_id, secret=rotated.secret, notice=notice)

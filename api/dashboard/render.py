@@ -115,13 +115,13 @@ class DashboardRoute(APIRoute):
                 return redirect(f"{LOGIN_PATH}?next={quote(safe_next(target), safe='/')}")
             except CsrfRejected:
                 return page(
-                    request, None, "error.html", status_code=403,
+                    request, None, "error.html", status_code=403, status=403,
                     message="This form was not sent from this dashboard, or its page is too old. "
                     "Reload the page and try again.",
                 )  # fmt: skip
             except (AppError, RequestValidationError) as exc:  # a query value out of range too
                 error = validation_error(exc) if isinstance(exc, RequestValidationError) else exc
                 return page(request, None, "error.html", status_code=error.status_code,
-                            message=error.message)  # fmt: skip
+                            message=error.message, status=error.status_code)  # fmt: skip
 
         return guarded

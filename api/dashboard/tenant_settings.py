@@ -17,8 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.dashboard.forms import pretty
-from api.dashboard.keys import _validated
+from api.dashboard.forms import pretty, validated
 from api.dashboard.render import DashboardRoute, page, redirect
 from api.dashboard.session import SignedIn, posted_form
 from api.deps import DbSession
@@ -92,7 +91,7 @@ def parsed_update(group: str, text: str) -> SettingsUpdate:
     except (ValueError, RecursionError) as exc:  # NaN or Infinity; nesting Python cannot read
         reason = str(exc) if isinstance(exc, ValueError) else "it nests too deeply"
         raise InvalidRequest(f"{group}: not valid JSON: {reason}.", param=group) from None
-    update: SettingsUpdate = _validated(SettingsUpdate, {group: value})
+    update: SettingsUpdate = validated(SettingsUpdate, {group: value})
     return update
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import asdict
 from datetime import timedelta
 
 import httpx
@@ -14,9 +15,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
+from api.billing.models import BillingRun
 from api.dashboard.models import DashboardSession
+from api.db import create_sessionmaker
 from api.kit.time import utcnow
 from api.settings import Settings
+from api.usage.ledger import UsageRecord, write_rows
 from tests.dashboard import dashboard_client, field, sign_in
 from tests.factories.tenants import TenantFixture, create_key, create_tenant
 
@@ -217,17 +221,51 @@ class TestEveryRouteNeedsASession:
             assert (await client.get("/dashboard/keys")).status_code == 200  # still signed in
 
 
-async def _objects_of(client: httpx.AsyncClient, tenant: TenantFixture) -> dict[str, str]:
-    key = await create_key(client, tenant, name="beta-secret-user")
-    return {"key_id": key["id"]}
+async def _objects_of(
+    client: httpx.AsyncClient, engine: AsyncEngine, tenant: TenantFixture
+) -> dict[str, str]:
+    """One object of each kind a dashboard URL names, owned by `tenant`, by its path name."""
+    key = await create_key(client, tenant, name="beta-secret-user", test=True)
+    headers = {"Authorization": f"Bearer {key['secret']}"}
+    thread = await client.post("/v1/threads", json={}, headers=headers)
+    assert thread.status_code == 201, thread.text
+    tool = await client.post(
+        "/v1/tools",
+        json={"name": "beta_secret_tool", "description": "beta's", "webhook_url":
+              "http://127.0.0.1:9/hook", "input_schema": {"type": "object"}},
+        headers=tenant.headers,
+    )  # fmt: skip
+    assert tool.status_code == 201, tool.text
+    job = await client.post(
+        "/v1/jobs",
+        json={"endpoint": "/v1/chat/completions",
+              "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}},
+        headers=headers,
+    )  # fmt: skip
+    assert job.status_code == 202, job.text
+    event = UsageRecord(
+        request_id="req_beta", tenant_id=uuid.UUID(tenant.id), key_id=uuid.UUID(key["id"]),
+        created_at=utcnow(), endpoint="/v1/chat/completions", model="beta-secret-model",
+        provider="openai", status=200,
+    )  # fmt: skip
+    assert await write_rows(create_sessionmaker(engine), [asdict(event)]) == []
+    run = BillingRun(tenant_id=uuid.UUID(tenant.id), period="2026-01", currency="usd",
+                     markup_bps=0)  # fmt: skip
+    async with create_sessionmaker(engine)() as session, session.begin():
+        session.add(run)
+    return {
+        "key_id": key["id"], "thread_id": thread.json()["id"], "tool_id": tool.json()["id"],
+        "job_id": job.json()["id"], "event_id": str(event.id), "run_id": str(run.id),
+    }  # fmt: skip
 
 
 class TestTenantIsolation:
-    async def test_another_tenants_ids_are_404_pages(self, settings: Settings):
-        async with dashboard_client(settings) as client:
+    async def test_another_tenants_ids_are_404_pages(self, settings: Settings, engine: AsyncEngine):
+        webhooks = settings.model_copy(update={"allow_private_webhooks": True})
+        async with dashboard_client(webhooks) as client:
             alpha = await create_tenant(client, "alpha")
             beta = await create_tenant(client, "beta")
-            theirs = await _objects_of(client, beta)
+            theirs = await _objects_of(client, engine, beta)
             csrf = await sign_in(client, alpha.master_key)
             with_ids = [
                 (method, path) for method, path in _dashboard_routes(settings) if "{" in path
@@ -241,9 +279,15 @@ class TestTenantIsolation:
                     url = url.replace("{" + name + "}", theirs[name])
                 response = await client.request(method, url, data={"csrf": csrf})
                 assert response.status_code == 404, (method, path, response.status_code)
-                assert "beta-secret-user" not in response.text
-            listed = await client.get("/dashboard/keys")
-            assert "beta-secret-user" not in listed.text
+                for secret in ("beta-secret-user", "beta_secret_tool", "beta-secret-model"):
+                    assert secret not in response.text, (path, secret)
+            for listing in ("keys", "tools", "logs", "usage", "threads", "jobs", "billing"):
+                listed = await client.get(f"/dashboard/{listing}")
+                assert listed.status_code == 200
+                for secret in ("beta-secret-user", "beta_secret_tool", "beta-secret-model"):
+                    assert secret not in listed.text, (listing, secret)
+                for object_id in theirs.values():
+                    assert object_id not in listed.text, (listing, object_id)
             after = (await client.get(f"/v1/keys/{theirs['key_id']}", headers=beta.headers)).json()
             assert after["status"] == "active"
             assert after["limits"] == []
