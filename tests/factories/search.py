@@ -38,7 +38,9 @@ async def search_app(settings: Settings) -> AsyncIterator[SearchApp]:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
             # https: the dashboard's Secure session cookie is sent (the transport ignores it).
-            transport=transport, base_url="https://tollgate.test", timeout=60
+            transport=transport,
+            base_url="https://tollgate.test",
+            timeout=60,
         ) as client:
             yield SearchApp(client, manager._state)
 
