@@ -49,6 +49,10 @@ MAX_ATTEMPTS = 12
 RESEND_AFTER = timedelta(minutes=1)
 RESEND_FOR = timedelta(days=1)
 CHANNELS = frozenset({"webhook", "email"})
+# On shutdown, how long alerts that fired may take to be written. Their delivery is left to the
+# resend sweep (the next process's, or a worker's): a write cut off by cancellation would lose
+# the alert, and on SQLite leave its connection holding the write lock.
+CLOSE_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +139,15 @@ class AlertNotifier:
         self._mailer = mailer
         self._retry_delays = retry_delays
         self._pending: set[asyncio.Task[None]] = set()
+        self._firing: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def crossed(self, found: list[Crossing]) -> None:
         for crossing in found:
             task = asyncio.get_running_loop().create_task(self._fire(crossing))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            for tasks in (self._pending, self._firing):
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
     def start_sweep(self, every_seconds: float = 60.0) -> None:
         """Run `resend_undelivered` in this process (where no worker does)."""
@@ -158,6 +165,11 @@ class AlertNotifier:
         task.add_done_callback(self._pending.discard)
 
     async def close(self) -> None:
+        """Let every alert that fired be written (not delivered: see CLOSE_GRACE_SECONDS), then
+        cancel what is left."""
+        self._closing = True
+        if self._firing:
+            await asyncio.wait(set(self._firing), timeout=CLOSE_GRACE_SECONDS)
         for task in self._pending:
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
@@ -165,7 +177,8 @@ class AlertNotifier:
     async def _fire(self, crossing: Crossing) -> None:
         try:
             alert_id = await self._record(crossing)
-            if alert_id is not None:  # None: another request or process fired it already
+            # None: another request or process fired it already. Closing: the sweep delivers.
+            if alert_id is not None and not self._closing:
                 await self._deliver(alert_id)
         except asyncio.CancelledError:
             raise
@@ -211,6 +224,8 @@ class AlertNotifier:
         pending = CHANNELS
         for delay in [0.0, *self._retry_delays]:
             await asyncio.sleep(delay)
+            if self._closing:
+                return  # what is left is the resend sweep's
             pending = await self._attempt(alert_id, pending)
             if not pending:
                 return

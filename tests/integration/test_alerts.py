@@ -12,11 +12,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.alert.models import Alert
-from api.alert.service import MAX_ATTEMPTS, AlertNotifier
+from api.alert.service import MAX_ATTEMPTS, AlertNotifier, Crossing
 from api.app import create_app
+from api.auth.limits import Limit
 from api.db import create_sessionmaker
 from api.kit.crypto import SecretBox
 from api.kit.time import utcnow
@@ -190,3 +192,28 @@ class TestResendSweep:
             assert stored is not None
             assert stored.attempts == 5
             assert stored.delivered_at is not None
+
+    async def test_closing_writes_the_alerts_that_fired_and_leaves_delivery_to_the_sweep(
+        self, http: httpx.AsyncClient, upstream: FakeUpstream, engine: AsyncEngine
+    ):
+        """A process shutting down as a limit is crossed: the alert is written, not lost to
+        the cancellation, and no connection is left holding a lock (SQLite's write lock)."""
+        tenant = await create_tenant(http)
+        await _configure(http, tenant, upstream.hooks_url)
+        tenant_id = uuid.UUID(tenant.id)
+        crossing = Crossing(
+            tenant_id=tenant_id, scope="tenant", owner_id=tenant_id,
+            limit=Limit("requests", "day", 10), period_tag="d20261207", threshold=80, used=8,
+        )  # fmt: skip
+        sessionmaker = create_sessionmaker(engine)
+        async with httpx.AsyncClient() as client:
+            notifier = AlertNotifier(sessionmaker, client, SecretBox(SECRET_KEY))
+            notifier.crossed([crossing])
+            await notifier.close()  # before the task that writes it has even started
+        async with sessionmaker() as session, session.begin():  # takes the write lock
+            rows = (await session.execute(select(Alert))).scalars().all()
+            assert [(row.threshold, row.attempts, row.delivered_at) for row in rows] == [
+                (80, 0, None)
+            ]
+            rows[0].last_error = "written after the close"
+        assert upstream.hooks == []  # delivery is the resend sweep's
