@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 
-from api import __version__, error_handlers
+from api import __version__, error_handlers, openapi
 from api.alert.email import mailer_from_settings
 from api.alert.routes import router as alerts_router
 from api.alert.service import AlertNotifier
@@ -183,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[BoundedJSONBody],
     )
     error_handlers.install(app)
+    openapi.install(app)
     app.include_router(openai_router)  # first: the proxy's routes are matched most often
     app.include_router(anthropic_router)
     app.include_router(responses_router)

@@ -13,8 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import service as auth_service
 from api.db import session_scope
-from api.errors import AuthenticationFailed, InsufficientScope, MissingApiKey, NotFound
+from api.errors import (
+    AuthenticationFailed,
+    InsufficientScope,
+    InvalidRequest,
+    MissingApiKey,
+    NotFound,
+)
 from api.gateway.pipeline import Gateway
+from api.kit import nul
 from api.kit.json_depth import check_depth, may_nest_too_deep
 from api.settings import Settings
 
@@ -115,10 +122,14 @@ AdminAccess = Depends(_admin)
 
 
 async def _bounded_json_body(request: Request) -> None:
-    """The body-depth bound (`api.kit.json_depth`) for bodies FastAPI parses; the proxy's
-    routes parse their own and check there."""
+    """What every body FastAPI parses must meet: the depth bound (`api.kit.json_depth`), and no
+    NUL in its text, nor in the query or path (`api.kit.nul`). The proxy's routes parse their
+    own bodies and check there."""
+    if "%00" in request.url.query or "\0" in request.url.path:
+        raise InvalidRequest("The URL may not contain the NUL character (%00).")
     raw = await request.body()
-    if not may_nest_too_deep(raw):
+    deep = may_nest_too_deep(raw)
+    if not deep and nul.ESCAPED not in raw:
         return
     try:
         parsed = orjson.loads(raw)
@@ -127,7 +138,9 @@ async def _bounded_json_body(request: Request) -> None:
             parsed = await request.json()  # parsed and cached already for a route with a body
         except (ValueError, RecursionError):
             return  # not JSON: the route says so its own way
-    check_depth(raw, parsed)
+    if deep:
+        check_depth(raw, parsed)
+    nul.check_parsed(raw, parsed)
 
 
 BoundedJSONBody = Depends(_bounded_json_body)

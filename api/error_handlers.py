@@ -82,7 +82,7 @@ def from_http_exception(exc: StarletteHTTPException) -> AppError:
     if exc.status_code == 404:
         return NotFound("No such route.")
     if exc.status_code == 405:
-        return MethodNotAllowed()
+        return MethodNotAllowed(headers=dict(exc.headers or {}))  # `Allow`: what the path takes
     if exc.status_code == 413:
         return RequestTooLarge()
     if exc.status_code < 500:

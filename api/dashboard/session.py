@@ -34,6 +34,7 @@ from api.dashboard.repository import (
 )
 from api.deps import DbSession
 from api.errors import AppError, InsufficientScope
+from api.kit import nul
 from api.kit.time import utcnow
 from api.settings import Settings
 
@@ -161,4 +162,7 @@ async def posted_form(request: Request, signed: Signed) -> dict[str, str]:
     check_origin(request)
     form = await request.form(max_files=0, max_fields=200)
     check_token(form.get("csrf"), signed.csrf_token)
-    return {name: value for name, value in form.items() if isinstance(value, str)}
+    fields = {name: value for name, value in form.items() if isinstance(value, str)}
+    for name, value in fields.items():
+        nul.check_text(value, name)  # as the API refuses it in JSON
+    return fields

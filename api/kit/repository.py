@@ -33,7 +33,7 @@ class TenantRepository(Generic[ModelT]):
     ) -> Page[ModelT]:
         """Newest first, keyset on (created_at, id) so pages stay stable under inserts."""
         created_at, item_id = self.model.created_at, self.model.id
-        if cursor is not None:
+        if cursor:  # an empty cursor is the first page, as no cursor is
             after = decode_cursor(cursor)
             statement = statement.where(
                 or_(

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.service import Principal
 from api.errors import InvalidRequest, NotFound
+from api.kit import nul
 from api.kit.time import utcnow
 from api.response import conversations
 from api.response.models import StoredResponse
@@ -70,6 +71,9 @@ async def resolve(
 ) -> tuple[dict[str, Any], Storing]:
     """`body` with its stored history and references resolved (see the module docstring)."""
     store = body.get("store", True) is not False
+    if store:  # what is stored must fit PostgreSQL's jsonb
+        nul.check_value(body.get("input"), "input")
+        nul.check_value(body.get("metadata"), "metadata")
     previous = body.get("previous_response_id")
     conversation = body.get("conversation")
     given = body.get("input")

@@ -92,7 +92,7 @@ class MessageRepository(TenantRepository[ThreadMessage]):
         """Keyset pages on `seq`, oldest first (`order="asc"`) or newest first."""
         statement = self.base().where(ThreadMessage.thread_id == thread_id)
         seq = ThreadMessage.seq
-        if cursor is not None:
+        if cursor:  # an empty cursor is the first page, as no cursor is
             after = _decode(cursor)
             statement = statement.where(seq > after if order == "asc" else seq < after)
         ordered = seq.asc() if order == "asc" else seq.desc()

@@ -190,9 +190,41 @@ class TestBadInput:
         method = await client.put("/v1/keys", json={}, headers=tenant.headers)
         assert method.status_code == 405
         assert method.json()["error"]["code"] == "method_not_allowed"
+        assert "POST" in method.headers["allow"]
         missing = await client.get("/v1/nothing-here", headers=tenant.headers)
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "not_found"
+
+    async def test_nul_in_text_is_a_400_naming_where(self, client: httpx.AsyncClient):
+        """PostgreSQL's text and jsonb cannot hold U+0000: refused where the request is read,
+        not a 500 at the insert (found by fuzzing the OpenAPI document)."""
+        tenant = await create_tenant(client)
+        user = await create_key(client, tenant, name="user", test=True)
+        reader = bearer(user["secret"])
+        cases = [
+            ("/admin/tenants", {"name": "a\u0000b"}, bearer(ADMIN_TOKEN), "name"),
+            ("/v1/keys", {"name": "a\u0000b"}, tenant.headers, "name"),
+            ("/v1/threads", {"metadata": {"k": "v\u0000"}}, reader, "metadata.k"),
+            ("/v1/threads", {"metadata": {"k\u0000": "v"}}, reader, "metadata.k\u0000"),
+            ("/v1/responses", {"model": "gpt-4o-mini", "input": "hi\u0000"}, reader, "input"),
+        ]  # fmt: skip
+        for path, body, headers, param in cases:
+            response = await client.post(path, json=body, headers=headers)  # NUL as \u0000
+            assert response.status_code == 400, (path, response.text)
+            error = response.json()["error"]
+            assert "NUL" in error["message"]
+            assert error["param"] == param, path
+        query = await client.get("/v1/usage?model=a%00b", headers=tenant.headers)
+        assert query.status_code == 400
+        # Not stored: a NUL in an answer the client does not keep is the provider's business.
+        unstored = await client.post(
+            "/v1/responses",
+            content=b'{"model": "gpt-4o-mini", "input": "hi\\u0000", "store": false}',
+            headers={**bearer(user["secret"]), "content-type": "application/json"},
+        )
+        assert unstored.status_code == 200, unstored.text
+        keys = (await client.get("/v1/keys", headers=tenant.headers)).json()["data"]
+        assert len(keys) == 2  # nothing was written
 
 
 @pytest.fixture
