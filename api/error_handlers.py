@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import (
@@ -103,23 +103,36 @@ def render_exception(path: str, exc: Exception, request_id: str | None) -> JSONR
     return response
 
 
+def _for(request: Request, error: AppError) -> Response:
+    """The error in its family's JSON, or as a page under /dashboard (a browser's)."""
+    path = request.url.path
+    if path == "/dashboard" or path.startswith("/dashboard/"):
+        from api.dashboard.render import error_page  # the dashboard imports this module
+
+        return error_page(error)
+    return render_error(path, error)
+
+
 def install(app: FastAPI) -> None:
-    async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_app_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AppError)
-        return render_error(request.url.path, exc)
+        return _for(request, exc)
 
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return render_error(request.url.path, validation_error(exc))
+        return _for(request, validation_error(exc))
 
-    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return render_error(request.url.path, from_http_exception(exc))
+        return _for(request, from_http_exception(exc))
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         # ServerErrorMiddleware sits outside the request-id middleware: set the id here.
         request_id = getattr(request.state, "request_id", None)
-        return render_exception(request.url.path, exc, request_id)
+        response = render_exception(request.url.path, exc, request_id)
+        if request.url.path.startswith("/dashboard/"):
+            return _for(request, InternalError())  # logged by render_exception
+        return response
 
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -82,9 +82,9 @@ class Settings(BaseSettings):
     allow_private_webhooks: bool = False
 
     # The dashboard (SPEC §5.13): how long a sign-in lasts, and whether its cookie is `Secure`
-    # (sent over HTTPS only; browsers also send it to http://localhost). Turn that off only to
-    # reach the dashboard over plain HTTP on another host, e.g. behind a TLS-terminating proxy
-    # that talks HTTP to Tollgate while browsers use HTTPS: it is still Secure to them.
+    # (sent over HTTPS only; browsers also send it to http://localhost). Keep it on behind a
+    # TLS-terminating proxy too (browsers speak HTTPS to it); turn it off only to reach the
+    # dashboard over plain HTTP on a host other than localhost.
     dashboard_session_minutes: int = Field(default=480, ge=5, le=7 * 24 * 60)
     dashboard_secure_cookie: bool = True
 

@@ -44,6 +44,8 @@ def parse_period(period: str, now: datetime, *, param: str = "period") -> tuple[
     if match is None:
         raise InvalidRequest("period must be a month written YYYY-MM, e.g. 2026-10.", param=param)
     year, month = int(match.group(1)), int(match.group(2))
+    if not 2000 <= year <= 9998:  # `datetime` has no year 0, and none of these is billable
+        raise InvalidRequest(f"period {period}: the year is out of range.", param=param)
     start = datetime(year, month, 1, tzinfo=UTC)
     end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
     if end > now:

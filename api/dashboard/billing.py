@@ -16,7 +16,7 @@ from api.billing import routes as billing_routes
 from api.billing import service as billing_service
 from api.billing.amounts import MINIMUM_CHARGE, previous_period
 from api.billing.schemas import StripeAccountUpdate, SyncRequest
-from api.dashboard.forms import minor_units, page_limit, validated
+from api.dashboard.forms import Cursor, minor_units, page_limit, validated
 from api.dashboard.render import DashboardRoute, page, redirect
 from api.dashboard.session import SignedIn, posted_form
 from api.deps import DbSession
@@ -37,7 +37,7 @@ async def show_billing(
     request: Request,
     session: DbSession,
     signed: SignedIn,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: str | None = None,
     done: str | None = None,
 ) -> Response:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -15,6 +16,8 @@ from api.errors import InvalidRequest
 from api.kit.pagination import MAX_LIMIT
 
 PAGE_SIZE = 50
+# A list's `?cursor=`: as long as the API allows, so a pathological one is a 400 page.
+Cursor = Annotated[str | None, Query(max_length=512)]
 
 
 def page_limit(value: str | None) -> int:

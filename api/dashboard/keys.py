@@ -3,7 +3,9 @@ that create, limit, rotate and revoke (through `/v1/keys`'s own handlers)."""
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import hmac
+import re
+from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,10 +15,17 @@ from api.auth import limits as limit_rules
 from api.auth import routes as key_routes
 from api.auth import service as key_service
 from api.auth.schemas import KeyCreate, KeyRotate, KeyUpdate
-from api.dashboard.forms import validated
+from api.auth.secrets import hash_secret
+from api.dashboard.forms import Cursor, validated
 from api.dashboard.render import DashboardRoute, page, redirect
-from api.dashboard.session import SignedIn, posted_form
-from api.deps import DbSession, Pepper
+from api.dashboard.session import (
+    SignedIn,
+    clear_cookie,
+    posted_form,
+    session_cookie,
+    sign_out_tenant,
+)
+from api.deps import AppSettings, DbSession, Pepper
 from api.errors import InvalidRequest
 from api.kit.ids import parse_id
 from api.kit.pagination import MAX_LIMIT
@@ -26,7 +35,7 @@ from api.usage.repository import UsageRepository
 router = APIRouter(prefix="/keys", route_class=DashboardRoute)
 
 METRICS = ("spend_usd", "requests", "tokens", "audio_seconds", "characters", "images")
-PERIODS = ("minute", "day", "month", "total")
+PERIODS = ("day", "month", "total")  # "minute" is rpm and tpm, set in their own fields
 # What a redirect after a post may say: fixed sentences, never text from the request.
 NOTICES = {
     "limits": "Limits saved.",
@@ -39,14 +48,23 @@ def micros_to_decimal(micros: int) -> Decimal:
     return Decimal(micros) / 1_000_000
 
 
-def _decimal(value: str, name: str) -> Decimal | None:
-    value = value.strip().removeprefix("$").replace(",", "")
+# What a person types: digits, an optional decimal point, and commas only as thousands
+# separators ("1,250.50"). A decimal comma ("10,50") is refused rather than read as 1050;
+# exponents ("1e999999") are refused before anything computes with them.
+_AMOUNT = re.compile(r"(?:\d{1,3}(?:,\d{3})+|\d{1,15})(?:\.\d{1,6})?")
+_WHOLE = re.compile(r"\d{1,15}")
+
+
+def _amount(value: str, name: str, *, whole: bool = False) -> str | None:
+    """A form's number as the text the API's schema parses (its bounds apply there), or None
+    when the field is empty."""
+    value = value.strip().removeprefix("$").strip()
     if not value:
         return None
-    try:
-        return Decimal(value)
-    except InvalidOperation:
-        raise InvalidRequest(f"{name}: enter a number.", param=name) from None
+    if not (_WHOLE if whole else _AMOUNT).fullmatch(value):
+        shape = "a whole number" if whole else "an amount such as 12.50 (a point for decimals)"
+        raise InvalidRequest(f"{name}: enter {shape}.", param=name)
+    return value.replace(",", "")
 
 
 async def _list_page(
@@ -84,7 +102,7 @@ async def _list_page(
 
 @router.get("")
 async def list_keys(
-    request: Request, session: DbSession, signed: SignedIn, cursor: str | None = None
+    request: Request, session: DbSession, signed: SignedIn, cursor: Cursor = None
 ) -> Response:
     return await _list_page(request, session, signed, cursor)
 
@@ -95,7 +113,7 @@ async def create_key(
 ) -> Response:
     form = await posted_form(request, signed)
     data: dict[str, Any] = {"name": form.get("name", "").strip(), "test": "test" in form}
-    cap = _decimal(form.get("max_spend_usd", ""), "max_spend_usd")
+    cap = _amount(form.get("max_spend_usd", ""), "max_spend_usd")
     if cap is not None:
         data["max_spend_usd"] = cap
     body = validated(KeyCreate, data)
@@ -115,9 +133,10 @@ async def _key_page(
 ) -> Response:
     key = await key_service.get_key(session, signed.principal, parse_id(key_id, "key"))
     read = await key_service.render_key(session, key)
+    cap = limit_rules.monthly_spend([limit_rules.Limit.from_json(i) for i in key.limits])
     return page(
-        request, signed, "key.html", key=read, secret=secret, notice=notice, metrics=METRICS,
-        periods=PERIODS, nav="keys",
+        request, signed, "key.html", key=read, cap_micros=cap, secret=secret, notice=notice,
+        metrics=METRICS, periods=PERIODS, nav="keys",
     )  # fmt: skip
 
 
@@ -143,22 +162,27 @@ async def set_limits(
          "max": micros_to_decimal(lim.max) if lim.metric == "spend_usd" else lim.max}
         for lim in kept
     ]  # fmt: skip
+    data: dict[str, Any] = {"max_spend_usd": None, "rpm": None, "tpm": None}
+    cap = _amount(form.get("max_spend_usd", ""), "max_spend_usd")
     metric, period = form.get("metric", ""), form.get("period", "")
     if metric or period:
-        extra = _decimal(form.get("max", ""), "max")
+        extra = _amount(form.get("max", ""), "max")
         limits = [lim for lim in limits if (lim["metric"], lim["period"]) != (metric, period)]
-        if extra:
+        if (metric, period) == ("spend_usd", "month"):  # the monthly cap, by another field
+            if cap is not None and extra is not None and Decimal(cap) != Decimal(extra):
+                raise InvalidRequest(
+                    "Two monthly spend caps: give it once, in the monthly cap field.", param="max"
+                )
+            cap = extra if extra and Decimal(extra) else None
+        elif extra and Decimal(extra):
             limits.append({"metric": metric, "period": period, "max": extra})
-    data: dict[str, Any] = {"limits": limits, "max_spend_usd": None, "rpm": None, "tpm": None}
-    cap = _decimal(form.get("max_spend_usd", ""), "max_spend_usd")
+    data["limits"] = limits
     if cap is not None:
         data["max_spend_usd"] = cap
     for name in ("rpm", "tpm"):
-        value = _decimal(form.get(name, ""), name)
+        value = _amount(form.get(name, ""), name, whole=True)
         if value is not None:
-            if value != value.to_integral_value():
-                raise InvalidRequest(f"{name}: enter a whole number.", param=name)
-            data[name] = int(value)
+            data[name] = value
     body = validated(KeyUpdate, data)
     await key_routes.update_key(request, key_id, body, session, signed.principal)
     return redirect(f"/dashboard/keys/{key.id}?done=limits")
@@ -166,14 +190,39 @@ async def set_limits(
 
 @router.post("/{key_id}/rotate")
 async def rotate_key(
-    request: Request, key_id: str, session: DbSession, signed: SignedIn, pepper: Pepper
+    request: Request,
+    key_id: str,
+    session: DbSession,
+    signed: SignedIn,
+    pepper: Pepper,
+    settings: AppSettings,
 ) -> Response:
+    """Rotating the master key asks for it again (a stolen session must not turn into a
+    master secret of its own), and signs every session of the tenant out."""
     form = await posted_form(request, signed)
-    grace = _decimal(form.get("grace_seconds", ""), "grace_seconds") or 0
+    key = await key_service.get_key(session, signed.principal, parse_id(key_id, "key"))
+    master = key.scope == key_service.MASTER
+    if master:
+        typed = form.get("current_master_key", "").strip()
+        if not hmac.compare_digest(hash_secret(pepper, typed), signed.secret_hash):
+            raise InvalidRequest(
+                "Enter the current master key to rotate it.", param="current_master_key"
+            )
+    grace = _amount(form.get("grace_seconds", ""), "grace_seconds", whole=True) or 0
     body = validated(KeyRotate, {"grace_seconds": grace})
     rotated = await key_routes.rotate_key(request, key_id, session, signed.principal, pepper, body)
     notice = "Rotated. Copy the new secret now: it is not shown again."
-    return await _key_page(request, session, signed, key_id, secret=rotated.secret, notice=notice)
+    if not master:
+        return await _key_page(
+            request, session, signed, key_id, secret=rotated.secret, notice=notice
+        )
+    await sign_out_tenant(session, signed.principal.tenant_id)
+    response = await _key_page(
+        request, session, signed, key_id, secret=rotated.secret,
+        notice=notice + " Every dashboard session has ended: sign in again with it.",
+    )  # fmt: skip
+    clear_cookie(response, settings, session_cookie(settings))
+    return response
 
 
 @router.post("/{key_id}/revoke")

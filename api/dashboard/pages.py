@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.dashboard import billing, tenant_settings, threads
-from api.dashboard.forms import page_limit, pretty
+from api.dashboard.forms import Cursor, page_limit, pretty
 from api.dashboard.render import DashboardRoute, page
 from api.dashboard.session import SignedIn, posted_form
 from api.deps import DbSession
@@ -40,7 +40,7 @@ async def _tools_page(
     session: DbSession,
     signed: SignedIn,
     *,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: str | None = None,
     rotated: ToolRead | None = None,
 ) -> Response:
@@ -58,7 +58,7 @@ async def list_tools(
     request: Request,
     session: DbSession,
     signed: SignedIn,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: str | None = None,
 ) -> Response:
     return await _tools_page(request, session, signed, cursor=cursor, limit=limit)
@@ -84,7 +84,7 @@ async def list_jobs(
     request: Request,
     session: DbSession,
     signed: SignedIn,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: str | None = None,
     status: str | None = None,
 ) -> Response:

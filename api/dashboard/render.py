@@ -20,7 +20,6 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from api.dashboard.session import LOGIN_PATH, CsrfRejected, LoginRequired, Signed
 from api.error_handlers import validation_error
 from api.errors import AppError
-from api.kit.money import micros_to_usd
 
 # No script or style from anywhere but this server, none inline, and no framing.
 _HEADERS = {
@@ -51,6 +50,14 @@ def number(value: int | float | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
+def plain(value: int | float | None, empty: str = "—") -> str:
+    """A number as written by hand: 0.000012, not 1.2e-05; 10, not 10.0."""
+    if value is None:
+        return empty
+    text = format(Decimal(str(value)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 @functools.cache
 def environment() -> Environment:
     folder = resources.files("api.dashboard") / "templates"
@@ -60,7 +67,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(usd=usd, when=when, number=number, dollars=micros_to_usd)
+    env.filters.update(usd=usd, when=when, number=number, plain=plain)
     return env
 
 
@@ -81,6 +88,17 @@ def page(
         **context,
     )
     return HTMLResponse(body, status_code=status_code, headers=_HEADERS)
+
+
+def error_page(error: AppError) -> HTMLResponse:
+    """An error as a page, for what fails before a dashboard route runs (an unknown page, a
+    wrong method) or outside it: the app's handlers call this for paths under /dashboard."""
+    body = (
+        environment()
+        .get_template("error.html")
+        .render(signed=None, csrf=None, status=error.status_code, message=error.message)
+    )
+    return HTMLResponse(body, status_code=error.status_code, headers={**_HEADERS, **error.headers})
 
 
 def redirect(location: str) -> RedirectResponse:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dashboard.models import DashboardSession
@@ -13,11 +13,16 @@ class DashboardSessionRepository(TenantRepository[DashboardSession]):
     model = DashboardSession
 
     async def forget_expired(self, now: datetime) -> None:
-        await self.session.execute(
-            delete(DashboardSession).where(
-                DashboardSession.tenant_id == self.tenant_id, DashboardSession.expires_at <= now
-            )
+        await self._delete(DashboardSession.expires_at <= now)
+
+    async def forget_all(self) -> None:
+        await self._delete()
+
+    async def _delete(self, *where: ColumnElement[bool]) -> None:
+        statement = delete(DashboardSession).where(
+            DashboardSession.tenant_id == self.tenant_id, *where
         )
+        await self.session.execute(statement)
 
 
 async def find_by_token_hash_unscoped(

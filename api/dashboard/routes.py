@@ -87,7 +87,7 @@ async def login(
 ) -> Response:
     check_origin(request)
     form = await request.form(max_files=0, max_fields=10)
-    check_token(form.get("login_token"), request.cookies.get(login_cookie(settings)) or "\0")
+    check_token(form.get("login_token"), request.cookies.get(login_cookie(settings)))
     next_path = safe_next(str(form.get("next") or ""))
     secret = form.get("master_key")
     if not isinstance(secret, str) or not secret.strip():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
@@ -57,6 +58,7 @@ class Signed:
     principal: auth_service.Principal
     csrf_token: str
     token_hash: str
+    secret_hash: str  # of the master secret that signed in
 
 
 def session_cookie(settings: Settings) -> str:
@@ -113,6 +115,11 @@ async def sign_out(session: AsyncSession, token_hash: str) -> None:
     await delete_by_token_hash_unscoped(session, token_hash)
 
 
+async def sign_out_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """Every session of the tenant ends (its master key was rotated)."""
+    await DashboardSessionRepository(session, tenant_id).forget_all()
+
+
 async def _signed(request: Request, session: DbSession) -> Signed:
     settings: Settings = request.state.settings
     token = request.cookies.get(session_cookie(settings))
@@ -128,26 +135,40 @@ async def _signed(request: Request, session: DbSession) -> Signed:
         raise LoginRequired() from None
     if not principal.is_master or principal.tenant_id != row.tenant_id:
         raise LoginRequired()
-    return Signed(principal=principal, csrf_token=row.csrf_token, token_hash=token_hash)
+    return Signed(
+        principal=principal,
+        csrf_token=row.csrf_token,
+        token_hash=token_hash,
+        secret_hash=row.secret_hash,
+    )
 
 
 SignedIn = Annotated[Signed, Depends(_signed)]
 
 
 def check_origin(request: Request) -> None:
-    """A browser names the page a post came from; one from another origin is refused."""
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        raise CsrfRejected()
+    """A post must come from a page of this dashboard. Browsers say where it came from in
+    `Sec-Fetch-Site` (every current one): only `same-origin` passes (`none`: typed in the
+    address bar). Older ones send `Origin` alone; then it must name this host. The host is
+    the one the browser asked for: behind a proxy that rewrites `Host`, `Sec-Fetch-Site` is
+    what decides, which is why it comes first."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        if site not in ("same-origin", "none"):
+            raise CsrfRejected()
+        return
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return  # old browsers omit it; the token still has to match
-    if urlsplit(origin).netloc != request.headers.get("host", ""):
+    if origin is None:
+        return  # a browser from before both headers; the form's token still has to match
+    if origin == "null" or urlsplit(origin).netloc != request.headers.get("host", ""):
         raise CsrfRejected()
 
 
-def check_token(presented: object, expected: str) -> None:
-    if not isinstance(presented, str) or not hmac.compare_digest(
-        presented.encode(), expected.encode()
+def check_token(presented: object, expected: str | None) -> None:
+    if (
+        not expected
+        or not isinstance(presented, str)
+        or not hmac.compare_digest(presented.encode(), expected.encode())
     ):
         raise CsrfRejected()
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.auth.repository import ApiKeyRepository
-from api.dashboard.forms import page_limit, pretty
+from api.dashboard.forms import Cursor, page_limit, pretty
 from api.dashboard.render import DashboardRoute, page
 from api.dashboard.session import SignedIn
 from api.deps import DbSession
@@ -63,7 +63,7 @@ async def list_threads(
     request: Request,
     session: DbSession,
     signed: SignedIn,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: str | None = None,
 ) -> Response:
     principal = signed.principal
@@ -87,7 +87,7 @@ async def show_thread(
     thread_id: str,
     session: DbSession,
     signed: SignedIn,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> Response:
     """The transcript, oldest message first, a hundred messages a page."""
     principal = signed.principal

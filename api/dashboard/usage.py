@@ -18,6 +18,7 @@ from fastapi.responses import Response
 
 from api.auth import service as key_service
 from api.auth.repository import ApiKeyRepository
+from api.dashboard.forms import Cursor
 from api.dashboard.render import DashboardRoute, page
 from api.dashboard.session import SignedIn
 from api.deps import DbSession
@@ -179,9 +180,11 @@ async def export_usage(
     model: str | None = None,
 ) -> Response:
     chosen = _chosen(period, key_id, model)
-    return await usage_routes.export_usage(
+    exported = await usage_routes.export_usage(
         request, signed.principal, "csv", chosen.start, chosen.end, chosen.key_id, chosen.model
     )
+    exported.headers["Cache-Control"] = "no-store"  # as every page: a tenant's usage
+    return exported
 
 
 async def _key_names(session: DbSession, signed: SignedIn, ids: set[str]) -> dict[str, str]:
@@ -198,13 +201,11 @@ async def list_logs(
     request: Request,
     session: DbSession,
     signed: SignedIn,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     key_id: str | None = None,
     model: str | None = None,
 ) -> Response:
     key, name = _key_and_model(key_id, model)
-    if cursor is not None and len(cursor) > 512:  # as the API's `max_length`
-        raise InvalidRequest("The cursor is not valid.", param="cursor")
     body = await usage_routes.list_logs(
         session, signed.principal, limit=LOG_PAGE, cursor=cursor or None, key_id=key, model=name
     )

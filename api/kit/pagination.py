@@ -44,7 +44,7 @@ def decode_cursor(value: str) -> Cursor:
         if moment.tzinfo is None:
             raise ValueError("naive timestamp")
         return Cursor(moment.astimezone(UTC), uuid.UUID(item_id))
-    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error) as exc:
         raise InvalidRequest("The cursor is not valid.", param="cursor") from exc
 
 

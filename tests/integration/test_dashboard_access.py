@@ -300,3 +300,68 @@ class TestTenantIsolation:
                 response = await client.get(f"/dashboard/keys/{bad}")
                 assert response.status_code == 404
                 assert response.headers["content-type"].startswith("text/html")
+
+
+class TestBehindAProxyAndOddRequests:
+    async def test_a_proxy_that_rewrites_host_still_lets_same_origin_posts_through(
+        self, settings: Settings
+    ):
+        """nginx's default `proxy_set_header Host $proxy_host`: the browser's Origin names the
+        public host, Host the upstream; Sec-Fetch-Site is what decides."""
+        async with dashboard_client(settings) as client:
+            tenant = await create_tenant(client)
+            csrf = await sign_in(client, tenant.master_key)
+            proxied = {"origin": "https://gw.example.com", "sec-fetch-site": "same-origin"}
+            created = await client.post(
+                "/dashboard/keys", data={"csrf": csrf, "name": "via-proxy"}, headers=proxied
+            )
+            assert created.status_code == 201
+            for headers in (
+                {"origin": "https://gw.example.com"},  # an old browser: Origin must be the host
+                {"origin": "null"},
+                {"sec-fetch-site": "same-site"},
+            ):
+                refused = await client.post(
+                    "/dashboard/keys", data={"csrf": csrf, "name": "x"}, headers=headers
+                )
+                assert refused.status_code == 403, headers
+
+    async def test_signing_in_without_the_login_cookie_is_refused_whatever_the_token(
+        self, settings: Settings
+    ):
+        async with dashboard_client(settings) as client:
+            tenant = await create_tenant(client)
+            for token in ("\0", "", "x"):
+                forged = await client.post(
+                    "/dashboard/login", data={"login_token": token, "master_key": tenant.master_key}
+                )
+                assert forged.status_code == 403, repr(token)
+                assert SESSION not in forged.headers.get("set-cookie", "")
+
+    async def test_pathological_cursors_unknown_pages_and_wrong_methods_are_html_4xx(
+        self, settings: Settings
+    ):
+        async with dashboard_client(settings) as client:
+            tenant = await create_tenant(client)
+            await sign_in(client, tenant.master_key)
+            nested = "WyJb" * 700  # base64 of deeply nested JSON arrays
+            for path in ("keys", "tools", "jobs", "threads", "billing", "logs"):
+                for cursor in (nested[:600], nested[:512], "%%%"):
+                    response = await client.get(f"/dashboard/{path}", params={"cursor": cursor})
+                    assert response.status_code == 400, (path, cursor[:10], response.text[:200])
+                    assert response.headers["content-type"].startswith("text/html"), path
+            for method, path in (("GET", "/dashboard/nowhere"), ("PUT", "/dashboard/keys")):
+                response = await client.request(method, path)
+                assert response.status_code in (404, 405), path
+                assert response.headers["content-type"].startswith("text/html"), path
+                assert "Tollgate" in response.text
+
+    async def test_a_billing_period_in_year_zero_is_a_400(self, settings: Settings):
+        async with dashboard_client(settings) as client:
+            tenant = await create_tenant(client)
+            response = await client.post(
+                "/v1/billing/sync", json={"period": "0000-01", "dry_run": True},
+                headers=tenant.headers,
+            )  # fmt: skip
+            assert response.status_code == 400
+            assert response.json()["error"]["param"] == "period"
