@@ -33,6 +33,8 @@ from tests.fakes.upstream import FakeUpstream
 from tools import testenv
 
 SECRET_KEY = "s" * 48
+# Every log line and stored row the suite produces is searched for secrets (tests/hygiene.py).
+pytest_plugins = ["tests.hygiene"]
 BACKENDS = ["postgres", "sqlite"]
 
 # The fakes listen on loopback: a proxy set for this machine must not stand in between (the
@@ -94,7 +96,12 @@ _IDLE_IN_TRANSACTION = text(
 def truncate_all(url: str) -> None:
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     engine = sa.create_engine(_sync_url(url))
+    from tests import hygiene  # a plugin (`pytest_plugins`): imported by pytest first
+
     try:
+        with engine.connect() as connection:  # what the test left, searched for secrets first
+            for table in tables:
+                hygiene.scan_rows(table, connection.execute(text(f"SELECT * FROM {table}")))
         if engine.dialect.name != "postgresql":
             with engine.begin() as connection:
                 for table in tables:
