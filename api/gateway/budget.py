@@ -394,6 +394,11 @@ class Reservations:
             leases = isinstance(counters, RedisCounterStore)
         self._leasing = leases
         self._leases: dict[tuple[str, int], _Lease] = {}  # (counter, max) → lease
+        # Leases dropped when Redis could not be reached: their members still hold room there,
+        # given back by the sweep once Redis answers and nothing admitted under them is in
+        # flight (until then, or for a member whose reply was lost, they expire with
+        # HOLD_SECONDS). Without this, a Redis restart left a key refused for 15 minutes.
+        self._orphans: list[tuple[str, int, _Lease]] = []
         self._sweeper: asyncio.Task[None] | None = None
         # Hold ids: unique across processes and restarts, cheaper than a uuid per request.
         self._hold_ids = map(f"{secrets.token_hex(8)}{{:x}}".format, itertools.count())
@@ -583,9 +588,11 @@ class Reservations:
         """Whether Redis replaced these leases is unknown: stop using them. Their members,
         old or new, expire as a dead process's holds do."""
         dead = {id(lease) for lease in leases}
-        for name, lease in list(self._leases.items()):
+        for (name, maximum), lease in list(self._leases.items()):
             if id(lease) in dead:
-                del self._leases[name]
+                del self._leases[(name, maximum)]
+                if lease.member:
+                    self._orphans.append((name, maximum, lease))
         for lease in leases:
             lease.until = 0.0
             lease.renewed()
@@ -624,6 +631,29 @@ class Reservations:
                 self._forget([lease])
                 raise
             _install(lease, lease_id, leased.granted[0])
+        await self._give_back_orphans(now)
+
+    async def _give_back_orphans(self, now: float) -> None:
+        """Shrink each dropped lease's member to nothing, once no request admitted under it
+        is in flight: what settled under it is in the counter already, so the member only
+        counts it twice. Redis still down: left for the next sweep."""
+        expiry_ms = int((time.time() + HOLD_SECONDS) * 1000)
+        for orphan in list(self._orphans):
+            name, maximum, lease = orphan
+            lease.expire(now)
+            if lease.inflight > 0:
+                continue
+            request = LeaseRequest(name, maximum, 0, 0, 0, lease.member)
+            try:
+                await self._store().lease(
+                    next(self._hold_ids), [request], expiry_ms, TTL_SECONDS["total"]
+                )
+            except Unseeded:  # the counter itself is gone, and its holds with it
+                pass
+            except Exception:
+                logger.debug("a dropped lease of %s could not be given back yet", name)
+                continue
+            self._orphans.remove(orphan)
 
     async def close(self) -> None:
         """Give every lease back (once the last request has settled)."""

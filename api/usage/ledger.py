@@ -305,7 +305,8 @@ class LedgerDrain:
     """Moves `tollgate:ledger` into the database: read a batch as a consumer group member,
     insert it idempotently, then acknowledge and delete it. Entries a dead consumer read but
     never acknowledged are claimed after `claim_idle_ms`; a consumer that restarts under the
-    same name finishes its own first. Rows the database refuses go to `tollgate:ledger:dead`.
+    same name, or recovers from an outage, finishes its own first. Rows the database refuses
+    go to `tollgate:ledger:dead`.
     """
 
     GROUP = "ledger"
@@ -360,6 +361,9 @@ class LedgerDrain:
                 raise
             except Exception:
                 logger.exception("draining the usage ledger failed; retrying")
+                # What it had read may not be written or acknowledged (Redis or the database
+                # went away mid-batch): its own pending entries first, not after `claim_idle_ms`.
+                resumed = False
                 await asyncio.sleep(RETRY_DELAY_SECONDS)
 
     async def until_empty(self, timeout_seconds: float = 10.0) -> None:
