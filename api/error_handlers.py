@@ -113,6 +113,20 @@ def _for(request: Request, error: AppError) -> Response:
     return render_error(path, error)
 
 
+def _allowed(request: Request) -> str:
+    """Every method the path takes, over all its routes (Starlette names only the first
+    route's, so `PUT /v1/keys` would say `POST` where `GET` is allowed too)."""
+    path, methods = request.url.path, set()
+    for route in request.app.router.routes:
+        # An included router (FastAPI 0.160 and later) holds its routes as contexts.
+        contexts = getattr(route, "effective_route_contexts", None)
+        for item in contexts() if contexts is not None else [route]:
+            regex = getattr(item, "path_regex", None)
+            if regex is not None and regex.match(path) and getattr(item, "methods", None):
+                methods |= set(item.methods)
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     async def on_app_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AppError)
@@ -124,7 +138,10 @@ def install(app: FastAPI) -> None:
 
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return _for(request, from_http_exception(exc))
+        error = from_http_exception(exc)
+        if exc.status_code == 405:
+            error.headers["Allow"] = _allowed(request) or error.headers.get("allow", "")
+        return _for(request, error)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # ServerErrorMiddleware sits outside the request-id middleware: set the id here.
