@@ -12,10 +12,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import (
     AppError,
+    DatabaseUnavailable,
     InternalError,
     InvalidRequest,
     MethodNotAllowed,
@@ -96,6 +98,9 @@ def render_exception(path: str, exc: Exception, request_id: str | None) -> JSONR
         return render_error(path, exc)
     if isinstance(exc, StarletteHTTPException):
         return render_error(path, from_http_exception(exc))
+    if isinstance(exc, OperationalError):  # the database is down, restarting or locked
+        logger.error("the database failed on %s: %s", path, exc.orig)
+        return render_error(path, DatabaseUnavailable())
     logger.error("unhandled error on %s", path, exc_info=exc)
     response = render_error(path, InternalError())
     if request_id:
@@ -147,8 +152,10 @@ def install(app: FastAPI) -> None:
         # ServerErrorMiddleware sits outside the request-id middleware: set the id here.
         request_id = getattr(request.state, "request_id", None)
         response = render_exception(request.url.path, exc, request_id)
-        if request.url.path.startswith("/dashboard/"):
-            return _for(request, InternalError())  # logged by render_exception
+        if request.url.path.startswith("/dashboard/"):  # logged by render_exception
+            if isinstance(exc, OperationalError):
+                return _for(request, DatabaseUnavailable())
+            return _for(request, InternalError())
         return response
 
     app.add_exception_handler(AppError, on_app_error)

@@ -26,6 +26,7 @@
     ├── LimitsUnavailable         503 limits_unavailable (the counter store is unreachable)
     ├── CapacityQueueFull         503 capacity_queue_full (every upstream account cooling down)
     ├── SearchUnavailable         503 search_unavailable (the vector store or the embedder is down)
+    ├── DatabaseUnavailable       503 database_unavailable (the database is down or restarting)
     ├── UpstreamError             502 upstream_error
     ├── UpstreamUnavailable       503 upstream_unavailable
     └── UpstreamTimeout           504 upstream_timeout
@@ -229,6 +230,11 @@ class SearchUnavailable(AppError):
     default_message = "Search is unavailable right now; try again shortly."
 
 
+class DatabaseUnavailable(AppError):
+    code = "database_unavailable"
+    default_message = "The database is unavailable right now; try again shortly."
+
+
 class UpstreamError(AppError):
     code = "upstream_error"
     default_message = "The upstream provider returned an error."
@@ -279,6 +285,7 @@ ERROR_TABLE: dict[type[AppError], ErrorRow] = {
     LimitsUnavailable: ErrorRow(503, "server_error", "overloaded_error", True),
     CapacityQueueFull: ErrorRow(503, "server_error", "overloaded_error", True),
     SearchUnavailable: ErrorRow(503, "server_error", "api_error", True),
+    DatabaseUnavailable: ErrorRow(503, "server_error", "api_error", True),
     UpstreamError: ErrorRow(502, "server_error", "api_error", True),
     UpstreamUnavailable: ErrorRow(503, "server_error", "overloaded_error", True),
     UpstreamTimeout: ErrorRow(504, "timeout_error", "timeout_error", True),

@@ -9,8 +9,11 @@ with what the fake upstream answered.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,11 +24,14 @@ import pytest
 from pydantic import SecretStr
 
 from api.app import create_app
+from api.migrate import upgrade_head
 from api.settings import Settings
+from tests.conftest import SECRET_KEY
 from tests.factories.chat import HELLO
 from tests.factories.tenants import ADMIN_TOKEN, bearer
 from tests.fakes.server import serve_in_thread
 from tests.fakes.upstream import FakeUpstream
+from tools import testenv
 from tools.testenv import free_port
 
 CAP_USD = 0.1  # ten of the fake's longest gpt-4o answers, then clamped ones
@@ -161,3 +167,98 @@ class TestRedisOutage:
             spent = http.get(f"/v1/keys/{key['id']}", headers=master).json()["spend_micros"]
             assert spent == sum(entry["cost_micros"] for entry in billed)
             assert spent <= CAP_USD * 1_000_000
+
+
+class PostgresServer:
+    """A PostgreSQL server of the test's own, stopped (immediately, as a crash) and started
+    again on the same port with its data."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.data = workdir / "pg"
+        self.port = free_port()
+        self.bin = testenv._pg_bin()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str) -> None:
+        command = testenv._as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), *args])
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def create(self) -> None:
+        self.data.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres")
+            shutil.chown(self.data, "postgres")
+        initdb = [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                  "--auth=trust", "--no-sync"]  # fmt: skip
+        subprocess.run(testenv._as_postgres(initdb), check=True, stdout=subprocess.DEVNULL)
+        self.start()
+        upgrade_head(self.url)
+
+    def start(self) -> None:
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync=off"
+        self._ctl("-o", options, "-l", str(self.data / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._ctl("-m", "immediate", "stop")
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    # Not under pytest's tmp_path: its parent is root's alone, and the server runs as postgres.
+    workdir = Path(tempfile.mkdtemp(prefix="tollgate-pg-"))
+    server = PostgresServer(workdir)
+    try:
+        server.create()
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class TestPostgresOutage:
+    def test_management_answers_503_model_calls_go_on_and_the_ledger_catches_up(
+        self, redis: RedisServer, postgres: PostgresServer, upstream: FakeUpstream, tmp_path: Path
+    ):
+        config = Settings(
+            data_dir=tmp_path / "data", database_url=postgres.url, redis_url=redis.url,
+            secret_key=SECRET_KEY, admin_token=ADMIN_TOKEN, search_enabled=False,
+            openai_api_key=SecretStr("sk-operator-openai"),
+            openai_base_url=upstream.openai_base_url,
+        )  # fmt: skip
+        with serve_in_thread(create_app(config)) as url, httpx.Client(
+            base_url=url, timeout=30
+        ) as http:  # fmt: skip
+            tenant = http.post("/admin/tenants", json={"name": "t"}, headers=bearer(ADMIN_TOKEN))
+            master = bearer(tenant.json()["master_key"])
+            key = http.post("/v1/keys", json={"name": "u", "max_spend_usd": 5}, headers=master)
+            user = bearer(key.json()["secret"])
+
+            def ask() -> httpx.Response:
+                body = {"model": "gpt-4o", "messages": HELLO}
+                return http.post("/v1/chat/completions", json=body, headers=user)
+
+            assert ask().status_code == 200  # the key is in the key cache now
+            postgres.stop()
+            # A key the cache knows, with its spend counted in Redis: served, its usage event
+            # waiting in Redis's ledger stream for the database.
+            assert [ask().status_code for _ in range(3)] == [200, 200, 200]
+            management = http.get("/v1/keys", headers=master)
+            assert management.status_code == 503
+            assert management.json()["error"]["code"] == "database_unavailable"
+            assert management.headers["x-should-retry"] == "true"
+            postgres.start()
+            assert _until(lambda: http.get("/v1/keys", headers=master), 200, 20).status_code == 200
+            served = len(upstream.seen)
+            deadline = time.monotonic() + 30
+            billed = _billed(http, master)
+            while len(billed) < served and time.monotonic() < deadline:
+                time.sleep(0.2)
+                billed = _billed(http, master)
+            assert len(billed) == served == 4
+            spent = http.get(f"/v1/keys/{key.json()['id']}", headers=master).json()
+            assert spent["spend_micros"] == sum(entry["cost_micros"] for entry in billed)
