@@ -158,7 +158,15 @@ def install(app: FastAPI) -> None:
             return _for(request, InternalError())
         return response
 
+    async def on_database_error(request: Request, exc: Exception) -> Response:
+        # Handled here, not by the catch-all: that one re-raises after answering, and uvicorn
+        # then closes the client's keep-alive connection.
+        assert isinstance(exc, OperationalError)
+        logger.error("the database failed on %s: %s", request.url.path, exc.orig)
+        return _for(request, DatabaseUnavailable())
+
     app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(OperationalError, on_database_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(Exception, on_unexpected)

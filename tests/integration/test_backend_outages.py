@@ -251,6 +251,8 @@ class TestPostgresOutage:
             assert management.status_code == 503
             assert management.json()["error"]["code"] == "database_unavailable"
             assert management.headers["x-should-retry"] == "true"
+            # On the same keep-alive connection: an expected failure does not close it.
+            assert http.get("/readyz").status_code == 503
             postgres.start()
             assert _until(lambda: http.get("/v1/keys", headers=master), 200, 20).status_code == 200
             served = len(upstream.seen)
