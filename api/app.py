@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -90,6 +90,10 @@ class TollgateApp(FastAPI):
             await lane.serve(handler, scope, receive, send)  # type: ignore[union-attr]
 
 
+async def _nothing() -> None:
+    return None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Resolved here, not in lifespan, so a missing secret fails at start-up with one clear line.
@@ -154,26 +158,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 search=search,
             )
         finally:
-            await warm_tokenizer
-            await search.stop()
-            await background.close()  # before the gateway: its calls are metered there
-            await search.close()
-            await runtime.close()  # every accepted request's usage event is written first
-            if drain is not None and drain_task is not None:
-                drain_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await drain_task
-                try:  # leave the stream empty; what is left is drained by the next process
+            # In order, each step even if one before it failed: a step that raised used to
+            # skip the rest, leaving the key cache, routing and ledger tasks running unowned.
+            async def drain_ledger() -> None:
+                if drain is not None and drain_task is not None:
+                    drain_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await drain_task
+                    # Leave the stream empty; what is left is drained by the next process.
                     await drain.until_empty()
+
+            steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+                ("tokenizer", lambda: warm_tokenizer),
+                ("search", search.stop),
+                ("background", background.close),  # before the gateway: its calls are metered
+                ("search store", search.close),
+                ("gateway", runtime.close),  # every accepted request's usage event is written
+                ("usage ledger", drain_ledger),
+                ("alerts", notifier.close),
+                ("webhook client", webhook_client.aclose),
+                ("key cache", key_cache.close),
+                ("upstream clients", runtime.close_clients),
+                ("redis", redis.aclose if redis is not None else _nothing),
+                ("database", engine.dispose),
+            ]
+            for name, step in steps:
+                try:
+                    await step()
                 except Exception:
-                    logger.exception("the usage ledger stream was not fully drained")
-            await notifier.close()
-            await webhook_client.aclose()
-            await key_cache.close()
-            await runtime.close_clients()
-            if redis is not None:
-                await redis.aclose()
-            await engine.dispose()
+                    logger.exception("shutting down: %s failed", name)
 
     app = TollgateApp(
         title="Tollgate",
