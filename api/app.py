@@ -182,11 +182,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ("redis", redis.aclose if redis is not None else _nothing),
                 ("database", engine.dispose),
             ]
+            # A cancelled lifespan (a forced exit, a host's shutdown timeout) also runs the rest:
+            # cancellation interrupts one await only, and the tasks left would outlive the app.
+            cancelled: asyncio.CancelledError | None = None
             for name, step in steps:
                 try:
                     await step()
+                except asyncio.CancelledError as exc:
+                    cancelled = exc
+                    logger.warning("shutting down: %s was cancelled", name)
                 except Exception:
                     logger.exception("shutting down: %s failed", name)
+            if cancelled is not None:
+                raise cancelled
 
     app = TollgateApp(
         title="Tollgate",

@@ -7,10 +7,12 @@ import uuid
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
+from api.background import Background
 from api.settings import Settings
 from api.usage.models import UsageEvent
 from tests.conftest import app_client
@@ -96,3 +98,45 @@ class TestShutdown:
                 .where(UsageEvent.key_id == uuid.UUID(key["id"]))
             )
         assert count == 25
+
+    async def test_a_cancelled_shutdown_still_stops_every_background_task(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ):
+        # A host that stops waiting for shutdown cancels the lifespan in the middle of a step:
+        # the steps after it must run anyway.
+        close = Background.close
+
+        async def slow(background: Background) -> None:
+            await close(background)
+            await asyncio.sleep(30)
+
+        monkeypatch.setattr(Background, "close", slow)
+        app = create_app(settings)
+        manager = LifespanManager(app, shutdown_timeout=0.5)
+        with pytest.raises(TimeoutError):
+            async with manager:
+                assert _background_tasks(), "the app runs its background tasks"
+        assert _background_tasks() == []
+
+    async def test_a_failing_shutdown_step_does_not_skip_the_rest(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ):
+        close = Background.close
+
+        async def fails(background: Background) -> None:
+            await close(background)
+            raise RuntimeError("close failed after closing")
+
+        monkeypatch.setattr(Background, "close", fails)
+        async with app_client(settings) as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert _background_tasks()
+        assert _background_tasks() == []
+
+
+_TASKS = {"key-cache", "routing", "usage-writer", "ledger-drain"}
+
+
+def _background_tasks() -> list[str]:
+    names = (task.get_name() for task in asyncio.all_tasks() if not task.done())
+    return sorted(name for name in names if name in _TASKS)
