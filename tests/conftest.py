@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
+from redis import Redis as SyncRedis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -131,9 +132,9 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Settings]:
     """PostgreSQL + Redis (production), or SQLite with in-process counters (embedded default)."""
-    return Settings(
+    yield Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
         redis_url=redis_url if database_url.startswith("postgresql") else None,
@@ -142,12 +143,17 @@ def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
         # Search loads a 7-20 s model on the first turn; its own tests turn it on.
         search_enabled=False,
     )
+    # As the tables are emptied: state under fixed names (an account's cooldown, a session's
+    # account) would otherwise reach the next test.
+    with SyncRedis.from_url(redis_url) as redis:
+        redis.flushdb()
 
 
 @contextlib.asynccontextmanager
 async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
-    async with LifespanManager(app) as manager:
+    # Shutdown may wait on writes (alerts: up to 5 s): the harness must not cancel it first.
+    async with LifespanManager(app, shutdown_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://tollgate.test"

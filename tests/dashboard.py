@@ -20,7 +20,7 @@ BASE_URL = "https://tollgate.test"
 @contextlib.asynccontextmanager
 async def dashboard_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
-    async with LifespanManager(app) as manager:
+    async with LifespanManager(app, shutdown_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
             yield client

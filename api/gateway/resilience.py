@@ -335,6 +335,8 @@ class PooledProvider:
         deadline = started + policy.max_total
         ends = math.inf if policy.attempts_total is None else started + policy.attempts_total
         state: _Attempts | None = None  # made at the first failure: the happy path needs none
+        if trace.session is not None:  # its account, as every process knows it
+            await router.recall(self.name, trace.tenant, trace.session)
         while True:
             if state is None:
                 ready, _ = router.choose(
@@ -422,7 +424,7 @@ class PooledProvider:
         if decision.penalize:
             account.health.failed()
         if decision.cooldown:
-            account.health.cool(decision.cooldown, time.monotonic())
+            self._router.cool(account, decision.cooldown)
         if not decision.retry:
             self._trace.account = account.name
             raise self._final(error) from None

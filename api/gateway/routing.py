@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 
 from api.errors import CapacityQueueFull
 from api.gateway.providers.base import Provider
+from api.gateway.routing_shared import COOLDOWN_CHANNEL, SharedRouting
 from api.settings import AccountSettings
 from api.shield.engine import Shield
 
@@ -203,6 +204,9 @@ class Router:
         self._turn: dict[str, int] = {}
         self._redis = redis
         self._listener: asyncio.Task[None] | None = None
+        # Cooldowns and sticky sessions are shared with every other API process.
+        self._shared = SharedRouting(redis, self._cool_by_name, sticky_seconds) if redis else None
+        self._pool_health = {a.name: a.health for pool in self.pools.values() for a in pool}
 
     # Tenants ---------------------------------------------------------------------------------
 
@@ -257,14 +261,23 @@ class Router:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+        if self._shared is not None:
+            await self._shared.close()
 
     async def _listen(self, redis: Redis) -> None:
         while True:
             try:
                 async with redis.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
+                    await pubsub.subscribe(CHANNEL, COOLDOWN_CHANNEL)
+                    if self._shared is not None:  # what other processes cooled while away
+                        await self._shared.load()
                     async for message in pubsub.listen():
-                        if message.get("type") == "message":
+                        if message.get("type") != "message":
+                            continue
+                        if message["channel"] == COOLDOWN_CHANNEL.encode():
+                            if self._shared is not None:
+                                self._shared.heard(message["data"])
+                        else:
                             self.tenant_changed(uuid.UUID(message["data"].decode()))
             except asyncio.CancelledError:
                 raise
@@ -368,6 +381,29 @@ class Router:
         if len(sticky) >= _MAX_SESSIONS:
             sticky.popitem(last=False)
         sticky[session] = (account.name, deadline)
+        if self._shared is not None:
+            self._shared.stuck(session, account.name)
+
+    async def recall(self, provider: str, tenant: TenantRouting, session: str | None) -> None:
+        """Before choosing: the session's account as every process knows it, when the
+        provider has a choice to make (one Redis read)."""
+        if session is None or self._shared is None or len(self.accounts(provider, tenant)) < 2:
+            return
+        name = await self._shared.sticky(session)
+        if name is not None:
+            self._sticky[session] = (name, time.monotonic() + self._sticky_seconds)
+            self._sticky.move_to_end(session)
+
+    def cool(self, account: Account, seconds: float) -> None:
+        """`account` takes no calls for `seconds`, in this process and every other."""
+        account.health.cool(seconds, time.monotonic())
+        if self._shared is not None:
+            self._shared.cooled(account.name, seconds)
+
+    def _cool_by_name(self, name: str, until: float) -> None:
+        """A cooldown shared by another process (`until` is wall-clock time)."""
+        health = self._pool_health.get(name) or self._byok_health.setdefault(name, Health())
+        health.cool(until - time.time(), time.monotonic())
 
     async def wait_for_capacity(self, recovers: float, limit: float) -> None:
         """Wait until `recovers` (a monotonic time) in the bounded queue, or refuse with 503."""

@@ -34,7 +34,7 @@ class SearchApp:
 @contextlib.asynccontextmanager
 async def search_app(settings: Settings) -> AsyncIterator[SearchApp]:
     app = create_app(settings)
-    async with LifespanManager(app) as manager:
+    async with LifespanManager(app, shutdown_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
             # https: the dashboard's Secure session cookie is sent (the transport ignores it).

@@ -275,8 +275,6 @@ class TestCooldown:
             assert first.status_code == 429  # no time to retry
             second = await chat(http, headers)  # waits out the 0.6 s cooldown in the queue
             assert second.status_code == 200
-            upstream.failures = ["status_429"]
-            await chat(http, headers)
         short = pool.model_copy(update={"capacity_wait_seconds": 0.1})
         async with serve(short) as http:
             _, headers = await user(http)
@@ -325,6 +323,67 @@ class TestStickySessions:
             assert seen[0] == home
             assert seen.count(home) == 1
             assert len(set(seen[1:])) == 1  # and stays on its new account
+
+
+class TestAcrossProcesses:
+    """Two API processes on one Redis (each server has its own event loop and router), as
+    behind a round-robin load balancer."""
+
+    async def test_a_session_keeps_its_account_whichever_process_serves_it(
+        self, settings: Settings, upstream: FakeUpstream
+    ):
+        pool = pool_settings(settings, upstream, *KEYS)
+        async with serve(pool) as one, serve(pool) as two:
+            _, headers = await user(one)
+            for session in ("s-1", "s-2", "s-3"):
+                upstream.seen.clear()
+                given = {**headers, "x-session-id": session}
+                for turn in range(12):
+                    answer = await chat(one if turn % 2 else two, given)
+                    assert answer.status_code == 200
+                assert len(set(upstream.keys_seen())) == 1, upstream.keys_seen()
+
+    async def test_a_cooldown_in_one_process_holds_in_the_others(
+        self, settings: Settings, upstream: FakeUpstream, redis_url: str
+    ):
+        pool = pool_settings(settings, upstream, *KEYS, cooldown_seconds=30.0)
+        async with serve(pool) as one, serve(pool) as two:
+            _, headers = await user(one)
+            # A session on process two, on some account: the one to rate-limit.
+            pinned = {**headers, "x-session-id": "pinned"}
+            assert (await chat(two, pinned)).status_code == 200
+            home = upstream.keys_seen()[0]
+            upstream.key_modes[home] = "status_429"
+            upstream.seen.clear()
+            # Process one meets the 429 and cools the account; the session moves with it.
+            assert (await chat(one, {**headers, "x-session-id": "other"})).status_code == 200
+            await _cooldown_shared(redis_url, home.removeprefix("sk-"))
+            upstream.seen.clear()
+            answers = [await chat(two, {**headers, "x-session-id": f"s-{n}"}) for n in range(9)]
+            assert all(a.status_code == 200 for a in answers)
+            assert home not in upstream.keys_seen()  # two never asked the cooling account
+            # A process that starts now knows the cooldown too.
+            async with serve(pool) as three:
+                await asyncio.sleep(0.5)  # its listener subscribes and reads the cooldowns
+                upstream.seen.clear()
+                for n in range(9):
+                    given = {**headers, "x-session-id": f"t-{n}"}
+                    assert (await chat(three, given)).status_code == 200
+                assert home not in upstream.keys_seen()
+
+
+async def _cooldown_shared(redis_url: str, account: str) -> None:
+    """Wait until the cooldown is in Redis, then for its message to reach the others."""
+    from redis.asyncio import Redis
+
+    async with Redis.from_url(redis_url) as redis:
+        for _ in range(100):
+            if await redis.hexists("tollgate:cooldowns", account):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"{account}'s cooldown was never shared")
+    await asyncio.sleep(0.5)  # published with the write: delivered on loopback in well under this
 
 
 @pytest.fixture

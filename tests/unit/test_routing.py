@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from api.errors import (
     CapacityQueueFull,
@@ -33,6 +34,7 @@ from api.gateway.resilience import (
 )
 from api.gateway.routing import Account, Router, TenantRouting
 from api.settings import Settings
+from tools.testenv import free_port
 
 
 def _pool(*names: str, **fields: Any) -> list[Account]:
@@ -153,6 +155,26 @@ class TestChoose:
         router.tenant_changed(tenant_id)
         await router.tenant(tenant_id)
         assert len(loads) == 2
+
+
+class TestSharedStateWithoutRedis:
+    async def test_a_redis_that_does_not_answer_costs_only_the_sharing(self, caplog):
+        # Nothing listens on this port: every shared write and read fails.
+        redis = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+        a, b = _pool("a", "b")
+        router = _router([a, b], redis=redis)
+        router.cool(a, 30)
+        await router.recall("openai", TenantRouting(), "session-1")  # no answer: nothing known
+        ready, _ = router.choose("openai", TenantRouting(), session="session-1")
+        assert [x.name for x in ready] == ["b"]  # the cooldown holds in this process
+        router.stick("session-1", b)
+        a.health.cooldown_until = 0.0
+        for _ in range(10):
+            ready, _ = router.choose("openai", TenantRouting(), session="session-1")
+            assert ready[0].name == "b"  # and so does the session
+        await router.close()  # waits for the failed writes; none raises
+        await redis.aclose()
+        assert "could not share routing state through Redis" in caplog.text
 
 
 class TestRetryDecisions:
