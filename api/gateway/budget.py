@@ -543,7 +543,8 @@ class Reservations:
     ) -> tuple[bool, list[int]]:
         """Ask Redis for the request's holds and new leases in one atomic step: each lease's
         old member is replaced by one carrying what is in flight under it, plus the request,
-        plus spare room. Returns whether the request fits, and each counter's room for it."""
+        plus spare room; near a cap, the request is held on its own (`reservation.hold_id`),
+        as without leases. Returns whether the request fits, and each counter's room for it."""
         requests = [
             LeaseRequest(
                 counter=hold.counter,
@@ -559,7 +560,9 @@ class Reservations:
         for lease in leases:
             lease.renew()
         try:
-            leased = await self._store().lease(lease_id, requests, expiry_ms, TTL_SECONDS["total"])
+            leased = await self._store().lease(
+                lease_id, requests, expiry_ms, TTL_SECONDS["total"], reservation.hold_id
+            )
         except Unseeded:  # the script changed nothing
             for lease in leases:
                 lease.renewed()
@@ -573,10 +576,10 @@ class Reservations:
         ):
             _install(lease, lease_id, granted)
             lease.room = room
-            if leased.fits:
+            if leased.fits and leased.under_lease:
                 lease.hold(reservation.hold_id, hold.amount, now)
                 lease.until = now + LEASE_SECONDS
-        if leased.fits:
+        if leased.fits and leased.under_lease:
             reservation.leases = leases
         return leased.fits, leased.rooms
 

@@ -67,25 +67,31 @@ return {1, unpack(rooms)}
 # (`api/gateway/budget.py`). Renewing replaces the process's previous member of each counter
 # (ARGV "old") with a new one carrying what is still in flight under it ("carry"), plus this
 # request's amount, plus `chunk` more while at least four chunks of room are left after the
-# request: near the cap every request holds only its own amount, so room another process
-# leased and left idle is never more than a quarter of what was left. When the request does
-# not fit, only the carry is held again.
-# Per counter, ARGV from 5 + 5(i-1): max, amount, carry, chunk, old member.
-# Returns {fits, room of each counter less its carry..., amount granted to each...}.
+# request in every counter. Nearer the cap, the request gets a hold of its own instead (member
+# "<hold id>:<amount>", as `_RESERVE_SCRIPT` makes), released with its settlement in one step:
+# room another process leased and left idle is never more than a quarter of what was left,
+# and near the cap no room is counted twice. (A request admitted under a lease that settles
+# while its process renews is carried into the new member too: counted twice, never
+# overrun, until the next renewal.) When the request does not fit, only the carry is held
+# again.
+# ARGV: now, expiry, lease id, ttl, hold id; then per counter, from 6 + 5(i-1): max, amount,
+# carry, chunk, old member.
+# Returns {fits, room of each counter less its carry..., amount granted to each..., 1 when
+# the request is held under the lease, 0 when it has holds of its own}.
 _LEASE_SCRIPT = """
-local now, expiry, lease, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local now, expiry, lease, ttl, hold = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local count = #KEYS
 local used = {}
 for i = 1, count do
   used[i] = redis.call('GET', KEYS[i])
   if not used[i] then
-    if tonumber(ARGV[5 * i + 1]) > 0 then return {-1, i} end
+    if tonumber(ARGV[5 * i + 2]) > 0 then return {-1, i} end
     used[i] = 0  -- only giving back: no starting value needed
   end
 end
 local out = {1}
 for i = 1, count do
-  local base = 5 * i
+  local base = 5 * i + 1
   local holds = KEYS[i] .. ':holds'
   redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
   if ARGV[base + 4] ~= '' then redis.call('ZREM', holds, ARGV[base + 4]) end
@@ -97,21 +103,31 @@ for i = 1, count do
   out[i + 1] = room
   if tonumber(ARGV[base + 1]) > room then out[1] = 0 end
 end
+local spare = out[1] == 1
 for i = 1, count do
-  local base = 5 * i
+  local base = 5 * i + 1
+  local amount = tonumber(ARGV[base + 1])
+  if amount > 0 and out[i + 1] - amount < 4 * tonumber(ARGV[base + 3]) then spare = false end
+end
+for i = 1, count do
+  local base = 5 * i + 1
   local amount, granted = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+  local holds = KEYS[i] .. ':holds'
   if out[1] == 1 and amount > 0 then
-    local chunk = tonumber(ARGV[base + 3])
-    granted = granted + amount
-    if out[i + 1] - amount >= 4 * chunk then granted = granted + chunk end
+    if spare then
+      granted = granted + amount + tonumber(ARGV[base + 3])
+    else
+      redis.call('ZADD', holds, expiry, hold .. ':' .. amount)
+      redis.call('EXPIRE', holds, ttl)
+    end
   end
   out[count + 1 + i] = granted
   if granted > 0 then
-    local holds = KEYS[i] .. ':holds'
     redis.call('ZADD', holds, expiry, lease .. ':' .. granted)
     redis.call('EXPIRE', holds, ttl)
   end
 end
+out[2 * count + 2] = spare and 1 or 0
 return out
 """
 # ARGV[1] = how many counters; the optional last key is a stream that gets ARGV's last value
@@ -165,6 +181,7 @@ class Leased:
     fits: bool
     rooms: list[int]  # each counter's room for this request (carries held)
     granted: list[int]  # each new member's amount (0: none)
+    under_lease: bool  # the request is held under the new members (else: holds of its own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,12 +368,20 @@ class RedisCounterStore:
         return result[0] == 1, result[1:]
 
     async def lease(
-        self, lease_id: str, requests: list[LeaseRequest], expiry_ms: int, ttl_seconds: int
+        self,
+        lease_id: str,
+        requests: list[LeaseRequest],
+        expiry_ms: int,
+        ttl_seconds: int,
+        hold_id: str = "",
     ) -> Leased:
-        """Replace this process's leases of the counters, atomically (see `_LEASE_SCRIPT`).
+        """Replace this process's leases of the counters, atomically (see `_LEASE_SCRIPT`);
+        near a cap the request is held as `hold_id` instead.
 
         Raises `Unseeded` (having changed nothing) for a counter without a starting value."""
-        args: list[int | str] = [int(time.time() * 1000), expiry_ms, lease_id, ttl_seconds]
+        args: list[int | str] = [
+            int(time.time() * 1000), expiry_ms, lease_id, ttl_seconds, hold_id,
+        ]  # fmt: skip
         for item in requests:
             args += [item.maximum, item.amount, item.carry, item.chunk, item.old]
         keys = [self._prefix + item.counter for item in requests]
@@ -364,7 +389,10 @@ class RedisCounterStore:
         if result[0] == -1:
             raise Unseeded(result[1] - 1)
         count = len(requests)
-        return Leased(result[0] == 1, result[1 : count + 1], result[count + 1 :])
+        return Leased(
+            result[0] == 1, result[1 : count + 1], result[count + 1 : 2 * count + 1],
+            result[2 * count + 1] == 1,
+        )  # fmt: skip
 
     async def extend(self, members: list[tuple[str, str]], expiry_ms: int) -> None:
         pipe = self._redis.pipeline(transaction=False)
