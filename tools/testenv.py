@@ -175,12 +175,84 @@ def ensure_chromium() -> None:
         _log(f"chromium is not installed ({exc}); the browser test will say so")
 
 
+NGINX = "/usr/sbin/nginx"
+
+_NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    client_max_body_size 0;  # Tollgate's own limit answers, with its own error
+    upstream tollgate {{
+{servers}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://tollgate;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_buffering off;          # streams pass through as they are written
+            proxy_request_buffering off;
+            proxy_read_timeout 600s;
+            proxy_next_upstream off;      # a call is never sent twice
+        }}
+    }}
+}}
+"""
+
+
+def ensure_nginx() -> None:
+    """Debian's nginx: the round-robin load balancer of the many-process tests and bench."""
+    if Path(NGINX).exists():
+        return
+    try:
+        _apt_install("nginx")
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        _log(f"nginx is not installed ({exc}); the many-process tests will say so")
+
+
+@contextlib.contextmanager
+def nginx_balancer(ports: list[int], workdir: Path) -> Iterator[str]:
+    """nginx on a free loopback port, sending requests round-robin to `ports`."""
+    if not Path(NGINX).exists():
+        raise RuntimeError("nginx is missing: install it (Debian: apt-get install nginx)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(workdir, 0o777)  # nginx's workers run as another user when started as root
+    port = free_port()
+    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in ports)
+    conf = workdir / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(dir=workdir, port=port, servers=servers))
+    log = (workdir / "nginx.out").open("wb")
+    process = subprocess.Popen(
+        [NGINX, "-c", str(conf), "-p", str(workdir)], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_for_port(port, 10)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
 def main(argv: list[str]) -> int:
     command = argv[argv.index("--") + 1 :] if "--" in argv else argv
     if not command:
         print("usage: python tools/testenv.py -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     ensure_chromium()
+    ensure_nginx()
     with services() as env:
         return subprocess.run(command, env={**os.environ, **env}).returncode
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -51,3 +52,10 @@ async def logs_when_seen(
             return data
         await asyncio.sleep(0.05)
     raise AssertionError(f"the log never reached {count} entries: {data}")
+
+
+async def start_of_a_minute() -> None:
+    """Rate windows are calendar minutes: do not let one end in the middle of a test."""
+    second = datetime.now(UTC).second
+    if second >= 55:
+        await asyncio.sleep(61 - second)

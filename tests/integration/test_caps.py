@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -13,7 +12,7 @@ from api.gateway import budget
 from api.gateway.tokens import prompt_token_bound
 from tests.factories.chat import HELLO
 from tests.factories.tenants import bearer, create_key, create_tenant
-from tests.factories.usage import expected_cost_micros, usage_when_settled
+from tests.factories.usage import expected_cost_micros, start_of_a_minute, usage_when_settled
 from tests.fakes.upstream import FakeUpstream, billed_prompt_tokens
 
 MINI = ("0.15", "0.075", "0.60")
@@ -141,13 +140,6 @@ class TestRedisHolds:
             await redis.aclose()
 
 
-async def _start_of_a_minute() -> None:
-    """Rate windows are calendar minutes: do not let one end in the middle of a test."""
-    second = datetime.now(UTC).second
-    if second >= 55:
-        await asyncio.sleep(61 - second)
-
-
 class TestRateLimits:
     async def test_rpm_answers_429_with_headers_before_any_upstream_call(
         self, http: httpx.AsyncClient, upstream: FakeUpstream
@@ -155,7 +147,7 @@ class TestRateLimits:
         upstream.mode, upstream.words = "generate", 5
         tenant = await create_tenant(http)
         key = await create_key(http, tenant, rpm=3, tpm=100_000)
-        await _start_of_a_minute()
+        await start_of_a_minute()
         answers = []
         for _ in range(4):
             answers.append(
@@ -183,7 +175,7 @@ class TestRateLimits:
         upstream.mode, upstream.words = "generate", 5
         tenant = await create_tenant(http)
         key = await create_key(http, tenant, tpm=prompt_token_bound(HELLO) + 100)
-        await _start_of_a_minute()
+        await start_of_a_minute()
         assert await _chat(http, key["secret"], False, max_tokens=200) == 429  # never clamped
         assert await _chat(http, key["secret"], False, max_tokens=100) == 200
         assert upstream.seen[-1].body["max_tokens"] == 100
