@@ -7,12 +7,14 @@ from logging.config import fileConfig
 from typing import Any, Literal
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from api.db import UTCDateTime, create_engine
 from api.models import Base
 
 config = context.config
+_LOCK_ID = 0x7011_6A7E  # this schema's migrations, among the database's advisory locks
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
@@ -45,6 +47,10 @@ def _configure(connection: Connection) -> None:
         render_item=_render_item,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Several API processes start at once (`docker compose up --scale api=3`), each
+            # migrating first: one at a time, and the others then find the schema at head.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
         context.run_migrations()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from api.migrate import alembic_config, upgrade_head
 from api.models import Base
 from api.tenant.models import Tenant
 from api.usage.models import UsageEvent, UsageKeyRollup, UsageRollup, UsageTenantRollup
+from tests.e2e.processes import TOLLGATE, tollgate_env
 
 BEFORE_UNITS = "d58b3f1e7a92"  # the revision before usage's per-unit quantities
 UNITS = ("audio_seconds", "characters", "images")
@@ -62,6 +64,19 @@ class TestMigrations:
         assert tables == set()
         upgrade_head(empty_database)
         assert _schema_drift(empty_database) == []
+
+    def test_processes_starting_together_migrate_one_at_a_time(self, service_urls, tmp_path):
+        # What `docker compose up --scale api=3` does: three processes migrate a new database.
+        url = _fresh_postgres(service_urls["TOLLGATE_TEST_POSTGRES_URL"], "migration_race")
+        env = tollgate_env(tmp_path / "data", TOLLGATE_DATABASE_URL=url)
+        runs = [
+            subprocess.Popen([*TOLLGATE, "migrate"], env=env, stderr=subprocess.PIPE)
+            for _ in range(3)
+        ]
+        for run in runs:
+            _, err = run.communicate(timeout=120)
+            assert run.returncode == 0, err.decode()
+        assert _schema_drift(url) == []
 
     def test_usage_unit_quantities_down_and_up_keep_the_usage(self, empty_database: str):
         """The per-unit columns go and come back on every usage table; the rows stay, and a
