@@ -23,7 +23,7 @@ from api.auth.secrets import derive_pepper
 from api.background import Background
 from api.billing.routes import router as billing_router
 from api.dashboard.routes import router as dashboard_router
-from api.db import create_engine, create_sessionmaker
+from api.db import create_sessionmaker, engine_for
 from api.deps import BoundedJSONBody
 from api.gateway import tokens
 from api.gateway.catalog import Catalog
@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
-        engine = create_engine(settings.resolved_database_url)
+        engine = engine_for(settings)
         sessionmaker = create_sessionmaker(engine)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         webhook_client = create_webhook_client(allow_private=settings.allow_private_webhooks)

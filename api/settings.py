@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     data_dir: Path = Path(".tollgate")
     database_url: str | None = None
+    # PostgreSQL connections per process: kept open, and opened beyond them under load. Every
+    # API process and worker has its own pool: keep their sum under the server's connections.
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    database_max_overflow: int = Field(default=20, ge=0, le=1000)
     redis_url: str | None = None
     qdrant_url: str | None = None
     secret_key: SecretStr | None = None

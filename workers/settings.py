@@ -19,7 +19,7 @@ import api.models  # noqa: F401  # the whole schema: foreign keys resolve at the
 from api.alert.email import mailer_from_settings
 from api.alert.service import AlertNotifier
 from api.background import arq_cron_jobs, arq_functions
-from api.db import create_engine, create_sessionmaker
+from api.db import create_sessionmaker, engine_for
 from api.gateway.catalog import Catalog
 from api.gateway.providers.registry import upstream_proxies
 from api.gateway.runtime import GatewayRuntime
@@ -38,7 +38,7 @@ from workers.jobs.billing import billing_month_end
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings = get_settings()
-    engine = create_engine(settings.resolved_database_url)
+    engine = engine_for(settings)
     sessionmaker = create_sessionmaker(engine)
     redis = Redis.from_url(settings.redis_url or "")
     webhooks = create_webhook_client(allow_private=settings.allow_private_webhooks)

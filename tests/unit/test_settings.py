@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from api.db import engine_for
 from api.kit.pagination import decode_cursor, encode_cursor
 from api.settings import ConfigurationError, Settings, resolve_secret_key
 
@@ -51,6 +52,17 @@ class TestSettings:
         clean_env.setenv("TOLLGATE_PORT", "7001")
         settings = Settings()
         assert (settings.host, settings.port) == ("0.0.0.0", 7001)
+
+    async def test_database_pool_per_process(self, clean_env: pytest.MonkeyPatch):
+        clean_env.setenv("TOLLGATE_DATABASE_URL", "postgresql+psycopg://u@127.0.0.1:1/db")
+        clean_env.setenv("TOLLGATE_DATABASE_POOL_SIZE", "3")
+        clean_env.setenv("TOLLGATE_DATABASE_MAX_OVERFLOW", "0")
+        engine = engine_for(Settings())  # connects lazily: nothing listens there
+        assert (engine.pool.size(), engine.pool._max_overflow) == (3, 0)  # type: ignore[attr-defined]
+        await engine.dispose()
+        clean_env.setenv("TOLLGATE_DATABASE_POOL_SIZE", "0")
+        with pytest.raises(ValueError, match="database_pool_size"):
+            Settings()
 
     def test_bad_value_is_refused(self, clean_env: pytest.MonkeyPatch):
         clean_env.setenv("TOLLGATE_PORT", "not-a-port")
