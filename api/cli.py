@@ -91,6 +91,7 @@ def serve(host: str | None, port: int | None, no_migrate: bool) -> None:
     import uvicorn
 
     from api.app import create_app
+    from api.kit.connections import GuardedProtocol
 
     settings = _settings()
     resolve_secret_key(settings)
@@ -106,7 +107,11 @@ def serve(host: str | None, port: int | None, no_migrate: bool) -> None:
         host=host or settings.host,
         port=port or settings.port,
         loop="uvloop",
-        http="httptools",
+        http=GuardedProtocol.with_limits(
+            settings.header_timeout_seconds,
+            settings.body_timeout_seconds,
+            settings.client_write_timeout_seconds,
+        ),
         log_level=settings.log_level,
         # uvicorn formats each access line's arguments even when the level drops the line.
         access_log=settings.log_level in ("debug", "trace", "info"),

@@ -164,6 +164,13 @@ class Settings(BaseSettings):
 
     # Requests larger than this are refused with 413 before they are parsed.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Slow and hostile clients (`api/kit/connections.py`): a request's line and headers must
+    # arrive within `header_timeout_seconds` of the connection (or of its previous response);
+    # its body may pause at most `body_timeout_seconds`; a response the client does not read for
+    # `client_write_timeout_seconds` is cut off.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    client_write_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     # The largest audio file `/v1/audio/transcriptions` and `/translations` take (OpenAI's
     # own limit); one whose duration cannot be read is reserved as this many bytes at the
     # lowest bitrate (`api/gateway/dialects/openai/audio.py`).
