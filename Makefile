@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CLIENTS := tests/e2e/clients
 CLIENTS_STAMP := $(CLIENTS)/node_modules/.installed-stamp
 
-.PHONY: install clients run migrate test test-unit test-int lint fmt typecheck bench bench-usage bench-search bench-units bench-processes up clean
+.PHONY: install clients run migrate test test-unit test-int lint fmt typecheck bench bench-usage bench-search bench-units bench-processes bench-soak up clean
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -68,6 +68,9 @@ bench-units: install
 
 bench-processes: install
 	$(BIN)/python bench/processes.py
+
+bench-soak: install
+	$(BIN)/python bench/soak.py
 
 up:
 	docker compose up --build

@@ -40,6 +40,7 @@ from bench.run import (  # noqa: E402 - after the path is set
     cpu_seconds,
     run_wrk,
     start_upstream_and_floor,
+    stop,
     wait_http,
     write_report,
 )
@@ -80,7 +81,7 @@ class Gateway:
         subprocess.run([TOLLGATE, "migrate"], env=self.env, check=True, capture_output=True)
         self.stack = stack
         self.worker = _start([TOLLGATE, "worker"], self.env)
-        stack.callback(self.worker.terminate)
+        stack.callback(stop, self.worker)
         self.apis: list[tuple[int, int]] = []  # (port, pid)
 
     def scale(self, count: int) -> None:
@@ -89,7 +90,7 @@ class Gateway:
             process = _start(
                 [TOLLGATE, "serve", "--no-migrate"], {**self.env, "TOLLGATE_PORT": str(port)}
             )
-            self.stack.callback(process.terminate)
+            self.stack.callback(stop, process)
             wait_http(f"http://127.0.0.1:{port}/healthz")
             self.apis.append((port, process.pid))
 

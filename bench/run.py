@@ -216,9 +216,20 @@ def _start(command: list[str], env: dict[str, str] | None = None) -> subprocess.
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate, and wait for it (killed after 10 s)."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 def setup_gateway(
-    pg_url: str, redis_url: str, upstream: str, stack: ExitStack
+    pg_url: str, redis_url: str, upstream: str, stack: ExitStack, **extra: str
 ) -> tuple[str, int, str]:
+    """Tollgate and its worker on a new database; `extra`: more of their environment."""
     admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(sa.text('DROP DATABASE IF EXISTS "bench" WITH (FORCE)'))
@@ -238,13 +249,14 @@ def setup_gateway(
         "TOLLGATE_PORT": str(port),
         "TOLLGATE_LOG_LEVEL": "warning",
         "TOLLGATE_API_RUNS_BACKGROUND_JOBS": os.environ.get("BENCH_API_DRAINS", "false"),
+        **extra,
     }
     subprocess.run([TOLLGATE, "migrate"], env=env, check=True, capture_output=True)
     process = _start([TOLLGATE, "serve", "--no-migrate"], env)
-    stack.callback(process.terminate)
+    stack.callback(stop, process)
     # As in docker-compose: the worker drains the usage ledger, the API only appends to it.
     worker = _start([TOLLGATE, "worker"], env)
-    stack.callback(worker.terminate)
+    stack.callback(stop, worker)
     WORKER_PID.append(worker.pid)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/healthz")
@@ -284,7 +296,7 @@ def start_upstream_and_floor(
             str(CHUNKS),
         ]
     )
-    stack.callback(up.terminate)
+    stack.callback(stop, up)
     floor = _start(
         [
             PYTHON,
@@ -295,7 +307,7 @@ def start_upstream_and_floor(
             upstream,
         ]
     )
-    stack.callback(floor.terminate)
+    stack.callback(stop, floor)
     wait_http(upstream + "/")
     wait_http(f"http://127.0.0.1:{floor_port}/")
     return upstream, up, f"http://127.0.0.1:{floor_port}", floor

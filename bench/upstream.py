@@ -7,7 +7,8 @@ gets its events 1 ms apart instead, one per read, as a model generating tokens s
 Beyond chat, by path, whatever the body: `POST /v1/embeddings` answers a fixed list of 16
 1536-dimension vectors with its usage, `/v1/audio/transcriptions` a fixed `verbose_json` (what
 the gateway asks whisper for) of 5 seconds, and `/v1/audio/speech` ~200 KB of fixed audio
-bytes in 16 KB chunks."""
+bytes in 16 KB chunks. A chat request offering tools whose last message is not a tool's result
+is answered with one call of its first tool (the soak's thread turns, `bench/soak.py`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ COMPLETION = json.dumps({
               "prompt_tokens_details": {"cached_tokens": 0},
               "completion_tokens_details": {"reasoning_tokens": 0}},
 }).encode()  # fmt: skip
+TOOL_CALL = {
+    "id": "chatcmpl-bench-tool", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": None, "message": {
+        "role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_bench", "type": "function",
+            "function": {"name": "", "arguments": "{\"city\": \"Paris\"}"},
+        }],
+    }}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
+}  # fmt: skip
 EMBEDDING_INPUTS = 16
 EMBEDDING_DIMENSIONS = 1536  # text-embedding-3-small's
 SPEECH_CHUNK = 16 * 1024
@@ -94,6 +105,20 @@ def anthropic_stream(chunks: int) -> list[bytes]:
     ]  # fmt: skip
 
 
+def _tool_call(body: bytes) -> bytes | None:
+    """A call of the request's first tool, unless it is answering one already."""
+    if b'"tools"' not in body:
+        return None
+    request = json.loads(body)
+    tools, messages = request.get("tools") or [], request.get("messages") or []
+    if not tools or (messages and messages[-1].get("role") == "tool"):
+        return None
+    answer = json.loads(json.dumps(TOOL_CALL))
+    call = answer["choices"][0]["message"]["tool_calls"][0]
+    call["function"]["name"] = tools[0]["function"]["name"]
+    return json.dumps(answer).encode()
+
+
 def make_app(chunks: int) -> Any:
     claude = anthropic_stream(chunks)
     stream = [_chunk({"role": "assistant", "content": ""})]
@@ -135,7 +160,7 @@ def make_app(chunks: int) -> Any:
             return
         headers = [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": COMPLETION})
+        await send({"type": "http.response.body", "body": _tool_call(body) or COMPLETION})
 
     return app
 
