@@ -194,6 +194,9 @@ http {{
     upstream tollgate {{
 {servers}
         keepalive 64;
+        # Under the API's own 5 s: a connection the API closed idle is never reused (with
+        # proxy_next_upstream off, a request sent on it as it closed would be a 502).
+        keepalive_timeout 4s;
     }}
     server {{
         listen 127.0.0.1:{port};
