@@ -673,7 +673,13 @@ class Reservations:
     async def _seed(self, item: Scoped, name: str, now: datetime) -> None:
         limit = item.limit
         since = limit_rules.period_start(limit.period, now)
-        await self._flush_ledger()
+        # A rate window starts every minute, at its first request: nothing of that minute can
+        # wait in the ledger then (usage is counted in the window's counter from its start), so
+        # it is read without flushing the ledger, which drained the whole stream in the API
+        # process once a minute per key. (A window dropped mid-minute, by a key's PATCH or a
+        # Redis restart, may miss what its last second of usage has not yet written.)
+        if limit.period != "minute":
+            await self._flush_ledger()
         async with self._sessionmaker() as session:
             if item.scope == "tenant":
                 totals = await usage_repository.tenant_totals(session, item.owner_id, since)
