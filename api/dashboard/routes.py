@@ -23,6 +23,7 @@ from api.dashboard.session import (
     clear_cookie,
     login_cookie,
     new_login_token,
+    posted_form,
     session_cookie,
     set_cookie,
     sign_in,
@@ -111,9 +112,7 @@ async def login(
 async def logout(
     request: Request, signed: SignedIn, session: DbSession, settings: AppSettings
 ) -> Response:
-    check_origin(request)
-    form = await request.form(max_files=0, max_fields=10)
-    check_token(form.get("csrf"), signed.csrf_token)
+    await posted_form(request, signed)
     await sign_out(session, signed.token_hash)
     response = redirect("/dashboard/login")
     clear_cookie(response, settings, session_cookie(settings))
