@@ -96,8 +96,8 @@ class TestCaps:
         # What the burst left is used one request at a time, down to the last request's worth.
         n = 0
         while (await _chat(lb, key["secret"], max_tokens=100)).status_code == 200:
-            n += 1
-            assert len(upstream.seen) <= 40
+            n += 1  # near the cap, requests are clamped to what is left: more, smaller ones
+            assert len(upstream.seen) <= 120
         usage = await usage_when_settled(lb, tenant, 120 + n + 1)  # refusals are events too
         billed = sum(
             expected_cost_micros(r["prompt_tokens"], 0, r["completion_tokens"], MINI)
@@ -124,8 +124,8 @@ class TestCaps:
         assert set(counts) <= {200, 402}, counts
         n = 0
         while (await _chat(lb, keys[n % 6]["secret"], max_tokens=100)).status_code == 200:
-            n += 1
-            assert len(upstream.seen) <= 21
+            n += 1  # near the cap, requests are clamped to what is left: more, smaller ones
+            assert len(upstream.seen) <= 80
         usage = await usage_when_settled(lb, tenant, 80 + n + 1)
         billed = sum(
             expected_cost_micros(r["prompt_tokens"], 0, r["completion_tokens"], MINI)

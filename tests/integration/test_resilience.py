@@ -355,8 +355,10 @@ class TestAcrossProcesses:
             home = upstream.keys_seen()[0]
             upstream.key_modes[home] = "status_429"
             upstream.seen.clear()
-            # Process one meets the 429 and cools the account; the session moves with it.
-            assert (await chat(one, {**headers, "x-session-id": "other"})).status_code == 200
+            # Process one, sent the session (whose account it reads from Redis), meets the 429
+            # and cools the account; the session moves on.
+            assert (await chat(one, pinned)).status_code == 200
+            assert upstream.keys_seen()[0] == home
             await _cooldown_shared(redis_url, home.removeprefix("sk-"))
             upstream.seen.clear()
             answers = [await chat(two, {**headers, "x-session-id": f"s-{n}"}) for n in range(9)]

@@ -112,6 +112,8 @@ async def serve(
     timing.step("body")
     looked = await _cache_lookup(gateway, principal, endpoint.path, body, headers, stream)
     session = resilience.session_key(headers or {}, body)
+    if session is not None:  # one tenant's "conversation-1" is not another's
+        session = f"{principal.tenant_id.hex}:{session}"
     if looked is not None and looked.key is not None and gateway.cache is not None:
         try:
             hit = await response_cache.fetch(gateway.cache, looked.key)
