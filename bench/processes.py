@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,6 +35,7 @@ from bench.run import (  # noqa: E402 - after the path is set
     TOLLGATE,
     WRK_SCRIPT,
     _start,
+    bench_env,
     cpu_seconds,
     run_wrk,
     start_upstream_and_floor,
@@ -62,23 +61,7 @@ class Gateway:
     """API processes on one database and Redis, started on demand, and one worker."""
 
     def __init__(self, pg_url: str, redis_url: str, upstream: str, stack: ExitStack) -> None:
-        admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(sa.text('DROP DATABASE IF EXISTS "bench" WITH (FORCE)'))
-            connection.execute(sa.text('CREATE DATABASE "bench"'))
-        admin.dispose()
-        self.env = {
-            **os.environ,
-            "TOLLGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/bench",
-            "TOLLGATE_REDIS_URL": redis_url,
-            "TOLLGATE_SECRET_KEY": "b" * 48,
-            "TOLLGATE_ADMIN_TOKEN": "bench-admin",
-            "TOLLGATE_OPENAI_API_KEY": "sk-bench",
-            "TOLLGATE_OPENAI_BASE_URL": upstream + "/v1",
-            "TOLLGATE_LOG_LEVEL": "warning",
-            "TOLLGATE_API_RUNS_BACKGROUND_JOBS": "false",
-        }
-        subprocess.run([TOLLGATE, "migrate"], env=self.env, check=True, capture_output=True)
+        self.env = bench_env(pg_url, redis_url, upstream)
         self.stack = stack
         self.worker = _start([TOLLGATE, "worker"], self.env)
         stack.callback(stop, self.worker)

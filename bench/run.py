@@ -226,16 +226,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(5)
 
 
-def setup_gateway(
-    pg_url: str, redis_url: str, upstream: str, stack: ExitStack, **extra: str
-) -> tuple[str, int, str]:
-    """Tollgate and its worker on a new database; `extra`: more of their environment."""
+def bench_env(pg_url: str, redis_url: str, upstream: str, **extra: str) -> dict[str, str]:
+    """A new, migrated database "bench", and the environment of Tollgate's processes on it
+    (`extra`: more of it)."""
     admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(sa.text('DROP DATABASE IF EXISTS "bench" WITH (FORCE)'))
         connection.execute(sa.text('CREATE DATABASE "bench"'))
     admin.dispose()
-    port = free_port()
     env = {
         **os.environ,
         "TOLLGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/bench",
@@ -246,12 +244,20 @@ def setup_gateway(
         "TOLLGATE_OPENAI_BASE_URL": upstream + "/v1",
         "TOLLGATE_ANTHROPIC_API_KEY": "sk-ant-bench",
         "TOLLGATE_ANTHROPIC_BASE_URL": upstream,
-        "TOLLGATE_PORT": str(port),
         "TOLLGATE_LOG_LEVEL": "warning",
         "TOLLGATE_API_RUNS_BACKGROUND_JOBS": os.environ.get("BENCH_API_DRAINS", "false"),
         **extra,
     }
     subprocess.run([TOLLGATE, "migrate"], env=env, check=True, capture_output=True)
+    return env
+
+
+def setup_gateway(
+    pg_url: str, redis_url: str, upstream: str, stack: ExitStack, **extra: str
+) -> tuple[str, int, str]:
+    """Tollgate and its worker on a new database; `extra`: more of their environment."""
+    port = free_port()
+    env = bench_env(pg_url, redis_url, upstream, TOLLGATE_PORT=str(port), **extra)
     process = _start([TOLLGATE, "serve", "--no-migrate"], env)
     stack.callback(stop, process)
     # As in docker-compose: the worker drains the usage ledger, the API only appends to it.

@@ -167,12 +167,16 @@ CHROMIUM = "/usr/bin/chromium"
 def ensure_chromium() -> None:
     """Debian's Chromium, which the dashboard's browser test drives (Playwright never downloads
     a browser here). Without root it is left to the developer: that test says what is missing."""
-    if Path(CHROMIUM).exists():
+    _ensure(CHROMIUM, "chromium", "the browser test")
+
+
+def _ensure(binary: str, package: str, used_by: str) -> None:
+    if Path(binary).exists():
         return
     try:
-        _apt_install("chromium")
+        _apt_install(package)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
-        _log(f"chromium is not installed ({exc}); the browser test will say so")
+        _log(f"{package} is not installed ({exc}); {used_by} will say so")
 
 
 NGINX = "/usr/sbin/nginx"
@@ -217,12 +221,7 @@ http {{
 
 def ensure_nginx() -> None:
     """Debian's nginx: the round-robin load balancer of the many-process tests and bench."""
-    if Path(NGINX).exists():
-        return
-    try:
-        _apt_install("nginx")
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
-        _log(f"nginx is not installed ({exc}); the many-process tests will say so")
+    _ensure(NGINX, "nginx", "the many-process tests")
 
 
 @contextlib.contextmanager
